@@ -1,0 +1,105 @@
+"""The topic catalogue: every topic is declared here with partitions and retention.
+
+FastStream would silently create a missing topic with one partition, and the
+local broker has `auto.create.topics.enable=false`; services call
+`ioc_shared.platform.kafka.declare_topics` with these specs at start-up.
+Keys: records and incidents are keyed by entity id, unit-addressed topics by
+unit id, so that everything about one entity stays ordered in one partition.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+DAY_MS = 24 * 3600 * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    retention_ms: int
+    compacted: bool = False
+    key: str = "entity id"
+    description: str = ""
+    extra_config: dict[str, str] = field(default_factory=dict)
+
+    def config(self) -> dict[str, str]:
+        policy = "compact,delete" if self.compacted else "delete"
+        return {
+            "cleanup.policy": policy,
+            "retention.ms": str(self.retention_ms),
+            **self.extra_config,
+        }
+
+
+def _spec(name: str, partitions: int, days: int, key: str, description: str,
+          compacted: bool = False) -> TopicSpec:
+    return TopicSpec(name, partitions, days * DAY_MS, compacted, key, description)
+
+
+# --- ingest -----------------------------------------------------------------
+INGEST_INBOUND = _spec(
+    "ioc.ingest.inbound.v1", 6, 7, "unit id",
+    "Raw submissions from unit systems, signed with the unit's credentials.")
+INGEST_REJECTED = _spec(
+    "ioc.ingest.rejected.v1", 6, 90, "unit id",
+    "Rejections with machine-readable reasons, addressed to the sending unit.")
+INGEST_QUARANTINE = _spec(
+    "ioc.ingest.quarantine.v1", 3, 180, "unit id",
+    "Raw bytes and headers of every rejected input, kept for replay after a fix.")
+INGEST_FRESHNESS = _spec(
+    "ioc.ingest.freshness.v1", 3, 400, "dataset id",
+    "Lateness and recovery events per unit and dataset against the expected cadence.")
+INGEST_QUALITY = _spec(
+    "ioc.ingest.quality.v1", 3, 400, "unit id",
+    "Periodic accepted/rejected counters per unit, dataset and reason.")
+
+# --- routing ----------------------------------------------------------------
+ROUTING_COMMANDS = _spec(
+    "ioc.routing.commands.v1", 6, 30, "incident id",
+    "Commands from units and operators (verify, approve, assign, acknowledge ...).")
+ROUTING_COMMAND_RESULTS = _spec(
+    "ioc.routing.command-results.v1", 6, 30, "acting unit id",
+    "Accepted / rejected answer to every command, with the reason.")
+ROUTING_EVENTS = _spec(
+    "ioc.routing.incident-events.v1", 6, 400, "incident id",
+    "Every incident state transition, from the transactional outbox.")
+ROUTING_NOTIFICATIONS = _spec(
+    "ioc.routing.notifications.v1", 6, 90, "recipient unit id",
+    "Assignments, reminders and escalation steps with their recipients.")
+ROUTING_REPORTER_UPDATES = _spec(
+    "ioc.routing.reporter-updates.v1", 3, 90, "incident id",
+    "Status updates and satisfaction survey requests for the original reporter.")
+
+# --- province mirror --------------------------------------------------------
+SYNC_PROVINCE_STATUS = _spec(
+    "ioc.sync-province.status.v1", 1, 90, "dataset id",
+    "Progress of the mirror of shared datasets to the provincial IOC.")
+
+TOPICS: tuple[TopicSpec, ...] = (
+    INGEST_INBOUND, INGEST_REJECTED, INGEST_QUARANTINE, INGEST_FRESHNESS, INGEST_QUALITY,
+    ROUTING_COMMANDS, ROUTING_COMMAND_RESULTS, ROUTING_EVENTS, ROUTING_NOTIFICATIONS,
+    ROUTING_REPORTER_UPDATES, SYNC_PROVINCE_STATUS,
+)
+
+_NAME_PART = re.compile(r"[^a-z0-9\-]")
+
+
+def _part(value: str) -> str:
+    return _NAME_PART.sub("-", value.lower())
+
+
+def canonical_topic(dataset_id: str, partitions: int = 6, retention_days: int = 400) -> TopicSpec:
+    """Default-sharing topic of a dataset (Đ3.5): canonical records, keyed by record id."""
+    return _spec(f"ioc.data.{_part(dataset_id)}.v1", partitions, retention_days, "record id",
+                 f"Canonical records of dataset {dataset_id}.")
+
+
+def special_topic(requester_unit: str, dataset_id: str, grant_id: str) -> TopicSpec:
+    """Per-requester derived stream of a special-request grant (Đ3.6)."""
+    return _spec(
+        f"ioc.share.{_part(requester_unit)}.{_part(dataset_id)}.{_part(grant_id)}.v1",
+        3, 90, "record id",
+        f"Granted fields of {dataset_id} for {requester_unit} under grant {grant_id}.")

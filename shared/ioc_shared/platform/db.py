@@ -1,0 +1,76 @@
+"""asyncpg pool and a small ordered-SQL migration runner.
+
+Each service owns one PostgreSQL schema and a `migrations/` folder of
+`NNNN_name.sql` files applied in order at start-up, once, under an advisory
+lock (two instances starting together do not race). The platform tables every
+service needs (processed events, outbox) come first from this package.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from importlib import resources
+from pathlib import Path
+
+import asyncpg
+
+_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size,
+                                     server_settings={"timezone": "UTC"})
+    assert pool is not None
+    return pool
+
+
+def _platform_sql() -> str:
+    return resources.files("ioc_shared.platform").joinpath("platform_tables.sql").read_text()
+
+
+def _ordered_migrations(directory: Path) -> list[tuple[str, str]]:
+    found = []
+    for path in sorted(directory.glob("*.sql")):
+        if not _MIGRATION_NAME.match(path.name):
+            raise ValueError(f"{path}: migration names must look like 0001_create_things.sql")
+        found.append((path.name, path.read_text(encoding="utf-8")))
+    return found
+
+
+async def migrate(pool: asyncpg.Pool, schema: str, directory: Path | None) -> list[str]:
+    """Create `schema`, its platform tables, and apply pending migrations; returns applied names."""
+    if not _SCHEMA_NAME.match(schema):
+        raise ValueError(f"invalid schema name {schema!r}")
+    migrations = [("0000_platform.sql", _platform_sql())]
+    if directory is not None:
+        migrations += _ordered_migrations(directory)
+    applied: list[str] = []
+    async with pool.acquire() as conn:
+        lock_key = int.from_bytes(hashlib.sha256(schema.encode()).digest()[:8], "big", signed=True)
+        await conn.execute("SELECT pg_advisory_lock($1)", lock_key)
+        try:
+            await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+            await conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {schema}.schema_migrations ("
+                " name text PRIMARY KEY, checksum text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())")
+            done = {r["name"]: r["checksum"] for r in
+                    await conn.fetch(f"SELECT name, checksum FROM {schema}.schema_migrations")}
+            for name, sql in migrations:
+                checksum = hashlib.sha256(sql.encode()).hexdigest()
+                if name in done:
+                    if done[name] != checksum:
+                        raise RuntimeError(f"migration {schema}/{name} was edited after it was applied")
+                    continue
+                async with conn.transaction():
+                    await conn.execute(f"SET LOCAL search_path TO {schema}, public")
+                    await conn.execute(sql)
+                    await conn.execute(
+                        f"INSERT INTO {schema}.schema_migrations (name, checksum) VALUES ($1, $2)",
+                        name, checksum)
+                applied.append(name)
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", lock_key)
+    return applied

@@ -1,0 +1,127 @@
+"""Kafka plumbing: broker factory with safe defaults, explicit topic declaration, headers.
+
+Safe defaults: producers wait for acks from all in-sync replicas and are
+idempotent; consumers never auto-commit (subscribers must state an ack policy
+other than ACK_FIRST, see `DURABLE`); topics are created explicitly with their
+partitions and retention, never by the broker on first use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
+from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import CollectorRegistry
+
+from ioc_shared.contracts.envelope import Envelope
+from ioc_shared.contracts.topics import TopicSpec
+from ioc_shared.platform.logging import get_logger
+from ioc_shared.platform.telemetry import inject_trace_headers
+
+log = get_logger(__name__)
+
+# Subscriber options for every data path: commit only after the handler
+# returned (its effects are durable); on an unexpected error, seek back so the
+# message is redelivered rather than skipped. Handlers turn bad *input* into
+# rejections themselves, so a poison message never reaches this path.
+DURABLE: dict[str, Any] = {"ack_policy": AckPolicy.NACK_ON_ERROR, "auto_offset_reset": "earliest"}
+
+# Header names of the bus contract.
+H_EVENT_ID = "ioc-event-id"
+H_EVENT_TYPE = "ioc-event-type"
+H_PRINCIPAL = "ioc-principal"      # who signs (set by the sender, verified by signature)
+H_SIGNATURE = "ioc-signature"      # hex HMAC-SHA256 of the value with the principal's secret
+
+
+def producer_options() -> dict[str, Any]:
+    return {"acks": "all", "enable_idempotence": True, "linger_ms": 2,
+            "max_batch_size": 256 * 1024, "compression_type": None}
+
+
+def make_broker(bootstrap: str, *, service: str, tracer_provider: TracerProvider | None = None,
+                metrics_registry: CollectorRegistry | None = None, **kwargs: Any) -> KafkaBroker:
+    middlewares: list[Any] = [KafkaTelemetryMiddleware(tracer_provider=tracer_provider)]
+    if metrics_registry is not None:
+        middlewares.append(KafkaPrometheusMiddleware(registry=metrics_registry,
+                                                     app_name=service))
+    options = {**producer_options(), **kwargs}
+    return KafkaBroker(
+        bootstrap,
+        client_id=service,
+        allow_auto_create_topics=False,
+        middlewares=middlewares,
+        logger=get_logger(f"faststream.{service}"),
+        **options,
+    )
+
+
+def make_producer(bootstrap: str, *, client_id: str, **kwargs: Any) -> AIOKafkaProducer:
+    return AIOKafkaProducer(bootstrap_servers=bootstrap, client_id=client_id,
+                            **{**producer_options(), **kwargs})
+
+
+async def declare_topics(bootstrap: str, specs: Iterable[TopicSpec], *,
+                         replication: int = 1) -> list[str]:
+    """Create missing topics; grow partitions and update configs of existing ones.
+
+    Returns the names created. Never shrinks a topic (Kafka cannot).
+    """
+    specs = list({s.name: s for s in specs}.values())
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="ioc-topic-declarer")
+    await admin.start()
+    created: list[str] = []
+    try:
+        names = set(await admin.list_topics())
+        missing = [s for s in specs if s.name not in names]
+        if missing:
+            result = await admin.create_topics(
+                [NewTopic(s.name, s.partitions, replication, topic_configs=s.config())
+                 for s in missing], validate_only=False)
+            for name, code, *_ in getattr(result, "topic_errors", []) or []:
+                if code not in (0, TopicAlreadyExistsError.errno):
+                    raise RuntimeError(f"cannot create topic {name}: error code {code}")
+            created = [s.name for s in missing]
+        present = [s for s in specs if s.name in names]
+        if present:
+            described = await admin.describe_topics([s.name for s in present])
+            existing = {t["topic"]: len(t["partitions"]) for t in described}
+            grow = {s.name: NewPartitions(s.partitions) for s in present
+                    if existing.get(s.name, s.partitions) < s.partitions}
+            if grow:
+                await admin.create_partitions(grow)
+        if created:
+            log.info("topics declared", created=created)
+    finally:
+        await admin.close()
+    return created
+
+
+def envelope_headers(envelope: Envelope, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Headers for an envelope: event id and type, W3C trace context of the current span."""
+    headers = {H_EVENT_ID: str(envelope.event_id), H_EVENT_TYPE: envelope.type}
+    if extra:
+        headers.update(extra)
+    inject_trace_headers(headers)
+    return headers
+
+
+def encode_headers(headers: Mapping[str, str]) -> list[tuple[str, bytes]]:
+    return [(k, v.encode()) for k, v in headers.items()]
+
+
+def decode_headers(raw: Sequence[tuple[str, bytes]] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for k, v in raw or ():
+        try:
+            out[k] = v.decode() if isinstance(v, bytes | bytearray) else str(v)
+        except UnicodeDecodeError:
+            out[k] = v.hex()
+    return out

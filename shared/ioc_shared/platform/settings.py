@@ -1,0 +1,58 @@
+"""Service settings from the environment.
+
+Each service has its own prefix (`INGEST_`, `ROUTING_` ...) and falls back to
+the common `IOC_` prefix, so one exported environment (`scripts/platform.sh
+env`) serves every service while each can still be pointed elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import ClassVar
+
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+def _default_instance() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="IOC_", extra="ignore")
+
+    service_prefix: ClassVar[str] = "IOC_"
+    service_name: ClassVar[str] = "ioc"
+
+    kafka_bootstrap: str = "127.0.0.1:19092"
+    database_url: str = "postgresql://ioc@127.0.0.1:15432/ioc"
+    registry_file: Path = REPO_ROOT / "config" / "registry.yaml"
+    credentials_file: Path | None = REPO_ROOT / "config" / "credentials.dev.yaml"
+    otlp_endpoint: str | None = None
+    log_level: str = "INFO"
+    http_host: str = "127.0.0.1"
+    http_port: int = 0
+    topic_replication: int = 1
+    instance_id: str = _default_instance()
+    db_pool_size: int = 10
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        own = EnvSettingsSource(settings_cls, env_prefix=cls.service_prefix)
+        common = EnvSettingsSource(settings_cls, env_prefix="IOC_")
+        return (init_settings, own, common, file_secret_settings)
