@@ -7,6 +7,7 @@ env`) serves every service while each can still be pointed elsewhere.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 from pathlib import Path
@@ -18,6 +19,8 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+
+from ioc_shared.contracts.topics import TopicSpec
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
@@ -43,6 +46,15 @@ class ServiceSettings(BaseSettings):
     topic_replication: int = 1
     instance_id: str = _default_instance()
     db_pool_size: int = 10
+    # Prefix for every topic name: isolates tests and benchmarks that share a
+    # broker ("" in production, so names match the published contract).
+    topic_namespace: str = ""
+
+    def topic(self, spec: TopicSpec) -> TopicSpec:
+        """The spec as this deployment names it (namespace applied)."""
+        if not self.topic_namespace:
+            return spec
+        return dataclasses.replace(spec, name=f"{self.topic_namespace}.{spec.name}")
 
     @classmethod
     def settings_customise_sources(
