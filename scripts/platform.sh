@@ -155,9 +155,10 @@ ensure_pg() {
     id "$PG_USER" >/dev/null 2>&1 || { log "creating system user $PG_USER"; useradd -r -M -s /usr/sbin/nologin "$PG_USER"; }
     chown -R "$PG_USER:" "$PG_RUN" "$PG_SOCK"
     # The server user must be able to traverse every parent dir (mktemp -d dirs are 0700).
-    local d="$PG_RUN"
-    while [[ "$d" != "/" ]]; do
-      d="$(dirname "$d")"
+    local d="" part parts
+    IFS=/ read -ra parts <<<"${PG_RUN#/}"
+    for part in "${parts[@]}"; do # top-down, so each test sees the fixed parents
+      d="$d/$part"
       if ! runuser -u "$PG_USER" -- test -x "$d"; then log "granting o+x on $d so $PG_USER can reach .run/pg"; chmod o+x "$d"; fi
     done
   fi
