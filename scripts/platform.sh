@@ -98,7 +98,7 @@ kafka_start() {
   nohup setsid java -Xms256m -Xmx1g -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExitOnOutOfMemoryError \
     -Djava.awt.headless=true -Dkafka.logs.dir="$K_RUN/logs" \
     -Dlog4j2.configurationFile="$ROOT/deploy/kafka/log4j2.yaml" \
-    -cp "$LIBS/*" kafka.Kafka "$K_RUN/server.properties" >"$K_RUN/logs/stdout.log" 2>&1 </dev/null &
+    -cp "$LIBS/*" kafka.Kafka "$K_RUN/server.properties" >"$K_RUN/logs/stdout.log" 2>&1 </dev/null 9>&- &
   echo $! >"$K_PID"; echo "$KAFKA_PORT" >"$K_RUN/port"
   local deadline=$((SECONDS + 90))
   while :; do
@@ -180,7 +180,7 @@ pg_start() {
       || die "$PG_DATA was created by PostgreSQL $(cat "$PG_DATA/PG_VERSION") but $PG_BIN is $want; remove .run/pg to re-init"
     log "starting postgresql on 127.0.0.1:$PG_PORT"
     if ! as_pg setsid -w "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_RUN/pg.log" -w -t 30 \
-        -o "-p $PG_PORT -k $PG_SOCK -c listen_addresses=127.0.0.1 -c fsync=on -c max_connections=200" start >/dev/null; then
+        -o "-p $PG_PORT -k $PG_SOCK -c listen_addresses=127.0.0.1 -c fsync=on -c max_connections=200" start >/dev/null 9>&-; then
       fail_with_log "postgresql did not start within 30s" "$PG_RUN/pg.log"
     fi
   else
@@ -232,6 +232,14 @@ status() {
   return "$rc"
 }
 
+lock() { # serialise start/stop of this checkout (several people/jobs may share one working tree)
+  mkdir -p "$ROOT/.run"; exec 9>"$ROOT/.run/platform.lock"  # fd 9 is closed for the servers (9>&-)
+  flock -w 180 9 || die "another 'platform.sh start/stop' of this checkout still runs (waited 180s on .run/platform.lock)"
+}
+
+case "${1:-}" in
+  start|stop) lock ;;
+esac
 case "${1:-}" in
   start)  pg_start; kafka_start; print_env | sed 's/^/[platform] /' >&2 ;;
   stop)   kafka_stop; pg_stop ;;
