@@ -133,7 +133,7 @@ class Dataset(_Strict):
     schemas: tuple[SchemaVersion, ...]
     max_record_bytes: int = 64 * 1024
 
-    def schema(self, version: int) -> SchemaVersion | None:
+    def schema_for(self, version: int) -> SchemaVersion | None:
         return next((s for s in self.schemas if s.version == version), None)
 
 
@@ -368,7 +368,7 @@ def _cross_check(path: str, data: _RegistryFile) -> list[str]:
             if missing:
                 problems.append(f"{label}: a special-request grant needs {', '.join(missing)}")
             if ds is not None and g.fields:
-                canonical = ds.schema(ds.canonical_version)
+                canonical = ds.schema_for(ds.canonical_version)
                 unknown = [f for f in g.fields if canonical and f not in canonical.fields]
                 if unknown:
                     problems.append(f"{label}: fields {unknown} are not in {ds.id} "

@@ -96,11 +96,12 @@ class OutboxRelay:
         self._wake.set()
 
     async def _partition_for(self, topic: str, key: bytes | None) -> int:
-        partitions = sorted(await self._producer.partitions_for(topic))
+        partitions: list[int] = sorted(await self._producer.partitions_for(topic))
         if key is None:
             self._round_robin += 1
             return partitions[self._round_robin % len(partitions)]
-        return int(self._partitioner(key, partitions, partitions))
+        partition: int = self._partitioner(key, partitions, partitions)
+        return partition
 
     async def recover(self) -> int:
         """Resolve rows claimed by a relay that died; returns how many were already published."""

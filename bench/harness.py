@@ -1,0 +1,86 @@
+"""Shared pieces of the benchmarks: topics, preloading, output-rate measurement."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from ioc_shared.contracts import TopicSpec
+from ioc_shared.platform.kafka import declare_topics
+from ioc_shared.testing import unique
+
+
+@dataclass
+class BenchResult:
+    name: str
+    figures: dict[str, float | int | str] = field(default_factory=dict)
+
+    def line(self) -> str:
+        parts = " ".join(f"{k}={_fmt(v)}" for k, v in self.figures.items())
+        return f"BENCH {self.name} {parts}"
+
+
+def _fmt(value: float | int | str) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}" if abs(value) < 10 else f"{value:.0f}"
+    return str(value)
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values))
+
+
+async def fresh_topics(bootstrap: str, *names: str, partitions: int = 6) -> list[str]:
+    tag = unique("bench").replace("_", "-")
+    topics = [f"{tag}.{n}" for n in names]
+    await declare_topics(bootstrap, [TopicSpec(t, partitions, 3_600_000) for t in topics])
+    return topics
+
+
+async def preload(bootstrap: str, topic: str,
+                  messages: Sequence[tuple[bytes, bytes, list[tuple[str, bytes]]]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20,
+                                max_batch_size=1024 * 1024, enable_idempotence=True)
+    await producer.start()
+    try:
+        futures = []
+        for key, value, headers in messages:
+            futures.append(await producer.send(topic, value, key=key, headers=headers))
+            if len(futures) >= 5000:
+                await asyncio.gather(*futures)
+                futures.clear()
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def output_rate(bootstrap: str, topics: Sequence[str], expected: int,
+                      timeout: float = 300.0) -> tuple[int, float]:
+    """Wait for `expected` records over `topics`; rate from their first and last timestamps.
+
+    Using the records' own timestamps measures every contender the same way,
+    start-up excluded.
+    """
+    consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, group_id=None,
+                                auto_offset_reset="earliest", enable_auto_commit=False,
+                                max_poll_records=5000, fetch_max_bytes=32 * 1024 * 1024)
+    await consumer.start()
+    count, first, last = 0, None, None
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while count < expected and loop.time() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for records in batch.values():
+                for rec in records:
+                    count += 1
+                    first = rec.timestamp if first is None else min(first, rec.timestamp)
+                    last = rec.timestamp if last is None else max(last, rec.timestamp)
+    finally:
+        await consumer.stop()
+    if count < expected or first is None or last is None:
+        raise RuntimeError(f"only {count} of {expected} records arrived on {list(topics)}")
+    return count, count / max((last - first) / 1000.0, 1e-3)

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# `make up`: start Kafka, PostgreSQL and every service in the foreground.
+# Ctrl-C (or SIGTERM) stops the services, then the platform.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+bash scripts/platform.sh start
+eval "$(bash scripts/platform.sh env)"
+export IOC_LOG_LEVEL="${IOC_LOG_LEVEL:-INFO}"
+
+pids=()
+stop_all() {
+  trap - INT TERM EXIT
+  echo "[up] stopping services" >&2
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  bash scripts/platform.sh stop
+}
+trap stop_all INT TERM EXIT
+
+port=18080
+for dir in services/*/; do
+  name="$(basename "$dir")"
+  module="${name//-/_}"
+  [[ -f "$dir/pyproject.toml" && -f "$dir/$module/main.py" ]] || { echo "[up] $name: not built yet, skipped" >&2; continue; }
+  prefix="$(echo "$module" | tr '[:lower:]' '[:upper:]')_"
+  export "${prefix}HTTP_PORT=$port"
+  echo "[up] starting $name (health and metrics on http://127.0.0.1:$port/health, /metrics)" >&2
+  .venv/bin/python -m "$module" serve &
+  pids+=($!)
+  port=$((port + 1))
+done
+(( ${#pids[@]} )) || { echo "[up] no service to run" >&2; exit 1; }
+echo "[up] running; Ctrl-C stops everything" >&2
+# Exit (and stop everything) as soon as any service dies.
+wait -n "${pids[@]}" || true
+echo "[up] a service exited" >&2

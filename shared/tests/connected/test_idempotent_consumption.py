@@ -1,0 +1,82 @@
+"""A redelivered message changes state once: the claim shares the state change's transaction."""
+
+import asyncio
+
+import pytest
+from faststream.kafka import KafkaMessage
+from ioc_shared.contracts import Envelope, TopicSpec
+from ioc_shared.platform.idempotency import process_once
+from ioc_shared.platform.kafka import DURABLE, declare_topics, make_broker
+from ioc_shared.testing import kafka_bootstrap, unique
+
+pytestmark = pytest.mark.connected
+
+
+async def make_counter(pool, schema: str) -> None:
+    await pool.execute(f"CREATE TABLE {schema}.counter (name text PRIMARY KEY, n int NOT NULL)")
+    await pool.execute(f"INSERT INTO {schema}.counter VALUES ('hits', 0)")
+
+
+async def test_process_once_applies_a_redelivery_once(schema_pool) -> None:
+    schema, pool = schema_pool
+    await make_counter(pool, schema)
+    event = Envelope(type="test.hit", source_unit="u")
+
+    async def bump(conn) -> int:
+        return await conn.fetchval(f"UPDATE {schema}.counter SET n = n + 1 RETURNING n")
+
+    assert await process_once(pool, schema, "c", event.event_id, bump) == (True, 1)
+    assert await process_once(pool, schema, "c", event.event_id, bump) == (False, None)
+    assert await process_once(pool, schema, "other-consumer", event.event_id, bump) == (True, 2)
+
+
+async def test_failed_effect_releases_the_claim(schema_pool) -> None:
+    schema, pool = schema_pool
+    await make_counter(pool, schema)
+    event = Envelope(type="test.hit", source_unit="u")
+
+    async def fail(conn) -> None:
+        await conn.execute(f"UPDATE {schema}.counter SET n = n + 1")
+        raise ConnectionError("lost the database mid-way")
+
+    with pytest.raises(ConnectionError):
+        await process_once(pool, schema, "c", event.event_id, fail)
+    assert await pool.fetchval(f"SELECT n FROM {schema}.counter") == 0
+
+    async def bump(conn) -> None:
+        await conn.execute(f"UPDATE {schema}.counter SET n = n + 1")
+
+    assert (await process_once(pool, schema, "c", event.event_id, bump))[0] is True
+    assert await pool.fetchval(f"SELECT n FROM {schema}.counter") == 1
+
+
+async def test_crash_after_commit_before_ack_is_redelivered_and_ignored(schema_pool) -> None:
+    """Through a real broker: the handler commits, then dies before the offset commit."""
+    schema, pool = schema_pool
+    await make_counter(pool, schema)
+    topic = unique("t.idem").replace("_", "-")
+    await declare_topics(kafka_bootstrap(), [TopicSpec(topic, 1, 3_600_000)])
+    broker = make_broker(kafka_bootstrap(), service="test")
+    calls: list[str] = []
+    done = asyncio.Event()
+
+    @broker.subscriber(topic, group_id=unique("g"), **DURABLE)
+    async def handle(msg: KafkaMessage) -> None:
+        event = Envelope.from_bytes(msg.body)
+        calls.append(str(event.event_id))
+
+        async def bump(conn) -> None:
+            await conn.execute(f"UPDATE {schema}.counter SET n = n + 1")
+
+        await process_once(pool, schema, "counter", event.event_id, bump)
+        if len(calls) == 1:
+            raise RuntimeError("crash after the commit, before the ack")
+        done.set()
+
+    async with broker:
+        await broker.start()
+        event = Envelope(type="test.hit", source_unit="u", subject="k")
+        await broker.publish(event.to_bytes(), topic, key=b"k")
+        await asyncio.wait_for(done.wait(), 20)
+    assert calls == [str(event.event_id)] * 2, "the message was redelivered after the failure"
+    assert await pool.fetchval(f"SELECT n FROM {schema}.counter") == 1
