@@ -1,0 +1,3 @@
+from routing.main import cli
+
+cli()

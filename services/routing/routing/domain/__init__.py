@@ -1,0 +1,1 @@
+"""Pure routing rules: no database, broker or network code may be imported here."""

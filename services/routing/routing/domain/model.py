@@ -1,0 +1,104 @@
+"""The incident aggregate and what a decision about it produces."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from routing.domain.calendar import WorkingCalendar
+from routing.domain.deadlines import DueWork
+from routing.domain.geo import Point
+from routing.domain.organisation import Organisation
+from routing.domain.policy import RoutingPolicy
+from routing.domain.rules import IncidentFacts
+from routing.domain.states import Actor, State
+
+_INCIDENT_NAMESPACE = uuid.UUID("0d4c7f5e-2b1a-4e8f-9c3d-7a6b5e4f3d21")
+
+
+def incident_id_for(dataset: str, record_id: str) -> str:
+    """Stable incident id of a record: one incident per (dataset, record id)."""
+    return str(uuid.uuid5(_INCIDENT_NAMESPACE, f"{dataset}\x1f{record_id}"))
+
+
+@dataclass
+class Incident:
+    id: str
+    dataset: str
+    record_id: str
+    source_unit: str
+    category: str
+    priority: str
+    commune: str
+    reported_at: datetime
+    title: str
+    location: Point | None = None
+    # A reference the reporter chose to give (ticket number, app user id): never name or phone.
+    reporter_ref: str | None = None
+    state: State = State.RECEIVED
+    assigned_unit: str | None = None
+    last_unit: str | None = None
+    assignment_no: int = 0
+    primary_id: str | None = None
+    policy: dict[str, Any] | None = None
+    ack_due_at: datetime | None = None
+    resolve_due_at: datetime | None = None
+    survey_answered: bool = False
+    created_at: datetime | None = None
+
+    def facts(self) -> IncidentFacts:
+        return IncidentFacts(self.dataset, self.category, self.priority, self.commune,
+                             self.source_unit, self.location)
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentEvent:
+    """One recorded change (or note) on an incident: the audit row and the bus event."""
+
+    type: str
+    incident_id: str
+    from_state: State | None
+    to_state: State
+    actor: Actor
+    at: datetime
+    reason: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """A message to a unit: assignment, return to the IOC, reminder, escalation step."""
+
+    kind: str
+    unit: str
+    incident_id: str
+    roles: tuple[str, ...] = ()
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Outcome:
+    events: list[IncidentEvent] = field(default_factory=list)
+    notifications: list[Notification] = field(default_factory=list)
+    # Due work of a new assignment (replaces the previous assignment's work).
+    schedule: list[DueWork] | None = None
+    survey_requested: bool = False
+
+    def extend(self, other: Outcome) -> None:
+        self.events += other.events
+        self.notifications += other.notifications
+        if other.schedule is not None:
+            self.schedule = other.schedule
+        self.survey_requested = self.survey_requested or other.survey_requested
+
+
+@dataclass(frozen=True)
+class Context:
+    """Everything a decision may consult besides the incident itself."""
+
+    policy: RoutingPolicy
+    calendar: WorkingCalendar
+    org: Organisation
+    now: datetime

@@ -1,0 +1,108 @@
+"""Machine-readable reason codes with the Vietnamese message shown to the sender."""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+from enum import StrEnum
+
+from routing.domain.states import State, Verb
+
+
+class Reason(StrEnum):
+    UNAUTHENTICATED = "unauthenticated"
+    MALFORMED = "malformed_command"
+    UNKNOWN_VERB = "unknown_command"
+    UNKNOWN_INCIDENT = "unknown_incident"
+    ROLE_REQUIRED = "role_required"
+    NOT_ASSIGNED_TO_UNIT = "not_assigned_to_unit"
+    ILLEGAL_TRANSITION = "illegal_transition"
+    REASON_REQUIRED = "reason_required"
+    RESOLUTION_NOTE_REQUIRED = "resolution_note_required"
+    NOTE_REQUIRED = "note_required"
+    UNKNOWN_UNIT = "unknown_unit"
+    SAME_UNIT = "same_unit"
+    UNKNOWN_PRIMARY = "unknown_primary"
+    MERGE_INTO_SELF = "merge_into_self"
+    PRIMARY_NOT_OPEN = "primary_not_open"
+    SURVEY_ALREADY_ANSWERED = "survey_already_answered"
+    INVALID_SCORE = "invalid_score"
+    MERGED = "incident_merged"
+    DUPLICATE_COMMAND = "duplicate_command"
+
+
+STATE_NAMES: dict[State, str] = {
+    State.RECEIVED: "đã tiếp nhận",
+    State.VERIFIED: "đã xác minh",
+    State.REJECTED: "bị từ chối do thông tin không xác thực",
+    State.APPROVED: "đã được lãnh đạo IOC phê duyệt",
+    State.ASSIGNED: "đã chuyển đơn vị xử lý",
+    State.ACKNOWLEDGED: "đơn vị đã tiếp nhận",
+    State.IN_PROGRESS: "đang xử lý",
+    State.RESOLVED: "đã xử lý xong",
+    State.CLOSED: "đã đóng",
+    State.RETURNED: "bị đơn vị trả lại",
+    State.MERGED: "đã gộp vào sự cố khác",
+}
+
+VERB_NAMES: dict[Verb, str] = {
+    Verb.VERIFY: "xác minh",
+    Verb.REJECT: "từ chối",
+    Verb.APPROVE: "phê duyệt",
+    Verb.ASSIGN: "giao xử lý",
+    Verb.ACKNOWLEDGE: "xác nhận tiếp nhận",
+    Verb.UPDATE_STATUS: "cập nhật tiến độ",
+    Verb.RETURN: "trả lại",
+    Verb.TRANSFER: "chuyển đơn vị",
+    Verb.RESOLVE: "báo cáo kết quả xử lý",
+    Verb.CLOSE: "đóng",
+    Verb.REOPEN: "mở lại",
+    Verb.MERGE: "gộp trùng",
+    Verb.ANSWER_SURVEY: "trả lời khảo sát",
+}
+
+_MESSAGES: dict[Reason, str] = {
+    Reason.UNAUTHENTICATED: "Lệnh không được xác thực: thiếu hoặc sai chữ ký của bên gửi.",
+    Reason.MALFORMED: "Lệnh không đúng định dạng: {detail}.",
+    Reason.UNKNOWN_VERB: "Lệnh '{detail}' không được hỗ trợ.",
+    Reason.UNKNOWN_INCIDENT: "Không tìm thấy sự cố {detail}.",
+    Reason.ROLE_REQUIRED: "Chỉ {detail} mới được thực hiện thao tác này.",
+    Reason.NOT_ASSIGNED_TO_UNIT: "Sự cố không được giao cho đơn vị của bạn.",
+    Reason.ILLEGAL_TRANSITION: "Không thể {detail}.",
+    Reason.REASON_REQUIRED: "Phải nêu lý do.",
+    Reason.RESOLUTION_NOTE_REQUIRED: "Phải có nội dung kết quả xử lý.",
+    Reason.NOTE_REQUIRED: "Phải có nội dung cập nhật tiến độ.",
+    Reason.UNKNOWN_UNIT: "Đơn vị '{detail}' không có trong danh mục.",
+    Reason.SAME_UNIT: "Sự cố đang do chính đơn vị '{detail}' xử lý.",
+    Reason.UNKNOWN_PRIMARY: "Không tìm thấy sự cố chính {detail} để gộp vào.",
+    Reason.MERGE_INTO_SELF: "Không thể gộp một sự cố vào chính nó.",
+    Reason.PRIMARY_NOT_OPEN: "Sự cố chính {detail} không còn mở để gộp vào.",
+    Reason.SURVEY_ALREADY_ANSWERED: "Khảo sát mức độ hài lòng của sự cố này đã được trả lời.",
+    Reason.INVALID_SCORE: "Điểm hài lòng phải từ {detail}.",
+    Reason.MERGED: "Sự cố đã được gộp vào sự cố {detail}; hãy thao tác trên sự cố chính.",
+    Reason.DUPLICATE_COMMAND: "Lệnh này đã được xử lý trước đó.",
+}
+
+ROLE_NAMES = {"ioc-leader": "lãnh đạo Trung tâm IOC", "ioc-operator": "cán bộ vận hành IOC"}
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    reason: Reason
+    message: str
+
+
+def reject(reason: Reason, detail: str = "") -> Rejection:
+    return Rejection(reason, unicodedata.normalize("NFC", _MESSAGES[reason].format(detail=detail)))
+
+
+def illegal(verb: Verb, state: State) -> Rejection:
+    return reject(Reason.ILLEGAL_TRANSITION,
+                  f"{VERB_NAMES[verb]} khi sự cố {STATE_NAMES[state]}")
+
+
+ACCEPTED_MESSAGE = "Đã thực hiện: {verb}."
+
+
+def accepted_message(verb: Verb) -> str:
+    return unicodedata.normalize("NFC", ACCEPTED_MESSAGE.format(verb=VERB_NAMES[verb]))
