@@ -10,6 +10,7 @@ unit id, so that everything about one entity stays ordered in one partition.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass, field
 
 DAY_MS = 24 * 3600 * 1000
@@ -88,7 +89,10 @@ _NAME_PART = re.compile(r"[^a-z0-9\-]")
 
 
 def _part(value: str) -> str:
-    return _NAME_PART.sub("-", value.lower())
+    """A topic-name segment: ASCII letters, digits and single hyphens."""
+    folded = unicodedata.normalize("NFD", value.lower()).replace("đ", "d")
+    folded = "".join(ch for ch in folded if unicodedata.category(ch) != "Mn")
+    return re.sub(r"-{2,}", "-", _NAME_PART.sub("-", folded)).strip("-")
 
 
 def canonical_topic(dataset_id: str, partitions: int = 6, retention_days: int = 400) -> TopicSpec:

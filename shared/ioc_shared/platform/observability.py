@@ -49,12 +49,9 @@ class LagMonitor:
         await consumer.start()
         try:
             committed = await admin.list_consumer_group_offsets(self._group)
-            tps = [TopicPartition(t, p) for t in self._topics
-                   for p in (consumer.partitions_for_topic(t) or ())]
-            if not tps:
-                await consumer.topics()  # refresh metadata once
-                tps = [TopicPartition(t, p) for t in self._topics
-                       for p in (consumer.partitions_for_topic(t) or ())]
+            described = await admin.describe_topics(self._topics)
+            tps = [TopicPartition(t["topic"], p["partition"]) for t in described
+                   if not t.get("error_code") for p in t["partitions"]]
             ends = await consumer.end_offsets(tps) if tps else {}
             total = 0
             for tp, end in ends.items():

@@ -1,0 +1,96 @@
+"""Topic declaration, lag measurement and the service runtime against the real servers."""
+
+import asyncio
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from prometheus_client import CollectorRegistry
+
+from ioc_shared.contracts import TopicSpec
+from ioc_shared.platform.kafka import declare_topics
+from ioc_shared.platform.observability import LagMonitor
+from ioc_shared.platform.runtime import ServiceRuntime
+from ioc_shared.platform.settings import ServiceSettings
+from ioc_shared.testing import database_url, kafka_bootstrap, unique
+
+pytestmark = pytest.mark.connected
+
+
+async def describe(name: str) -> tuple[int, dict[str, str]]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap())
+    await admin.start()
+    try:
+        [topic] = await admin.describe_topics([name])
+        [configs] = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, name)])
+        entries = {e[0]: e[1] for e in configs.resources[0][4]}
+        return len(topic["partitions"]), entries
+    finally:
+        await admin.close()
+
+
+async def test_declare_creates_with_partitions_and_retention_then_grows() -> None:
+    name = unique("t.declare").replace("_", "-")
+    spec = TopicSpec(name, 4, 86_400_000, compacted=True)
+    assert await declare_topics(kafka_bootstrap(), [spec]) == [name]
+    partitions, config = await describe(name)
+    assert partitions == 4
+    assert config["retention.ms"] == "86400000"
+    assert config["cleanup.policy"] == "compact,delete"
+    assert await declare_topics(kafka_bootstrap(), [spec]) == []     # idempotent
+    await declare_topics(kafka_bootstrap(), [TopicSpec(name, 6, 86_400_000, compacted=True)])
+    assert (await describe(name))[0] == 6
+
+
+async def test_undeclared_topics_are_not_auto_created() -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap(), request_timeout_ms=3000)
+    await producer.start()
+    try:
+        with pytest.raises(Exception):  # noqa: B017 - any refusal will do, never a silent create
+            await asyncio.wait_for(producer.send_and_wait(unique("t.nowhere"), b"x"), 8)
+    finally:
+        await producer.stop()
+
+
+async def test_lag_monitor_measures_uncommitted_messages() -> None:
+    topic = unique("t.lag").replace("_", "-")
+    group = unique("g-lag")
+    await declare_topics(kafka_bootstrap(), [TopicSpec(topic, 2, 3_600_000)])
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap(), acks="all")
+    await producer.start()
+    for i in range(10):
+        await producer.send_and_wait(topic, b"m", key=str(i).encode())
+    await producer.stop()
+    registry = CollectorRegistry()
+    monitor = LagMonitor(kafka_bootstrap(), group, [topic], registry)
+    assert await monitor.measure() == 10
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=kafka_bootstrap(), group_id=group,
+                                enable_auto_commit=False, auto_offset_reset="earliest")
+    await consumer.start()
+    seen = 0
+    while seen < 4:
+        for records in (await consumer.getmany(timeout_ms=500, max_records=4 - seen)).values():
+            seen += len(records)
+    await consumer.commit()
+    await consumer.stop()
+    assert await monitor.measure() == 6
+    assert registry.get_sample_value("ioc_consumer_lag_total", {"group": group}) == 6
+
+
+async def test_runtime_serves_health_and_metrics() -> None:
+    settings = ServiceSettings(kafka_bootstrap=kafka_bootstrap(), database_url=database_url(),
+                               topic_namespace=unique("t"))
+    async with ServiceRuntime("probe", settings, schema=unique("t_runtime"),
+                              configure_logs=False) as rt:
+        await rt.start_broker()
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{rt.http_port}") as http:
+            health = await http.get("/health")
+            metrics = await http.get("/metrics")
+        assert health.status_code == 200
+        assert health.json() == {"status": "ok", "checks": {"kafka": True, "postgres": True}}
+        assert metrics.status_code == 200
+        assert rt.pool is not None
+        await rt.pool.execute(f"DROP SCHEMA {rt.schema} CASCADE")
