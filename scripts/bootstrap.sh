@@ -25,17 +25,19 @@ if [[ ! -x "$VENV/bin/python" ]]; then
   }
 fi
 
-packages=(shared services/*/)
-want="$(cat requirements.lock "${packages[@]/%//pyproject.toml}" 2>/dev/null | sha256sum | cut -d' ' -f1)"
+# The project's own packages: shared/ and every service that has a pyproject.toml.
+packages=()
+for p in shared services/*; do
+  [[ -f "$p/pyproject.toml" ]] && packages+=("$p")
+done
+want="$(for p in requirements.lock "${packages[@]/%//pyproject.toml}"; do cat "$p"; done | sha256sum | cut -d' ' -f1)"
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]]; then
   exit 0
 fi
 echo "[bootstrap] installing pinned dependencies" >&2
 "$VENV/bin/python" -m pip install -q --upgrade "pip==26.3" >&2
 editable=()
-for p in "${packages[@]}"; do
-  [[ -f "$p/pyproject.toml" ]] && editable+=(-e "$p")
-done
+for p in "${packages[@]}"; do editable+=(-e "$p"); done
 "$VENV/bin/python" -m pip install -q -c requirements.lock -r requirements.lock "${editable[@]}" >&2
 echo "$want" > "$STAMP"
 echo "[bootstrap] ready: $VENV" >&2

@@ -7,14 +7,13 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from prometheus_client import CollectorRegistry
-
 from ioc_shared.contracts import TopicSpec
 from ioc_shared.platform.kafka import declare_topics
 from ioc_shared.platform.observability import LagMonitor
 from ioc_shared.platform.runtime import ServiceRuntime
 from ioc_shared.platform.settings import ServiceSettings
 from ioc_shared.testing import database_url, kafka_bootstrap, unique
+from prometheus_client import CollectorRegistry
 
 pytestmark = pytest.mark.connected
 

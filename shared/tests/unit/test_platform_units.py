@@ -2,13 +2,12 @@ import json
 import logging
 
 import pytest
-from opentelemetry import trace
-
 from ioc_shared.contracts import TopicSpec, canonical_topic, special_topic
 from ioc_shared.contracts.topics import TOPICS
 from ioc_shared.platform.logging import configure_logging, get_logger
 from ioc_shared.platform.settings import ServiceSettings
 from ioc_shared.platform.telemetry import extract_trace_context, inject_trace_headers, setup_tracing
+from opentelemetry import trace
 
 
 class IngestLikeSettings(ServiceSettings):
@@ -39,7 +38,8 @@ def test_topic_catalogue_is_explicit_and_unique() -> None:
     for t in TOPICS:
         assert t.partitions >= 1 and t.retention_ms > 0
         assert t.config()["cleanup.policy"] in {"delete", "compact,delete"}
-    assert special_topic("cong-an-huyen", "Phản ánh", "sr-1").name == "ioc.share.cong-an-huyen.phan-anh.sr-1.v1"
+    name = special_topic("cong-an-huyen", "Phản ánh", "sr-1").name
+    assert name == "ioc.share.cong-an-huyen.phan-anh.sr-1.v1"
     assert TopicSpec("x", 1, 1, compacted=True).config()["cleanup.policy"] == "compact,delete"
 
 
