@@ -1,0 +1,44 @@
+"""Special-request sharing (Đ3.6): only the granted fields, for one requester, until expiry."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from ioc_shared.contracts.envelope import deterministic_event_id
+from ioc_shared.registry import Action, Grant, Registry
+
+from ingest.domain.model import Accepted
+
+SHARED_TYPE = "ingest.record.shared"
+
+
+@dataclass(frozen=True, slots=True)
+class SharedView:
+    grant: Grant
+    record: dict[str, Any]
+    event_id: uuid.UUID
+
+
+def special_receivers(registry: Registry, dataset: str) -> tuple[Grant, ...]:
+    """Special-request grants of a dataset that deliver a derived stream."""
+    return tuple(g for g in registry.special_grants(dataset) if Action.RECEIVE in g.actions)
+
+
+def shared_views(accepted: Accepted, grants: tuple[Grant, ...], now: datetime) -> list[SharedView]:
+    """Projections of an accepted record for each grant still active at `now`.
+
+    Expiry is judged when ingest publishes: after it, nothing more flows, even
+    for records observed earlier.
+    """
+    views = []
+    for grant in grants:
+        if not grant.active(now):
+            continue
+        allowed = grant.fields or ()
+        record = {name: accepted.record[name] for name in allowed if name in accepted.record}
+        views.append(SharedView(grant, record,
+                                deterministic_event_id(SHARED_TYPE, accepted.event_id, grant.id)))
+    return views

@@ -1,0 +1,169 @@
+"""The decision for one submission: who sent it, may they, is it valid, what is its canonical form.
+
+Order matters and is part of the contract: identity first (so that every later
+rejection can be addressed to the unit), then size, encoding, structure,
+permission, schema version, field values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from datetime import datetime
+from typing import Any
+
+import orjson
+from ioc_shared.contracts.envelope import deterministic_event_id
+from ioc_shared.registry import Action
+
+from ingest.domain.codes import Code
+from ingest.domain.model import Accepted, Decision, Inbound, Problem, Rejected, rejected
+from ingest.domain.schema import SchemaCatalog, upgrade
+
+H_PRINCIPAL = "ioc-principal"
+H_SIGNATURE = "ioc-signature"
+ACCEPTED_TYPE = "ingest.record.accepted"
+_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
+_TIME_CODES = frozenset({Code.FUTURE_TIMESTAMP, Code.ABSURD_TIMESTAMP})
+MAX_CLIENT_EVENT_ID = 128
+
+
+def content_hash(record: dict[str, Any]) -> str:
+    return hashlib.blake2b(orjson.dumps(record, option=orjson.OPT_SORT_KEYS),
+                           digest_size=16).hexdigest()
+
+
+def accepted_event_id(unit: str, dataset: str, record_id: str, digest: str) -> uuid.UUID:
+    """Same record from the same unit -> same event id, however often it is delivered."""
+    event_id: uuid.UUID = deterministic_event_id(ACCEPTED_TYPE, unit, dataset, record_id, digest)
+    return event_id
+
+
+class Ingestor:
+    """Pure decision maker over a registry and its compiled schemas."""
+
+    def __init__(self, catalog: SchemaCatalog, *, max_message_bytes: int = 1024 * 1024) -> None:
+        self.catalog = catalog
+        self.registry = catalog.registry
+        self.max_message_bytes = max_message_bytes
+
+    def decide(self, inbound: Inbound, now: datetime) -> Decision:
+        """Never raises for any input: every failure becomes a `Rejected`."""
+        try:
+            return self._decide(inbound, now)
+        except Exception as exc:  # a bug must not stall the partition: reject, keep the bytes
+            return rejected(Code.MALFORMED_SUBMISSION, detail=f"(lỗi nội bộ: {type(exc).__name__})")
+
+    def _decide(self, inbound: Inbound, now: datetime) -> Decision:
+        value = inbound.value or b""
+        principal_id = inbound.header(H_PRINCIPAL)
+        signature = inbound.header(H_SIGNATURE)
+        claimed = self.registry.principals.get(principal_id or "")
+        claimed_unit = claimed.unit if claimed else None
+        if not principal_id or not signature or not _HEX.match(signature):
+            return rejected(Code.UNAUTHENTICATED, unit=claimed_unit,
+                            expected="tiêu đề ioc-principal và ioc-signature (HMAC-SHA256)")
+        if claimed is None:
+            return rejected(Code.UNKNOWN_UNIT, expected="mã tài khoản hệ thống đã đăng ký")
+        principal = self.registry.verify_signature(principal_id, value, signature)
+        if principal is None:
+            return rejected(Code.UNAUTHENTICATED, unit=claimed_unit, principal=principal_id,
+                            expected="chữ ký HMAC-SHA256 của nội dung bằng khóa của đơn vị",
+                            extra={"identity_verified": False})
+        unit = principal.unit
+        ctx: dict[str, Any] = {"unit": unit, "principal": principal.id}
+        if unit not in self.registry.units:
+            return rejected(Code.UNKNOWN_UNIT, **ctx)
+        if len(value) > self.max_message_bytes:
+            return rejected(Code.TOO_LARGE, expected=f"tối đa {self.max_message_bytes} byte", **ctx)
+        try:
+            text = value.decode("utf-8")
+        except UnicodeDecodeError:
+            return rejected(Code.UNDECODABLE, expected="văn bản UTF-8", **ctx)
+        try:
+            body = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return rejected(Code.MALFORMED_JSON, expected="một đối tượng JSON", **ctx)
+        return self._submission(body, len(value), ctx, now)
+
+    def _submission(self, body: Any, size: int, ctx: dict[str, Any], now: datetime) -> Decision:
+        if not isinstance(body, dict):
+            return rejected(Code.MALFORMED_SUBMISSION, expected='{"dataset", "schema_version", "record"}',
+                            **ctx)
+        shape = _shape_problems(body)
+        dataset_id = body.get("dataset") if isinstance(body.get("dataset"), str) else None
+        if shape:
+            return Rejected(Code.MALFORMED_SUBMISSION, tuple(shape), dataset=dataset_id, **ctx)
+        assert dataset_id is not None
+        version: int = body["schema_version"]
+        record: dict[str, Any] = body["record"]
+        client_event_id: str | None = body.get("event_id")
+        ctx.update(dataset=dataset_id, schema_version=version, client_event_id=client_event_id,
+                   record_id=_raw_record_id(record, self.registry.datasets.get(dataset_id)))
+        ds = self.registry.datasets.get(dataset_id)
+        if ds is None:
+            return rejected(Code.UNKNOWN_DATASET, expected="mã bộ dữ liệu trong danh mục", **ctx)
+        unit: str = ctx["unit"]
+        if not self.registry.may(unit, ds.id, Action.PUBLISH, now):
+            return rejected(Code.NOT_PERMITTED, expected="quyền cung cấp (publish) bộ dữ liệu này", **ctx)
+        schema = self.catalog.schema(ds.id, version)
+        versions = ", ".join(str(s.version) for s in ds.schemas)
+        if schema is None:
+            return rejected(Code.UNKNOWN_SCHEMA_VERSION, expected=f"một trong: {versions}", **ctx)
+        path = self.catalog.upgrade_path(ds.id, version)
+        if path is None:
+            return rejected(Code.UNKNOWN_SCHEMA_VERSION, expected=f"phiên bản nâng cấp được lên "
+                            f"v{ds.canonical_version}", **ctx)
+        if size > ds.max_record_bytes:
+            return rejected(Code.TOO_LARGE, expected=f"tối đa {ds.max_record_bytes} byte", **ctx)
+        checked = schema.check(record, now)
+        if not checked.problems and path:
+            canonical = self.catalog.schema(ds.id, ds.canonical_version)
+            assert canonical is not None
+            checked.record = upgrade(checked.record, path)
+            checked.problems = canonical.conform(checked.record)
+        if checked.problems:
+            codes = {p.code for p in checked.problems}
+            code = checked.problems[0].code if codes <= _TIME_CODES else Code.SCHEMA_VIOLATION
+            return Rejected(code, tuple(checked.problems), **ctx)
+        record_id = str(checked.record[ds.record_id_field])
+        digest = content_hash(checked.record)
+        return Accepted(
+            unit=unit, principal=ctx["principal"], dataset=ds.id, source_version=version,
+            canonical_version=ds.canonical_version, record_id=record_id, record=checked.record,
+            content_hash=digest, event_id=accepted_event_id(unit, ds.id, record_id, digest),
+            client_event_id=client_event_id, occurred_at=checked.occurred_at)
+
+
+def _shape_problems(body: dict[str, Any]) -> list[Problem]:
+    problems = []
+    if not isinstance(body.get("dataset"), str) or not body["dataset"]:
+        problems.append(Problem(Code.MISSING if "dataset" not in body else Code.WRONG_TYPE, "dataset",
+                                "mã bộ dữ liệu (chuỗi)"))
+    version = body.get("schema_version")
+    if isinstance(version, str) and version.strip().isdigit():
+        body["schema_version"] = version = int(version)
+    if not isinstance(version, int) or isinstance(version, bool):
+        problems.append(Problem(Code.MISSING if "schema_version" not in body else Code.WRONG_TYPE,
+                                "schema_version", "số nguyên, phiên bản cấu trúc"))
+    if not isinstance(body.get("record"), dict):
+        problems.append(Problem(Code.MISSING if "record" not in body else Code.WRONG_TYPE, "record",
+                                "đối tượng JSON chứa các trường của bản ghi"))
+    event_id = body.get("event_id")
+    if event_id is not None and (not isinstance(event_id, str) or not 0 < len(event_id.strip())
+                                 <= MAX_CLIENT_EVENT_ID):
+        problems.append(Problem(Code.WRONG_TYPE, "event_id",
+                                f"chuỗi 1..{MAX_CLIENT_EVENT_ID} ký tự, duy nhất với mỗi bản ghi"))
+    elif isinstance(event_id, str):
+        body["event_id"] = event_id.strip()
+    return problems
+
+
+def _raw_record_id(record: dict[str, Any], ds: Any) -> str | None:
+    """The record id as sent, for addressing a rejection (may be invalid)."""
+    field = ds.record_id_field if ds is not None else "record_id"
+    value = record.get(field)
+    if isinstance(value, str | int) and not isinstance(value, bool):
+        return str(value)[:200]
+    return None

@@ -1,0 +1,182 @@
+"""All SQL of the ingest service (schema from settings; tables in migrations/)."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any, Literal
+
+import asyncpg
+from ioc_shared.registry import Cadence
+
+from ingest.domain import Accepted, WatchState
+
+ClaimStatus = Literal["new", "redelivery", "duplicate"]
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """An accepted record asking to be recorded: its dedupe keys and its delivery."""
+
+    ord: int
+    accepted: Accepted
+    origin: str
+
+
+@dataclass(frozen=True, slots=True)
+class CounterKey:
+    unit: str
+    dataset: str
+    outcome: str
+    code: str
+
+
+def lock_key(name: str) -> int:
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
+class IngestRepository:
+    def __init__(self, pool: asyncpg.Pool, schema: str) -> None:
+        self.pool = pool
+        self.schema = schema
+        s = schema
+        # One statement, so one round trip and one implicit transaction per batch:
+        # claim dedupe keys, move freshness forward, count outcomes. Every CTE sees
+        # the snapshot from before the INSERT, so `prior` finds the earlier claim
+        # of a key that this statement could not insert.
+        self._record_batch_sql = f"""
+WITH cand AS (
+  SELECT * FROM unnest($1::int[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                       $7::uuid[], $8::text[])
+    AS c(ord, unit, dataset, record_id, content_hash, client_event_id, event_id, origin)
+), ins AS (
+  INSERT INTO {s}.accepted_records AS a
+    (unit, dataset, record_id, content_hash, client_event_id, event_id, origin, accepted_at)
+  SELECT unit, dataset, record_id, content_hash, client_event_id, event_id, origin, $9 FROM cand
+  ORDER BY ord
+  ON CONFLICT DO NOTHING
+  RETURNING a.unit, a.dataset, a.record_id, a.content_hash
+), outcome AS (
+  SELECT c.ord, c.unit, c.dataset, c.origin, (i.record_id IS NOT NULL) AS inserted,
+         p.origin AS prior_origin
+  FROM cand c
+  LEFT JOIN ins i ON i.unit = c.unit AND i.dataset = c.dataset AND i.record_id = c.record_id
+                 AND i.content_hash = c.content_hash
+  LEFT JOIN LATERAL (
+    SELECT a.origin FROM {s}.accepted_records a
+    WHERE a.unit = c.unit
+      AND ((a.dataset = c.dataset AND a.record_id = c.record_id AND a.content_hash = c.content_hash)
+           OR (c.client_event_id IS NOT NULL AND a.client_event_id = c.client_event_id))
+    ORDER BY (a.origin = c.origin) DESC LIMIT 1) p ON true
+), fresh AS (
+  INSERT INTO {s}.freshness AS f (unit, dataset, watch_since, last_accepted_at)
+  SELECT unit, dataset, $9, $9 FROM outcome WHERE inserted GROUP BY unit, dataset
+  ON CONFLICT (unit, dataset) DO UPDATE
+    SET last_accepted_at = GREATEST(f.last_accepted_at, EXCLUDED.last_accepted_at)
+), counted AS (
+  INSERT INTO {s}.quality_counters AS q (day, unit, dataset, outcome, code, n, updated_at)
+  SELECT $10, unit, dataset, outcome, code, count(*), $9 FROM (
+    SELECT unit, dataset, 'accepted'::text AS outcome, ''::text AS code FROM outcome WHERE inserted
+    UNION ALL
+    SELECT unit, dataset, 'rejected', 'duplicate' FROM outcome
+      WHERE NOT inserted AND prior_origin IS DISTINCT FROM origin
+    UNION ALL
+    SELECT * FROM unnest($11::text[], $12::text[], $13::text[], $14::text[])
+  ) x GROUP BY unit, dataset, outcome, code
+  ON CONFLICT (day, unit, dataset, outcome, code) DO UPDATE
+    SET n = q.n + EXCLUDED.n, updated_at = EXCLUDED.updated_at
+)
+SELECT ord, inserted, prior_origin FROM outcome"""
+
+    async def record_batch(self, claims: Sequence[Claim], counters: Sequence[CounterKey],
+                           now: datetime, day: date) -> dict[int, ClaimStatus]:
+        """Claim accepted records and count other outcomes; returns each claim's status by `ord`."""
+        if not claims and not counters:
+            return {}
+        a = [c.accepted for c in claims]
+        rows = await self.pool.fetch(
+            self._record_batch_sql,
+            [c.ord for c in claims], [x.unit for x in a], [x.dataset for x in a],
+            [x.record_id for x in a], [x.content_hash for x in a], [x.client_event_id for x in a],
+            [x.event_id for x in a], [c.origin for c in claims], now, day,
+            [k.unit for k in counters], [k.dataset for k in counters],
+            [k.outcome for k in counters], [k.code for k in counters])
+        origins = {c.ord: c.origin for c in claims}
+        out: dict[int, ClaimStatus] = {}
+        for r in rows:
+            if r["inserted"]:
+                out[r["ord"]] = "new"
+            elif r["prior_origin"] == origins[r["ord"]]:
+                out[r["ord"]] = "redelivery"
+            else:
+                # Includes a concurrent insert not yet visible to our snapshot: the other
+                # delivery publishes it, so not publishing here is the safe side.
+                out[r["ord"]] = "duplicate"
+        return out
+
+    # --- freshness ------------------------------------------------------------
+
+    async def try_round_lock(self, conn: asyncpg.Connection, name: str) -> bool:
+        """Transaction-scoped lock so that only one instance runs a periodic round."""
+        return bool(await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)",
+                                        lock_key(f"{self.schema}:{name}")))
+
+    async def watch(self, conn: asyncpg.Connection, pairs: Iterable[tuple[str, str]],
+                    now: datetime) -> None:
+        pairs = list(pairs)
+        await conn.execute(
+            f"INSERT INTO {self.schema}.freshness (unit, dataset, watch_since) "
+            "SELECT u, d, $3 FROM unnest($1::text[], $2::text[]) AS t(u, d) "
+            "ON CONFLICT DO NOTHING",
+            [u for u, _ in pairs], [d for _, d in pairs], now)
+
+    async def freshness_states(self, conn: asyncpg.Connection,
+                               cadences: dict[str, Cadence]) -> list[WatchState]:
+        rows = await conn.fetch(
+            f"SELECT unit, dataset, watch_since, last_accepted_at, late_since "
+            f"FROM {self.schema}.freshness ORDER BY unit, dataset FOR UPDATE")
+        return [WatchState(r["unit"], r["dataset"], cadences[r["dataset"]], r["watch_since"],
+                           r["last_accepted_at"], r["late_since"])
+                for r in rows if r["dataset"] in cadences]
+
+    async def mark_late(self, conn: asyncpg.Connection, state: WatchState, at: datetime,
+                        deadline: datetime) -> None:
+        await conn.execute(
+            f"UPDATE {self.schema}.freshness SET late_since = $3, late_deadline = $4, checked_at = $3 "
+            "WHERE unit = $1 AND dataset = $2", state.unit, state.dataset, at, deadline)
+
+    async def mark_recovered(self, conn: asyncpg.Connection, state: WatchState, at: datetime) -> None:
+        await conn.execute(
+            f"UPDATE {self.schema}.freshness SET late_since = NULL, late_deadline = NULL, "
+            "checked_at = $3 WHERE unit = $1 AND dataset = $2", state.unit, state.dataset, at)
+
+    # --- quality --------------------------------------------------------------
+
+    async def changed_counters(self, conn: asyncpg.Connection) -> list[dict[str, Any]]:
+        """Every counter of each (day, unit, dataset) that changed since it was last published."""
+        rows = await conn.fetch(
+            f"SELECT day, unit, dataset, outcome, code, n, updated_at FROM {self.schema}.quality_counters "
+            f"WHERE (day, unit, dataset) IN (SELECT day, unit, dataset FROM {self.schema}.quality_counters "
+            "  WHERE published_at IS NULL OR published_at < updated_at) "
+            "ORDER BY day, unit, dataset FOR UPDATE")
+        return [dict(r) for r in rows]
+
+    async def mark_counters_published(self, conn: asyncpg.Connection,
+                                      groups: Iterable[tuple[date, str, str]], at: datetime) -> None:
+        groups = list(groups)
+        await conn.execute(
+            f"UPDATE {self.schema}.quality_counters q SET published_at = $4 "
+            "FROM unnest($1::date[], $2::text[], $3::text[]) AS g(day, unit, dataset) "
+            "WHERE q.day = g.day AND q.unit = g.unit AND q.dataset = g.dataset",
+            [g[0] for g in groups], [g[1] for g in groups], [g[2] for g in groups], at)
+
+    async def event_id_of(self, unit: str, dataset: str, record_id: str) -> list[uuid.UUID]:
+        """Event ids accepted for a record id (all revisions); used by tests and operators."""
+        rows = await self.pool.fetch(
+            f"SELECT event_id FROM {self.schema}.accepted_records "
+            "WHERE unit = $1 AND dataset = $2 AND record_id = $3 ORDER BY accepted_at",
+            unit, dataset, record_id)
+        return [r["event_id"] for r in rows]
