@@ -27,7 +27,7 @@ test-e2e: bootstrap
 	$(WITH_PLATFORM) $(PYTEST) -q $(E2E)
 
 lint: bootstrap
-	$(PY) -m ruff check shared services tests bench
+	$(PY) -m ruff check $(wildcard shared services tests bench)
 	$(PY) -m mypy $(STRICT)
 
 typecheck: lint
