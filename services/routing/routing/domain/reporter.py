@@ -53,3 +53,9 @@ def survey_request(incident: Incident, survey: Survey) -> dict[str, Any]:
     return {"incident_id": incident.id, "reporter": _reporter(incident), "unit": incident.last_unit,
             "question": survey.question, "min_score": survey.min_score,
             "max_score": survey.max_score}
+
+
+def for_duplicate(update: dict[str, Any], duplicate: Incident) -> dict[str, Any]:
+    """A status update of the primary, addressed to the reporter of a merged duplicate."""
+    return {**update, "incident_id": duplicate.id, "primary_id": update["incident_id"],
+            "reporter": _reporter(duplicate)}

@@ -1,0 +1,109 @@
+"""Wiring in one place: settings -> runtime -> policy -> handlers, relay, timers -> broker.
+
+`run_routing(settings, stop)` runs the whole service in the current event
+loop until `stop` is set; `python -m routing serve` and the benchmark use it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+from ioc_shared.contracts.topics import canonical_topic
+from ioc_shared.platform.kafka import make_producer
+from ioc_shared.platform.outbox import OutboxRelay
+from ioc_shared.platform.runtime import ServiceRuntime
+from ioc_shared.registry import load_registry
+
+from routing.config import load_policy, organisation_from_registry
+from routing.handlers import CommandHandler, IntakeHandler, RoutingCore
+from routing.publishing import RoutingTopics, incident_topic_specs
+from routing.repository import RoutingRepository
+from routing.settings import RoutingSettings
+from routing.subscribers import register_subscribers
+from routing.timers import TimerWorker
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+# Bounded wait for the outbox to empty on shutdown; anything left goes out on the next start.
+_DRAIN_ON_STOP_S = 3.0
+
+
+async def run_routing(settings: RoutingSettings, stop: asyncio.Event, *,
+                      ready: asyncio.Event | None = None,
+                      clock: Callable[[], datetime] | None = None,
+                      configure_logs: bool = True) -> None:
+    """Run routing until `stop` is set (or a background task fails)."""
+    # The registry names the incident datasets, hence the topics to declare and consume.
+    registry = load_registry(settings.registry_file, settings.credentials_file)
+    org = organisation_from_registry(registry)
+    policy = load_policy(settings.routing_config, org)
+    datasets = sorted(org.incident_datasets)
+    topics = RoutingTopics.from_settings(settings)
+    incident_topics = [settings.topic(canonical_topic(d)).name for d in datasets]
+    group = settings.consumer_group
+    runtime = ServiceRuntime(
+        "routing", settings, schema=settings.db_schema, migrations=MIGRATIONS,
+        topics=incident_topic_specs(settings, datasets), configure_logs=configure_logs,
+        consumer_groups=[(f"{group}-intake", incident_topics),
+                         (f"{group}-commands", [topics.commands])])
+
+    async with runtime as rt:
+        assert rt.pool is not None
+        core = RoutingCore(rt.pool, RoutingRepository(settings.db_schema), topics, policy,
+                           policy.calendar.build(), org, rt.registry, settings.instance_id)
+        if clock is not None:
+            core.clock = clock
+        register_subscribers(rt.broker, intake=IntakeHandler(core), commands=CommandHandler(core),
+                             incident_topics=incident_topics, commands_topic=topics.commands,
+                             group=group, max_records=settings.batch_max_records,
+                             batch_timeout_ms=settings.batch_timeout_ms)
+        producer = make_producer(settings.kafka_bootstrap,
+                                 client_id=f"routing-outbox-{settings.instance_id}")
+        await producer.start()
+        relay = OutboxRelay(rt.pool, settings.db_schema, producer, settings.kafka_bootstrap,
+                            batch_size=settings.relay_batch_size, idle_poll_s=0.5)
+        timers = TimerWorker(core, poll_s=settings.timer_poll_s, batch=settings.timer_batch)
+        rt.spawn(relay.run())
+        rt.spawn(timers.run())
+        try:
+            await rt.start_broker()
+            rt.log.info("routing ready", rules=len(policy.rules), datasets=datasets,
+                        schema=settings.db_schema)
+            if ready is not None:
+                ready.set()
+            await _until(stop, rt)
+        finally:
+            timers.stop()
+            # Stop consuming first so the outbox can drain what was already decided.
+            await rt.broker.stop()
+            await _drain(core, relay)
+            relay.stop()
+            await asyncio.sleep(0)
+            await producer.stop()
+            await relay.close()
+
+
+async def _until(stop: asyncio.Event, rt: ServiceRuntime) -> None:
+    stopped = asyncio.create_task(stop.wait())
+    failed = asyncio.create_task(rt.wait_for_shutdown())
+    try:
+        await asyncio.wait({stopped, failed}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (stopped, failed):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def _drain(core: RoutingCore, relay: OutboxRelay) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + _DRAIN_ON_STOP_S
+    while loop.time() < deadline:
+        pending = await core.pool.fetchval(
+            f"SELECT count(*) FROM {core.repo.s}.outbox WHERE published_at IS NULL")
+        if not pending:
+            return
+        await asyncio.sleep(0.05)

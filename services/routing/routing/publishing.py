@@ -1,0 +1,145 @@
+"""From domain decisions to envelopes for the outbox, and to audit rows.
+
+`Effects` collects everything one transaction must write besides the incident
+rows: the audit trail, new due work, and the outgoing envelopes. Trace
+headers are captured when an envelope is added, so the caller adds them while
+the span of the message they answer is current.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from ioc_shared.contracts.envelope import Envelope, deterministic_event_id
+from ioc_shared.contracts.topics import (
+    ROUTING_COMMAND_RESULTS,
+    ROUTING_COMMANDS,
+    ROUTING_EVENTS,
+    ROUTING_NOTIFICATIONS,
+    ROUTING_REPORTER_UPDATES,
+    canonical_topic,
+)
+from ioc_shared.platform.kafka import envelope_headers
+from ioc_shared.platform.settings import ServiceSettings
+
+from routing.domain.deadlines import DueWork
+from routing.domain.model import Incident, IncidentEvent, Notification, Outcome
+from routing.domain.policy import Survey
+from routing.domain.reporter import (
+    REPORTER_STATUS,
+    REPORTER_SURVEY,
+    for_duplicate,
+    status_update,
+    survey_request,
+)
+
+COMMAND_RESULT = "routing.command.result"
+NOTIFICATION_PREFIX = "routing.notification."
+
+OutboxMessage = tuple[str, Envelope, bytes | None, dict[str, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingTopics:
+    commands: str
+    results: str
+    events: str
+    notifications: str
+    reporter: str
+    namespace: str
+
+    @classmethod
+    def from_settings(cls, settings: ServiceSettings) -> RoutingTopics:
+        return cls(settings.topic(ROUTING_COMMANDS).name, settings.topic(ROUTING_COMMAND_RESULTS).name,
+                   settings.topic(ROUTING_EVENTS).name, settings.topic(ROUTING_NOTIFICATIONS).name,
+                   settings.topic(ROUTING_REPORTER_UPDATES).name, settings.topic_namespace)
+
+
+def incident_topic_specs(settings: ServiceSettings, datasets: list[str]) -> list[Any]:
+    own = [ROUTING_COMMANDS, ROUTING_COMMAND_RESULTS, ROUTING_EVENTS, ROUTING_NOTIFICATIONS,
+           ROUTING_REPORTER_UPDATES]
+    return [settings.topic(s) for s in own] + [settings.topic(canonical_topic(d)) for d in datasets]
+
+
+def event_payload(event: IncidentEvent) -> dict[str, Any]:
+    return {
+        "incident_id": event.incident_id,
+        "from_state": event.from_state.value if event.from_state else None,
+        "to_state": event.to_state.value,
+        "actor": {"principal": event.actor.principal, "unit": event.actor.unit},
+        "reason": event.reason,
+        "at": event.at.isoformat(),
+        **event.data,
+    }
+
+
+@dataclass
+class Effects:
+    topics: RoutingTopics
+    source_unit: str
+    survey: Survey
+    messages: list[OutboxMessage] = field(default_factory=list)
+    audit: list[tuple[uuid.UUID, IncidentEvent]] = field(default_factory=list)
+    due: list[tuple[str, int, DueWork]] = field(default_factory=list)
+
+    def publish(self, topic: str, type: str, key: str, payload: dict[str, Any], *,
+                event_id: uuid.UUID, cause: Envelope | None) -> Envelope:
+        env = Envelope(
+            event_id=event_id, type=type, source_unit=self.source_unit, subject=key,
+            correlation_id=(cause.correlation_id or cause.event_id) if cause else None,
+            causation_id=cause.event_id if cause else None, payload=payload)
+        self.messages.append((topic, env, key.encode(), envelope_headers(env)))
+        return env
+
+    def record(self, outcome: Outcome, incident: Incident, *, seed: object,
+               cause: Envelope | None) -> None:
+        """Audit rows, events, reporter updates, notifications and due work of one outcome."""
+        for i, event in enumerate(outcome.events):
+            event_id = deterministic_event_id(seed, "event", i)
+            self.audit.append((event_id, event))
+            self.publish(self.topics.events, event.type, event.incident_id, event_payload(event),
+                         event_id=event_id, cause=cause)
+            update = status_update(event, incident)
+            if update is not None:
+                self.publish(self.topics.reporter, REPORTER_STATUS, incident.id, update,
+                             event_id=deterministic_event_id(seed, "reporter", i), cause=cause)
+        for i, note in enumerate(outcome.notifications):
+            self.notify(note, event_id=deterministic_event_id(seed, "notification", i), cause=cause)
+        if outcome.survey_requested:
+            self.publish(self.topics.reporter, REPORTER_SURVEY, incident.id,
+                         survey_request(incident, self.survey),
+                         event_id=deterministic_event_id(seed, "survey"), cause=cause)
+        if outcome.schedule is not None:
+            self.due += [(incident.id, incident.assignment_no, w) for w in outcome.schedule]
+
+    def notify(self, note: Notification, *, event_id: uuid.UUID, cause: Envelope | None) -> None:
+        payload = {"kind": note.kind, "incident_id": note.incident_id, "unit": note.unit,
+                   "contact_roles": list(note.roles), **note.data}
+        self.publish(self.topics.notifications, NOTIFICATION_PREFIX + note.kind, note.unit, payload,
+                     event_id=event_id, cause=cause)
+
+    def relay_status(self, duplicate: Incident, primary: Incident, event: IncidentEvent, *,
+                     seed: object, cause: Envelope | None) -> None:
+        """Tell the reporter of a merged duplicate how the primary incident goes."""
+        update = status_update(event, primary)
+        if update is not None:
+            self.publish(self.topics.reporter, REPORTER_STATUS, duplicate.id,
+                         for_duplicate(update, duplicate),
+                         event_id=deterministic_event_id(seed, "relay", duplicate.id), cause=cause)
+
+
+def command_result(effects: Effects, *, unit: str, cause_id: uuid.UUID, cause: Envelope | None,
+                   status: str, reason_code: str | None, message: str, command_id: uuid.UUID | None,
+                   verb: str | None, incident_id: str | None, principal: str | None,
+                   state: str | None = None, duplicate: bool = False) -> None:
+    payload: dict[str, Any] = {
+        "command_id": str(command_id) if command_id else None, "command": verb,
+        "incident_id": incident_id, "status": status, "reason_code": reason_code,
+        "message": message, "principal": principal, "unit": unit, "state": state,
+    }
+    if duplicate:
+        payload["duplicate"] = True
+    effects.publish(effects.topics.results, COMMAND_RESULT, unit, payload,
+                    event_id=deterministic_event_id(cause_id, "result"), cause=cause)

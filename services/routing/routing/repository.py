@@ -1,0 +1,252 @@
+"""All SQL of the routing service. Callers own the transaction; nothing here commits."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from routing.domain.deadlines import DueWork
+from routing.domain.geo import DuplicateCandidate, Point
+from routing.domain.model import Incident, IncidentEvent
+from routing.domain.states import State
+
+_INCIDENT_COLUMNS = (
+    "id, dataset, record_id, source_unit, category, priority, commune, reported_at, title, lat, lon, "
+    "reporter_ref, state, assigned_unit, last_unit, assignment_no, primary_id, policy, ack_due_at, "
+    "resolve_due_at, survey_answered, created_at")
+
+
+@dataclass(frozen=True, slots=True)
+class DueRow:
+    id: int
+    incident_id: str
+    assignment_no: int
+    kind: str
+    deadline: str
+    step: int
+    due_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicateQuery:
+    category: str
+    min_lat: float
+    min_lon: float
+    max_lat: float
+    max_lon: float
+    reported_from: datetime
+    reported_to: datetime
+
+
+def _incident(row: asyncpg.Record) -> Incident:
+    policy = row["policy"]
+    return Incident(
+        id=row["id"], dataset=row["dataset"], record_id=row["record_id"],
+        source_unit=row["source_unit"], category=row["category"], priority=row["priority"],
+        commune=row["commune"], reported_at=row["reported_at"], title=row["title"],
+        location=Point(row["lat"], row["lon"]) if row["lat"] is not None else None,
+        reporter_ref=row["reporter_ref"], state=State(row["state"]),
+        assigned_unit=row["assigned_unit"], last_unit=row["last_unit"],
+        assignment_no=row["assignment_no"], primary_id=row["primary_id"],
+        policy=json.loads(policy) if isinstance(policy, str) else policy,
+        ack_due_at=row["ack_due_at"], resolve_due_at=row["resolve_due_at"],
+        survey_answered=row["survey_answered"], created_at=row["created_at"],
+    )
+
+
+def _incident_args(i: Incident, now: datetime) -> tuple[Any, ...]:
+    return (i.id, i.dataset, i.record_id, i.source_unit, i.category, i.priority, i.commune,
+            i.reported_at, i.title, i.location.lat if i.location else None,
+            i.location.lon if i.location else None, i.reporter_ref, i.state.value,
+            i.assigned_unit, i.last_unit, i.assignment_no, i.primary_id,
+            json.dumps(i.policy, ensure_ascii=False) if i.policy is not None else None,
+            i.ack_due_at, i.resolve_due_at, i.survey_answered, i.created_at or now, now)
+
+
+class RoutingRepository:
+    def __init__(self, schema: str) -> None:
+        self.s = schema
+
+    # --- idempotency ---------------------------------------------------------
+    async def claim_events(self, conn: asyncpg.Connection, consumer: str,
+                           event_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+        """Claim a batch of event ids in the caller's transaction; returns the new ones."""
+        rows = await conn.fetch(
+            f"INSERT INTO {self.s}.processed_events (consumer, event_id) "
+            "SELECT $1, unnest($2::uuid[]) ON CONFLICT DO NOTHING RETURNING event_id",
+            consumer, list(event_ids))
+        return {r["event_id"] for r in rows}
+
+    async def claim_command(self, conn: asyncpg.Connection, principal: str,
+                            command_id: uuid.UUID) -> bool:
+        row = await conn.fetchval(
+            f"INSERT INTO {self.s}.commands (principal, command_id, status) VALUES ($1, $2, 'pending') "
+            "ON CONFLICT DO NOTHING RETURNING 1", principal, command_id)
+        return row is not None
+
+    async def record_command(self, conn: asyncpg.Connection, principal: str, command_id: uuid.UUID,
+                             incident_id: str | None, verb: str | None, status: str,
+                             reason_code: str | None) -> None:
+        await conn.execute(
+            f"UPDATE {self.s}.commands SET incident_id = $3, verb = $4, status = $5, "
+            "reason_code = $6 WHERE principal = $1 AND command_id = $2",
+            principal, command_id, incident_id, verb, status, reason_code)
+
+    async def command_status(self, conn: asyncpg.Connection, principal: str,
+                             command_id: uuid.UUID) -> tuple[str, str | None] | None:
+        row = await conn.fetchrow(
+            f"SELECT status, reason_code FROM {self.s}.commands WHERE principal = $1 "
+            "AND command_id = $2", principal, command_id)
+        return (row["status"], row["reason_code"]) if row else None
+
+    # --- incidents -------------------------------------------------------------
+    async def load_incidents(self, conn: asyncpg.Connection, ids: Iterable[str], *,
+                             for_update: bool = False) -> dict[str, Incident]:
+        lock = " ORDER BY id FOR UPDATE" if for_update else ""
+        rows = await conn.fetch(
+            f"SELECT {_INCIDENT_COLUMNS} FROM {self.s}.incidents WHERE id = ANY($1::text[]){lock}",
+            list(ids))
+        return {r["id"]: _incident(r) for r in rows}
+
+    async def insert_incidents(self, conn: asyncpg.Connection, incidents: Sequence[Incident],
+                               now: datetime) -> None:
+        await conn.executemany(
+            f"INSERT INTO {self.s}.incidents ({_INCIDENT_COLUMNS}, updated_at) VALUES "
+            "($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18::jsonb,$19,$20,$21,"
+            "$22,$23) ON CONFLICT (id) DO NOTHING",
+            [_incident_args(i, now) for i in incidents])
+
+    async def update_incident(self, conn: asyncpg.Connection, incident: Incident,
+                              now: datetime) -> None:
+        i = incident
+        await conn.execute(
+            f"UPDATE {self.s}.incidents SET state = $2, assigned_unit = $3, last_unit = $4, "
+            "assignment_no = $5, primary_id = $6, policy = $7::jsonb, ack_due_at = $8, "
+            "resolve_due_at = $9, survey_answered = $10, updated_at = $11 WHERE id = $1",
+            i.id, i.state.value, i.assigned_unit, i.last_unit, i.assignment_no, i.primary_id,
+            json.dumps(i.policy, ensure_ascii=False) if i.policy is not None else None,
+            i.ack_due_at, i.resolve_due_at, i.survey_answered, now)
+
+    async def merged_into(self, conn: asyncpg.Connection, primary_id: str) -> list[Incident]:
+        rows = await conn.fetch(
+            f"SELECT {_INCIDENT_COLUMNS} FROM {self.s}.incidents WHERE primary_id = $1", primary_id)
+        return [_incident(r) for r in rows]
+
+    async def duplicate_candidates(self, conn: asyncpg.Connection,
+                                   queries: Sequence[DuplicateQuery], limit: int
+                                   ) -> list[DuplicateCandidate]:
+        """Open incidents inside each query's box and time window (a prefilter: the domain
+        measures real distances)."""
+        if not queries:
+            return []
+        rows = await conn.fetch(
+            f"""SELECT DISTINCT c.id, c.category, c.lat, c.lon, c.reported_at
+                FROM unnest($1::text[], $2::float8[], $3::float8[], $4::float8[], $5::float8[],
+                            $6::timestamptz[], $7::timestamptz[])
+                     AS q(category, min_lat, min_lon, max_lat, max_lon, t_from, t_to)
+                CROSS JOIN LATERAL (
+                    SELECT i.id, i.category, i.lat, i.lon, i.reported_at
+                    FROM {self.s}.incidents i
+                    WHERE i.category = q.category AND i.lat BETWEEN q.min_lat AND q.max_lat
+                      AND i.lon BETWEEN q.min_lon AND q.max_lon
+                      AND i.reported_at BETWEEN q.t_from AND q.t_to
+                      AND i.lat IS NOT NULL
+                      AND i.state NOT IN ('closed', 'rejected_not_genuine', 'merged')
+                    LIMIT $8) c""",
+            [q.category for q in queries], [q.min_lat for q in queries],
+            [q.min_lon for q in queries], [q.max_lat for q in queries],
+            [q.max_lon for q in queries], [q.reported_from for q in queries],
+            [q.reported_to for q in queries], limit)
+        return [DuplicateCandidate(r["id"], r["category"], Point(r["lat"], r["lon"]),
+                                   r["reported_at"]) for r in rows]
+
+    # --- audit trail -----------------------------------------------------------
+    async def insert_transitions(self, conn: asyncpg.Connection,
+                                 events: Sequence[tuple[uuid.UUID, IncidentEvent]]) -> None:
+        await conn.executemany(
+            f"INSERT INTO {self.s}.transitions (incident_id, event_id, event_type, from_state, "
+            "to_state, actor_principal, actor_unit, reason, details, occurred_at) "
+            "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9::jsonb,$10) ON CONFLICT (event_id) DO NOTHING",
+            [(e.incident_id, event_id, e.type, e.from_state.value if e.from_state else None,
+              e.to_state.value, e.actor.principal, e.actor.unit, e.reason,
+              json.dumps(_audit_details(e), ensure_ascii=False, default=str), e.at)
+             for event_id, e in events])
+
+    async def history(self, conn: asyncpg.Connection, incident_id: str) -> list[asyncpg.Record]:
+        return list(await conn.fetch(
+            f"SELECT event_type, from_state, to_state, actor_principal, actor_unit, reason, "
+            f"occurred_at FROM {self.s}.transitions WHERE incident_id = $1 ORDER BY id",
+            incident_id))
+
+    # --- due work ----------------------------------------------------------------
+    async def insert_due_work(self, conn: asyncpg.Connection,
+                              work: Sequence[tuple[str, int, DueWork]]) -> None:
+        await conn.executemany(
+            f"INSERT INTO {self.s}.due_work (incident_id, assignment_no, kind, deadline, step, due_at) "
+            "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            [(incident_id, no, w.kind, w.deadline, w.step, w.due_at) for incident_id, no, w in work])
+
+    async def claim_due_work(self, conn: asyncpg.Connection, now: datetime,
+                             limit: int) -> list[DueRow]:
+        """Due rows locked for this transaction; rows another instance holds are skipped."""
+        rows = await conn.fetch(
+            f"SELECT id, incident_id, assignment_no, kind, deadline, step, due_at "
+            f"FROM {self.s}.due_work WHERE fired_at IS NULL AND skipped_at IS NULL "
+            "AND due_at <= $1 ORDER BY due_at, id LIMIT $2 FOR UPDATE SKIP LOCKED", now, limit)
+        return [DueRow(r["id"], r["incident_id"], r["assignment_no"], r["kind"], r["deadline"],
+                       r["step"], r["due_at"]) for r in rows]
+
+    async def finish_due_work(self, conn: asyncpg.Connection, fired: Sequence[int],
+                              skipped: Sequence[int], now: datetime, instance: str) -> None:
+        if fired:
+            await conn.execute(
+                f"UPDATE {self.s}.due_work SET fired_at = $2, fired_by = $3 WHERE id = ANY($1)",
+                list(fired), now, instance)
+        if skipped:
+            await conn.execute(
+                f"UPDATE {self.s}.due_work SET skipped_at = $2 WHERE id = ANY($1)",
+                list(skipped), now)
+
+    async def next_due_at(self, conn: asyncpg.Connection) -> datetime | None:
+        value: datetime | None = await conn.fetchval(
+            f"SELECT min(due_at) FROM {self.s}.due_work WHERE fired_at IS NULL AND skipped_at IS NULL")
+        return value
+
+    # --- overdue and survey ----------------------------------------------------
+    async def overdue(self, conn: asyncpg.Connection, now: datetime,
+                      limit: int = 500) -> list[asyncpg.Record]:
+        """Incidents past a deadline they still wait on, with the highest escalation fired."""
+        return list(await conn.fetch(
+            f"""SELECT i.id, i.dataset, i.record_id, i.category, i.priority, i.commune, i.state,
+                       i.assigned_unit,
+                       CASE WHEN i.state = 'assigned' AND i.ack_due_at < $1 THEN 'acknowledge'
+                            ELSE 'resolve' END AS deadline,
+                       CASE WHEN i.state = 'assigned' AND i.ack_due_at < $1 THEN i.ack_due_at
+                            ELSE i.resolve_due_at END AS due_at,
+                       (SELECT max(w.step) FROM {self.s}.due_work w
+                         WHERE w.incident_id = i.id AND w.assignment_no = i.assignment_no
+                           AND w.kind = 'escalation' AND w.fired_at IS NOT NULL) AS escalation_step
+                FROM {self.s}.incidents i
+                WHERE (i.state = 'assigned' AND i.ack_due_at < $1)
+                   OR (i.state IN ('assigned', 'acknowledged', 'in_progress')
+                       AND i.resolve_due_at < $1)
+                ORDER BY due_at LIMIT $2""", now, limit))
+
+    async def record_survey(self, conn: asyncpg.Connection, incident_id: str, unit: str | None,
+                            score: int, comment: str | None, principal: str,
+                            at: datetime) -> None:
+        await conn.execute(
+            f"INSERT INTO {self.s}.survey_answers (incident_id, unit, score, comment, principal, "
+            "answered_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            incident_id, unit, score, comment, principal, at)
+
+
+def _audit_details(event: IncidentEvent) -> dict[str, Any]:
+    # The policy snapshot is stored on the incident already; keep the trail compact.
+    return {k: v for k, v in event.data.items() if k != "policy"}

@@ -1,0 +1,27 @@
+"""Settings of the routing service (environment `ROUTING_*`, falling back to `IOC_*`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from ioc_shared.platform.settings import REPO_ROOT, ServiceSettings
+from pydantic_settings import SettingsConfigDict
+
+
+class RoutingSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="ROUTING_", extra="ignore")
+
+    service_prefix: ClassVar[str] = "ROUTING_"
+    service_name: ClassVar[str] = "routing"
+
+    routing_config: Path = REPO_ROOT / "config" / "routing.yaml"
+    db_schema: str = "routing"
+    consumer_group: str = "ioc-routing"
+    # Incident intake is a batch consumer: one PostgreSQL transaction per batch.
+    batch_max_records: int = 500
+    # aiokafka returns at once when records are buffered; this bounds the idle wait only.
+    batch_timeout_ms: int = 10
+    relay_batch_size: int = 2000
+    timer_poll_s: float = 1.0
+    timer_batch: int = 200

@@ -1,0 +1,115 @@
+"""Due-work scheduler: reminders and escalation steps, fired from PostgreSQL rows.
+
+There are no in-memory timers: every instance polls `due_work` and takes due
+rows with `FOR UPDATE SKIP LOCKED`, so each row is fired by exactly one
+instance, in the same transaction that marks it fired and puts its
+notifications in the outbox. A restart simply finds the rows still due.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from ioc_shared.contracts.envelope import deterministic_event_id
+from ioc_shared.platform.logging import get_logger
+from opentelemetry import trace
+
+from routing.domain.deadlines import chain_step, recipients, still_due
+from routing.domain.model import Incident, IncidentEvent, Notification
+from routing.handlers import RoutingCore
+from routing.publishing import Effects, event_payload
+from routing.repository import DueRow
+
+log = get_logger(__name__)
+tracer = trace.get_tracer("routing")
+
+REMINDER_EVENT = "routing.incident.reminder-sent"
+ESCALATION_EVENT = "routing.incident.escalated"
+
+
+class TimerWorker:
+    def __init__(self, core: RoutingCore, *, poll_s: float = 1.0, batch: int = 200) -> None:
+        self.core = core
+        self.poll_s = poll_s
+        self.batch = batch
+        self.fired = 0
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                done = await self.fire_due()
+            except Exception as exc:  # a transient database error must not end the timers
+                log.error("timers: firing failed; retrying", error=repr(exc))
+                done = 0
+            if done < self.batch:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), self.poll_s)
+
+    async def fire_due(self) -> int:
+        """Fire (or skip) one batch of due rows; returns how many rows were handled."""
+        core = self.core
+        now = core.clock()
+        effects = core.effects()
+        with tracer.start_as_current_span("routing.timers.fire"):
+            async with core.pool.acquire() as conn, conn.transaction():
+                rows = await core.repo.claim_due_work(conn, now, self.batch)
+                if not rows:
+                    return 0
+                incidents = await core.repo.load_incidents(conn, {r.incident_id for r in rows})
+                fired, skipped = [], []
+                for row in rows:
+                    incident = incidents.get(row.incident_id)
+                    if (incident is None or incident.assignment_no != row.assignment_no
+                            or not still_due(row.deadline, incident.state.value)
+                            or incident.policy is None):
+                        skipped.append(row.id)
+                        continue
+                    self._fire(row, incident, effects)
+                    fired.append(row.id)
+                await core.repo.finish_due_work(conn, fired, skipped, now, core.instance_id)
+                await core.write(conn, effects)
+        if fired:
+            self.fired += len(fired)
+            log.info("timers fired", fired=len(fired), skipped=len(skipped))
+        return len(rows)
+
+    def _fire(self, row: DueRow, incident: Incident, effects: Effects) -> None:
+        core = self.core
+        assert incident.policy is not None
+        due_key = "acknowledge_due_at" if row.deadline == "acknowledge" else "resolve_due_at"
+        base: dict[str, Any] = {
+            "deadline": row.deadline, "step": row.step, "due_at": incident.policy[due_key],
+            "work_due_at": row.due_at.isoformat(), "assignment_no": row.assignment_no,
+            "state": incident.state.value, "category": incident.category,
+            "priority": incident.priority, "title": incident.title,
+        }
+        if row.kind == "reminder":
+            unit = incident.assigned_unit or incident.last_unit or core.org.ioc_unit
+            targets: list[tuple[str, tuple[str, ...], tuple[dict[str, str], ...]]] = [
+                (unit, ("incident-officer",), ())]
+            event_type, data = REMINDER_EVENT, base
+        else:
+            step = chain_step(incident.policy, row.step)
+            found = recipients(step, incident.assigned_unit, core.org)
+            targets = [(r.unit, r.roles, r.contacts) for r in found]
+            data = {**base, "level": step.level,
+                    "recipients": [{"unit": r.unit, "contact_roles": list(r.roles),
+                                    "contacts": list(r.contacts)} for r in found]}
+            event_type = ESCALATION_EVENT
+        event = IncidentEvent(event_type, incident.id, incident.state, incident.state, core.system,
+                              core.clock(), None, data)
+        event_id = deterministic_event_id("due-work", row.id)
+        effects.audit.append((event_id, event))
+        effects.publish(effects.topics.events, event_type, incident.id, event_payload(event),
+                        event_id=event_id, cause=None)
+        for unit, roles, contacts in targets:
+            note = Notification(row.kind, unit, incident.id, tuple(roles),
+                                {**data, "contacts": list(contacts)})
+            effects.notify(note, event_id=deterministic_event_id("due-work", row.id, unit),
+                           cause=None)
