@@ -175,6 +175,31 @@ class SchemaCatalog:
         """Schema versions to apply in order to reach the canonical one; None if there is no path."""
         return self._paths.get((dataset, version))
 
+    def problems(self) -> list[str]:
+        """Configuration mistakes a registry check can find: missing upgrade paths, bad defaults."""
+        found: list[str] = []
+        for (ds_id, version), path in self._paths.items():
+            if path is None:
+                found.append(f"dataset {ds_id} v{version}: no upgrade path to the canonical version")
+        for ds in self.registry.datasets.values():
+            for step in ds.schemas:
+                target = self._schemas[(ds.id, step.version)]
+                label = f"dataset {ds.id} v{step.version}"
+                for new in step.rename.values():
+                    if new not in target.fields:
+                        found.append(f"{label}: rename target '{new}' is not a field")
+                for name, value in step.defaults.items():
+                    spec = target.fields.get(name)
+                    if spec is None:
+                        found.append(f"{label}: default for unknown field '{name}'")
+                        continue
+                    try:
+                        spec.normalize(value)
+                    except n.FieldProblem as exc:
+                        found.append(f"{label}: default {name}={value!r} is invalid ({exc.code.value}: "
+                                     f"{exc.expected})")
+        return found
+
     def _compile(self, ds: Dataset, version: SchemaVersion) -> CompiledSchema:
         fields = {name: self._field(name, spec) for name, spec in version.fields.items()}
         return CompiledSchema(ds, version, fields, self.limits)

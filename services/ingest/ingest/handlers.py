@@ -1,0 +1,194 @@
+"""Orchestration of a batch of submissions: decide, record in PostgreSQL, publish, count.
+
+Order gives at-least-once with idempotent effects: (1) pure decisions,
+(2) one PostgreSQL statement claims the dedupe keys (with the delivery's
+origin) and counts outcomes, (3) every output is sent and all confirmations
+awaited together. Only then does the caller acknowledge the input. A crash
+after (2) redelivers the input; its claims are found with the same origin, so
+the same canonical events (same ids) are published again rather than rejected.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, tzinfo
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+from ioc_shared.platform.telemetry import extract_trace_context
+from ioc_shared.registry import Grant, Registry
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Span, SpanKind, Tracer
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from ingest.domain import (
+    Accepted,
+    Code,
+    Decision,
+    Inbound,
+    Ingestor,
+    Rejected,
+    as_duplicate,
+    shared_views,
+    special_receivers,
+)
+from ingest.outgoing import Outgoing, Sink, canonical_message, rejection_messages, shared_message
+from ingest.repository import Claim, CounterKey, IngestRepository
+from ingest.topics import IngestTopics
+
+Status = Literal["accepted", "redelivered", "rejected"]
+_TRACE_HEADERS = ("traceparent", "tracestate")
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    inbound: Inbound
+    status: Status
+    decision: Decision
+
+    @property
+    def accepted(self) -> Accepted | None:
+        return self.decision if isinstance(self.decision, Accepted) else None
+
+    @property
+    def rejected(self) -> Rejected | None:
+        return self.decision if isinstance(self.decision, Rejected) else None
+
+
+class IngestMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.records = Counter("ingest_records", "Submissions by outcome",
+                               ["unit", "dataset", "outcome", "code"], registry=registry)
+        self.batch_seconds = Histogram(
+            "ingest_batch_seconds", "Time to decide, record and publish one batch",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=registry)
+        self.batch_size = Histogram("ingest_batch_records", "Submissions per batch",
+                                    buckets=(1, 10, 50, 100, 250, 500, 1000, 2500),
+                                    registry=registry)
+
+
+class IngestPipeline:
+    def __init__(self, ingestor: Ingestor, repository: IngestRepository, sink: Sink,
+                 topics: IngestTopics, *, metrics: IngestMetrics | None = None,
+                 tracer: Tracer | None = None,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.ingestor = ingestor
+        self.registry: Registry = ingestor.registry
+        self.repository = repository
+        self.sink = sink
+        self.topics = topics
+        self.metrics = metrics
+        self.tracer = tracer or trace.get_tracer("ingest")
+        self.clock = clock
+        self.local: tzinfo = ZoneInfo(self.registry.centre.timezone)
+        self._receivers: dict[str, tuple[Grant, ...]] = {
+            ds: special_receivers(self.registry, ds) for ds in self.registry.datasets}
+
+    async def process(self, inbounds: Sequence[Inbound]) -> list[Outcome]:
+        """Decide, record and publish a batch; returns once every output is confirmed."""
+        now = self.clock()
+        started = time.perf_counter()
+        spans = [self._span_for(i) for i in inbounds]
+        try:
+            decisions = [self.ingestor.decide(i, now) for i in inbounds]
+            statuses = await self._record(inbounds, decisions, now)
+            outcomes: list[Outcome] = []
+            messages: list[Outgoing] = []
+            for n, (inbound, decision) in enumerate(zip(inbounds, decisions, strict=True)):
+                status = statuses.get(n, "rejected")
+                if isinstance(decision, Accepted) and status == "duplicate":
+                    decision = as_duplicate(decision)
+                outcome = Outcome(inbound, _public_status(status, decision), decision)
+                outcomes.append(outcome)
+                messages += self._messages(outcome, now, _context(spans[n]))
+            await self.sink.send_all(messages)
+        finally:
+            for span in spans:
+                if span is not None:
+                    span.end()
+        self._count(outcomes, time.perf_counter() - started)
+        return outcomes
+
+    def _span_for(self, inbound: Inbound) -> Span | None:
+        """A span per record that carries the sender's trace context, as the parent of its outputs.
+
+        Records without trace context share the batch consumer span (the current one).
+        """
+        carrier = {k: v for k, v in inbound.headers if k in _TRACE_HEADERS}
+        if not carrier:
+            return None
+        span = self.tracer.start_span("ingest record", context=extract_trace_context(carrier),
+                                      kind=SpanKind.CONSUMER)
+        span.set_attribute("ioc.origin", inbound.origin)
+        return span
+
+    async def _record(self, inbounds: Sequence[Inbound], decisions: Sequence[Decision],
+                      now: datetime) -> dict[int, str]:
+        """Claim accepted records (dedupe) and count rejections in one database round trip."""
+        claims: list[Claim] = []
+        counters: list[CounterKey] = []
+        statuses: dict[int, str] = {}
+        seen_keys: set[tuple[str, str, str, str]] = set()
+        seen_events: set[tuple[str, str]] = set()
+        for n, (inbound, decision) in enumerate(zip(inbounds, decisions, strict=True)):
+            if isinstance(decision, Rejected):
+                counters.append(CounterKey(decision.unit or "", decision.dataset or "", "rejected",
+                                           decision.code.value))
+                continue
+            key = (decision.unit, decision.dataset, decision.record_id, decision.content_hash)
+            event = (decision.unit, decision.client_event_id or "")
+            if key in seen_keys or (decision.client_event_id and event in seen_events):
+                # The same record twice in one batch: the first one is claimed below.
+                statuses[n] = "duplicate"
+                counters.append(CounterKey(decision.unit, decision.dataset, "rejected",
+                                           Code.DUPLICATE.value))
+                continue
+            seen_keys.add(key)
+            seen_events.add(event)
+            claims.append(Claim(n, decision, inbound.origin))
+        day = now.astimezone(self.local).date()
+        statuses.update(await self.repository.record_batch(claims, counters, now, day))
+        return statuses
+
+    def _messages(self, outcome: Outcome, now: datetime, ctx: Context | None) -> list[Outgoing]:
+        acc = outcome.accepted
+        if acc is not None:
+            out = [canonical_message(self.topics.canonical[acc.dataset], acc, outcome.inbound, now,
+                                     ctx)]
+            for view in shared_views(acc, self._receivers.get(acc.dataset, ()), now):
+                out.append(shared_message(self.topics.special[view.grant.id], acc, view, now, ctx))
+            return out
+        rej = outcome.rejected
+        assert rej is not None
+        return rejection_messages((self.topics.rejected, self.topics.quarantine), rej,
+                                  outcome.inbound, now, self.registry.centre.unit, ctx)
+
+    def _count(self, outcomes: Sequence[Outcome], seconds: float) -> None:
+        if self.metrics is None:
+            return
+        self.metrics.batch_seconds.observe(seconds)
+        self.metrics.batch_size.observe(len(outcomes))
+        tally: collections.Counter[tuple[str, str, str, str]] = collections.Counter()
+        for o in outcomes:
+            d = o.decision
+            if isinstance(d, Rejected):
+                tally[(d.unit or "", d.dataset or "", o.status, d.code.value)] += 1
+            else:
+                tally[(d.unit, d.dataset, o.status, "")] += 1
+        for labels, count in tally.items():
+            self.metrics.records.labels(*labels).inc(count)
+
+
+def _public_status(status: str, decision: Decision) -> Status:
+    if isinstance(decision, Rejected):
+        return "rejected"
+    return "redelivered" if status == "redelivery" else "accepted"
+
+
+def _context(span: Span | None) -> Context | None:
+    """The context to inject into outputs: the record's span, else whatever is current."""
+    return trace.set_span_in_context(span) if span is not None else None

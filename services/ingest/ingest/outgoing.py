@@ -1,0 +1,149 @@
+"""Kafka messages ingest produces: canonical and shared records, rejections, quarantine copies.
+
+Headers carry the event id and type and the W3C trace context of the span the
+message belongs to (one span per inbound record, child of the sender's trace).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from aiokafka import AIOKafkaProducer
+from ioc_shared.contracts.envelope import Envelope, deterministic_event_id
+from ioc_shared.platform.kafka import H_EVENT_ID, H_EVENT_TYPE
+from ioc_shared.platform.telemetry import inject_trace_headers
+from opentelemetry.context import Context
+
+from ingest.domain import ACCEPTED_TYPE, Accepted, Inbound, Rejected, SharedView
+from ingest.domain.normalize import iso_utc
+from ingest.domain.sharing import SHARED_TYPE
+
+REJECTED_TYPE = "ingest.record.rejected"
+H_DATASET = "ioc-dataset"
+# Quarantine copies keep the original headers and add these (replay strips them).
+QUARANTINE_PREFIX = "ioc-quarantine-"
+H_Q_CODE = "ioc-quarantine-code"
+H_Q_ORIGIN = "ioc-quarantine-origin"
+H_Q_UNIT = "ioc-quarantine-unit"
+H_Q_DATASET = "ioc-quarantine-dataset"
+H_Q_EVENT_ID = "ioc-quarantine-event-id"
+H_Q_AT = "ioc-quarantine-at"
+# Set by `ingest replay` on re-published inputs: a replay rejected again is not re-quarantined.
+H_REPLAY_ID = "ioc-replay-id"
+H_REPLAY_OF = "ioc-replay-of"
+H_REPLAY_NOTE = "ioc-replay-note"
+UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    topic: str
+    value: bytes
+    key: bytes | None
+    headers: list[tuple[str, bytes]]
+
+
+class Sink(Protocol):
+    async def send_all(self, messages: Sequence[Outgoing]) -> None:
+        """Send every message and return once the broker confirmed all of them."""
+
+
+class KafkaSink:
+    """Hands a whole batch to the producer, then awaits every confirmation together."""
+
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self._producer = producer
+
+    async def send_all(self, messages: Sequence[Outgoing]) -> None:
+        futures = [await self._producer.send(m.topic, m.value, key=m.key, headers=m.headers)
+                   for m in messages]
+        if futures:
+            await asyncio.gather(*futures)
+
+
+def _headers(event_id: str, event_type: str, trace: Context | None,
+             extra: dict[str, str] | None = None) -> list[tuple[str, bytes]]:
+    carrier = {H_EVENT_ID: event_id, H_EVENT_TYPE: event_type}
+    if extra:
+        carrier.update(extra)
+    inject_trace_headers(carrier, context=trace)
+    return [(k, v.encode()) for k, v in carrier.items()]
+
+
+def canonical_message(topic: str, acc: Accepted, inbound: Inbound, now: datetime,
+                      trace: Context | None) -> Outgoing:
+    envelope = Envelope(
+        event_id=acc.event_id, type=ACCEPTED_TYPE, source_unit=acc.unit,
+        subject=acc.record_id, occurred_at=acc.occurred_at or now, produced_at=now,
+        payload={
+            "dataset": acc.dataset, "schema_version": acc.canonical_version,
+            "source_schema_version": acc.source_version, "record_id": acc.record_id,
+            "record": acc.record, "client_event_id": acc.client_event_id,
+            "provenance": {"principal": acc.principal, "channel": inbound.channel,
+                           "origin": inbound.origin, "content_hash": acc.content_hash},
+        })
+    return Outgoing(topic, envelope.to_bytes(), acc.record_id.encode(),
+                    _headers(str(acc.event_id), ACCEPTED_TYPE, trace, {H_DATASET: acc.dataset}))
+
+
+def shared_message(topic: str, acc: Accepted, view: SharedView, now: datetime,
+                   trace: Context | None) -> Outgoing:
+    grant = view.grant
+    envelope = Envelope(
+        event_id=view.event_id, type=SHARED_TYPE, source_unit=acc.unit, subject=acc.record_id,
+        occurred_at=acc.occurred_at or now, produced_at=now, causation_id=acc.event_id,
+        payload={
+            "dataset": acc.dataset, "schema_version": acc.canonical_version,
+            "record_id": acc.record_id, "record": view.record, "grant_id": grant.id,
+            "requester": grant.unit, "purpose": grant.purpose,
+            "expires_at": iso_utc(grant.expires_at) if grant.expires_at else None,
+        })
+    return Outgoing(topic, envelope.to_bytes(), acc.record_id.encode(),
+                    _headers(str(view.event_id), SHARED_TYPE, trace, {H_DATASET: acc.dataset}))
+
+
+def rejection_event_id(inbound: Inbound) -> str:
+    """Same inbound delivery -> same rejection event id (consumers dedupe redeliveries)."""
+    return str(deterministic_event_id(REJECTED_TYPE, inbound.origin, inbound.index))
+
+
+def rejection_payload(rej: Rejected, inbound: Inbound, quarantined: bool) -> dict[str, Any]:
+    first = rej.problems[0] if rej.problems else None
+    return {
+        "unit": rej.unit, "code": rej.code.value, "message_vi": rej.message_vi,
+        "field": first.field if first else None, "expected": first.expected if first else None,
+        "problems": [p.to_json() for p in rej.problems],
+        "record_index": inbound.index, "record_id": rej.record_id, "dataset": rej.dataset,
+        "schema_version": rej.schema_version, "client_event_id": rej.client_event_id,
+        "origin": inbound.origin, "channel": inbound.channel,
+        "identity_verified": rej.principal is not None and rej.extra.get("identity_verified", True),
+        "quarantined": quarantined, "replay": inbound.replay,
+    }
+
+
+def rejection_messages(topics: tuple[str, str], rej: Rejected, inbound: Inbound, now: datetime,
+                       centre_unit: str, trace: Context | None) -> list[Outgoing]:
+    """The rejection addressed to the unit and, unless it is a replay, the quarantine copy."""
+    rejected_topic, quarantine_topic = topics
+    event_id = rejection_event_id(inbound)
+    address = rej.unit or UNKNOWN
+    quarantine = not inbound.replay
+    envelope = Envelope(
+        event_id=event_id, type=REJECTED_TYPE, source_unit=centre_unit,
+        subject=(rej.record_id or inbound.origin)[:200], occurred_at=now, produced_at=now,
+        payload=rejection_payload(rej, inbound, quarantine))
+    extra = {H_DATASET: rej.dataset} if rej.dataset else None
+    out = [Outgoing(rejected_topic, envelope.to_bytes(), address.encode(),
+                    _headers(event_id, REJECTED_TYPE, trace, extra))]
+    if quarantine:
+        marks = {H_Q_CODE: rej.code.value, H_Q_ORIGIN: inbound.origin, H_Q_UNIT: address,
+                 H_Q_DATASET: rej.dataset or "", H_Q_EVENT_ID: event_id, H_Q_AT: iso_utc(now)}
+        headers = [(k, v) for k, v in inbound.headers if not k.startswith(QUARANTINE_PREFIX)]
+        headers += [(k, v.encode()) for k, v in marks.items()]
+        out.append(Outgoing(quarantine_topic, inbound.value or b"",
+                            inbound.key if inbound.key is not None else address.encode(), headers))
+    return out

@@ -1,0 +1,132 @@
+"""Wires the ingest service: runtime (logs, tracing, registry, db, topics, HTTP) -> pipeline -> broker.
+
+`IngestService` is an async context manager (tests use it to reach the HTTP
+port and the pipeline); `run_ingest` runs it until an event is set (the
+benchmark runs the service in-process with it; `serve` with signals).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from ioc_shared.platform.kafka import make_producer
+from ioc_shared.platform.logging import get_logger
+from ioc_shared.platform.outbox import OutboxRelay
+from ioc_shared.platform.runtime import ServiceRuntime
+from ioc_shared.registry import load_registry
+from opentelemetry import trace
+
+from ingest.domain import Ingestor, Limits, SchemaCatalog
+from ingest.handlers import IngestMetrics, IngestPipeline
+from ingest.http import HttpIntake
+from ingest.outgoing import KafkaSink
+from ingest.periodic import FreshnessChecker, QualityPublisher, every, policy_from
+from ingest.repository import IngestRepository
+from ingest.settings import IngestSettings
+from ingest.subscribers import register_subscribers
+from ingest.topics import IngestTopics
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+log = get_logger(__name__)
+
+
+def build_catalog(settings: IngestSettings, registry: Any) -> SchemaCatalog:
+    from datetime import timedelta
+
+    limits = Limits(future_tolerance=timedelta(seconds=settings.future_tolerance_s),
+                    geo_margin_deg=settings.geo_margin_deg)
+    return SchemaCatalog(registry, limits)
+
+
+class IngestService:
+    def __init__(self, settings: IngestSettings, *, configure_logs: bool = True) -> None:
+        self.settings = settings
+        self.intake = HttpIntake(settings)
+        # The topic list depends on the registry (datasets, special grants); the runtime
+        # loads it again, validated, a moment later.
+        registry = load_registry(settings.registry_file, settings.credentials_file)
+        self.topics = IngestTopics.resolve(settings, registry)
+        self.runtime = ServiceRuntime(
+            "ingest", settings, schema=settings.db_schema, migrations=MIGRATIONS,
+            topics=self.topics.specs,
+            consumer_groups=[(settings.consumer_group, [self.topics.inbound])],
+            http_routes=self.intake.routes(), configure_logs=configure_logs)
+        self.failed = asyncio.Event()
+        self.pipeline: IngestPipeline
+        self.freshness: FreshnessChecker
+        self.quality: QualityPublisher
+        self._relay: OutboxRelay | None = None
+        self._producer: Any = None
+
+    @property
+    def http_port(self) -> int | None:
+        return self.runtime.http_port
+
+    async def __aenter__(self) -> Self:
+        s = self.settings
+        rt = await self.runtime.__aenter__()
+        try:
+            assert rt.pool is not None
+            self._producer = make_producer(s.kafka_bootstrap, client_id=f"ingest-{s.instance_id}")
+            await self._producer.start()
+            repository = IngestRepository(rt.pool, s.db_schema)
+            ingestor = Ingestor(build_catalog(s, rt.registry), max_message_bytes=s.max_message_bytes)
+            self.pipeline = IngestPipeline(
+                ingestor, repository, KafkaSink(self._producer), self.topics,
+                metrics=IngestMetrics(rt.metrics),
+                tracer=trace.get_tracer("ingest", tracer_provider=rt.tracer_provider))
+            register_subscribers(rt.broker, s, self.topics.inbound, self.pipeline)
+            self.intake.pipeline = self.pipeline
+            self._relay = OutboxRelay(rt.pool, s.db_schema, self._producer, s.kafka_bootstrap)
+            policy = policy_from(rt.registry, s.freshness_continuous_s, s.freshness_grace_s)
+            self.freshness = FreshnessChecker(repository, rt.registry, self.topics.freshness, policy)
+            self.quality = QualityPublisher(repository, rt.registry, self.topics.quality)
+            self._spawn(self._relay.run())
+            self._spawn(every(s.freshness_check_interval_s, self.freshness.check_once, "freshness"))
+            self._spawn(every(s.quality_publish_interval_s, self.quality.publish_once, "quality"))
+            await rt.start_broker()
+        except BaseException:
+            await self._close(None, None, None)
+            raise
+        return self
+
+    def _spawn(self, coro: Any) -> None:
+        task = self.runtime.spawn(coro)
+
+        def on_done(t: asyncio.Task[Any]) -> None:
+            if not t.cancelled() and t.exception() is not None:
+                self.failed.set()
+
+        task.add_done_callback(on_done)
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self._close(exc_type, exc, tb)
+
+    async def _close(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                     tb: TracebackType | None) -> None:
+        if self._relay is not None:
+            self._relay.stop()
+        # The runtime stops the broker first (no batch in flight), then background tasks.
+        await self.runtime.__aexit__(exc_type, exc, tb)
+        if self._relay is not None:
+            await self._relay.close()
+        if self._producer is not None:
+            await self._producer.stop()
+
+
+async def run_ingest(settings: IngestSettings, stop: asyncio.Event, *,
+                     configure_logs: bool = True) -> None:
+    """Run the ingest service in this event loop until `stop` is set (or a background task fails)."""
+    async with IngestService(settings, configure_logs=configure_logs) as service:
+        waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(service.failed.wait())]
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+        if service.failed.is_set() and not stop.is_set():
+            log.error("ingest stopping: a background task failed")

@@ -1,0 +1,37 @@
+"""Ingest settings: `INGEST_*` environment variables, falling back to `IOC_*`."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from ioc_shared.platform.settings import ServiceSettings
+from pydantic_settings import SettingsConfigDict
+
+
+class IngestSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="INGEST_", extra="ignore")
+
+    service_prefix: ClassVar[str] = "INGEST_"
+    service_name: ClassVar[str] = "ingest"
+
+    db_schema: str = "ingest"
+    consumer_group: str = "ioc-ingest"
+    # Hot path: records per batch and how long an empty poll waits.
+    batch_max_records: int = 1000
+    batch_timeout_ms: int = 100
+    # Larger inbound messages are rejected as too_large before parsing.
+    max_message_bytes: int = 1024 * 1024
+    # Timestamps: how far in the future an event time may lie (clock skew).
+    future_tolerance_s: float = 300.0
+    geo_margin_deg: float = 0.05
+    # Freshness: continuous datasets are late after this silence (plus grace);
+    # calendar cadences get `freshness_grace_s` after the end of the next period.
+    freshness_continuous_s: float = 3600.0
+    freshness_grace_s: float = 2 * 3600.0
+    freshness_check_interval_s: float = 60.0
+    quality_publish_interval_s: float = 60.0
+    # HTTP intake limits.
+    http_max_body_bytes: int = 8 * 1024 * 1024
+    http_max_records: int = 5000
+    # Pause before a failed batch is redelivered (broker or database down), to not spin.
+    retry_backoff_s: float = 1.0
