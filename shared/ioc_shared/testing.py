@@ -8,10 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import socket
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import httpx
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
 from ioc_shared.platform.kafka import decode_headers
@@ -63,3 +69,76 @@ async def settle(topic: str, expected: int, *, quiet: float = 1.5, timeout: floa
 
 def headers_of(record: ConsumerRecord[Any, Any]) -> dict[str, str]:
     return decode_headers(record.headers)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServiceProcess:
+    """A service run for real as `python -m <module> serve`, for e2e tests and benchmarks."""
+
+    def __init__(self, service: str, env: dict[str, str], log_path: Path, cwd: Path) -> None:
+        self.service = service
+        self.module = service.replace("-", "_")
+        self.port = free_port()
+        prefix = self.module.upper() + "_"
+        self._env = {**env, f"{prefix}HTTP_PORT": str(self.port)}
+        self.log_path = log_path
+        self._cwd = cwd
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None
+        return self._proc.pid
+
+    def log_tail(self, chars: int = 3000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
+
+    async def start(self, timeout: float = 60.0) -> None:
+        # Popen only forks; waiting happens below without blocking the loop.
+        self._proc = subprocess.Popen(  # noqa: ASYNC220
+            [sys.executable, "-m", self.module, "serve"], cwd=self._cwd, env=self._env,
+            stdout=self.log_path.open("wb"), stderr=subprocess.STDOUT)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        async with httpx.AsyncClient() as http:
+            while loop.time() < deadline:
+                if self._proc.poll() is not None:
+                    raise RuntimeError(f"{self.service} exited:\n{self.log_tail()}")
+                try:
+                    if (await http.get(f"http://127.0.0.1:{self.port}/health")).status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise RuntimeError(f"{self.service} did not become healthy:\n{self.log_tail()}")
+
+    def peak_rss_mb(self) -> float:
+        """Peak resident memory (VmHWM) of the running process."""
+        status = Path(f"/proc/{self.pid}/status").read_text()
+        kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM"))
+        return kb / 1024
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM (the service drains and commits), SIGKILL if it hangs; returns the exit code."""
+        if self._proc is None:
+            return 0
+        proc, self._proc = self._proc, None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.wait()
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, nothing drained."""
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait()
+            self._proc = None
