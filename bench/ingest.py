@@ -1,0 +1,66 @@
+"""BENCH ingest: the mixed workload (about 5 % invalid) through the ingest service.
+
+Throughput: the inbound topic is preloaded, the service started, and the rate
+taken from the timestamps of its outputs (canonical + rejected records), the
+same way as the reference loop over the same messages; runs alternate
+(reference, service) and the ratio is the median of the per-pair ratios.
+Latency: at a steady 1,000 records/s, publish -> canonical record visible.
+Memory: peak RSS (VmHWM) of the service process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from ioc_shared.contracts import canonical_topic
+from ioc_shared.contracts.topics import INGEST_INBOUND, INGEST_REJECTED
+from ioc_shared.platform.kafka import declare_topics
+
+from bench.harness import BenchResult, median, output_rate, preload
+from bench.service import BenchService, paced_latency, percentile
+from bench.workload import DATASET, make_messages
+
+LATENCY_RATE = 1000.0
+LATENCY_SECONDS = 15
+
+
+async def run(*, bootstrap: str, messages: list, repeats: int, reference: Any) -> BenchResult:
+    rates, ratios, rss = [], [], []
+    for _ in range(repeats):
+        [ref_rate] = await reference(bootstrap, messages, 1)
+        svc = BenchService("ingest", bootstrap)
+        inbound = svc.topic(INGEST_INBOUND.name)
+        await declare_topics(bootstrap, [dataclasses.replace(INGEST_INBOUND, name=inbound)])
+        await preload(bootstrap, inbound, messages)
+        async with svc:
+            outputs = [svc.topic(canonical_topic(DATASET).name), svc.topic(INGEST_REJECTED.name)]
+            _, rate = await output_rate(bootstrap, outputs, len(messages))
+            rss.append(svc.process.peak_rss_mb())
+        rates.append(rate)
+        ratios.append(rate / ref_rate)
+
+    latency = await _latency(bootstrap)
+    return BenchResult("ingest", {
+        "messages": len(messages), "repeats": repeats,
+        "messages_per_s": median(rates), "ratio": median(ratios),
+        "p50_ms": percentile(latency, 50), "p99_ms": percentile(latency, 99),
+        "latency_rate_per_s": LATENCY_RATE, "peak_rss_mb": max(rss),
+    })
+
+
+async def _latency(bootstrap: str) -> list[float]:
+    paced = make_messages(int(LATENCY_RATE * LATENCY_SECONDS), seed=11, invalid_ratio=0.0,
+                          run_tag="L")
+    async with BenchService("ingest", bootstrap) as svc:
+        canonical = svc.topic(canonical_topic(DATASET).name)
+
+        def record_id_of_output(rec: Any) -> str | None:
+            return str(json.loads(rec.value)["subject"])
+
+        def record_id_of_input(value: bytes) -> str:
+            return str(json.loads(value)["record"]["record_id"])
+
+        return await paced_latency(bootstrap, svc.topic(INGEST_INBOUND.name), [canonical], paced,
+                                   LATENCY_RATE, record_id_of_output, record_id_of_input)

@@ -1,0 +1,107 @@
+"""Running a service under benchmark: as a real process, isolated by namespace and schema."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from ioc_shared.platform.db import create_pool
+from ioc_shared.testing import ServiceProcess, database_url, unique
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class BenchService:
+    """`python -m <service> serve` in its own namespace; dropped schema afterwards."""
+
+    def __init__(self, service: str, bootstrap: str, extra_env: dict[str, str] | None = None) -> None:
+        self.service = service
+        self.namespace = unique("bench").replace("_", "-")
+        prefix = service.upper().replace("-", "_") + "_"
+        self.schema = unique(f"bench_{service.replace('-', '_')}")
+        self.env = {
+            **os.environ,
+            "IOC_KAFKA_BOOTSTRAP": bootstrap,
+            "IOC_DATABASE_URL": database_url(),
+            "IOC_TOPIC_NAMESPACE": self.namespace,
+            "IOC_LOG_LEVEL": "WARNING",
+            f"{prefix}DB_SCHEMA": self.schema,
+            f"{prefix}CONSUMER_GROUP": unique(f"bench-{service}"),
+            **(extra_env or {}),
+        }
+        log = Path(tempfile.gettempdir()) / f"{self.namespace}-{service}.log"
+        self.process = ServiceProcess(service, self.env, log, REPO)
+
+    def topic(self, name: str) -> str:
+        return f"{self.namespace}.{name}"
+
+    async def __aenter__(self) -> BenchService:
+        await self.process.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.process.stop()
+        pool = await create_pool(database_url(), max_size=1)
+        await pool.execute(f"DROP SCHEMA IF EXISTS {self.schema} CASCADE")
+        await pool.close()
+
+
+async def paced_latency(bootstrap: str, inbound: str, outbound: list[str],
+                        messages: list[tuple[bytes, bytes, list[tuple[str, bytes]]]],
+                        rate: float, match: Callable[[Any], str | None],
+                        ident: Callable[[bytes], str]) -> list[float]:
+    """Send `messages` at `rate`/s; latency (ms) until the matching output is visible.
+
+    `ident(value)` names an input, `match(record)` names the output record it
+    answers (None for records to ignore).
+    """
+    consumer = AIOKafkaConsumer(*outbound, bootstrap_servers=bootstrap, group_id=None,
+                                auto_offset_reset="latest", enable_auto_commit=False)
+    await consumer.start()
+    # Be assigned and positioned at the end before the first send.
+    while not consumer.assignment():
+        await consumer.getmany(timeout_ms=100)
+    for tp in consumer.assignment():
+        await consumer.position(tp)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0,
+                                enable_idempotence=True)
+    await producer.start()
+    sent_at: dict[str, float] = {}
+    latencies: list[float] = []
+
+    async def receive() -> None:
+        while len(latencies) < len(messages):
+            batch = await consumer.getmany(timeout_ms=200)
+            now = time.perf_counter()
+            for records in batch.values():
+                for rec in records:
+                    key = match(rec)
+                    if key is not None and key in sent_at:
+                        latencies.append((now - sent_at.pop(key)) * 1000)
+
+    receiver = asyncio.create_task(receive())
+    try:
+        start = time.perf_counter()
+        for i, (key, value, headers) in enumerate(messages):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            sent_at[ident(value)] = time.perf_counter()
+            await producer.send(inbound, value, key=key, headers=headers)
+        await asyncio.wait_for(receiver, 60)
+    finally:
+        receiver.cancel()
+        await producer.stop()
+        await consumer.stop()
+    return latencies
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
