@@ -47,8 +47,9 @@ async def run_routing(settings: RoutingSettings, stop: asyncio.Event, *,
     runtime = ServiceRuntime(
         "routing", settings, schema=settings.db_schema, migrations=MIGRATIONS,
         topics=incident_topic_specs(settings, datasets), configure_logs=configure_logs,
-        consumer_groups=[(f"{group}-intake", incident_topics),
-                         (f"{group}-commands", [topics.commands])])
+        # Lag of the intake group only: the runtime's LagMonitor registers one gauge per
+        # group in a single registry, so a second group would collide.
+        consumer_groups=[(f"{group}-intake", incident_topics)])
 
     async with runtime as rt:
         assert rt.pool is not None

@@ -1,0 +1,106 @@
+"""Full lifecycle through real Kafka and PostgreSQL, checked on the output topics and the audit trail."""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+from ioc_shared.testing import database_url
+from routing_harness import World, record
+
+pytestmark = pytest.mark.connected
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+def results_for(watch, command_id: str):  # type: ignore[no-untyped-def]
+    return [e for e in watch.envelopes(type="routing.command.result")
+            if e.payload["command_id"] == command_id]
+
+
+async def answer(watch, command_id: str):  # type: ignore[no-untyped-def]
+    found = await watch.wait(lambda: results_for(watch, command_id))
+    return found[0].payload
+
+
+async def test_incident_goes_from_record_to_survey_answer(world: World, watch) -> None:
+    await world.start()
+    w = await watch()
+    t = world.topics
+    # A traffic report: not automated, so the IOC verifies, its leader approves, it assigns.
+    incident = await world.publish_record(
+        record("GT-0001", category="giao-thong", priority="cao", commune="tt-loc-ninh"),
+        headers={"traceparent": f"00-{TRACE_ID}-00f067aa0ba902b7-01"})
+    received = await w.wait(lambda: w.envelopes(t.events, "routing.incident.received", incident))
+    assert received[0].payload["to_state"] == "received"
+    # Trace context flows from the incoming record into routing's events.
+    assert TRACE_ID in w.headers(received[0].event_id)["traceparent"]
+
+    steps = [
+        ("ioc-operator", "verify", {}, "verified"),
+        ("ioc-leader", "approve", {}, "approved"),
+        ("ioc-operator", "assign", {}, "assigned"),
+        ("phong-kt-ht-system", "acknowledge", {}, "acknowledged"),
+        ("phong-kt-ht-system", "update_status", {"note": "Đã cử cán bộ kiểm tra"}, "in_progress"),
+        ("phong-kt-ht-system", "resolve", {"resolution_note": "Đã sửa ổ gà"}, "resolved"),
+        ("ioc-operator", "close", {}, "closed"),
+        ("tt-loc-ninh-system", "answer_survey", {"score": 5, "comment": "Hài lòng"}, "closed"),
+    ]
+    for principal, verb, payload, state in steps:
+        cid = await world.command(principal, verb, incident, **payload)
+        result = await answer(w, cid)
+        assert result["status"] == "accepted", (verb, result)
+        assert result["state"] == state
+        assert result["unit"] == world_unit(principal)
+
+    # The rule for traffic named the unit, and the policy was frozen on the assignment.
+    assigned = w.envelopes(t.events, "routing.incident.assigned", incident)[0].payload
+    assert assigned["unit"] == "phong-kt-ht" and assigned["rule_id"] == "ha-tang"
+    assert assigned["policy"]["rule"]["id"] == "ha-tang"
+    assert assigned["policy"]["acknowledge"] == {"working_hours": 2.0}
+    types = [e.type for e in w.envelopes(t.events, subject=incident)]
+    assert types == ["routing.incident.received", "routing.incident.verified",
+                     "routing.incident.approved", "routing.incident.assigned",
+                     "routing.incident.acknowledged", "routing.incident.progress-updated",
+                     "routing.incident.resolved", "routing.incident.closed",
+                     "routing.incident.survey-answered"]
+    note = w.envelopes(t.notifications, "routing.notification.assigned", "phong-kt-ht")
+    assert note and note[0].payload["incident_id"] == incident
+
+    # The reporter hears of the status and gets a survey, with no personal data.
+    await w.wait(lambda: w.envelopes(t.reporter, "routing.reporter.survey-requested", incident))
+    to_reporter = w.envelopes(t.reporter, subject=incident)
+    statuses = [e.payload.get("status") for e in to_reporter if e.type.endswith("status-changed")]
+    assert statuses == ["received", "assigned", "in_progress", "resolved", "closed"]
+    for rec in w.records:
+        assert b"0912345678" not in rec.value and "Nguyễn Văn A".encode() not in rec.value
+    assert to_reporter[0].payload["reporter"]["reporter_ref"] == "app-user-42"
+
+    # The audit trail has every transition with its actor; the survey answer is attributed.
+    conn = await asyncpg.connect(database_url())
+    try:
+        s = world.settings.db_schema
+        trail = await conn.fetch(f"SELECT event_type, actor_principal, actor_unit FROM {s}.transitions "
+                                 "WHERE incident_id = $1 ORDER BY id", incident)
+        survey = await conn.fetchrow(f"SELECT unit, score FROM {s}.survey_answers "
+                                     "WHERE incident_id = $1", incident)
+    finally:
+        await conn.close()
+    assert [r["event_type"] for r in trail] == types
+    assert (trail[2]["actor_principal"], trail[2]["actor_unit"]) == ("ioc-leader", "ioc-loc-ninh")
+    assert dict(survey) == {"unit": "phong-kt-ht", "score": 5}
+
+
+def world_unit(principal: str) -> str:
+    return {"ioc-operator": "ioc-loc-ninh", "ioc-leader": "ioc-loc-ninh",
+            "phong-kt-ht-system": "phong-kt-ht", "tt-loc-ninh-system": "tt-loc-ninh"}[principal]
+
+
+async def test_auto_category_is_assigned_without_commands(world: World, watch) -> None:
+    await world.start()
+    w = await watch()
+    t = world.topics
+    incident = await world.publish_record(record("MT-0001"))
+    assigned = await w.wait(lambda: w.envelopes(t.events, "routing.incident.assigned", incident))
+    assert assigned[0].payload["unit"] == "xa-loc-an"
+    assert assigned[0].payload["actor"]["principal"] == "system:routing"
+    assert assigned[0].payload["policy"]["automation"] == "moi-truong-thong-thuong"
