@@ -6,6 +6,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from routing_harness import watch, world  # noqa: E402
+from routing_harness import watch, world
 
 __all__ = ["watch", "world"]
