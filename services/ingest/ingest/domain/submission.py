@@ -53,7 +53,8 @@ class Ingestor:
         try:
             return self._decide(inbound, now)
         except Exception as exc:  # a bug must not stall the partition: reject, keep the bytes
-            return rejected(Code.MALFORMED_SUBMISSION, detail=f"(lỗi nội bộ: {type(exc).__name__})")
+            return rejected(Code.MALFORMED_SUBMISSION, detail=f"(lỗi nội bộ: {type(exc).__name__})",
+                            extra={"internal_error": repr(exc)})
 
     def _decide(self, inbound: Inbound, now: datetime) -> Decision:
         value = inbound.value or b""

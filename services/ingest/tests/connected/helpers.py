@@ -59,7 +59,8 @@ async def publish(topic: str, messages: list[tuple[bytes | None, bytes, list[tup
         await producer.stop()
 
 
-async def read_json(topic: str, count: int, timeout: float = 20.0) -> list[tuple[dict[str, Any], dict[str, str], Any]]:
+async def read_json(topic: str, count: int, timeout: float = 20.0
+                    ) -> list[tuple[dict[str, Any], dict[str, str], Any]]:
     """(value as JSON, headers, record) of the first `count` records, or fewer on timeout."""
     records = await read_topic(topic, until=lambda r: len(r) >= count, timeout=timeout)
     return [(orjson.loads(r.value), decode_headers(r.headers), r) for r in records]
