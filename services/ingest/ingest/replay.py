@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from ioc_shared.platform.kafka import make_producer
 
 from ingest.outgoing import (
@@ -76,6 +77,18 @@ def replay_headers(headers: Iterable[tuple[str, bytes]], replay_id: str,
             (H_REPLAY_NOTE, note.encode()[:500])]
 
 
+async def _partitions(bootstrap: str, topic: str) -> list[TopicPartition]:
+    # The consumer's metadata only covers topics it subscribed to; ask the admin API.
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="ingest-replay")
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    return sorted(TopicPartition(t["topic"], p["partition"]) for t in described
+                  if not t.get("error_code") for p in t["partitions"])
+
+
 async def replay_quarantine(settings: IngestSettings, topics: IngestTopics, selection: ReplayFilter,
                             *, note: str = "", dry_run: bool = False,
                             limit: int | None = None) -> ReplaySummary:
@@ -87,9 +100,7 @@ async def replay_quarantine(settings: IngestSettings, topics: IngestTopics, sele
     if not dry_run:
         await producer.start()
     try:
-        await consumer.topics()
-        partitions = consumer.partitions_for_topic(topics.quarantine) or set()
-        tps = [TopicPartition(topics.quarantine, p) for p in sorted(partitions)]
+        tps = await _partitions(settings.kafka_bootstrap, topics.quarantine)
         if not tps:
             return summary
         consumer.assign(tps)

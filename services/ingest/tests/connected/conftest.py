@@ -1,0 +1,15 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from ingest.service import IngestService
+
+from .helpers import isolated_settings
+
+
+@pytest.fixture(scope="session")
+async def service() -> AsyncIterator[IngestService]:
+    """One ingest service on the seed registry, isolated by namespace, schema and group."""
+    async with IngestService(isolated_settings(), configure_logs=False) as svc:
+        yield svc

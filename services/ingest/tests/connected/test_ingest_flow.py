@@ -1,0 +1,190 @@
+"""Through the real broker and database: canonical records, rejections, duplicates, HTTP, replay."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import orjson
+import pytest
+from ingest.replay import ReplayFilter, replay_quarantine
+from ingest.service import IngestService
+from ingest.subscribers import inbound_from_record
+from ioc_shared.testing import read_topic
+
+from .helpers import SECRETS, field_report, publish, signed_headers, submission
+
+pytestmark = pytest.mark.connected
+CANONICAL = "phan-anh-hien-truong"
+
+
+def rid(prefix: str = "PA") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+async def wait_for(topic: str, predicate, count: int = 1, timeout: float = 20.0):  # type: ignore[no-untyped-def]
+    records = await read_topic(topic, timeout=timeout, until=lambda rs: sum(
+        1 for r in rs if predicate(orjson.loads(r.value) if r.value[:1] == b"{" else None, r)) >= count)
+    return [r for r in records
+            if predicate(orjson.loads(r.value) if r.value[:1] == b"{" else None, r)]
+
+
+async def test_valid_record_becomes_canonical_envelope_with_trace(service: IngestService) -> None:
+    record_id = rid()
+    value = submission(field_report(record_id))
+    trace_id = uuid.uuid4().hex
+    parent = f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01"
+    await publish(service.topics.inbound, [(b"xa-loc-thanh-huyen", value, signed_headers(
+        "xa-loc-thanh-huyen-system", value, extra=[("traceparent", parent.encode())]))])
+    (rec,) = await wait_for(service.topics.canonical[CANONICAL],
+                            lambda v, r: v and v["subject"] == record_id)
+    envelope = orjson.loads(rec.value)
+    headers = {k: v.decode() for k, v in rec.headers}
+    assert rec.key == record_id.encode()
+    assert envelope["type"] == "ingest.record.accepted"
+    assert envelope["source_unit"] == "xa-loc-thanh-huyen"
+    assert envelope["payload"]["record"]["commune"] == "xa-loc-thanh-huyen"
+    assert envelope["payload"]["record"]["title"] == "Rác thải tràn ra đường"
+    assert headers["ioc-event-id"] == envelope["event_id"]
+    assert headers["traceparent"].split("-")[1] == trace_id
+
+
+async def test_publishing_without_grant_is_rejected_to_the_unit_and_quarantined(
+        service: IngestService) -> None:
+    record_id = rid("YT")
+    value = submission({"record_id": record_id, "period_start": "23/11/2026", "commune": "Lộc An",
+                        "indicator": "kham-chua-benh", "value": "10"}, dataset="chi-so-y-te", version=1)
+    await publish(service.topics.inbound, [(b"xa-loc-an", value, signed_headers("xa-loc-an-system", value))])
+    (rejection,) = await wait_for(service.topics.rejected,
+                                  lambda v, r: v and v["payload"]["record_id"] == record_id)
+    body = orjson.loads(rejection.value)["payload"]
+    assert rejection.key == b"xa-loc-an"
+    assert body["code"] == "not_permitted" and body["dataset"] == "chi-so-y-te"
+    assert "quyền" in body["message_vi"]
+    (copy,) = await wait_for(service.topics.quarantine, lambda v, r: r.value == value)
+    marks = {k: v for k, v in copy.headers}
+    assert marks["ioc-quarantine-code"] == b"not_permitted"
+    assert marks["ioc-principal"] == b"xa-loc-an-system"
+
+
+async def test_bad_signature_is_unauthenticated(service: IngestService) -> None:
+    record_id = rid()
+    value = submission(field_report(record_id))
+    await publish(service.topics.inbound, [(b"xa-loc-an", value, signed_headers(
+        "xa-loc-an-system", value, secret="someone-else-s-secret-123"))])
+    # Unverified content is not parsed, so the rejection is found through its quarantine copy.
+    (copy,) = await wait_for(service.topics.quarantine, lambda v, r: r.value == value)
+    event_id = dict(copy.headers)["ioc-quarantine-event-id"].decode()
+    (rejection,) = await wait_for(service.topics.rejected, lambda v, r: v and v["event_id"] == event_id)
+    body = orjson.loads(rejection.value)["payload"]
+    assert body["code"] == "unauthenticated" and body["identity_verified"] is False
+    assert rejection.key == b"xa-loc-an"
+    canonical = await read_topic(service.topics.canonical[CANONICAL], timeout=1.0, until=lambda r: False)
+    assert not any(orjson.loads(r.value)["subject"] == record_id for r in canonical)
+
+
+async def test_redelivery_republishes_same_event_and_repeat_is_duplicate(service: IngestService) -> None:
+    record_id = rid()
+    value = submission(field_report(record_id))
+    headers = signed_headers("xa-loc-an-system", value)
+    await publish(service.topics.inbound, [(b"xa-loc-an", value, headers)])
+    await wait_for(service.topics.canonical[CANONICAL], lambda v, r: v and v["subject"] == record_id)
+    # Redelivery: the very same inbound record (same topic, partition, offset) processed again,
+    # as after a crash between publishing and committing the offset.
+    (inbound,) = await wait_for(service.topics.inbound, lambda v, r: r.value == value)
+    (outcome,) = await service.pipeline.process([inbound_from_record(inbound)])
+    assert outcome.status == "redelivered"
+    # A genuine repeat: the unit sends the same record again.
+    await publish(service.topics.inbound, [(b"xa-loc-an", value, headers)])
+    (dup,) = await wait_for(service.topics.rejected,
+                            lambda v, r: v and v["payload"]["record_id"] == record_id)
+    assert orjson.loads(dup.value)["payload"]["code"] == "duplicate"
+    canonical = await wait_for(service.topics.canonical[CANONICAL],
+                               lambda v, r: v and v["subject"] == record_id, count=2)
+    assert len(canonical) == 2
+    assert len({orjson.loads(r.value)["event_id"] for r in canonical}) == 1
+
+
+async def test_http_intake_answers_per_record(service: IngestService) -> None:
+    ids = [rid(), rid(), rid()]
+    records = [field_report(ids[0]), field_report(ids[1], category="không có"),
+               field_report(ids[2], location={"lat": 10.77, "lon": 106.70})]
+    url = f"http://127.0.0.1:{service.http_port}/intake/{CANONICAL}"
+    token = {"Authorization": f"Bearer {SECRETS['xa-loc-an-system']}"}
+    async with httpx.AsyncClient(timeout=20) as client:
+        answer = await client.post(url, json=records, headers=token)
+        denied = await client.post(url, json=records, headers={"Authorization": "Bearer wrong"})
+        retried = await client.post(url, json=records[:1],
+                                    headers={**token, "Idempotency-Key": "k-" + ids[0]})
+        retried_again = await client.post(url, json=records[:1],
+                                          headers={**token, "Idempotency-Key": "k-" + ids[0]})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert (body["accepted"], body["rejected"]) == (1, 2)
+    first, second, third = body["results"]
+    assert first["status"] == "accepted" and first["record_id"] == ids[0]
+    assert second["code"] == "schema_violation" and second["problems"][0]["field"] == "category"
+    assert third["problems"][0]["code"] == "outside_district"
+    assert denied.status_code == 401 and denied.json()["code"] == "unauthenticated"
+    # The same record in a new request is a duplicate; a retry of that request is not.
+    assert retried.json()["results"][0]["code"] == "duplicate"
+    assert retried_again.json()["results"][0]["code"] == "duplicate"
+    rejected = await wait_for(service.topics.rejected,
+                              lambda v, r: v and v["payload"]["record_id"] in ids[1:], count=2)
+    assert {orjson.loads(r.value)["payload"]["channel"] for r in rejected} == {"http"}
+
+
+async def test_http_csv_for_a_tabular_dataset(service: IngestService) -> None:
+    ids = [rid("YT"), rid("YT")]
+    csv_body = ("record_id,period_start,commune,indicator,value\n"
+                f"{ids[0]},23/11/2026,Lộc Tấn,Ca sốt xuất huyết,\"1.250\"\n"
+                f"{ids[1]},23/11/2026,Lộc Xyz,kham-chua-benh,abc\n")
+    async with httpx.AsyncClient(timeout=20) as client:
+        answer = await client.post(
+            f"http://127.0.0.1:{service.http_port}/intake/chi-so-y-te",
+            content=csv_body.encode(), headers={
+                "Authorization": f"Bearer {SECRETS['trung-tam-y-te-system']}",
+                "Content-Type": "text/csv; charset=utf-8"})
+    results = answer.json()["results"]
+    assert results[0]["status"] == "accepted"
+    assert {p["field"]: p["code"] for p in results[1]["problems"]} == {
+        "commune": "unknown_commune", "value": "wrong_type"}
+    (rec,) = await wait_for(service.topics.canonical["chi-so-y-te"],
+                            lambda v, r: v and v["subject"] == ids[0])
+    assert orjson.loads(rec.value)["payload"]["record"]["value"] == 1250
+
+
+async def test_replay_of_quarantine_is_not_quarantined_again(service: IngestService) -> None:
+    since = datetime.now(UTC) - timedelta(seconds=1)
+    record_id = rid()
+    value = submission(field_report(record_id, priority="rất gấp"))
+    await publish(service.topics.inbound, [(b"xa-loc-an", value, signed_headers("xa-loc-an-system", value))])
+    await wait_for(service.topics.quarantine, lambda v, r: r.value == value)
+    summary = await replay_quarantine(
+        service.settings, service.topics,
+        ReplayFilter(since=since, codes=frozenset({"schema_violation"}), units=frozenset({"xa-loc-an"})),
+        note="kiểm thử")
+    assert summary.replayed >= 1
+    rejected = await wait_for(service.topics.rejected,
+                              lambda v, r: v and v["payload"]["record_id"] == record_id, count=2)
+    assert sorted(orjson.loads(r.value)["payload"]["replay"] for r in rejected) == [False, True]
+    await asyncio.sleep(1.0)
+    copies = await read_topic(service.topics.quarantine, timeout=2.0, until=lambda r: False)
+    assert sum(1 for r in copies if r.value == value) == 1
+
+
+async def test_quality_counters_are_published(service: IngestService) -> None:
+    value = submission(field_report(rid()))
+    await publish(service.topics.inbound, [(b"xa-loc-an", value, signed_headers("xa-loc-an-system", value))])
+    await asyncio.sleep(0.5)
+    for _ in range(40):   # the batch commits its counters just before its outputs are confirmed
+        if await service.quality.publish_once():
+            break
+        await asyncio.sleep(0.25)
+    (snapshot, *_) = await wait_for(
+        service.topics.quality, lambda v, r: v and v["payload"]["unit"] == "xa-loc-an"
+        and v["payload"]["dataset"] == CANONICAL)
+    body = orjson.loads(snapshot.value)["payload"]
+    assert body["accepted"] >= 1
