@@ -93,7 +93,7 @@ def _validate(cmd: Command, incident: Incident, ctx: Context,
 def decide(incident: Incident, cmd: Command, actor: Actor, ctx: Context,
            primary: Incident | None = None) -> Outcome | Rejection:
     """Apply `cmd` to `incident` if allowed; the outcome lists every resulting event."""
-    if incident.state is State.MERGED and cmd.verb is not Verb.ANSWER_SURVEY:
+    if incident.state is State.MERGED:
         return reject(Reason.MERGED, incident.primary_id or "")
     denied = authorise(cmd.verb, actor, incident)
     if denied is not None:

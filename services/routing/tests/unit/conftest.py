@@ -1,0 +1,6 @@
+"""Unit tests of routing: pure domain, no broker, no database."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
