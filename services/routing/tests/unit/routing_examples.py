@@ -80,10 +80,11 @@ def ctx(now: datetime = NOW, policy: RoutingPolicy = POLICY) -> Context:
 def incident(state: State = State.RECEIVED, *, id: str = "inc-1", category: str = "moi-truong",
              priority: str = "binh-thuong", assigned: str | None = None,
              location: Point | None = CENTRE_A, **kw: Any) -> Incident:
+    fields: dict[str, Any] = {"title": "Rác thải", **kw}
     inc = Incident(id=id, dataset="field-reports", record_id=id, source_unit="xa-c",
                    category=category, priority=priority, commune="xa-a", reported_at=NOW,
-                   title="Rác thải", location=location, state=state, assigned_unit=assigned,
-                   last_unit=assigned, **kw)
+                   location=location, state=state, assigned_unit=assigned, last_unit=assigned,
+                   **fields)
     if assigned is not None:
         inc.assignment_no = 1
     return inc

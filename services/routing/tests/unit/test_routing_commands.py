@@ -1,0 +1,56 @@
+"""Command parsing, Vietnamese answers, and what the reporter is told."""
+
+from __future__ import annotations
+
+import unicodedata
+import uuid
+
+from routing.domain.commands import Command, parse_command
+from routing.domain.model import IncidentEvent
+from routing.domain.reasons import _MESSAGES, STATE_NAMES, Reason, Rejection, accepted_message
+from routing.domain.reporter import for_duplicate, status_update, survey_request
+from routing.domain.states import State, Verb
+from routing_examples import NOW, OPERATOR, POLICY, UNIT_A, incident
+
+
+def test_command_is_read_from_type_subject_and_payload_but_never_the_actor() -> None:
+    cid = uuid.uuid4()
+    cmd = parse_command("routing.command.transfer", "inc-1", {
+        "command_id": str(cid), "unit": "xa-b", "reason": "  Thuộc xã B ",
+        "actor": "ioc-leader", "roles": ["ioc-leader"]})
+    assert cmd == Command(Verb.TRANSFER, cid, "inc-1", reason="Thuộc xã B", unit="xa-b")
+
+
+def test_bad_commands_become_rejections() -> None:
+    assert isinstance(parse_command("routing.command.fly", "x", {"command_id": str(uuid.uuid4())}),
+                      Rejection)
+    no_id = parse_command("routing.command.verify", "x", {})
+    assert isinstance(no_id, Rejection) and no_id.reason is Reason.MALFORMED
+    no_subject = parse_command("routing.command.verify", None, {"command_id": str(uuid.uuid4())})
+    assert isinstance(no_subject, Rejection) and no_subject.reason is Reason.MALFORMED
+
+
+def test_every_message_is_vietnamese_nfc() -> None:
+    texts = [*_MESSAGES.values(), *STATE_NAMES.values(), *(accepted_message(v) for v in Verb)]
+    assert all(unicodedata.is_normalized("NFC", t) for t in texts)
+    assert accepted_message(Verb.APPROVE) == "Đã thực hiện: phê duyệt."
+
+
+def test_reporter_update_carries_only_the_reporters_own_reference() -> None:
+    inc = incident(State.RESOLVED, assigned="xa-a", reporter_ref="ticket-7")
+    event = IncidentEvent("routing.incident.resolved", inc.id, State.IN_PROGRESS, State.RESOLVED,
+                          UNIT_A, NOW, None, {"note": "Đã thu gom"})
+    update = status_update(event, inc)
+    assert update is not None
+    assert update["reporter"] == {"source_unit": "xa-c", "dataset": "field-reports",
+                                  "record_id": "inc-1", "reporter_ref": "ticket-7"}
+    assert update["status_text"] == "đã xử lý xong" and update["resolution_note"] == "Đã thu gom"
+    internal = IncidentEvent("routing.incident.approved", inc.id, State.VERIFIED, State.APPROVED,
+                             OPERATOR, NOW)
+    assert status_update(internal, inc) is None
+    survey = survey_request(inc, POLICY.survey)
+    assert survey["unit"] == "xa-a" and survey["max_score"] == 5
+    dup = incident(State.MERGED, id="inc-9", reporter_ref="ticket-9")
+    relayed = for_duplicate(update, dup)
+    assert relayed["incident_id"] == "inc-9" and relayed["primary_id"] == "inc-1"
+    assert relayed["reporter"]["reporter_ref"] == "ticket-9"

@@ -1,0 +1,98 @@
+"""Intake: record -> incident, automation, likely duplicates, updates on merged incidents."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from routing.domain.geo import DuplicateCandidate, Point, bounding_box, haversine_m, likely_duplicates
+from routing.domain.intake import RecordError, incident_from_record, receive, record_updated
+from routing.domain.model import incident_id_for
+from routing.domain.states import State
+from routing_examples import NOW, SYSTEM, ctx, incident
+
+
+def raw(**kw: Any) -> dict[str, Any]:
+    base = {"record_id": "R-1", "reported_at": "2026-06-03T09:00:00+07:00", "commune": "xa-a",
+            "category": "moi-truong", "priority": "binh-thuong", "title": "Rác",
+            "location": {"lat": 11.8, "lon": 106.6}, "reporter_name": "Nguyễn Văn A",
+            "reporter_phone": "0912345678", "reporter_ref": "ticket-7"}
+    return {**base, **kw}
+
+
+def test_record_becomes_an_incident_without_personal_data() -> None:
+    inc = incident_from_record("field-reports", "xa-c", raw())
+    assert inc.id == incident_id_for("field-reports", "R-1")
+    assert inc.reported_at.utcoffset() == timedelta(0)
+    assert inc.reporter_ref == "ticket-7"
+    assert "Nguyễn" not in repr(inc) and "0912345678" not in repr(inc)
+
+
+@pytest.mark.parametrize("broken", [{"record_id": None}, {"reported_at": "yesterday"},
+                                    {"reported_at": "2026-06-03T09:00:00"}, {"category": ""}])
+def test_unusable_records_are_refused(broken: dict[str, Any]) -> None:
+    with pytest.raises(RecordError):
+        incident_from_record("field-reports", "xa-c", raw(**broken))
+
+
+def test_automated_category_is_verified_approved_and_assigned() -> None:
+    inc = incident_from_record("field-reports", "xa-c", raw())
+    out = receive(inc, ctx(), SYSTEM, [])
+    assert [e.type.rsplit(".", 1)[1] for e in out.events] == [
+        "received", "verified", "approved", "assigned"]
+    assert inc.state is State.ASSIGNED and inc.assigned_unit == "xa-a"
+    assert all(e.actor == SYSTEM for e in out.events)
+    assert "env-auto" in (out.events[2].reason or "")
+    assert out.schedule
+
+
+def test_other_categories_wait_for_people() -> None:
+    inc = incident_from_record("field-reports", "xa-c", raw(priority="cao"))
+    out = receive(inc, ctx(), SYSTEM, [])
+    assert [e.type for e in out.events] == ["routing.incident.received"]
+    assert inc.state is State.RECEIVED and out.schedule is None
+
+
+def candidate(id: str, lat: float, lon: float, category: str = "moi-truong",
+              hours: float = 0) -> DuplicateCandidate:
+    return DuplicateCandidate(id, category, Point(lat, lon), NOW + timedelta(hours=hours))
+
+
+def test_likely_duplicates_are_close_in_space_and_time_and_of_the_same_category() -> None:
+    here = Point(11.8, 106.6)
+    found = likely_duplicates("moi-truong", here, NOW, [
+        candidate("near", 11.8009, 106.6),            # ~100 m
+        candidate("nearer", 11.8004, 106.6),          # ~45 m
+        candidate("far", 11.81, 106.6),               # ~1.1 km
+        candidate("other-kind", 11.8001, 106.6, category="an-ninh"),
+        candidate("too-old", 11.8001, 106.6, hours=-49),
+    ], radius_m=200, window=timedelta(hours=48), limit=3)
+    assert [d.incident_id for d in found] == ["nearer", "near"]
+    assert 40 < found[0].distance_m < 50
+
+
+def test_haversine_and_bounding_box() -> None:
+    assert haversine_m(Point(11.0, 106.0), Point(12.0, 106.0)) == pytest.approx(111_195, rel=1e-3)
+    lat0, lon0, lat1, lon1 = bounding_box(Point(11.8, 106.6), 200)
+    for bearing_point in (Point(11.8017, 106.6), Point(11.8, 106.6017)):
+        assert haversine_m(Point(11.8, 106.6), bearing_point) < 200
+        assert lat0 <= bearing_point.lat <= lat1 and lon0 <= bearing_point.lon <= lon1
+
+
+def test_receive_flags_a_likely_duplicate() -> None:
+    inc = incident_from_record("field-reports", "xa-c", raw())
+    out = receive(inc, ctx(), SYSTEM, [candidate("inc-old", 11.8005, 106.6)])
+    flagged = [e for e in out.events if e.type == "routing.incident.duplicate-suspected"]
+    assert flagged and flagged[0].data["candidates"][0]["incident_id"] == "inc-old"
+
+
+def test_update_of_a_merged_incident_reaches_the_primary() -> None:
+    merged = incident(State.MERGED, primary_id="inc-2")
+    primary = incident(State.IN_PROGRESS, id="inc-2", assigned="xa-b")
+    newer = incident(title="Rác đã lan ra đường", location=Point(11.8, 106.6))
+    out = record_updated(merged, newer, ctx(), SYSTEM, primary)
+    assert [(e.type, e.incident_id) for e in out.events] == [
+        ("routing.incident.record-updated", "inc-1"), ("routing.incident.update-forwarded", "inc-2")]
+    assert out.events[1].data["changes"] == {"title": "Rác đã lan ra đường"}
+    assert out.events[1].data["duplicate_id"] == "inc-1"
