@@ -18,10 +18,11 @@ from typing import Annotated
 import typer
 from ioc_shared.platform.logging import configure_logging
 from ioc_shared.testing import kafka_bootstrap, unique
+from pydantic import BaseModel
 
 from bench.harness import BenchResult, fresh_topics, median, output_rate, preload
 from bench.reference import reference_loop
-from bench.workload import make_messages
+from bench.workload import Submission, make_messages
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
 SERVICE_BENCHES = ("bench.ingest", "bench.routing")
@@ -29,12 +30,15 @@ SERVICE_BENCHES = ("bench.ingest", "bench.routing")
 app = typer.Typer(add_completion=False)
 
 
-async def reference_rate(bootstrap: str, messages: list, repeats: int) -> list[float]:
+async def reference_rate(bootstrap: str, messages: list, repeats: int,
+                         model: type[BaseModel] = Submission) -> list[float]:
+    """Throughput of the raw aiokafka loop over `messages`, validating into `model`."""
     rates = []
     for _ in range(repeats):
         source, sink, rejected = await fresh_topics(bootstrap, "in", "out", "rejected")
         await preload(bootstrap, source, messages)
-        await reference_loop(bootstrap, source, sink, rejected, len(messages), unique("bench-ref"))
+        await reference_loop(bootstrap, source, sink, rejected, len(messages), unique("bench-ref"),
+                             model)
         _, rate = await output_rate(bootstrap, [sink, rejected], len(messages))
         rates.append(rate)
     return rates

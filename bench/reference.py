@@ -13,13 +13,13 @@ import asyncio
 import time
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from bench.workload import Submission
 
 
 async def reference_loop(bootstrap: str, source: str, sink: str, rejected: str, expected: int,
-                         group: str) -> float:
+                         group: str, model: type[BaseModel] = Submission) -> float:
     """Process `expected` messages from `source`; returns messages per second."""
     consumer = AIOKafkaConsumer(source, bootstrap_servers=bootstrap, group_id=group,
                                 enable_auto_commit=False, auto_offset_reset="earliest",
@@ -41,7 +41,7 @@ async def reference_loop(bootstrap: str, source: str, sink: str, rejected: str, 
             for records in batch.values():
                 for rec in records:
                     try:
-                        Submission.model_validate_json(rec.value)
+                        model.model_validate_json(rec.value)
                         topic = sink
                     except ValidationError:
                         topic = rejected

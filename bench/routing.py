@@ -1,0 +1,114 @@
+"""BENCH routing: canonical field reports that routing verifies, approves and assigns itself.
+
+Incidents of category `moi-truong` with normal priority are automated in
+`config/routing.yaml` (verify, approve, assign without a human step), so each
+incident on the bus ends in one `routing.incident.assigned` event.
+
+Throughput: incidents preloaded on the canonical topic, rate of assignment
+events from their timestamps, against the raw aiokafka reference over the
+same messages (validating the envelope); runs alternate, ratio is the median
+of per-pair ratios. Latency: at a steady 500 incidents/s, incident on the bus
+-> assignment event on the bus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import random
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+from ioc_shared.contracts import Envelope, canonical_topic
+from ioc_shared.contracts.topics import ROUTING_EVENTS
+from ioc_shared.platform.kafka import H_EVENT_ID, H_EVENT_TYPE, declare_topics
+from routing.domain.model import incident_id_for
+
+from bench.harness import BenchResult, median, preload
+from bench.service import BenchService, paced_latency, percentile
+
+DATASET = "phan-anh-hien-truong"
+ASSIGNED = "routing.incident.assigned"
+COMMUNES = ["xa-loc-an", "tt-loc-ninh", "xa-loc-hiep", "xa-loc-hoa", "xa-loc-tan"]
+INCIDENTS = 20_000
+LATENCY_RATE = 500.0
+LATENCY_SECONDS = 15
+
+
+def incident_messages(n: int, tag: str, seed: int = 3) -> list[tuple[bytes, bytes, list]]:
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        record_id = f"PA-{tag}-{i:07d}"
+        commune = rng.choice(COMMUNES)
+        env = Envelope(
+            type="ingest.record.accepted", source_unit=commune, subject=record_id,
+            payload={"dataset": DATASET, "schema_version": 2, "record_id": record_id, "record": {
+                "record_id": record_id, "reported_at": "2026-11-27T02:00:00+00:00",
+                "commune": commune, "category": "moi-truong", "priority": "binh-thuong",
+                "channel": "ung-dung", "title": "Rác thải tồn đọng ven đường",
+                # Spread out so no two incidents are likely duplicates of each other.
+                "location": {"lat": 11.70 + rng.random() * 0.3, "lon": 106.50 + rng.random() * 0.2},
+            }})
+        headers = [(H_EVENT_ID, str(env.event_id).encode()), (H_EVENT_TYPE, env.type.encode())]
+        out.append((record_id.encode(), env.to_bytes(), headers))
+    return out
+
+
+async def assignment_rate(bootstrap: str, topic: str, expected: int,
+                          timeout: float = 300.0) -> float:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
+                                auto_offset_reset="earliest", enable_auto_commit=False,
+                                max_poll_records=5000)
+    await consumer.start()
+    count, first, last = 0, None, None
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while count < expected and loop.time() < deadline:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                for rec in records:
+                    if dict(rec.headers).get(H_EVENT_TYPE) == ASSIGNED.encode():
+                        count += 1
+                        first = rec.timestamp if first is None else min(first, rec.timestamp)
+                        last = rec.timestamp if last is None else max(last, rec.timestamp)
+    finally:
+        await consumer.stop()
+    if count < expected or first is None or last is None:
+        raise RuntimeError(f"only {count} of {expected} incidents were assigned")
+    return count / max((last - first) / 1000.0, 1e-3)
+
+
+async def run(*, bootstrap: str, messages: list, repeats: int, reference: Any) -> BenchResult:
+    incidents = incident_messages(min(INCIDENTS, len(messages)), "T")
+    rates, ratios = [], []
+    for _ in range(repeats):
+        [ref_rate] = await reference(bootstrap, incidents, 1, Envelope)
+        svc = BenchService("routing", bootstrap)
+        source = svc.topic(canonical_topic(DATASET).name)
+        await declare_topics(bootstrap, [dataclasses.replace(canonical_topic(DATASET), name=source)])
+        await preload(bootstrap, source, incidents)
+        async with svc:
+            rate = await assignment_rate(bootstrap, svc.topic(ROUTING_EVENTS.name), len(incidents))
+        rates.append(rate)
+        ratios.append(rate / ref_rate)
+
+    paced = incident_messages(int(LATENCY_RATE * LATENCY_SECONDS), "L", seed=5)
+    async with BenchService("routing", bootstrap) as svc:
+        def incident_of_assignment(rec: Any) -> str | None:
+            if dict(rec.headers).get(H_EVENT_TYPE) != ASSIGNED.encode():
+                return None
+            return rec.key.decode() if rec.key else None
+
+        def incident_of_input(value: bytes) -> str:
+            return incident_id_for(DATASET, str(Envelope.from_bytes(value).subject))
+
+        latency = await paced_latency(
+            bootstrap, svc.topic(canonical_topic(DATASET).name), [svc.topic(ROUTING_EVENTS.name)],
+            paced, LATENCY_RATE, incident_of_assignment, incident_of_input)
+    return BenchResult("routing", {
+        "incidents": len(incidents), "repeats": repeats,
+        "incidents_per_s": median(rates), "ratio": median(ratios),
+        "p50_ms": percentile(latency, 50), "p99_ms": percentile(latency, 99),
+        "latency_rate_per_s": LATENCY_RATE,
+    })
