@@ -10,6 +10,7 @@ the same canonical events (same ids) are published again rather than rejected.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import time
 from collections.abc import Callable, Sequence
@@ -21,8 +22,7 @@ from zoneinfo import ZoneInfo
 from ioc_shared.platform.telemetry import extract_trace_context
 from ioc_shared.registry import Grant, Registry
 from opentelemetry import trace
-from opentelemetry.context import Context
-from opentelemetry.trace import Span, SpanKind, Tracer
+from opentelemetry.trace import Span, SpanKind, Tracer, set_span_in_context
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from ingest.domain import (
@@ -36,7 +36,15 @@ from ingest.domain import (
     shared_views,
     special_receivers,
 )
-from ingest.outgoing import Outgoing, Sink, canonical_message, rejection_messages, shared_message
+from ingest.outgoing import (
+    Outgoing,
+    Sink,
+    TraceHeaders,
+    canonical_message,
+    rejection_messages,
+    shared_message,
+    trace_headers,
+)
 from ingest.repository import Claim, CounterKey, IngestRepository
 from ingest.topics import IngestTopics
 
@@ -95,16 +103,27 @@ class IngestPipeline:
         spans = [self._span_for(i) for i in inbounds]
         try:
             decisions = [self.ingestor.decide(i, now) for i in inbounds]
-            statuses = await self._record(inbounds, decisions, now)
+            recording = asyncio.ensure_future(self._record(inbounds, decisions, now))
+            # While PostgreSQL answers, build the outputs as if every accepted record were
+            # new; the few duplicates are rebuilt as rejections afterwards.
+            batch_trace = trace_headers(None)   # the batch consumer span, for untraced records
+            traces = [batch_trace if span is None else trace_headers(set_span_in_context(span))
+                      for span in spans]
+            try:
+                built = [self._messages(Outcome(i, "accepted", d), now, t)
+                         for i, d, t in zip(inbounds, decisions, traces, strict=True)]
+            finally:
+                statuses = await recording
             outcomes: list[Outcome] = []
             messages: list[Outgoing] = []
             for n, (inbound, decision) in enumerate(zip(inbounds, decisions, strict=True)):
                 status = statuses.get(n, "rejected")
-                if isinstance(decision, Accepted) and status == "duplicate":
-                    decision = as_duplicate(decision)
                 outcome = Outcome(inbound, _public_status(status, decision), decision)
+                if isinstance(decision, Accepted) and status == "duplicate":
+                    outcome = Outcome(inbound, "rejected", as_duplicate(decision))
+                    built[n] = self._messages(outcome, now, traces[n])
                 outcomes.append(outcome)
-                messages += self._messages(outcome, now, _context(spans[n]))
+                messages += built[n]
             await self.sink.send_all(messages)
         finally:
             for span in spans:
@@ -154,7 +173,7 @@ class IngestPipeline:
         statuses.update(await self.repository.record_batch(claims, counters, now, day))
         return statuses
 
-    def _messages(self, outcome: Outcome, now: datetime, ctx: Context | None) -> list[Outgoing]:
+    def _messages(self, outcome: Outcome, now: datetime, ctx: TraceHeaders) -> list[Outgoing]:
         acc = outcome.accepted
         if acc is not None:
             out = [canonical_message(self.topics.canonical[acc.dataset], acc, outcome.inbound, now,
@@ -187,8 +206,3 @@ def _public_status(status: str, decision: Decision) -> Status:
     if isinstance(decision, Rejected):
         return "rejected"
     return "redelivered" if status == "redelivery" else "accepted"
-
-
-def _context(span: Span | None) -> Context | None:
-    """The context to inject into outputs: the record's span, else whatever is current."""
-    return trace.set_span_in_context(span) if span is not None else None

@@ -7,13 +7,16 @@ message belongs to (one span per inbound record, child of the sender's trace).
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+import orjson
 from aiokafka import AIOKafkaProducer
-from ioc_shared.contracts.envelope import Envelope, deterministic_event_id
+from aiokafka.partitioner import DefaultPartitioner
+from ioc_shared.contracts.envelope import ENVELOPE_SCHEMA_VERSION, Envelope, deterministic_event_id
 from ioc_shared.platform.kafka import H_EVENT_ID, H_EVENT_TYPE
 from ioc_shared.platform.telemetry import inject_trace_headers
 from opentelemetry.context import Context
@@ -53,30 +56,86 @@ class Sink(Protocol):
 
 
 class KafkaSink:
-    """Hands a whole batch to the producer, then awaits every confirmation together."""
+    """Hands a whole batch to the producer, then awaits every confirmation together.
+
+    Records are appended to one record batch per topic partition (the producer's
+    own batch builder, partitioned with Kafka's default murmur2 so keys land where
+    any Kafka client would put them): far cheaper per record than `send()`.
+    """
 
     def __init__(self, producer: AIOKafkaProducer) -> None:
         self._producer = producer
+        self._partitioner = DefaultPartitioner()
+        self._partitions: dict[str, list[int]] = {}
+
+    async def _partition(self, topic: str, key: bytes | None) -> int:
+        partitions = self._partitions.get(topic)
+        if partitions is None:
+            partitions = sorted(await self._producer.partitions_for(topic))
+            self._partitions[topic] = partitions
+        return int(self._partitioner(key, partitions, partitions))
 
     async def send_all(self, messages: Sequence[Outgoing]) -> None:
-        futures = [await self._producer.send(m.topic, m.value, key=m.key, headers=m.headers)
-                   for m in messages]
+        producer = self._producer
+        futures = []
+        batches: dict[tuple[str, int], Any] = {}
+        for m in messages:
+            target = (m.topic, await self._partition(m.topic, m.key))
+            batch = batches.get(target)
+            if batch is None:
+                batch = batches[target] = producer.create_batch()
+            if batch.append(key=m.key, value=m.value, timestamp=None, headers=m.headers) is None:
+                futures.append(await producer.send_batch(batch, target[0], partition=target[1]))
+                batch = batches[target] = producer.create_batch()
+                if batch.append(key=m.key, value=m.value, timestamp=None, headers=m.headers) is None:
+                    # Larger than a whole batch: let the producer handle it on its own.
+                    futures.append(await producer.send(m.topic, m.value, key=m.key,
+                                                       partition=target[1], headers=m.headers))
+        for (topic, partition), batch in batches.items():
+            if batch.record_count():
+                futures.append(await producer.send_batch(batch, topic, partition=partition))
         if futures:
             await asyncio.gather(*futures)
 
 
-def _headers(event_id: str, event_type: str, trace: Context | None,
-             extra: dict[str, str] | None = None) -> list[tuple[str, bytes]]:
-    carrier = {H_EVENT_ID: event_id, H_EVENT_TYPE: event_type}
-    if extra:
-        carrier.update(extra)
-    inject_trace_headers(carrier, context=trace)
+TraceHeaders = list[tuple[str, bytes]]
+
+
+def trace_headers(context: Context | None) -> TraceHeaders:
+    """W3C trace headers of `context` (the current one if None), computed once per record/batch."""
+    carrier: dict[str, str] = {}
+    inject_trace_headers(carrier, context=context)
     return [(k, v.encode()) for k, v in carrier.items()]
 
 
+def _headers(event_id: str, event_type: str, trace: TraceHeaders,
+             extra: dict[str, str] | None = None) -> list[tuple[str, bytes]]:
+    headers = [(H_EVENT_ID, event_id.encode()), (H_EVENT_TYPE, event_type.encode())]
+    if extra:
+        headers += [(k, v.encode()) for k, v in extra.items()]
+    return headers + trace
+
+
+def envelope_bytes(*, event_id: uuid.UUID | str, type: str, source_unit: str, subject: str | None,
+                   occurred_at: datetime, produced_at: datetime, payload: dict[str, Any],
+                   causation_id: uuid.UUID | None = None) -> bytes:
+    """`Envelope(...).to_bytes()` without the per-message validation cost (~15 µs).
+
+    Only for values ingest controls: registry ids, record ids of at most 200
+    characters, aware UTC datetimes. `tests/unit/test_outgoing.py` checks the
+    bytes parse back into an equal `Envelope`.
+    """
+    return orjson.dumps({
+        "envelope_version": ENVELOPE_SCHEMA_VERSION, "event_id": event_id, "type": type,
+        "schema_version": 1, "source_unit": source_unit, "subject": subject,
+        "occurred_at": occurred_at, "produced_at": produced_at, "correlation_id": None,
+        "causation_id": causation_id, "payload": payload,
+    }, option=orjson.OPT_UTC_Z)
+
+
 def canonical_message(topic: str, acc: Accepted, inbound: Inbound, now: datetime,
-                      trace: Context | None) -> Outgoing:
-    envelope = Envelope(
+                      trace: TraceHeaders) -> Outgoing:
+    value = envelope_bytes(
         event_id=acc.event_id, type=ACCEPTED_TYPE, source_unit=acc.unit,
         subject=acc.record_id, occurred_at=acc.occurred_at or now, produced_at=now,
         payload={
@@ -86,14 +145,14 @@ def canonical_message(topic: str, acc: Accepted, inbound: Inbound, now: datetime
             "provenance": {"principal": acc.principal, "channel": inbound.channel,
                            "origin": inbound.origin, "content_hash": acc.content_hash},
         })
-    return Outgoing(topic, envelope.to_bytes(), acc.record_id.encode(),
+    return Outgoing(topic, value, acc.record_id.encode(),
                     _headers(str(acc.event_id), ACCEPTED_TYPE, trace, {H_DATASET: acc.dataset}))
 
 
 def shared_message(topic: str, acc: Accepted, view: SharedView, now: datetime,
-                   trace: Context | None) -> Outgoing:
+                   trace: TraceHeaders) -> Outgoing:
     grant = view.grant
-    envelope = Envelope(
+    value = envelope_bytes(
         event_id=view.event_id, type=SHARED_TYPE, source_unit=acc.unit, subject=acc.record_id,
         occurred_at=acc.occurred_at or now, produced_at=now, causation_id=acc.event_id,
         payload={
@@ -102,7 +161,7 @@ def shared_message(topic: str, acc: Accepted, view: SharedView, now: datetime,
             "requester": grant.unit, "purpose": grant.purpose,
             "expires_at": iso_utc(grant.expires_at) if grant.expires_at else None,
         })
-    return Outgoing(topic, envelope.to_bytes(), acc.record_id.encode(),
+    return Outgoing(topic, value, acc.record_id.encode(),
                     _headers(str(view.event_id), SHARED_TYPE, trace, {H_DATASET: acc.dataset}))
 
 
@@ -126,7 +185,7 @@ def rejection_payload(rej: Rejected, inbound: Inbound, quarantined: bool) -> dic
 
 
 def rejection_messages(topics: tuple[str, str], rej: Rejected, inbound: Inbound, now: datetime,
-                       centre_unit: str, trace: Context | None) -> list[Outgoing]:
+                       centre_unit: str, trace: TraceHeaders) -> list[Outgoing]:
     """The rejection addressed to the unit and, unless it is a replay, the quarantine copy."""
     rejected_topic, quarantine_topic = topics
     event_id = rejection_event_id(inbound)

@@ -60,17 +60,20 @@ WITH cand AS (
   ON CONFLICT DO NOTHING
   RETURNING a.unit, a.dataset, a.record_id, a.content_hash
 ), outcome AS (
-  SELECT c.ord, c.unit, c.dataset, c.origin, (i.record_id IS NOT NULL) AS inserted,
-         p.origin AS prior_origin
+  SELECT c.*, (i.record_id IS NOT NULL) AS inserted
   FROM cand c
   LEFT JOIN ins i ON i.unit = c.unit AND i.dataset = c.dataset AND i.record_id = c.record_id
                  AND i.content_hash = c.content_hash
-  LEFT JOIN LATERAL (
-    SELECT a.origin FROM {s}.accepted_records a
-    WHERE a.unit = c.unit
-      AND ((a.dataset = c.dataset AND a.record_id = c.record_id AND a.content_hash = c.content_hash)
-           OR (c.client_event_id IS NOT NULL AND a.client_event_id = c.client_event_id))
-    ORDER BY (a.origin = c.origin) DESC LIMIT 1) p ON true
+), prior AS (
+  -- Only for the (rare) keys that could not be inserted: who claimed them first?
+  SELECT o.ord, COALESCE(
+    (SELECT a.origin FROM {s}.accepted_records a
+      WHERE a.unit = o.unit AND a.dataset = o.dataset AND a.record_id = o.record_id
+        AND a.content_hash = o.content_hash),
+    (SELECT a.origin FROM {s}.accepted_records a
+      WHERE o.client_event_id IS NOT NULL AND a.unit = o.unit
+        AND a.client_event_id = o.client_event_id)) AS prior_origin
+  FROM outcome o WHERE NOT o.inserted
 ), fresh AS (
   INSERT INTO {s}.freshness AS f (unit, dataset, watch_since, last_accepted_at)
   SELECT unit, dataset, $9, $9 FROM outcome WHERE inserted GROUP BY unit, dataset
@@ -81,15 +84,15 @@ WITH cand AS (
   SELECT $10, unit, dataset, outcome, code, count(*), $9 FROM (
     SELECT unit, dataset, 'accepted'::text AS outcome, ''::text AS code FROM outcome WHERE inserted
     UNION ALL
-    SELECT unit, dataset, 'rejected', 'duplicate' FROM outcome
-      WHERE NOT inserted AND prior_origin IS DISTINCT FROM origin
+    SELECT o.unit, o.dataset, 'rejected', 'duplicate' FROM outcome o JOIN prior p USING (ord)
+      WHERE p.prior_origin IS DISTINCT FROM o.origin
     UNION ALL
     SELECT * FROM unnest($11::text[], $12::text[], $13::text[], $14::text[])
   ) x GROUP BY unit, dataset, outcome, code
   ON CONFLICT (day, unit, dataset, outcome, code) DO UPDATE
     SET n = q.n + EXCLUDED.n, updated_at = EXCLUDED.updated_at
 )
-SELECT ord, inserted, prior_origin FROM outcome"""
+SELECT o.ord, o.inserted, p.prior_origin FROM outcome o LEFT JOIN prior p USING (ord)"""
 
     async def record_batch(self, claims: Sequence[Claim], counters: Sequence[CounterKey],
                            now: datetime, day: date) -> dict[int, ClaimStatus]:

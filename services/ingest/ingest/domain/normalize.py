@@ -29,9 +29,6 @@ class FieldProblem(Exception):
 
 # --- text ---------------------------------------------------------------------
 
-_SPACES = re.compile(r"\s+")
-
-
 def clean_text(value: str, *, single_line: bool) -> str:
     """NFC, trimmed; single-line strings also collapse inner runs of whitespace.
 
@@ -40,7 +37,7 @@ def clean_text(value: str, *, single_line: bool) -> str:
     """
     text = unicodedata.normalize("NFC", value).strip()
     if single_line:
-        return _SPACES.sub(" ", text)
+        return " ".join(text.split())
     return "\n".join(line.rstrip() for line in text.replace("\r\n", "\n").split("\n"))
 
 

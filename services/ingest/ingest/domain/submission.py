@@ -27,6 +27,7 @@ ACCEPTED_TYPE = "ingest.record.accepted"
 _HEX = re.compile(r"^[0-9a-fA-F]{64}$")
 _TIME_CODES = frozenset({Code.FUTURE_TIMESTAMP, Code.ABSURD_TIMESTAMP})
 MAX_CLIENT_EVENT_ID = 128
+MAX_RECORD_ID = 200
 
 
 def content_hash(record: dict[str, Any]) -> str:
@@ -47,6 +48,20 @@ class Ingestor:
         self.catalog = catalog
         self.registry = catalog.registry
         self.max_message_bytes = max_message_bytes
+        self._permanent: dict[tuple[str, str], bool] = {}
+
+    def _may_publish(self, unit: str, dataset: str, now: datetime) -> bool:
+        """Registry decision, memoized while no grant involved can expire."""
+        key = (unit, dataset)
+        known = self._permanent.get(key)
+        if known is not None:
+            return known
+        allowed = bool(self.registry.may(unit, dataset, Action.PUBLISH, now))
+        expiring = any(g.expires_at is not None for g in self.registry.grants
+                       if g.unit == unit and g.dataset == dataset)
+        if not expiring:
+            self._permanent[key] = allowed
+        return allowed
 
     def decide(self, inbound: Inbound, now: datetime) -> Decision:
         """Never raises for any input: every failure becomes a `Rejected`."""
@@ -106,7 +121,7 @@ class Ingestor:
         if ds is None:
             return rejected(Code.UNKNOWN_DATASET, expected="mã bộ dữ liệu trong danh mục", **ctx)
         unit: str = ctx["unit"]
-        if not self.registry.may(unit, ds.id, Action.PUBLISH, now):
+        if not self._may_publish(unit, ds.id, now):
             return rejected(Code.NOT_PERMITTED, expected="quyền cung cấp (publish) bộ dữ liệu này", **ctx)
         schema = self.catalog.schema(ds.id, version)
         versions = ", ".join(str(s.version) for s in ds.schemas)
@@ -129,6 +144,10 @@ class Ingestor:
             code = checked.problems[0].code if codes <= _TIME_CODES else Code.SCHEMA_VIOLATION
             return Rejected(code, tuple(checked.problems), **ctx)
         record_id = str(checked.record[ds.record_id_field])
+        if len(record_id) > MAX_RECORD_ID:
+            # The record id is the Kafka key and the envelope subject: bounded whatever the schema.
+            return Rejected(Code.SCHEMA_VIOLATION, (Problem(
+                Code.TOO_LONG, ds.record_id_field, f"tối đa {MAX_RECORD_ID} ký tự"),), **ctx)
         digest = content_hash(checked.record)
         return Accepted(
             unit=unit, principal=ctx["principal"], dataset=ds.id, source_version=version,
