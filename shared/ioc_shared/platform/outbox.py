@@ -60,11 +60,17 @@ async def enqueue_many(conn: asyncpg.Connection, schema: str,
     """
     if not messages:
         return
-    await conn.executemany(
+    # One statement over arrays: much cheaper than one bound INSERT per row. Rows get
+    # their ids in list order, so the relay keeps the caller's order per key.
+    await conn.execute(
         f"INSERT INTO {schema}.outbox (event_id, topic, key, headers, value) "
-        "VALUES ($1, $2, $3, $4::jsonb, $5) ON CONFLICT (event_id) DO NOTHING",
-        [(env.event_id, topic, key if key is not None else env.key, json.dumps(dict(headers)),
-          env.to_bytes()) for topic, env, key, headers in messages])
+        "SELECT e, t, k, h::jsonb, v FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::text[], "
+        "$5::bytea[]) WITH ORDINALITY AS m(e, t, k, h, v, n) ORDER BY n "
+        "ON CONFLICT (event_id) DO NOTHING",
+        [env.event_id for _, env, _, _ in messages], [topic for topic, _, _, _ in messages],
+        [key if key is not None else env.key for _, env, key, _ in messages],
+        [json.dumps(dict(headers)) for _, _, _, headers in messages],
+        [env.to_bytes() for _, env, _, _ in messages])
     await conn.execute(f"NOTIFY {_channel(schema)}")
 
 
