@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from routing.domain.calendar import WorkingCalendar
 from routing.domain.commands import Command, command_id_of, parse_command
-from routing.domain.geo import DuplicateCandidate, bounding_box
+from routing.domain.geo import CandidateIndex, DuplicateCandidate, bounding_box
 from routing.domain.intake import RecordError, incident_from_record, receive, record_updated
 from routing.domain.lifecycle import decide
 from routing.domain.model import Context, Incident
@@ -157,8 +157,10 @@ class IntakeHandler:
                 conn, {a.incident.id for a in todo}, for_update=True)
             primaries = await core.repo.load_incidents(
                 conn, {i.primary_id for i in existing.values() if i.primary_id})
-            pool = await self._candidates(conn, [a for a in todo if a.incident.id not in existing],
-                                          ctx.policy)
+            nearby = CandidateIndex(ctx.policy.duplicates.radius_m)
+            for candidate in await self._candidates(
+                    conn, [a for a in todo if a.incident.id not in existing], ctx.policy):
+                nearby.add(candidate)
             created: list[Incident] = []
             for arrival in todo:
                 incident = arrival.incident
@@ -170,15 +172,17 @@ class IntakeHandler:
                         effects.record(outcome, known, seed=arrival.envelope.event_id,
                                        cause=arrival.envelope)
                         continue
-                    outcome = receive(incident, ctx, core.system, pool)
+                    near = (nearby.near(incident.category, incident.location)
+                            if incident.location is not None else [])
+                    outcome = receive(incident, ctx, core.system, near)
                     effects.record(outcome, incident, seed=arrival.envelope.event_id,
                                    cause=arrival.envelope)
                 existing[incident.id] = incident
                 created.append(incident)
                 if incident.location is not None:
                     # Later records of the same batch see this one as a candidate.
-                    pool.append(DuplicateCandidate(incident.id, incident.category,
-                                                   incident.location, incident.reported_at))
+                    nearby.add(DuplicateCandidate(incident.id, incident.category,
+                                                  incident.location, incident.reported_at))
             await core.repo.insert_incidents(conn, created, ctx.now)
             await core.write(conn, effects)
         return len(created)

@@ -116,11 +116,20 @@ class RoutingRepository:
 
     async def insert_incidents(self, conn: asyncpg.Connection, incidents: Sequence[Incident],
                                now: datetime) -> None:
-        await conn.executemany(
-            f"INSERT INTO {self.s}.incidents ({_INCIDENT_COLUMNS}, updated_at) VALUES "
-            "($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18::jsonb,$19,$20,$21,"
-            "$22,$23) ON CONFLICT (id) DO NOTHING",
-            [_incident_args(i, now) for i in incidents])
+        if not incidents:
+            return
+        columns = list(zip(*(_incident_args(i, now) for i in incidents), strict=True))
+        await conn.execute(
+            f"INSERT INTO {self.s}.incidents ({_INCIDENT_COLUMNS}, updated_at) "
+            "SELECT c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, c17, "
+            "c18::jsonb, c19, c20, c21, c22, c23 FROM unnest($1::text[], $2::text[], $3::text[], "
+            "$4::text[], $5::text[], $6::text[], $7::text[], $8::timestamptz[], $9::text[], "
+            "$10::float8[], $11::float8[], $12::text[], $13::text[], $14::text[], $15::text[], "
+            "$16::int[], $17::text[], $18::text[], $19::timestamptz[], $20::timestamptz[], "
+            "$21::bool[], $22::timestamptz[], $23::timestamptz[]) AS r(c1, c2, c3, c4, c5, c6, c7, "
+            "c8, c9, c10, c11, c12, c13, c14, c15, c16, c17, c18, c19, c20, c21, c22, c23) "
+            "ON CONFLICT (id) DO NOTHING",
+            *(list(c) for c in columns))
 
     async def update_incident(self, conn: asyncpg.Connection, incident: Incident,
                               now: datetime) -> None:
@@ -169,14 +178,20 @@ class RoutingRepository:
     # --- audit trail -----------------------------------------------------------
     async def insert_transitions(self, conn: asyncpg.Connection,
                                  events: Sequence[tuple[uuid.UUID, IncidentEvent]]) -> None:
-        await conn.executemany(
+        if not events:
+            return
+        rows = [(e.incident_id, event_id, e.type, e.from_state.value if e.from_state else None,
+                 e.to_state.value, e.actor.principal, e.actor.unit, e.reason,
+                 json.dumps(_audit_details(e), ensure_ascii=False, default=str), e.at)
+                for event_id, e in events]
+        await conn.execute(
             f"INSERT INTO {self.s}.transitions (incident_id, event_id, event_type, from_state, "
             "to_state, actor_principal, actor_unit, reason, details, occurred_at) "
-            "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9::jsonb,$10) ON CONFLICT (event_id) DO NOTHING",
-            [(e.incident_id, event_id, e.type, e.from_state.value if e.from_state else None,
-              e.to_state.value, e.actor.principal, e.actor.unit, e.reason,
-              json.dumps(_audit_details(e), ensure_ascii=False, default=str), e.at)
-             for event_id, e in events])
+            "SELECT i, e, t, f, s, p, u, r, d::jsonb, a FROM unnest($1::text[], $2::uuid[], "
+            "$3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], "
+            "$10::timestamptz[]) WITH ORDINALITY AS x(i, e, t, f, s, p, u, r, d, a, n) ORDER BY n "
+            "ON CONFLICT (event_id) DO NOTHING",
+            *(list(c) for c in zip(*rows, strict=True)))
 
     async def history(self, conn: asyncpg.Connection, incident_id: str) -> list[asyncpg.Record]:
         return list(await conn.fetch(
@@ -187,10 +202,15 @@ class RoutingRepository:
     # --- due work ----------------------------------------------------------------
     async def insert_due_work(self, conn: asyncpg.Connection,
                               work: Sequence[tuple[str, int, DueWork]]) -> None:
-        await conn.executemany(
+        if not work:
+            return
+        await conn.execute(
             f"INSERT INTO {self.s}.due_work (incident_id, assignment_no, kind, deadline, step, due_at) "
-            "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-            [(incident_id, no, w.kind, w.deadline, w.step, w.due_at) for incident_id, no, w in work])
+            "SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::int[], "
+            "$6::timestamptz[]) ON CONFLICT DO NOTHING",
+            [i for i, _, _ in work], [n for _, n, _ in work], [w.kind for _, _, w in work],
+            [w.deadline for _, _, w in work], [w.step for _, _, w in work],
+            [w.due_at for _, _, w in work])
 
     async def claim_due_work(self, conn: asyncpg.Connection, now: datetime,
                              limit: int) -> list[DueRow]:

@@ -16,7 +16,7 @@ from ioc_shared.contracts.envelope import deterministic_event_id
 from ioc_shared.platform.logging import get_logger
 from opentelemetry import trace
 
-from routing.domain.deadlines import chain_step, recipients, still_due
+from routing.domain.deadlines import chain_step, following, recipients, still_due
 from routing.domain.model import Incident, IncidentEvent, Notification
 from routing.handlers import RoutingCore
 from routing.publishing import Effects, event_payload
@@ -47,7 +47,7 @@ class TimerWorker:
             except Exception as exc:  # a transient database error must not end the timers
                 log.error("timers: firing failed; retrying", error=repr(exc))
                 done = 0
-            if done < self.batch:
+            if done == 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), self.poll_s)
 
@@ -62,7 +62,8 @@ class TimerWorker:
                 if not rows:
                     return 0
                 incidents = await core.repo.load_incidents(conn, {r.incident_id for r in rows})
-                fired, skipped = [], []
+                fired: list[int] = []
+                skipped: list[int] = []
                 for row in rows:
                     incident = incidents.get(row.incident_id)
                     if (incident is None or incident.assignment_no != row.assignment_no
@@ -72,6 +73,11 @@ class TimerWorker:
                         continue
                     self._fire(row, incident, effects)
                     fired.append(row.id)
+                    # Only the next item of this deadline is kept as a row: fewer rows to
+                    # write per assignment, and the sequence stops once the deadline is met.
+                    nxt = following(incident.policy, row.deadline, row.kind, row.step)
+                    if nxt is not None:
+                        effects.due.append((incident.id, row.assignment_no, nxt))
                 await core.repo.finish_due_work(conn, fired, skipped, now, core.instance_id)
                 await core.write(conn, effects)
         if fired:

@@ -7,8 +7,10 @@ edits of the configuration never change an incident already dispatched.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, Literal
 
 from routing.domain.calendar import WorkingCalendar
@@ -18,6 +20,7 @@ from routing.domain.policy import (
     RECIPIENT_DISTRICT,
     RECIPIENT_IOC,
     Automation,
+    CalendarConfig,
     Duration,
     EscalationStep,
     RoutingPolicy,
@@ -46,26 +49,71 @@ class Recipient:
 def build_snapshot(policy: RoutingPolicy, calendar: WorkingCalendar, *, category: str,
                    priority: str, match: RuleMatch, unit: str, assigned_at: datetime,
                    automation: Automation | None, manual_unit: bool) -> dict[str, Any]:
-    index, entry = policy.deadline_for(category, priority)
-    ack_due = entry.acknowledge.after(assigned_at, calendar)
-    resolve_due = entry.resolve.after(assigned_at, calendar)
-    return {
-        "rule": {"id": match.rule_id, "unit": match.unit, "area": match.area,
-                 "explanation": list(match.explanation)},
-        "unit": unit,
-        "unit_chosen_by": "operator" if manual_unit else "rule",
-        "automation": automation.id if automation is not None else None,
-        "deadline_entry": index,
-        "acknowledge": entry.acknowledge.model_dump(exclude_none=True),
-        "resolve": entry.resolve.model_dump(exclude_none=True),
-        "acknowledge_due_at": ack_due.isoformat(),
-        "resolve_due_at": resolve_due.isoformat(),
-        "reminders_before": [r.model_dump(exclude_none=True)
-                             for r in policy.escalation.reminders_before],
-        "chain": [s.model_dump(mode="json", exclude_none=True) for s in policy.escalation.chain],
-        "calendar": policy.calendar.model_dump(mode="json"),
-        "assigned_at": assigned_at.isoformat(),
-    }
+    return Planner(policy, calendar, assigned_at).snapshot(
+        category=category, priority=priority, match=match, unit=unit, automation=automation,
+        manual_unit=manual_unit)
+
+
+@dataclass
+class Planner:
+    """Snapshots and schedules for one policy at one instant.
+
+    Memoised: a batch of incidents assigned together shares the working-time
+    arithmetic of each deadline entry instead of redoing it per incident.
+    """
+
+    policy: RoutingPolicy
+    calendar: WorkingCalendar
+    at: datetime
+    _dues: dict[int, tuple[str, str]] = field(default_factory=dict)
+    _work: dict[int, list[DueWork]] = field(default_factory=dict)
+    _static: dict[str, Any] | None = None
+
+    def _static_parts(self) -> dict[str, Any]:
+        if self._static is None:
+            p = self.policy
+            self._static = {
+                "reminders_before": [r.model_dump(exclude_none=True)
+                                     for r in p.escalation.reminders_before],
+                "chain": [st.model_dump(mode="json", exclude_none=True) for st in p.escalation.chain],
+                "calendar": p.calendar.model_dump(mode="json"),
+            }
+        return self._static
+
+    def snapshot(self, *, category: str, priority: str, match: RuleMatch, unit: str,
+                 automation: Automation | None, manual_unit: bool) -> dict[str, Any]:
+        index, entry = self.policy.deadline_for(category, priority)
+        dues = self._dues.get(index)
+        if dues is None:
+            dues = (entry.acknowledge.after(self.at, self.calendar).isoformat(),
+                    entry.resolve.after(self.at, self.calendar).isoformat())
+            self._dues[index] = dues
+        static = self._static_parts()
+        return {
+            "rule": {"id": match.rule_id, "unit": match.unit, "area": match.area,
+                     "explanation": list(match.explanation)},
+            "unit": unit,
+            "unit_chosen_by": "operator" if manual_unit else "rule",
+            "automation": automation.id if automation is not None else None,
+            "deadline_entry": index,
+            "acknowledge": entry.acknowledge.model_dump(exclude_none=True),
+            "resolve": entry.resolve.model_dump(exclude_none=True),
+            "acknowledge_due_at": dues[0],
+            "resolve_due_at": dues[1],
+            "reminders_before": static["reminders_before"],
+            "chain": static["chain"],
+            "calendar": static["calendar"],
+            "assigned_at": self.at.isoformat(),
+        }
+
+    def first_work(self, snapshot: dict[str, Any]) -> list[DueWork]:
+        """The first due item of each deadline (each fired item schedules the next)."""
+        index = int(snapshot["deadline_entry"])
+        work = self._work.get(index)
+        if work is None:
+            work = first_per_deadline(schedule(snapshot, self.calendar))
+            self._work[index] = work
+        return work
 
 
 def snapshot_due(snapshot: dict[str, Any], deadline: DeadlineKind) -> datetime:
@@ -87,8 +135,38 @@ def schedule(snapshot: dict[str, Any], calendar: WorkingCalendar) -> list[DueWor
                 work.append(DueWork("reminder", deadline, i, at))
         for i, step in enumerate(chain, start=1):
             work.append(DueWork("escalation", deadline, i, max(due, step.after.after(due, calendar))))
-    work.sort(key=lambda w: w.due_at)
+    work.sort(key=_order)
     return work
+
+
+def _order(w: DueWork) -> tuple[datetime, int, int]:
+    return w.due_at, 0 if w.kind == "reminder" else 1, w.step
+
+
+def first_per_deadline(work: list[DueWork]) -> list[DueWork]:
+    firsts: dict[str, DueWork] = {}
+    for w in sorted(work, key=_order):
+        firsts.setdefault(w.deadline, w)
+    return list(firsts.values())
+
+
+def following(snapshot: dict[str, Any], deadline: str, kind: str, step: int) -> DueWork | None:
+    """The item after (kind, step) in the sequence of `deadline`, from the frozen snapshot."""
+    sequence = [w for w in schedule(snapshot, calendar_of(snapshot)) if w.deadline == deadline]
+    for i, w in enumerate(sequence):
+        if w.kind == kind and w.step == step:
+            return sequence[i + 1] if i + 1 < len(sequence) else None
+    return None
+
+
+def calendar_of(snapshot: dict[str, Any]) -> WorkingCalendar:
+    """The working calendar as configured when the incident was assigned."""
+    return _calendar(json.dumps(snapshot["calendar"], sort_keys=True))
+
+
+@lru_cache(maxsize=32)
+def _calendar(config_json: str) -> WorkingCalendar:
+    return CalendarConfig.model_validate(json.loads(config_json)).build()
 
 
 def chain_step(snapshot: dict[str, Any], step: int) -> EscalationStep:

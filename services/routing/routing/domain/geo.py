@@ -58,6 +58,35 @@ class LikelyDuplicate:
     apart: timedelta
 
 
+class CandidateIndex:
+    """Candidates bucketed by category and grid cell, so each lookup checks only neighbours.
+
+    The cell is at least as large as the search radius, so every candidate within
+    the radius lies in the 3 x 3 cells around the point.
+    """
+
+    def __init__(self, radius_m: float) -> None:
+        self._cell_deg = max(math.degrees(radius_m / EARTH_RADIUS_M) * 2.0, 1e-4)
+        self._cells: dict[tuple[str, int, int], list[DuplicateCandidate]] = {}
+
+    def _cell(self, point: Point) -> tuple[int, int]:
+        # Longitude cells are as wide in degrees as latitude ones: at Vietnam's latitudes a
+        # degree of longitude is shorter, so the neighbourhood still covers the radius.
+        return math.floor(point.lat / self._cell_deg), math.floor(point.lon / self._cell_deg)
+
+    def add(self, candidate: DuplicateCandidate) -> None:
+        row, col = self._cell(candidate.location)
+        self._cells.setdefault((candidate.category, row, col), []).append(candidate)
+
+    def near(self, category: str, point: Point) -> list[DuplicateCandidate]:
+        row, col = self._cell(point)
+        found: list[DuplicateCandidate] = []
+        for dr in (-1, 0, 1):
+            for dc in (-1, 0, 1):
+                found += self._cells.get((category, row + dr, col + dc), ())
+        return found
+
+
 def likely_duplicates(category: str, location: Point, reported_at: datetime,
                       candidates: Iterable[DuplicateCandidate], *, radius_m: float,
                       window: timedelta, limit: int) -> list[LikelyDuplicate]:

@@ -7,7 +7,7 @@ command is accepted, so a rejected command leaves no trace but its answer.
 from __future__ import annotations
 
 from routing.domain.commands import Command
-from routing.domain.deadlines import build_snapshot, schedule, snapshot_due
+from routing.domain.deadlines import snapshot_due
 from routing.domain.model import Context, Incident, IncidentEvent, Notification, Outcome
 from routing.domain.policy import Automation
 from routing.domain.reasons import ROLE_NAMES, Reason, Rejection, illegal, reject
@@ -171,10 +171,9 @@ def assign(incident: Incident, actor: Actor, ctx: Context, *, unit: str | None,
     """Give the incident to exactly one unit and freeze the policy in force (snapshot)."""
     match = match_rule(ctx.policy, ctx.org, incident.facts())
     chosen = unit or match.unit
-    snapshot = build_snapshot(ctx.policy, ctx.calendar, category=incident.category,
-                              priority=incident.priority, match=match, unit=chosen,
-                              assigned_at=ctx.now, automation=automation,
-                              manual_unit=unit is not None and unit != match.unit)
+    snapshot = ctx.planner.snapshot(category=incident.category, priority=incident.priority,
+                                    match=match, unit=chosen, automation=automation,
+                                    manual_unit=unit is not None and unit != match.unit)
     before = incident.state
     incident.state = State.ASSIGNED
     incident.assigned_unit = chosen
@@ -196,7 +195,7 @@ def assign(incident: Incident, actor: Actor, ctx: Context, *, unit: str | None,
         "acknowledge_due_at": snapshot["acknowledge_due_at"],
         "resolve_due_at": snapshot["resolve_due_at"]})
     return Outcome(events=[event], notifications=[note],
-                   schedule=schedule(snapshot, ctx.calendar))
+                   schedule=ctx.planner.first_work(snapshot))
 
 
 def is_with_unit(state: State) -> bool:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from routing.domain.calendar import WorkingCalendar
-from routing.domain.deadlines import DueWork
+from routing.domain.deadlines import DueWork, Planner
 from routing.domain.geo import Point
 from routing.domain.organisation import Organisation
 from routing.domain.policy import RoutingPolicy
@@ -82,7 +83,8 @@ class Notification:
 class Outcome:
     events: list[IncidentEvent] = field(default_factory=list)
     notifications: list[Notification] = field(default_factory=list)
-    # Due work of a new assignment (replaces the previous assignment's work).
+    # First due work of each deadline of a new assignment (the previous assignment's work
+    # no longer applies); each fired item schedules the next one of its deadline.
     schedule: list[DueWork] | None = None
     survey_requested: bool = False
 
@@ -102,3 +104,8 @@ class Context:
     calendar: WorkingCalendar
     org: Organisation
     now: datetime
+
+    @cached_property
+    def planner(self) -> Planner:
+        """Deadline arithmetic shared by every assignment decided in this context."""
+        return Planner(self.policy, self.calendar, self.now)
