@@ -13,10 +13,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from ioc_shared.platform.telemetry import extract_trace_context
@@ -83,7 +83,8 @@ class IngestPipeline:
     def __init__(self, ingestor: Ingestor, repository: IngestRepository, sink: Sink,
                  topics: IngestTopics, *, metrics: IngestMetrics | None = None,
                  tracer: Tracer | None = None,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 chunk_records: int = 250) -> None:
         self.ingestor = ingestor
         self.registry: Registry = ingestor.registry
         self.repository = repository
@@ -92,39 +93,60 @@ class IngestPipeline:
         self.metrics = metrics
         self.tracer = tracer or trace.get_tracer("ingest")
         self.clock = clock
+        self.chunk_records = chunk_records
         self.local: tzinfo = ZoneInfo(self.registry.centre.timezone)
         self._receivers: dict[str, tuple[Grant, ...]] = {
             ds: special_receivers(self.registry, ds) for ds in self.registry.datasets}
 
     async def process(self, inbounds: Sequence[Inbound]) -> list[Outcome]:
-        """Decide, record and publish a batch; returns once every output is confirmed."""
+        """Decide, record and publish a batch; returns once every output is confirmed.
+
+        The batch is worked in chunks so that waiting is overlapped with work: while
+        PostgreSQL claims chunk k, chunk k's outputs are built and chunk k+1 is
+        decided; chunk k's outputs are handed to the producer without waiting for
+        the broker, and all confirmations are awaited once at the end. Claims run
+        one chunk after the other, so a key repeated across chunks is still seen.
+        """
         now = self.clock()
         started = time.perf_counter()
         spans = [self._span_for(i) for i in inbounds]
+        size = max(1, self.chunk_records)
+        chunks = [inbounds[i:i + size] for i in range(0, len(inbounds), size)]
+        outcomes: list[Outcome] = []
+        confirmations: list[Awaitable[Any]] = []
+        batch_trace = trace_headers(None)   # the batch consumer span, for untraced records
+        traces = [batch_trace if span is None else trace_headers(set_span_in_context(span))
+                  for span in spans]
         try:
-            decisions = [self.ingestor.decide(i, now) for i in inbounds]
-            recording = asyncio.ensure_future(self._record(inbounds, decisions, now))
-            # While PostgreSQL answers, build the outputs as if every accepted record were
-            # new; the few duplicates are rebuilt as rejections afterwards.
-            batch_trace = trace_headers(None)   # the batch consumer span, for untraced records
-            traces = [batch_trace if span is None else trace_headers(set_span_in_context(span))
-                      for span in spans]
-            try:
-                built = [self._messages(Outcome(i, "accepted", d), now, t)
-                         for i, d, t in zip(inbounds, decisions, traces, strict=True)]
-            finally:
-                statuses = await recording
-            outcomes: list[Outcome] = []
-            messages: list[Outgoing] = []
-            for n, (inbound, decision) in enumerate(zip(inbounds, decisions, strict=True)):
-                status = statuses.get(n, "rejected")
-                outcome = Outcome(inbound, _public_status(status, decision), decision)
-                if isinstance(decision, Accepted) and status == "duplicate":
-                    outcome = Outcome(inbound, "rejected", as_duplicate(decision))
-                    built[n] = self._messages(outcome, now, traces[n])
-                outcomes.append(outcome)
-                messages += built[n]
-            await self.sink.send_all(messages)
+            decided = [self.ingestor.decide(i, now) for i in chunks[0]] if chunks else []
+            recording = asyncio.ensure_future(self._record(chunks[0], decided, now)) if chunks else None
+            offset = 0
+            for k, chunk in enumerate(chunks):
+                assert recording is not None
+                chunk_traces = traces[offset:offset + len(chunk)]
+                try:
+                    # Optimistic: as if every accepted record were new; duplicates are rebuilt.
+                    built = [self._messages(Outcome(i, "accepted", d), now, t)
+                             for i, d, t in zip(chunk, decided, chunk_traces, strict=True)]
+                    following = ([self.ingestor.decide(i, now) for i in chunks[k + 1]]
+                                 if k + 1 < len(chunks) else [])
+                finally:
+                    statuses = await recording
+                if following:
+                    recording = asyncio.ensure_future(self._record(chunks[k + 1], following, now))
+                messages: list[Outgoing] = []
+                for n, (inbound, decision) in enumerate(zip(chunk, decided, strict=True)):
+                    status = statuses.get(n, "rejected")
+                    outcome = Outcome(inbound, _public_status(status, decision), decision)
+                    if isinstance(decision, Accepted) and status == "duplicate":
+                        outcome = Outcome(inbound, "rejected", as_duplicate(decision))
+                        built[n] = self._messages(outcome, now, chunk_traces[n])
+                    outcomes.append(outcome)
+                    messages += built[n]
+                confirmations += await self.sink.enqueue(messages)
+                decided, offset = following, offset + len(chunk)
+            if confirmations:
+                await asyncio.gather(*confirmations)
         finally:
             for span in spans:
                 if span is not None:

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.partitioner import DefaultPartitioner, murmur2
 from ioc_shared.contracts.envelope import ENVELOPE_SCHEMA_VERSION, Envelope, deterministic_event_id
 from ioc_shared.platform.kafka import H_EVENT_ID, H_EVENT_TYPE
 from ioc_shared.platform.telemetry import inject_trace_headers
@@ -51,8 +51,9 @@ class Outgoing:
 
 
 class Sink(Protocol):
-    async def send_all(self, messages: Sequence[Outgoing]) -> None:
-        """Send every message and return once the broker confirmed all of them."""
+    async def enqueue(self, messages: Sequence[Outgoing]) -> list[Awaitable[Any]]:
+        """Hand the messages to the producer in order; the awaitables complete on confirmation."""
+        ...
 
 
 class KafkaSink:
@@ -68,19 +69,35 @@ class KafkaSink:
         self._partitioner = DefaultPartitioner()
         self._partitions: dict[str, list[int]] = {}
 
-    async def _partition(self, topic: str, key: bytes | None) -> int:
+    async def _partitions_of(self, topic: str) -> list[int]:
         partitions = self._partitions.get(topic)
         if partitions is None:
             partitions = sorted(await self._producer.partitions_for(topic))
             self._partitions[topic] = partitions
-        return int(self._partitioner(key, partitions, partitions))
+        return partitions
 
     async def send_all(self, messages: Sequence[Outgoing]) -> None:
+        """Send every message and return once the broker confirmed all of them."""
+        futures = await self.enqueue(messages)
+        if futures:
+            await asyncio.gather(*futures)
+
+    async def enqueue(self, messages: Sequence[Outgoing]) -> list[Awaitable[Any]]:
         producer = self._producer
         futures = []
         batches: dict[tuple[str, int], Any] = {}
+        # murmur2 is pure Python; a record's canonical and shared copies share the key.
+        hashes: dict[bytes, int] = {}
         for m in messages:
-            target = (m.topic, await self._partition(m.topic, m.key))
+            partitions = await self._partitions_of(m.topic)
+            if m.key is None:
+                partition = int(self._partitioner(None, partitions, partitions))
+            else:
+                digest = hashes.get(m.key)
+                if digest is None:
+                    digest = hashes[m.key] = murmur2(m.key) & 0x7FFFFFFF
+                partition = partitions[digest % len(partitions)]   # as Kafka's default partitioner
+            target = (m.topic, partition)
             batch = batches.get(target)
             if batch is None:
                 batch = batches[target] = producer.create_batch()
@@ -94,8 +111,7 @@ class KafkaSink:
         for (topic, partition), batch in batches.items():
             if batch.record_count():
                 futures.append(await producer.send_batch(batch, topic, partition=partition))
-        if futures:
-            await asyncio.gather(*futures)
+        return futures
 
 
 TraceHeaders = list[tuple[str, bytes]]

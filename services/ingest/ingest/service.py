@@ -77,7 +77,8 @@ class IngestService:
             self.pipeline = IngestPipeline(
                 ingestor, repository, KafkaSink(self._producer), self.topics,
                 metrics=IngestMetrics(rt.metrics),
-                tracer=trace.get_tracer("ingest", tracer_provider=rt.tracer_provider))
+                tracer=trace.get_tracer("ingest", tracer_provider=rt.tracer_provider),
+                chunk_records=s.chunk_records)
             register_subscribers(rt.broker, s, self.topics.inbound, self.pipeline)
             self.intake.pipeline = self.pipeline
             self._relay = OutboxRelay(rt.pool, s.db_schema, self._producer, s.kafka_bootstrap)

@@ -19,6 +19,8 @@ class IngestSettings(ServiceSettings):
     # Hot path: records per batch and how long an empty poll waits.
     batch_max_records: int = 1000
     batch_timeout_ms: int = 100
+    # A batch is worked in chunks so database and broker waits overlap with work.
+    chunk_records: int = 250
     # Larger inbound messages are rejected as too_large before parsing.
     max_message_bytes: int = 1024 * 1024
     # Timestamps: how far in the future an event time may lie (clock skew).

@@ -94,12 +94,12 @@ class Ingestor:
         if len(value) > self.max_message_bytes:
             return rejected(Code.TOO_LARGE, expected=f"tối đa {self.max_message_bytes} byte", **ctx)
         try:
-            text = value.decode("utf-8")
-        except UnicodeDecodeError:
-            return rejected(Code.UNDECODABLE, expected="văn bản UTF-8", **ctx)
-        try:
-            body = orjson.loads(text)
+            body = orjson.loads(value)
         except orjson.JSONDecodeError:
+            try:
+                value.decode("utf-8")
+            except UnicodeDecodeError:
+                return rejected(Code.UNDECODABLE, expected="văn bản UTF-8", **ctx)
             return rejected(Code.MALFORMED_JSON, expected="một đối tượng JSON", **ctx)
         return self._submission(body, len(value), ctx, now)
 

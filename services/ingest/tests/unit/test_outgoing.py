@@ -20,3 +20,47 @@ def test_fast_envelope_bytes_match_the_contract() -> None:
     fast = envelope_bytes(**fields)  # type: ignore[arg-type]
     assert Envelope.from_bytes(fast) == Envelope(**fields)  # type: ignore[arg-type]
     assert fast == Envelope(**fields).to_bytes()  # type: ignore[arg-type]
+
+
+async def test_sink_partitions_keys_like_kafkas_default_partitioner() -> None:
+    from aiokafka.partitioner import DefaultPartitioner
+    from ingest.outgoing import KafkaSink, Outgoing
+
+    class Batch:
+        def __init__(self) -> None:
+            self.records: list[bytes | None] = []
+
+        def append(self, *, key: bytes | None, value: bytes, timestamp: None,
+                   headers: list[tuple[str, bytes]]) -> object:
+            self.records.append(key)
+            return object()
+
+        def record_count(self) -> int:
+            return len(self.records)
+
+    class Producer:
+        def __init__(self) -> None:
+            self.sent: dict[tuple[str, int], list[bytes | None]] = {}
+
+        async def partitions_for(self, topic: str) -> set[int]:
+            return {0, 1, 2, 3, 4, 5} if topic == "six" else {0, 1, 2}
+
+        def create_batch(self) -> Batch:
+            return Batch()
+
+        async def send_batch(self, batch: Batch, topic: str, partition: int) -> object:
+            self.sent[(topic, partition)] = batch.records
+            import asyncio
+
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            future.set_result(None)
+            return future
+
+    producer = Producer()
+    keys = [f"PA-{i}".encode() for i in range(50)]
+    await KafkaSink(producer).send_all(  # type: ignore[arg-type]
+        [Outgoing(topic, b"v", key, []) for key in keys for topic in ("six", "three")])
+    default = DefaultPartitioner()
+    for key in keys:
+        assert key in producer.sent[("six", default(key, list(range(6)), list(range(6))))]
+        assert key in producer.sent[("three", default(key, [0, 1, 2], [0, 1, 2]))]

@@ -52,8 +52,9 @@ class MemorySink:
     def __init__(self) -> None:
         self.sent: list[Outgoing] = []
 
-    async def send_all(self, messages: Sequence[Outgoing]) -> None:
+    async def enqueue(self, messages: Sequence[Outgoing]) -> list[Any]:
         self.sent += messages
+        return []
 
 
 @pytest.fixture
@@ -61,8 +62,9 @@ def parts(registry: Registry, ingestor: Ingestor) -> tuple[IngestPipeline, Memor
     topics = IngestTopics.resolve(ServiceSettings(topic_namespace="unit"), registry)
     repo, sink = MemoryRepository(), MemorySink()
     tracer = TracerProvider().get_tracer("test")
+    # Chunks of 2 records, so that batches in these tests span several chunks.
     pipeline = IngestPipeline(ingestor, repo, sink, topics, tracer=tracer,  # type: ignore[arg-type]
-                              clock=lambda: NOW)
+                              clock=lambda: NOW, chunk_records=2)
     return pipeline, repo, sink
 
 
@@ -156,3 +158,12 @@ async def test_garbage_yields_rejection_with_raw_bytes_kept(parts: Any) -> None:
     assert outcome.rejected is not None and outcome.rejected.code is Code.UNDECODABLE
     assert on(sink, "ioc.ingest.quarantine.v1")[0].value == b"\xff\xfe garbage"
     assert orjson.loads(on(sink, "ioc.ingest.rejected.v1")[0].value)["payload"]["code"] == "undecodable"
+
+
+async def test_repeat_across_chunks_of_one_batch_is_duplicate(parts: Any) -> None:
+    pipeline, _, sink = parts
+    batch = [signed(report(), origin="in:0:1"), signed(report(record_id="PA-2"), origin="in:0:2"),
+             signed(report(), origin="in:0:3")]
+    outcomes = await pipeline.process(batch)
+    assert [o.status for o in outcomes] == ["accepted", "accepted", "rejected"]
+    assert len(on(sink, "ioc.data.phan-anh-hien-truong.v1")) == 2
