@@ -188,3 +188,17 @@ async def test_quality_counters_are_published(service: IngestService) -> None:
         and v["payload"]["dataset"] == CANONICAL)
     body = orjson.loads(snapshot.value)["payload"]
     assert body["accepted"] >= 1
+
+
+async def test_undecodable_header_does_not_block_the_partition(service: IngestService) -> None:
+    """FastStream decodes headers as UTF-8; one bad header must become a rejection, not a poison batch."""
+    poison = b"\x00\xff not even json"
+    record_id = rid()
+    value = submission(field_report(record_id))
+    await publish(service.topics.inbound, [
+        (b"xa-loc-an", poison, [("ioc-principal", b"\xff\xfe"), ("ioc-signature", b"\xc3")]),
+        (b"xa-loc-an", value, signed_headers("xa-loc-an-system", value))])
+    (copy,) = await wait_for(service.topics.quarantine, lambda v, r: r.value == poison)
+    assert dict(copy.headers)["ioc-principal"] == b"\xff\xfe"        # exact bytes kept
+    assert dict(copy.headers)["ioc-quarantine-code"] == b"unauthenticated"
+    await wait_for(service.topics.canonical[CANONICAL], lambda v, r: v and v["subject"] == record_id)
