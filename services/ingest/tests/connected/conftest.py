@@ -5,11 +5,13 @@ from collections.abc import AsyncIterator
 import pytest
 from ingest.service import IngestService
 
-from .helpers import isolated_settings
+from .helpers import drop_schema, isolated_settings
 
 
 @pytest.fixture(scope="session")
 async def service() -> AsyncIterator[IngestService]:
     """One ingest service on the seed registry, isolated by namespace, schema and group."""
-    async with IngestService(isolated_settings(), configure_logs=False) as svc:
+    settings = isolated_settings()
+    async with IngestService(settings, configure_logs=False) as svc:
         yield svc
+    await drop_schema(settings)

@@ -34,6 +34,17 @@ def isolated_settings(registry_file: Path = SEED_REGISTRY, **overrides: Any) -> 
     return IngestSettings(**values)
 
 
+async def drop_schema(settings: IngestSettings) -> None:
+    """Tests leave no PostgreSQL schema behind (topics are namespaced and short-lived)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        await conn.execute(f"DROP SCHEMA IF EXISTS {settings.db_schema} CASCADE")
+    finally:
+        await conn.close()
+
+
 def submission(record: dict[str, Any], dataset: str = "phan-anh-hien-truong", version: int = 2,
                **extra: Any) -> bytes:
     return orjson.dumps({"dataset": dataset, "schema_version": version, "record": record, **extra})

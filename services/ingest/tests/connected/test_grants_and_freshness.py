@@ -14,7 +14,15 @@ import yaml
 from ingest.service import IngestService
 from ioc_shared.testing import read_topic
 
-from .helpers import SEED_REGISTRY, field_report, isolated_settings, publish, signed_headers, submission
+from .helpers import (
+    SEED_REGISTRY,
+    drop_schema,
+    field_report,
+    isolated_settings,
+    publish,
+    signed_headers,
+    submission,
+)
 
 pytestmark = pytest.mark.connected
 DATASET = "phan-anh-hien-truong"
@@ -63,6 +71,7 @@ async def test_special_request_stream_stops_at_expiry(tmp_path: Path) -> None:
         await asyncio.sleep(1.0)
         final = await read_topic(shared_topic, timeout=2, until=lambda rs: False)
         assert [orjson.loads(r.value)["subject"] for r in final] == [before]
+    await drop_schema(settings)
 
 
 async def test_freshness_lateness_fires_and_recovers() -> None:
@@ -90,3 +99,4 @@ async def test_freshness_lateness_fires_and_recovers() -> None:
         third = events(again)[2]
         assert third["type"] == "ingest.freshness.late" and third["event_id"] != first["event_id"]
         assert third["payload"]["last_accepted_at"] is not None
+    await drop_schema(settings)
