@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # `make up`: start Kafka, PostgreSQL and every service in the foreground.
-# Ctrl-C (or SIGTERM) stops the services, then the platform.
+# Ctrl-C (or SIGTERM) stops the services, then the platform (if this started it).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+platform_was_running=0
+bash scripts/platform.sh status >/dev/null 2>&1 && platform_was_running=1
 bash scripts/platform.sh start
 eval "$(bash scripts/platform.sh env)"
 export IOC_LOG_LEVEL="${IOC_LOG_LEVEL:-INFO}"
@@ -14,7 +16,12 @@ stop_all() {
   echo "[up] stopping services" >&2
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  bash scripts/platform.sh stop
+  # A platform that was already running before `make up` is left as it was.
+  if (( platform_was_running )); then
+    echo "[up] Kafka and PostgreSQL were running before; left running" >&2
+  else
+    bash scripts/platform.sh stop
+  fi
 }
 trap stop_all INT TERM EXIT
 

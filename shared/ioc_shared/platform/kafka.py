@@ -8,6 +8,7 @@ partitions and retention, never by the broker on first use.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -58,7 +59,10 @@ def make_broker(bootstrap: str, *, service: str, tracer_provider: TracerProvider
         client_id=service,
         allow_auto_create_topics=False,
         middlewares=middlewares,
-        logger=get_logger(f"faststream.{service}"),
+        # A stdlib logger, so FastStream's lines go through the JSON handler; its
+        # per-message "Received"/"Processed" lines are DEBUG (they cost on the hot path).
+        logger=logging.getLogger(f"ioc.broker.{service}"),
+        log_level=logging.DEBUG,
         **options,
     )
 

@@ -69,6 +69,11 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     structlog.contextvars.bind_contextvars(service=service)
     for noisy in ("aiokafka", "aiokafka.conn", "kafka"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # FastStream installs its own colourised stream handler; route it through ours.
+    for own_handler in ("faststream", "faststream.access", "faststream.access.kafka"):
+        lib = logging.getLogger(own_handler)
+        lib.handlers.clear()
+        lib.propagate = True
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

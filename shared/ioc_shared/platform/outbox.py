@@ -74,6 +74,25 @@ async def enqueue_many(conn: asyncpg.Connection, schema: str,
     await conn.execute(f"NOTIFY {_channel(schema)}")
 
 
+async def enqueue_fresh(conn: asyncpg.Connection, schema: str,
+                        messages: Sequence[tuple[str, Envelope, bytes | None, Mapping[str, str]]]
+                        ) -> None:
+    """As `enqueue_many`, by binary COPY (about twice as fast), for events known to be new.
+
+    Precondition: no event id can already be in the outbox; a duplicate fails the
+    caller's transaction instead of being skipped. It holds for events whose ids
+    derive from an input event the same transaction has just claimed.
+    """
+    if not messages:
+        return
+    await conn.copy_records_to_table(
+        "outbox", schema_name=schema, columns=["event_id", "topic", "key", "headers", "value"],
+        records=[(env.event_id, topic, key if key is not None else env.key,
+                  json.dumps(dict(headers)), env.to_bytes())
+                 for topic, env, key, headers in messages])
+    await conn.execute(f"NOTIFY {_channel(schema)}")
+
+
 class OutboxRelay:
     def __init__(self, pool: asyncpg.Pool, schema: str, producer: AIOKafkaProducer,
                  bootstrap: str, *, batch_size: int = 500, idle_poll_s: float = 0.5) -> None:
