@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 from ioc_shared.contracts import TopicSpec
 from ioc_shared.platform.kafka import declare_topics
 from ioc_shared.testing import unique
@@ -84,3 +85,29 @@ async def output_rate(bootstrap: str, topics: Sequence[str], expected: int,
     if count < expected or first is None or last is None:
         raise RuntimeError(f"only {count} of {expected} records arrived on {list(topics)}")
     return count, count / max((last - first) / 1000.0, 1e-3)
+
+
+async def wait_committed(bootstrap: str, group: str, expected: int, timeout: float = 300.0,
+                         interval: float = 0.25) -> None:
+    """Wait until consumer group `group` has committed `expected` offsets in total.
+
+    A cheap poll of the group's committed offsets (one admin request per interval):
+    unlike reading the outputs while the service runs, it takes no CPU from the
+    contender on a small machine. The reference loop is not read concurrently
+    either; its outputs are read after it finished.
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="bench-progress")
+    await admin.start()
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        done = 0
+        while loop.time() < deadline:
+            offsets = await admin.list_consumer_group_offsets(group)
+            done = sum(max(o.offset, 0) for o in offsets.values())
+            if done >= expected:
+                return
+            await asyncio.sleep(interval)
+        raise RuntimeError(f"group {group} committed only {done} of {expected} offsets")
+    finally:
+        await admin.close()

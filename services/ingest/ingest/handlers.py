@@ -32,8 +32,9 @@ from ingest.domain import (
     Inbound,
     Ingestor,
     Rejected,
+    active_grants,
     as_duplicate,
-    shared_views,
+    project,
     special_receivers,
 )
 from ingest.outgoing import (
@@ -52,7 +53,7 @@ Status = Literal["accepted", "redelivered", "rejected"]
 _TRACE_HEADERS = ("traceparent", "tracestate")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Outcome:
     inbound: Inbound
     status: Status
@@ -114,6 +115,8 @@ class IngestPipeline:
         chunks = [inbounds[i:i + size] for i in range(0, len(inbounds), size)]
         outcomes: list[Outcome] = []
         confirmations: list[Awaitable[Any]] = []
+        # Special-request expiry is judged once per batch, at the batch's `now`.
+        receivers = {ds: active_grants(grants, now) for ds, grants in self._receivers.items()}
         batch_trace = trace_headers(None)   # the batch consumer span, for untraced records
         traces = [batch_trace if span is None else trace_headers(set_span_in_context(span))
                   for span in spans]
@@ -126,7 +129,7 @@ class IngestPipeline:
                 chunk_traces = traces[offset:offset + len(chunk)]
                 try:
                     # Optimistic: as if every accepted record were new; duplicates are rebuilt.
-                    built = [self._messages(Outcome(i, "accepted", d), now, t)
+                    built = [self._messages(i, d, now, t, receivers)
                              for i, d, t in zip(chunk, decided, chunk_traces, strict=True)]
                     following = ([self.ingestor.decide(i, now) for i in chunks[k + 1]]
                                  if k + 1 < len(chunks) else [])
@@ -140,7 +143,8 @@ class IngestPipeline:
                     outcome = Outcome(inbound, _public_status(status, decision), decision)
                     if isinstance(decision, Accepted) and status == "duplicate":
                         outcome = Outcome(inbound, "rejected", as_duplicate(decision))
-                        built[n] = self._messages(outcome, now, chunk_traces[n])
+                        built[n] = self._messages(inbound, outcome.decision, now, chunk_traces[n],
+                                                  receivers)
                     outcomes.append(outcome)
                     messages += built[n]
                 confirmations += await self.sink.enqueue(messages)
@@ -195,18 +199,17 @@ class IngestPipeline:
         statuses.update(await self.repository.record_batch(claims, counters, now, day))
         return statuses
 
-    def _messages(self, outcome: Outcome, now: datetime, ctx: TraceHeaders) -> list[Outgoing]:
-        acc = outcome.accepted
-        if acc is not None:
-            out = [canonical_message(self.topics.canonical[acc.dataset], acc, outcome.inbound, now,
-                                     ctx)]
-            for view in shared_views(acc, self._receivers.get(acc.dataset, ()), now):
+    def _messages(self, inbound: Inbound, decision: Decision, now: datetime, ctx: TraceHeaders,
+                  receivers: dict[str, tuple[Grant, ...]]) -> list[Outgoing]:
+        """Outputs of a decision, as if an accepted record were new; `receivers`: active grants."""
+        if isinstance(decision, Accepted):
+            acc = decision
+            out = [canonical_message(self.topics.canonical[acc.dataset], acc, inbound, now, ctx)]
+            for view in project(acc, receivers.get(acc.dataset, ())):
                 out.append(shared_message(self.topics.special[view.grant.id], acc, view, now, ctx))
             return out
-        rej = outcome.rejected
-        assert rej is not None
-        return rejection_messages((self.topics.rejected, self.topics.quarantine), rej,
-                                  outcome.inbound, now, self.registry.centre.unit, ctx)
+        return rejection_messages((self.topics.rejected, self.topics.quarantine), decision,
+                                  inbound, now, self.registry.centre.unit, ctx)
 
     def _count(self, outcomes: Sequence[Outcome], seconds: float) -> None:
         if self.metrics is None:

@@ -43,7 +43,7 @@ def serve() -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
-        await run_ingest(settings, stop)
+        await run_ingest(settings, stop, gc_tuning=True)
 
     asyncio.run(main())
 

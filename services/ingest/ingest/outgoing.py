@@ -42,7 +42,7 @@ H_REPLAY_NOTE = "ioc-replay-note"
 UNKNOWN = "unknown"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Outgoing:
     topic: str
     value: bytes

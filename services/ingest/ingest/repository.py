@@ -17,7 +17,7 @@ from ingest.domain import Accepted, WatchState
 ClaimStatus = Literal["new", "redelivery", "duplicate"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Claim:
     """An accepted record asking to be recorded: its dedupe keys and its delivery."""
 

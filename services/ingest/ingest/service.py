@@ -8,6 +8,7 @@ benchmark runs the service in-process with it; `serve` with signals).
 from __future__ import annotations
 
 import asyncio
+import gc
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -119,10 +120,28 @@ class IngestService:
             await self._producer.stop()
 
 
+def tune_gc() -> None:
+    """Process-wide GC settings for a service process (`serve`), applied once started.
+
+    Start-up objects (modules, registry, compiled schemas, clients) never become
+    garbage: freezing them keeps every later collection from traversing them again.
+    A batch allocates many short-lived objects, so young collections run less often.
+    Collection stays on: cycles are still freed.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
+
+
 async def run_ingest(settings: IngestSettings, stop: asyncio.Event, *,
-                     configure_logs: bool = True) -> None:
-    """Run the ingest service in this event loop until `stop` is set (or a background task fails)."""
+                     configure_logs: bool = True, gc_tuning: bool = False) -> None:
+    """Run the ingest service in this event loop until `stop` is set (or a background task fails).
+
+    `gc_tuning`: apply `tune_gc()` once started (the `serve` command; not for in-process use).
+    """
     async with IngestService(settings, configure_logs=configure_logs) as service:
+        if gc_tuning:
+            tune_gc()
         waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(service.failed.wait())]
         try:
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)

@@ -67,3 +67,14 @@ def test_json_schema_export_describes_the_envelope() -> None:
     schema = json.loads(envelope_json_schema())
     assert {"event_id", "type", "source_unit", "occurred_at", "payload"} <= set(schema["properties"])
     assert uuid.UUID(str(new_event_id()))
+
+
+def test_deterministic_event_id_is_exactly_uuid5_of_the_joined_parts() -> None:
+    from ioc_shared.contracts.envelope import _EVENT_NAMESPACE
+
+    for parts in [("a",), ("ingest.record.accepted", "xa-loc-an", "ds", "PA-1", "ab" * 16),
+                  (uuid.uuid4(), "grant", 3), ("Lộc Thạnh", 1.5, None), ("",)]:
+        fast = deterministic_event_id(*parts)
+        slow = uuid.uuid5(_EVENT_NAMESPACE, "\x1f".join(str(p) for p in parts))
+        assert fast == slow and str(fast) == str(slow) and hash(fast) == hash(slow)
+        assert fast.version == 5 and fast.variant == uuid.RFC_4122

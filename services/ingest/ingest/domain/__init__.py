@@ -7,7 +7,7 @@ from ingest.domain.codes import Code
 from ingest.domain.freshness import FreshnessPolicy, Transition, WatchState, assess, expected_publishers
 from ingest.domain.model import Accepted, Decision, Inbound, Problem, Rejected, as_duplicate
 from ingest.domain.schema import Limits, SchemaCatalog, upgrade
-from ingest.domain.sharing import SharedView, shared_views, special_receivers
+from ingest.domain.sharing import SharedView, active_grants, project, shared_views, special_receivers
 from ingest.domain.submission import ACCEPTED_TYPE, Ingestor
 
 __all__ = [
@@ -25,9 +25,11 @@ __all__ = [
     "SharedView",
     "Transition",
     "WatchState",
+    "active_grants",
     "as_duplicate",
     "assess",
     "expected_publishers",
+    "project",
     "shared_views",
     "special_receivers",
     "upgrade",

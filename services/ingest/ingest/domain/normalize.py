@@ -38,6 +38,8 @@ def clean_text(value: str, *, single_line: bool) -> str:
     text = unicodedata.normalize("NFC", value).strip()
     if single_line:
         return " ".join(text.split())
+    if "\n" not in text:   # one line, already stripped at both ends
+        return text
     return "\n".join(line.rstrip() for line in text.replace("\r\n", "\n").split("\n"))
 
 
@@ -214,7 +216,9 @@ def as_datetime(value: Any, local: tzinfo) -> datetime:
 
 
 def iso_utc(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    return moment.isoformat().replace("+00:00", "Z")
 
 
 # --- phones, e-mail -----------------------------------------------------------

@@ -94,7 +94,7 @@ class CompiledSchema:
                     out.problems.append(Problem(Code.UNKNOWN_FIELD, name,
                                                 "một trong: " + ", ".join(fields)))
                 continue
-            if value is None or (isinstance(value, str) and not value.strip()):
+            if value is None or value == "" or (isinstance(value, str) and value.isspace()):
                 continue
             try:
                 normalized = spec.normalize(value)

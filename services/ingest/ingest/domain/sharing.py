@@ -33,12 +33,21 @@ def shared_views(accepted: Accepted, grants: tuple[Grant, ...], now: datetime) -
     Expiry is judged when ingest publishes: after it, nothing more flows, even
     for records observed earlier.
     """
+    return project(accepted, active_grants(grants, now))
+
+
+def active_grants(grants: tuple[Grant, ...], now: datetime) -> tuple[Grant, ...]:
+    """The grants still active at `now` (a batch judges expiry once, at its own `now`)."""
+    return tuple(g for g in grants if g.active(now))
+
+
+def project(accepted: Accepted, active: tuple[Grant, ...]) -> list[SharedView]:
+    """Projections of an accepted record for grants already known to be active."""
     views = []
-    for grant in grants:
-        if not grant.active(now):
-            continue
+    record = accepted.record
+    for grant in active:
         allowed = grant.fields or ()
-        record = {name: accepted.record[name] for name in allowed if name in accepted.record}
-        views.append(SharedView(grant, record,
+        view = {name: record[name] for name in allowed if name in record}
+        views.append(SharedView(grant, view,
                                 deterministic_event_id(SHARED_TYPE, accepted.event_id, grant.id)))
     return views

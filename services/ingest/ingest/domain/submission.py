@@ -124,8 +124,8 @@ class Ingestor:
         if not self._may_publish(unit, ds.id, now):
             return rejected(Code.NOT_PERMITTED, expected="quyền cung cấp (publish) bộ dữ liệu này", **ctx)
         schema = self.catalog.schema(ds.id, version)
-        versions = ", ".join(str(s.version) for s in ds.schemas)
         if schema is None:
+            versions = ", ".join(str(s.version) for s in ds.schemas)
             return rejected(Code.UNKNOWN_SCHEMA_VERSION, expected=f"một trong: {versions}", **ctx)
         path = self.catalog.upgrade_path(ds.id, version)
         if path is None:
