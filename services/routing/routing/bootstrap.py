@@ -60,7 +60,8 @@ async def run_routing(settings: RoutingSettings, stop: asyncio.Event, *,
         register_subscribers(rt.broker, intake=IntakeHandler(core), commands=CommandHandler(core),
                              incident_topics=incident_topics, commands_topic=topics.commands,
                              group=group, max_records=settings.batch_max_records,
-                             batch_timeout_ms=settings.batch_timeout_ms)
+                             batch_timeout_ms=settings.batch_timeout_ms,
+                             intake_consumers=settings.intake_consumers)
         producer = make_producer(settings.kafka_bootstrap,
                                  client_id=f"routing-outbox-{settings.instance_id}")
         await producer.start()

@@ -22,8 +22,9 @@ from ioc_shared.contracts.topics import (
     ROUTING_REPORTER_UPDATES,
     canonical_topic,
 )
-from ioc_shared.platform.kafka import envelope_headers
+from ioc_shared.platform.kafka import H_EVENT_ID, H_EVENT_TYPE
 from ioc_shared.platform.settings import ServiceSettings
+from ioc_shared.platform.telemetry import inject_trace_headers
 
 from routing.domain.deadlines import DueWork
 from routing.domain.model import Incident, IncidentEvent, Notification, Outcome
@@ -64,6 +65,13 @@ def incident_topic_specs(settings: ServiceSettings, datasets: list[str]) -> list
     return [settings.topic(s) for s in own] + [settings.topic(canonical_topic(d)) for d in datasets]
 
 
+def current_trace() -> dict[str, str]:
+    """W3C trace context of the current span (what `envelope_headers` would add)."""
+    carrier: dict[str, str] = {}
+    inject_trace_headers(carrier)
+    return carrier
+
+
 def event_payload(event: IncidentEvent) -> dict[str, Any]:
     return {
         "incident_id": event.incident_id,
@@ -86,7 +94,9 @@ class Effects:
     due: list[tuple[str, int, DueWork]] = field(default_factory=list)
 
     def publish(self, topic: str, type: str, key: str, payload: dict[str, Any], *,
-                event_id: uuid.UUID, cause: Envelope | None) -> Envelope:
+                event_id: uuid.UUID, cause: Envelope | None,
+                trace: dict[str, str] | None = None) -> Envelope:
+        """Add an envelope; `trace` is the current span's context if the caller has it."""
         now = datetime.now(UTC)
         # Built from trusted values only: skip validation, which costs more than the rest of
         # publishing at thousands of events per second.
@@ -96,27 +106,34 @@ class Effects:
             produced_at=now,
             correlation_id=(cause.correlation_id or cause.event_id) if cause else None,
             causation_id=cause.event_id if cause else None, payload=payload)
-        self.messages.append((topic, env, key.encode(), envelope_headers(env)))
+        if trace is None:
+            trace = current_trace()
+        headers = {H_EVENT_ID: str(event_id), H_EVENT_TYPE: type, **trace}
+        self.messages.append((topic, env, key.encode(), headers))
         return env
 
     def record(self, outcome: Outcome, incident: Incident, *, seed: object,
                cause: Envelope | None) -> None:
         """Audit rows, events, reporter updates, notifications and due work of one outcome."""
+        # Every message of one outcome belongs to the same span: read its context once.
+        trace = current_trace()
         latest: tuple[int, dict[str, Any]] | None = None
         for i, event in enumerate(outcome.events):
             event_id = deterministic_event_id(seed, "event", i)
             self.audit.append((event_id, event))
             self.publish(self.topics.events, event.type, event.incident_id, event_payload(event),
-                         event_id=event_id, cause=cause)
+                         event_id=event_id, cause=cause, trace=trace)
             update = status_update(event, incident)
             if update is not None:
                 latest = (i, update)
         if latest is not None:
             # One update per decision: received-then-assigned in one go reads "assigned".
             self.publish(self.topics.reporter, REPORTER_STATUS, incident.id, latest[1],
-                         event_id=deterministic_event_id(seed, "reporter", latest[0]), cause=cause)
+                         event_id=deterministic_event_id(seed, "reporter", latest[0]), cause=cause,
+                         trace=trace)
         for i, note in enumerate(outcome.notifications):
-            self.notify(note, event_id=deterministic_event_id(seed, "notification", i), cause=cause)
+            self.notify(note, event_id=deterministic_event_id(seed, "notification", i), cause=cause,
+                        trace=trace)
         if outcome.survey_requested:
             self.publish(self.topics.reporter, REPORTER_SURVEY, incident.id,
                          survey_request(incident, self.survey),
@@ -124,11 +141,12 @@ class Effects:
         if outcome.schedule is not None:
             self.due += [(incident.id, incident.assignment_no, w) for w in outcome.schedule]
 
-    def notify(self, note: Notification, *, event_id: uuid.UUID, cause: Envelope | None) -> None:
+    def notify(self, note: Notification, *, event_id: uuid.UUID, cause: Envelope | None,
+               trace: dict[str, str] | None = None) -> None:
         payload = {"kind": note.kind, "incident_id": note.incident_id, "unit": note.unit,
                    "contact_roles": list(note.roles), **note.data}
         self.publish(self.topics.notifications, NOTIFICATION_PREFIX + note.kind, note.unit, payload,
-                     event_id=event_id, cause=cause)
+                     event_id=event_id, cause=cause, trace=trace)
 
     def relay_status(self, duplicate: Incident, primary: Incident, event: IncidentEvent, *,
                      seed: object, cause: Envelope | None) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncpg
 
-from routing.domain.deadlines import DueWork
+from routing.domain.deadlines import SHARED_SNAPSHOT_KEYS, DueWork
 from routing.domain.geo import DuplicateCandidate, Point
 from routing.domain.model import Incident, IncidentEvent
 from routing.domain.states import State
@@ -44,8 +44,28 @@ class DuplicateQuery:
     reported_to: datetime
 
 
+_SELECT_INCIDENTS = (
+    "SELECT " + ", ".join(f"i.{c.strip()}" for c in _INCIDENT_COLUMNS.split(",")) +
+    ", v.body AS shared_policy FROM {s}.incidents i "
+    "LEFT JOIN {s}.policy_versions v ON v.version = i.policy->>'version' ")
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _stored_policy(policy: dict[str, Any] | None) -> str | None:
+    """The per-incident part of a snapshot; the shared part lives in policy_versions."""
+    if policy is None:
+        return None
+    own = {k: v for k, v in policy.items() if k not in SHARED_SNAPSHOT_KEYS}
+    return json.dumps(own, ensure_ascii=False)
+
+
 def _incident(row: asyncpg.Record) -> Incident:
-    policy = row["policy"]
+    policy = _json(row["policy"])
+    if policy is not None and row["shared_policy"] is not None:
+        policy = {**_json(row["shared_policy"]), **policy}
     return Incident(
         id=row["id"], dataset=row["dataset"], record_id=row["record_id"],
         source_unit=row["source_unit"], category=row["category"], priority=row["priority"],
@@ -54,7 +74,7 @@ def _incident(row: asyncpg.Record) -> Incident:
         reporter_ref=row["reporter_ref"], state=State(row["state"]),
         assigned_unit=row["assigned_unit"], last_unit=row["last_unit"],
         assignment_no=row["assignment_no"], primary_id=row["primary_id"],
-        policy=json.loads(policy) if isinstance(policy, str) else policy,
+        policy=policy,
         ack_due_at=row["ack_due_at"], resolve_due_at=row["resolve_due_at"],
         survey_answered=row["survey_answered"], created_at=row["created_at"],
     )
@@ -64,8 +84,7 @@ def _incident_args(i: Incident, now: datetime) -> tuple[Any, ...]:
     return (i.id, i.dataset, i.record_id, i.source_unit, i.category, i.priority, i.commune,
             i.reported_at, i.title, i.location.lat if i.location else None,
             i.location.lon if i.location else None, i.reporter_ref, i.state.value,
-            i.assigned_unit, i.last_unit, i.assignment_no, i.primary_id,
-            json.dumps(i.policy, ensure_ascii=False) if i.policy is not None else None,
+            i.assigned_unit, i.last_unit, i.assignment_no, i.primary_id, _stored_policy(i.policy),
             i.ack_due_at, i.resolve_due_at, i.survey_answered, i.created_at or now, now)
 
 
@@ -108,16 +127,16 @@ class RoutingRepository:
     # --- incidents -------------------------------------------------------------
     async def load_incidents(self, conn: asyncpg.Connection, ids: Iterable[str], *,
                              for_update: bool = False) -> dict[str, Incident]:
-        lock = " ORDER BY id FOR UPDATE" if for_update else ""
+        lock = " ORDER BY i.id FOR UPDATE OF i" if for_update else ""
         rows = await conn.fetch(
-            f"SELECT {_INCIDENT_COLUMNS} FROM {self.s}.incidents WHERE id = ANY($1::text[]){lock}",
-            list(ids))
+            _SELECT_INCIDENTS.format(s=self.s) + f"WHERE i.id = ANY($1::text[]){lock}", list(ids))
         return {r["id"]: _incident(r) for r in rows}
 
     async def insert_incidents(self, conn: asyncpg.Connection, incidents: Sequence[Incident],
                                now: datetime) -> None:
         if not incidents:
             return
+        await self._save_policy_versions(conn, [i.policy for i in incidents])
         columns = list(zip(*(_incident_args(i, now) for i in incidents), strict=True))
         await conn.execute(
             f"INSERT INTO {self.s}.incidents ({_INCIDENT_COLUMNS}, updated_at) "
@@ -134,17 +153,30 @@ class RoutingRepository:
     async def update_incident(self, conn: asyncpg.Connection, incident: Incident,
                               now: datetime) -> None:
         i = incident
+        await self._save_policy_versions(conn, [i.policy])
         await conn.execute(
             f"UPDATE {self.s}.incidents SET state = $2, assigned_unit = $3, last_unit = $4, "
             "assignment_no = $5, primary_id = $6, policy = $7::jsonb, ack_due_at = $8, "
             "resolve_due_at = $9, survey_answered = $10, updated_at = $11 WHERE id = $1",
             i.id, i.state.value, i.assigned_unit, i.last_unit, i.assignment_no, i.primary_id,
-            json.dumps(i.policy, ensure_ascii=False) if i.policy is not None else None,
-            i.ack_due_at, i.resolve_due_at, i.survey_answered, now)
+            _stored_policy(i.policy), i.ack_due_at, i.resolve_due_at, i.survey_answered, now)
+
+    async def _save_policy_versions(self, conn: asyncpg.Connection,
+                                    policies: Sequence[dict[str, Any] | None]) -> None:
+        versions: dict[str, str] = {}
+        for p in policies:
+            if p is not None and p.get("version") and p["version"] not in versions:
+                versions[p["version"]] = json.dumps({k: p[k] for k in SHARED_SNAPSHOT_KEYS},
+                                                    ensure_ascii=False)
+        if versions:
+            await conn.execute(
+                f"INSERT INTO {self.s}.policy_versions (version, body) "
+                "SELECT v, b::jsonb FROM unnest($1::text[], $2::text[]) AS x(v, b) "
+                "ON CONFLICT DO NOTHING", list(versions), list(versions.values()))
 
     async def merged_into(self, conn: asyncpg.Connection, primary_id: str) -> list[Incident]:
         rows = await conn.fetch(
-            f"SELECT {_INCIDENT_COLUMNS} FROM {self.s}.incidents WHERE primary_id = $1", primary_id)
+            _SELECT_INCIDENTS.format(s=self.s) + "WHERE i.primary_id = $1", primary_id)
         return [_incident(r) for r in rows]
 
     async def duplicate_candidates(self, conn: asyncpg.Connection,
@@ -178,20 +210,22 @@ class RoutingRepository:
     # --- audit trail -----------------------------------------------------------
     async def insert_transitions(self, conn: asyncpg.Connection,
                                  events: Sequence[tuple[uuid.UUID, IncidentEvent]]) -> None:
+        """Binary COPY: the audit trail is the largest write of a batch.
+
+        No ON CONFLICT is needed: event ids derive from the input's event id, which the
+        same transaction has just claimed, so a row can only be written once.
+        """
         if not events:
             return
-        rows = [(e.incident_id, event_id, e.type, e.from_state.value if e.from_state else None,
-                 e.to_state.value, e.actor.principal, e.actor.unit, e.reason,
-                 json.dumps(_audit_details(e), ensure_ascii=False, default=str), e.at)
-                for event_id, e in events]
-        await conn.execute(
-            f"INSERT INTO {self.s}.transitions (incident_id, event_id, event_type, from_state, "
-            "to_state, actor_principal, actor_unit, reason, details, occurred_at) "
-            "SELECT i, e, t, f, s, p, u, r, d::jsonb, a FROM unnest($1::text[], $2::uuid[], "
-            "$3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], "
-            "$10::timestamptz[]) WITH ORDINALITY AS x(i, e, t, f, s, p, u, r, d, a, n) ORDER BY n "
-            "ON CONFLICT (event_id) DO NOTHING",
-            *(list(c) for c in zip(*rows, strict=True)))
+        await conn.copy_records_to_table(
+            "transitions", schema_name=self.s,
+            columns=["incident_id", "event_id", "event_type", "from_state", "to_state",
+                     "actor_principal", "actor_unit", "reason", "details", "occurred_at"],
+            records=[(e.incident_id, event_id, e.type,
+                      e.from_state.value if e.from_state else None, e.to_state.value,
+                      e.actor.principal, e.actor.unit, e.reason,
+                      json.dumps(_audit_details(e), ensure_ascii=False, default=str), e.at)
+                     for event_id, e in events])
 
     async def history(self, conn: asyncpg.Connection, incident_id: str) -> list[asyncpg.Record]:
         return list(await conn.fetch(

@@ -22,6 +22,8 @@ class RoutingSettings(ServiceSettings):
     batch_max_records: int = 500
     # aiokafka returns at once when records are buffered; this bounds the idle wait only.
     batch_timeout_ms: int = 10
+    # Intake consumers per process (same group): overlap decision work with database waits.
+    intake_consumers: int = 2
     relay_batch_size: int = 2000
     timer_poll_s: float = 1.0
     timer_batch: int = 200

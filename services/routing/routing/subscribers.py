@@ -46,10 +46,7 @@ async def _raw_one(msg: StreamMessage[Any]) -> Any:
 
 def register_subscribers(broker: KafkaBroker, *, intake: IntakeHandler, commands: CommandHandler,
                          incident_topics: Sequence[str], commands_topic: str, group: str,
-                         max_records: int, batch_timeout_ms: int) -> None:
-    @broker.subscriber(*incident_topics, group_id=f"{group}-intake", batch=True,
-                       max_records=max_records, batch_timeout_ms=batch_timeout_ms,
-                       decoder=_raw_batch, **DURABLE)  # type: ignore[untyped-decorator]
+                         max_records: int, batch_timeout_ms: int, intake_consumers: int) -> None:
     async def on_incident_records(records: Any) -> None:
         try:
             await intake.handle_batch(records)
@@ -57,6 +54,14 @@ def register_subscribers(broker: KafkaBroker, *, intake: IntakeHandler, commands
             log.exception("intake batch failed; will be redelivered", records=len(records))
             await asyncio.sleep(RETRY_PAUSE_S)
             raise
+
+    # Several consumers of one group in one process share the partitions: while one
+    # waits for PostgreSQL, another decides its batch, so both cores are kept busy.
+    for i in range(intake_consumers):
+        broker.subscriber(*incident_topics, group_id=f"{group}-intake", batch=True,
+                          max_records=max_records, batch_timeout_ms=batch_timeout_ms,
+                          decoder=_raw_batch, title=f"routing-intake-{i}",
+                          **DURABLE)(on_incident_records)
 
     @broker.subscriber(commands_topic, group_id=f"{group}-commands", decoder=_raw_one, **DURABLE)  # type: ignore[untyped-decorator]
     async def on_command(record: Any) -> None:

@@ -7,6 +7,7 @@ edits of the configuration never change an incident already dispatched.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -78,6 +79,7 @@ class Planner:
                 "chain": [st.model_dump(mode="json", exclude_none=True) for st in p.escalation.chain],
                 "calendar": p.calendar.model_dump(mode="json"),
             }
+            self._static["version"] = policy_version(self._static)
         return self._static
 
     def snapshot(self, *, category: str, priority: str, match: RuleMatch, unit: str,
@@ -90,8 +92,10 @@ class Planner:
             self._dues[index] = dues
         static = self._static_parts()
         return {
+            # Why this rule: the area line and the lines of the matching rule (the skipped
+            # rules are what `dry-run` is for).
             "rule": {"id": match.rule_id, "unit": match.unit, "area": match.area,
-                     "explanation": list(match.explanation)},
+                     "explanation": [match.explanation[0], *match.explanation[-2:]]},
             "unit": unit,
             "unit_chosen_by": "operator" if manual_unit else "rule",
             "automation": automation.id if automation is not None else None,
@@ -103,6 +107,7 @@ class Planner:
             "reminders_before": static["reminders_before"],
             "chain": static["chain"],
             "calendar": static["calendar"],
+            "version": static["version"],
             "assigned_at": self.at.isoformat(),
         }
 
@@ -114,6 +119,25 @@ class Planner:
             work = first_per_deadline(schedule(snapshot, self.calendar))
             self._work[index] = work
         return work
+
+
+# Parts of a snapshot shared by every incident assigned under the same configuration;
+# storage may keep them once per `version` instead of once per incident.
+SHARED_SNAPSHOT_KEYS = ("reminders_before", "chain", "calendar")
+
+
+def policy_version(shared: dict[str, Any]) -> str:
+    body = json.dumps({k: shared[k] for k in SHARED_SNAPSHOT_KEYS}, sort_keys=True,
+                      ensure_ascii=False)
+    return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+def snapshot_summary(snapshot: dict[str, Any]) -> dict[str, Any]:
+    """What events carry of the snapshot (the full one stays with the incident)."""
+    return {"rule": snapshot["rule"]["id"], "unit_chosen_by": snapshot["unit_chosen_by"],
+            "automation": snapshot["automation"], "deadline_entry": snapshot["deadline_entry"],
+            "acknowledge": snapshot["acknowledge"], "resolve": snapshot["resolve"],
+            "version": snapshot["version"]}
 
 
 def snapshot_due(snapshot: dict[str, Any], deadline: DeadlineKind) -> datetime:

@@ -7,7 +7,7 @@ command is accepted, so a rejected command leaves no trace but its answer.
 from __future__ import annotations
 
 from routing.domain.commands import Command
-from routing.domain.deadlines import snapshot_due
+from routing.domain.deadlines import snapshot_due, snapshot_summary
 from routing.domain.model import Context, Incident, IncidentEvent, Notification, Outcome
 from routing.domain.policy import Automation
 from routing.domain.reasons import ROLE_NAMES, Reason, Rejection, illegal, reject
@@ -185,7 +185,8 @@ def assign(incident: Incident, actor: Actor, ctx: Context, *, unit: str | None,
     data: dict[str, object] = {
         **(extra or {}), "unit": chosen, "assignment_no": incident.assignment_no,
         "rule_id": match.rule_id, "acknowledge_due_at": snapshot["acknowledge_due_at"],
-        "resolve_due_at": snapshot["resolve_due_at"], "policy": snapshot,
+        "resolve_due_at": snapshot["resolve_due_at"],
+        "policy": snapshot_summary(snapshot),
     }
     event = IncidentEvent(event_type, incident.id, before, State.ASSIGNED, actor, ctx.now, reason,
                           data)

@@ -1,7 +1,16 @@
 -- Routing state. search_path is the service schema (default `routing`).
 
+-- The parts of policy snapshots that many incidents share (escalation chain,
+-- reminders, calendar), stored once per version (a hash of their content).
+CREATE TABLE policy_versions (
+    version          text        PRIMARY KEY,
+    body             jsonb       NOT NULL,
+    created_at       timestamptz NOT NULL DEFAULT now()
+);
+
 -- One row per incident, i.e. per (dataset, record id). `policy` is the
--- snapshot of the rule, deadlines and escalation chain in force at assignment.
+-- snapshot of the rule, deadlines and escalation chain in force at assignment
+-- (its shared parts by reference to policy_versions).
 CREATE TABLE incidents (
     id               text        PRIMARY KEY,
     dataset          text        NOT NULL,

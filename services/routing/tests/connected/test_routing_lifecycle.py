@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncpg
 import pytest
 from ioc_shared.testing import database_url
+from routing.repository import RoutingRepository
 from routing_harness import World, record
 
 pytestmark = pytest.mark.connected
@@ -55,7 +56,7 @@ async def test_incident_goes_from_record_to_survey_answer(world: World, watch) -
     # The rule for traffic named the unit, and the policy was frozen on the assignment.
     assigned = w.envelopes(t.events, "routing.incident.assigned", incident)[0].payload
     assert assigned["unit"] == "phong-kt-ht" and assigned["rule_id"] == "ha-tang"
-    assert assigned["policy"]["rule"]["id"] == "ha-tang"
+    assert assigned["policy"]["rule"] == "ha-tang"
     assert assigned["policy"]["acknowledge"] == {"working_hours": 2.0}
     types = [e.type for e in w.envelopes(t.events, subject=incident)]
     assert types == ["routing.incident.received", "routing.incident.verified",
@@ -83,11 +84,16 @@ async def test_incident_goes_from_record_to_survey_answer(world: World, watch) -
                                  "WHERE incident_id = $1 ORDER BY id", incident)
         survey = await conn.fetchrow(f"SELECT unit, score FROM {s}.survey_answers "
                                      "WHERE incident_id = $1", incident)
+        loaded = (await RoutingRepository(s).load_incidents(conn, [incident]))[incident]
     finally:
         await conn.close()
     assert [r["event_type"] for r in trail] == types
     assert (trail[2]["actor_principal"], trail[2]["actor_unit"]) == ("ioc-leader", "ioc-loc-ninh")
     assert dict(survey) == {"unit": "phong-kt-ht", "score": 5}
+    # The whole policy in force at assignment is kept with the incident.
+    assert loaded.policy is not None and loaded.policy["rule"]["id"] == "ha-tang"
+    assert [s["level"] for s in loaded.policy["chain"]][-1] == "district-leadership"
+    assert loaded.policy["calendar"]["timezone"] == "Asia/Ho_Chi_Minh"
 
 
 def world_unit(principal: str) -> str:
