@@ -212,11 +212,12 @@ class OutboxRelay:
         tps = {TopicPartition(t, p) for t, p in targets}
         ends = await self._end_offsets(tps)
         async with self._pool.acquire() as conn:
-            await conn.executemany(
-                f"UPDATE {s}.outbox SET claimed_at = now(), partition = $2, claim_offset = $3 "
-                "WHERE id = $1",
-                [(r["id"], p, ends[TopicPartition(t, p)]) for r, (t, p) in zip(rows, targets,
-                                                                                   strict=True)])
+            # One statement over arrays (a per-row executemany cost a third of a batch).
+            await conn.execute(
+                f"UPDATE {s}.outbox o SET claimed_at = now(), partition = c.p, claim_offset = c.o "
+                "FROM unnest($1::bigint[], $2::int[], $3::bigint[]) AS c(id, p, o) WHERE o.id = c.id",
+                [r["id"] for r in rows], [p for _, p in targets],
+                [ends[TopicPartition(t, p)] for t, p in targets])
         futures = []
         for r, (topic, partition) in zip(rows, targets, strict=True):
             headers = json.loads(r["headers"]) if isinstance(r["headers"], str) else r["headers"]
