@@ -71,7 +71,10 @@ class IngestService:
         rt = await self.runtime.__aenter__()
         try:
             assert rt.pool is not None
-            self._producer = make_producer(s.kafka_bootstrap, client_id=f"ingest-{s.instance_id}")
+            # No linger: the sink hands the producer whole record batches per partition (built
+            # without yielding), so waiting for more records would only delay confirmations.
+            self._producer = make_producer(s.kafka_bootstrap, client_id=f"ingest-{s.instance_id}",
+                                           linger_ms=0)
             await self._producer.start()
             repository = IngestRepository(rt.pool, s.db_schema)
             ingestor = Ingestor(build_catalog(s, rt.registry), max_message_bytes=s.max_message_bytes)
