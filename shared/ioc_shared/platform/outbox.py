@@ -20,7 +20,7 @@ import json
 import uuid
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -49,8 +49,20 @@ async def enqueue(conn: asyncpg.Connection, schema: str, topic: str, envelope: E
     await conn.execute(f"NOTIFY {_channel(schema)}")
 
 
+class Outgoing(Protocol):
+    """What the outbox needs of an event: an `Envelope`, or an already serialized one."""
+
+    @property
+    def event_id(self) -> uuid.UUID: ...
+
+    @property
+    def key(self) -> bytes | None: ...
+
+    def to_bytes(self) -> bytes: ...
+
+
 async def enqueue_many(conn: asyncpg.Connection, schema: str,
-                       messages: Sequence[tuple[str, Envelope, bytes | None, Mapping[str, str]]]
+                       messages: Sequence[tuple[str, Outgoing, bytes | None, Mapping[str, str]]]
                        ) -> None:
     """Add many events in the caller's transaction in one round trip, with one NOTIFY.
 
@@ -75,7 +87,7 @@ async def enqueue_many(conn: asyncpg.Connection, schema: str,
 
 
 async def enqueue_fresh(conn: asyncpg.Connection, schema: str,
-                        messages: Sequence[tuple[str, Envelope, bytes | None, Mapping[str, str]]]
+                        messages: Sequence[tuple[str, Outgoing, bytes | None, Mapping[str, str]]]
                         ) -> None:
     """As `enqueue_many`, by binary COPY (about twice as fast), for events known to be new.
 
