@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+import orjson
 
 from routing.domain.deadlines import SHARED_SNAPSHOT_KEYS, DueWork
 from routing.domain.geo import DuplicateCandidate, Point
@@ -59,7 +60,7 @@ def _stored_policy(policy: dict[str, Any] | None) -> str | None:
     if policy is None:
         return None
     own = {k: v for k, v in policy.items() if k not in SHARED_SNAPSHOT_KEYS}
-    return json.dumps(own, ensure_ascii=False)
+    return _dumps(own)
 
 
 def _incident(row: asyncpg.Record) -> Incident:
@@ -224,7 +225,7 @@ class RoutingRepository:
             records=[(e.incident_id, event_id, e.type,
                       e.from_state.value if e.from_state else None, e.to_state.value,
                       e.actor.principal, e.actor.unit, e.reason,
-                      json.dumps(_audit_details(e), ensure_ascii=False, default=str), e.at)
+                      _dumps(_audit_details(e)), e.at)
                      for event_id, e in events])
 
     async def history(self, conn: asyncpg.Connection, incident_id: str) -> list[asyncpg.Record]:
@@ -299,6 +300,10 @@ class RoutingRepository:
             f"INSERT INTO {self.s}.survey_answers (incident_id, unit, score, comment, principal, "
             "answered_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
             incident_id, unit, score, comment, principal, at)
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value, default=str).decode()
 
 
 def _audit_details(event: IncidentEvent) -> dict[str, Any]:
