@@ -13,14 +13,13 @@ from datetime import datetime
 from pathlib import Path
 
 from ioc_shared.contracts.topics import canonical_topic
-from ioc_shared.platform.kafka import make_producer
-from ioc_shared.platform.outbox import OutboxRelay
 from ioc_shared.platform.runtime import ServiceRuntime
 from ioc_shared.registry import load_registry
 
 from routing.config import load_policy, organisation_from_registry
 from routing.handlers import CommandHandler, IntakeHandler, RoutingCore
 from routing.publishing import RoutingTopics, incident_topic_specs
+from routing.relay import start_relay
 from routing.repository import RoutingRepository
 from routing.settings import RoutingSettings
 from routing.subscribers import register_subscribers
@@ -62,13 +61,8 @@ async def run_routing(settings: RoutingSettings, stop: asyncio.Event, *,
                              group=group, max_records=settings.batch_max_records,
                              batch_timeout_ms=settings.batch_timeout_ms,
                              intake_consumers=settings.intake_consumers)
-        producer = make_producer(settings.kafka_bootstrap,
-                                 client_id=f"routing-outbox-{settings.instance_id}")
-        await producer.start()
-        relay = OutboxRelay(rt.pool, settings.db_schema, producer, settings.kafka_bootstrap,
-                            batch_size=settings.relay_batch_size, idle_poll_s=0.5)
+        stop_relay, relay_task = await start_relay(settings, rt.pool, rt.spawn)
         timers = TimerWorker(core, poll_s=settings.timer_poll_s, batch=settings.timer_batch)
-        rt.spawn(relay.run())
         rt.spawn(timers.run())
         try:
             await rt.start_broker()
@@ -81,11 +75,10 @@ async def run_routing(settings: RoutingSettings, stop: asyncio.Event, *,
             timers.stop()
             # Stop consuming first so the outbox can drain what was already decided.
             await rt.broker.stop()
-            await _drain(core, relay)
-            relay.stop()
-            await asyncio.sleep(0)
-            await producer.stop()
-            await relay.close()
+            await _drain(core)
+            await stop_relay()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(relay_task, 15)
 
 
 async def _until(stop: asyncio.Event, rt: ServiceRuntime) -> None:
@@ -100,7 +93,7 @@ async def _until(stop: asyncio.Event, rt: ServiceRuntime) -> None:
                 await task
 
 
-async def _drain(core: RoutingCore, relay: OutboxRelay) -> None:
+async def _drain(core: RoutingCore) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + _DRAIN_ON_STOP_S
     while loop.time() < deadline:

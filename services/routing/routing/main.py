@@ -49,6 +49,14 @@ def serve() -> None:
     asyncio.run(main())
 
 
+@cli.command()
+def relay() -> None:
+    """Run only the outbox relay (started by `serve` as a child process)."""
+    from routing.relay import run_relay_process
+
+    asyncio.run(run_relay_process(RoutingSettings()))
+
+
 @cli.command("check-config")
 def check_config() -> None:
     """Validate config/routing.yaml against the registry; exit 1 with every problem."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from ioc_shared.platform.settings import REPO_ROOT, ServiceSettings
 from pydantic_settings import SettingsConfigDict
@@ -25,5 +25,7 @@ class RoutingSettings(ServiceSettings):
     # Intake consumers per process (same group): overlap decision work with database waits.
     intake_consumers: int = 2
     relay_batch_size: int = 2000
+    # "process": the outbox relay runs as a child process on another core; "inline": a task.
+    relay_mode: Literal["process", "inline"] = "process"
     timer_poll_s: float = 1.0
     timer_batch: int = 200
