@@ -163,8 +163,8 @@ class IntakeHandler:
                 return 0
             existing = await core.repo.load_incidents(
                 conn, {a.incident.id for a in todo}, for_update=True)
-            primaries = await core.repo.load_incidents(
-                conn, {i.primary_id for i in existing.values() if i.primary_id})
+            primary_ids = {i.primary_id for i in existing.values() if i.primary_id}
+            primaries = await core.repo.load_incidents(conn, primary_ids) if primary_ids else {}
             nearby = CandidateIndex(ctx.policy.duplicates.radius_m)
             for candidate in await self._candidates(
                     conn, [a for a in todo if a.incident.id not in existing], ctx.policy):
@@ -191,8 +191,9 @@ class IntakeHandler:
                     # Later records of the same batch see this one as a candidate.
                     nearby.add(DuplicateCandidate(incident.id, incident.category,
                                                   incident.location, incident.reported_at))
-            await core.repo.insert_incidents(conn, created, ctx.now)
+            versions = await core.repo.insert_incidents(conn, created, ctx.now)
             await core.write(conn, effects, fresh=True)
+        core.repo.versions_committed(versions)
         return len(created)
 
     async def _candidates(self, conn: asyncpg.Connection, arrivals: list[_Arrival],

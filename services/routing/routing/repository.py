@@ -92,6 +92,12 @@ def _incident_args(i: Incident, now: datetime) -> tuple[Any, ...]:
 class RoutingRepository:
     def __init__(self, schema: str) -> None:
         self.s = schema
+        # Policy versions known to be committed: saved once, not on every batch.
+        self._versions: set[str] = set()
+
+    def versions_committed(self, versions: Iterable[str]) -> None:
+        """Call after the transaction that saved `versions` committed."""
+        self._versions.update(versions)
 
     # --- idempotency ---------------------------------------------------------
     async def claim_events(self, conn: asyncpg.Connection, consumer: str,
@@ -134,10 +140,11 @@ class RoutingRepository:
         return {r["id"]: _incident(r) for r in rows}
 
     async def insert_incidents(self, conn: asyncpg.Connection, incidents: Sequence[Incident],
-                               now: datetime) -> None:
+                               now: datetime) -> list[str]:
+        """Insert new incidents; returns the policy versions saved with them."""
         if not incidents:
-            return
-        await self._save_policy_versions(conn, [i.policy for i in incidents])
+            return []
+        versions = await self._save_policy_versions(conn, [i.policy for i in incidents])
         columns = list(zip(*(_incident_args(i, now) for i in incidents), strict=True))
         await conn.execute(
             f"INSERT INTO {self.s}.incidents ({_INCIDENT_COLUMNS}, updated_at) "
@@ -150,6 +157,7 @@ class RoutingRepository:
             "c8, c9, c10, c11, c12, c13, c14, c15, c16, c17, c18, c19, c20, c21, c22, c23) "
             "ON CONFLICT (id) DO NOTHING",
             *(list(c) for c in columns))
+        return versions
 
     async def update_incident(self, conn: asyncpg.Connection, incident: Incident,
                               now: datetime) -> None:
@@ -163,10 +171,11 @@ class RoutingRepository:
             _stored_policy(i.policy), i.ack_due_at, i.resolve_due_at, i.survey_answered, now)
 
     async def _save_policy_versions(self, conn: asyncpg.Connection,
-                                    policies: Sequence[dict[str, Any] | None]) -> None:
+                                    policies: Sequence[dict[str, Any] | None]) -> list[str]:
         versions: dict[str, str] = {}
         for p in policies:
-            if p is not None and p.get("version") and p["version"] not in versions:
+            if (p is not None and p.get("version") and p["version"] not in versions
+                    and p["version"] not in self._versions):
                 versions[p["version"]] = json.dumps({k: p[k] for k in SHARED_SNAPSHOT_KEYS},
                                                     ensure_ascii=False)
         if versions:
@@ -174,6 +183,7 @@ class RoutingRepository:
                 f"INSERT INTO {self.s}.policy_versions (version, body) "
                 "SELECT v, b::jsonb FROM unnest($1::text[], $2::text[]) AS x(v, b) "
                 "ON CONFLICT DO NOTHING", list(versions), list(versions.values()))
+        return list(versions)
 
     async def merged_into(self, conn: asyncpg.Connection, primary_id: str) -> list[Incident]:
         rows = await conn.fetch(
