@@ -100,8 +100,9 @@ class World:
         return incident_id_for(dataset, record["record_id"])
 
     async def command(self, principal: str, verb: str, incident_id: str, *,
-                      sign_with: str | None = None, **payload: Any) -> str:
-        command_id = str(uuid.uuid4())
+                      sign_with: str | None = None, command_id: str | None = None,
+                      **payload: Any) -> str:
+        command_id = command_id or str(uuid.uuid4())
         env = Envelope(type=f"routing.command.{verb}", source_unit="whoever", subject=incident_id,
                        payload={"command_id": command_id, **payload})
         value = env.to_bytes()

@@ -110,3 +110,30 @@ async def test_auto_category_is_assigned_without_commands(world: World, watch) -
     assert assigned[0].payload["unit"] == "xa-loc-an"
     assert assigned[0].payload["actor"]["principal"] == "system:routing"
     assert assigned[0].payload["policy"]["automation"] == "moi-truong-thong-thuong"
+
+
+async def test_duplicate_is_flagged_merged_and_its_updates_reach_the_primary(world: World,
+                                                                             watch) -> None:
+    await world.start()
+    w = await watch()
+    t = world.topics
+    spot = {"lat": 11.8300, "lon": 106.6000}
+    near = {"lat": 11.8304, "lon": 106.6000}          # about 45 m away
+    first = await world.publish_record(record("DUP-1", category="giao-thong", location=spot))
+    second = await world.publish_record(record("DUP-2", category="giao-thong", location=near))
+    flagged = await w.wait(lambda: w.envelopes(t.events, "routing.incident.duplicate-suspected",
+                                               second))
+    assert [c["incident_id"] for c in flagged[0].payload["candidates"]] == [first]
+
+    cid = await world.command("ioc-operator", "merge", second, primary_id=first)
+    result = await w.wait(lambda: [e for e in w.envelopes(t.results)
+                                   if e.payload["command_id"] == cid])
+    assert result[0].payload["status"] == "accepted" and result[0].payload["state"] == "merged"
+    assert w.envelopes(t.events, "routing.incident.duplicate-merged", first)
+
+    await world.publish_record(record("DUP-2", category="giao-thong", location=near,
+                                      title="Ổ gà lớn hơn, đã có người ngã"))
+    forwarded = await w.wait(lambda: w.envelopes(t.events, "routing.incident.update-forwarded",
+                                                 first))
+    assert forwarded[0].payload["duplicate_id"] == second
+    assert forwarded[0].payload["changes"] == {"title": "Ổ gà lớn hơn, đã có người ngã"}

@@ -119,4 +119,11 @@ async def test_unit_acting_on_another_units_incident_is_refused(world: World, wa
     assert result[0].payload["status"] == "accepted"
     assert [e.type for e in w.envelopes(t.events, subject=incident)][-1] == \
         "routing.incident.acknowledged"
+
+    # The same command id again (a client retry in a new envelope) changes nothing.
+    await world.command("xa-loc-an-system", "acknowledge", incident, command_id=own)
+    again = await w.wait(lambda: [e for e in w.envelopes(t.results, subject="xa-loc-an")
+                                  if e.payload["command_id"] == own and e.payload.get("duplicate")])
+    assert again[0].payload["reason_code"] == "duplicate_command"
+    assert again[0].payload["status"] == "accepted"      # what the first one got
     assert len(w.envelopes(t.events, "routing.incident.acknowledged", incident)) == 1
