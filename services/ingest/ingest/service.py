@@ -27,7 +27,7 @@ from ingest.outgoing import KafkaSink
 from ingest.periodic import FreshnessChecker, QualityPublisher, every, policy_from
 from ingest.repository import IngestRepository
 from ingest.settings import IngestSettings
-from ingest.subscribers import register_subscribers
+from ingest.subscribers import InboundWorker, register_subscribers
 from ingest.topics import IngestTopics
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -61,6 +61,7 @@ class IngestService:
         self.quality: QualityPublisher
         self._relay: OutboxRelay | None = None
         self._producer: Any = None
+        self._worker: InboundWorker | None = None
 
     @property
     def http_port(self) -> int | None:
@@ -83,7 +84,7 @@ class IngestService:
                 metrics=IngestMetrics(rt.metrics),
                 tracer=trace.get_tracer("ingest", tracer_provider=rt.tracer_provider),
                 chunk_records=s.chunk_records)
-            register_subscribers(rt.broker, s, self.topics.inbound, self.pipeline)
+            self._worker = register_subscribers(rt.broker, s, self.topics.inbound, self.pipeline)
             self.intake.pipeline = self.pipeline
             self._relay = OutboxRelay(rt.pool, s.db_schema, self._producer, s.kafka_bootstrap)
             policy = policy_from(rt.registry, s.freshness_continuous_s, s.freshness_grace_s)
@@ -115,7 +116,10 @@ class IngestService:
                      tb: TracebackType | None) -> None:
         if self._relay is not None:
             self._relay.stop()
-        # The runtime stops the broker first (no batch in flight), then background tasks.
+        # Work off (or leave for redelivery) what the consume loop handed over and flush its
+        # commits; then the runtime stops the broker, then background tasks.
+        if self._worker is not None:
+            await self._worker.close()
         await self.runtime.__aexit__(exc_type, exc, tb)
         if self._relay is not None:
             await self._relay.close()
