@@ -26,7 +26,13 @@ from pydantic import ValidationError
 from routing.domain.calendar import WorkingCalendar
 from routing.domain.commands import Command, command_id_of, parse_command
 from routing.domain.geo import CandidateIndex, DuplicateCandidate, bounding_box
-from routing.domain.intake import RecordError, incident_from_record, receive, record_updated
+from routing.domain.intake import (
+    RecordError,
+    flag_duplicates,
+    incident_from_record,
+    receive,
+    record_updated,
+)
 from routing.domain.lifecycle import decide
 from routing.domain.model import Context, Incident
 from routing.domain.organisation import Organisation
@@ -165,11 +171,7 @@ class IntakeHandler:
                 conn, {a.incident.id for a in todo}, for_update=True)
             primary_ids = {i.primary_id for i in existing.values() if i.primary_id}
             primaries = await core.repo.load_incidents(conn, primary_ids) if primary_ids else {}
-            nearby = CandidateIndex(ctx.policy.duplicates.radius_m)
-            for candidate in await self._candidates(
-                    conn, [a for a in todo if a.incident.id not in existing], ctx.policy):
-                nearby.add(candidate)
-            created: list[Incident] = []
+            created: list[_Arrival] = []
             for arrival in todo:
                 incident = arrival.incident
                 with _span_of(arrival.record, "routing.intake"):
@@ -180,21 +182,50 @@ class IntakeHandler:
                         effects.record(outcome, known, seed=arrival.envelope.event_id,
                                        cause=arrival.envelope)
                         continue
-                    near = (nearby.near(incident.category, incident.location)
-                            if incident.location is not None else [])
-                    outcome = receive(incident, ctx, core.system, near)
+                    outcome = receive(incident, ctx, core.system)
                     effects.record(outcome, incident, seed=arrival.envelope.event_id,
                                    cause=arrival.envelope)
                 existing[incident.id] = incident
-                created.append(incident)
-                if incident.location is not None:
-                    # Later records of the same batch see this one as a candidate.
-                    nearby.add(DuplicateCandidate(incident.id, incident.category,
-                                                  incident.location, incident.reported_at))
-            versions = await core.repo.insert_incidents(conn, created, ctx.now)
+                created.append(arrival)
+            versions = await core.repo.insert_incidents(conn, [a.incident for a in created],
+                                                        ctx.now)
             await core.write(conn, effects, fresh=True)
+            await self._flag_duplicates(conn, created, ctx)
         core.repo.versions_committed(versions)
         return len(created)
+
+    async def _flag_duplicates(self, conn: asyncpg.Connection, created: list[_Arrival],
+                               ctx: Context) -> None:
+        """Flag likely duplicates, last in the transaction, serialised per category.
+
+        Concurrent batches (two consumers, two instances) cannot see each other's
+        uncommitted incidents; a transaction-scoped lock per category makes the later
+        batch wait for the earlier one's commit, so it sees those incidents and flags
+        the pair. Only this short tail of the transaction runs under the lock.
+        """
+        located = [a for a in created if a.incident.location is not None]
+        if not located:
+            return
+        core = self.core
+        await core.repo.lock_categories(conn, {a.incident.category for a in located})
+        nearby = CandidateIndex(ctx.policy.duplicates.radius_m)
+        for candidate in await self._candidates(conn, located, ctx.policy):
+            nearby.add(candidate)
+        effects = core.effects()
+        later = {a.incident.id for a in located}
+        for arrival in located:
+            incident = arrival.incident
+            later.discard(incident.id)
+            assert incident.location is not None
+            # Before this one: committed incidents and those earlier in this batch.
+            before = [c for c in nearby.near(incident.category, incident.location)
+                      if c.incident_id != incident.id and c.incident_id not in later]
+            outcome = flag_duplicates(incident, ctx, core.system, before)
+            if outcome.events:
+                with _span_of(arrival.record, "routing.duplicates"):
+                    effects.record(outcome, incident, seed=(arrival.envelope.event_id, "dup"),
+                                   cause=arrival.envelope)
+        await core.write(conn, effects, fresh=True)
 
     async def _candidates(self, conn: asyncpg.Connection, arrivals: list[_Arrival],
                           policy: RoutingPolicy) -> list[DuplicateCandidate]:

@@ -190,6 +190,13 @@ class RoutingRepository:
             _SELECT_INCIDENTS.format(s=self.s) + "WHERE i.primary_id = $1", primary_id)
         return [_incident(r) for r in rows]
 
+    async def lock_categories(self, conn: asyncpg.Connection, categories: Iterable[str]) -> None:
+        """Transaction-scoped locks serialising duplicate checks per category (sorted: no
+        deadlock between two batches)."""
+        for category in sorted(categories):
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                               f"routing-duplicates:{self.s}:{category}")
+
     async def duplicate_candidates(self, conn: asyncpg.Connection,
                                    queries: Sequence[DuplicateQuery], limit: int
                                    ) -> list[DuplicateCandidate]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -73,9 +74,8 @@ def incident_from_record(dataset: str, source_unit: str, record: dict[str, Any],
     )
 
 
-def receive(incident: Incident, ctx: Context, system: Actor,
-            candidates: list[DuplicateCandidate]) -> Outcome:
-    """Record the incident, flag likely duplicates, then run the configured automation."""
+def receive(incident: Incident, ctx: Context, system: Actor) -> Outcome:
+    """Record the incident, then run the configured automation."""
     incident.created_at = ctx.now
     outcome = Outcome(events=[IncidentEvent(
         RECEIVED_EVENT, incident.id, None, State.RECEIVED, system, ctx.now, None,
@@ -83,19 +83,30 @@ def receive(incident: Incident, ctx: Context, system: Actor,
          "source_unit": incident.source_unit, "category": incident.category,
          "priority": incident.priority, "commune": incident.commune,
          "reported_at": incident.reported_at.isoformat(), "title": incident.title})])
-    if incident.location is not None:
-        dup = ctx.policy.duplicates
-        found = likely_duplicates(incident.category, incident.location, incident.reported_at,
-                                  candidates, radius_m=dup.radius_m,
-                                  window=dup.window.wall_clock(), limit=dup.max_candidates)
-        if found:
-            outcome.events.append(IncidentEvent(
-                "routing.incident.duplicate-suspected", incident.id, State.RECEIVED,
-                State.RECEIVED, system, ctx.now, None,
-                {"candidates": [{"incident_id": d.incident_id, "distance_m": round(d.distance_m, 1),
-                                 "apart_s": int(d.apart.total_seconds())} for d in found]}))
     outcome.extend(automate(incident, ctx, system))
     return outcome
+
+
+def flag_duplicates(incident: Incident, ctx: Context, system: Actor,
+                    candidates: Iterable[DuplicateCandidate]) -> Outcome:
+    """Flag the incident as a likely duplicate of incidents that existed before it.
+
+    `candidates` are the open incidents recorded before this one (the caller excludes
+    the incident itself and anything recorded after it), so each pair is flagged once.
+    """
+    if incident.location is None:
+        return Outcome()
+    dup = ctx.policy.duplicates
+    found = likely_duplicates(incident.category, incident.location, incident.reported_at,
+                              candidates, radius_m=dup.radius_m, window=dup.window.wall_clock(),
+                              limit=dup.max_candidates)
+    if not found:
+        return Outcome()
+    return Outcome(events=[IncidentEvent(
+        "routing.incident.duplicate-suspected", incident.id, incident.state, incident.state,
+        system, ctx.now, None,
+        {"candidates": [{"incident_id": d.incident_id, "distance_m": round(d.distance_m, 1),
+                         "apart_s": int(d.apart.total_seconds())} for d in found]})])
 
 
 def automate(incident: Incident, ctx: Context, system: Actor) -> Outcome:

@@ -7,7 +7,13 @@ from typing import Any
 
 import pytest
 from routing.domain.geo import DuplicateCandidate, Point, bounding_box, haversine_m, likely_duplicates
-from routing.domain.intake import RecordError, incident_from_record, receive, record_updated
+from routing.domain.intake import (
+    RecordError,
+    flag_duplicates,
+    incident_from_record,
+    receive,
+    record_updated,
+)
 from routing.domain.model import incident_id_for
 from routing.domain.states import State
 from routing_examples import NOW, SYSTEM, ctx, incident
@@ -38,7 +44,7 @@ def test_unusable_records_are_refused(broken: dict[str, Any]) -> None:
 
 def test_automated_category_is_verified_approved_and_assigned() -> None:
     inc = incident_from_record("field-reports", "xa-c", raw())
-    out = receive(inc, ctx(), SYSTEM, [])
+    out = receive(inc, ctx(), SYSTEM)
     assert [e.type.rsplit(".", 1)[1] for e in out.events] == [
         "received", "verified", "approved", "assigned"]
     assert inc.state is State.ASSIGNED and inc.assigned_unit == "xa-a"
@@ -49,7 +55,7 @@ def test_automated_category_is_verified_approved_and_assigned() -> None:
 
 def test_other_categories_wait_for_people() -> None:
     inc = incident_from_record("field-reports", "xa-c", raw(priority="cao"))
-    out = receive(inc, ctx(), SYSTEM, [])
+    out = receive(inc, ctx(), SYSTEM)
     assert [e.type for e in out.events] == ["routing.incident.received"]
     assert inc.state is State.RECEIVED and out.schedule is None
 
@@ -80,11 +86,14 @@ def test_haversine_and_bounding_box() -> None:
         assert lat0 <= bearing_point.lat <= lat1 and lon0 <= bearing_point.lon <= lon1
 
 
-def test_receive_flags_a_likely_duplicate() -> None:
+def test_a_likely_duplicate_is_flagged_against_earlier_incidents() -> None:
     inc = incident_from_record("field-reports", "xa-c", raw())
-    out = receive(inc, ctx(), SYSTEM, [candidate("inc-old", 11.8005, 106.6)])
-    flagged = [e for e in out.events if e.type == "routing.incident.duplicate-suspected"]
-    assert flagged and flagged[0].data["candidates"][0]["incident_id"] == "inc-old"
+    out = flag_duplicates(inc, ctx(), SYSTEM, [candidate("inc-old", 11.8005, 106.6)])
+    assert [e.type for e in out.events] == ["routing.incident.duplicate-suspected"]
+    assert out.events[0].data["candidates"][0]["incident_id"] == "inc-old"
+    assert not flag_duplicates(inc, ctx(), SYSTEM, [candidate("far", 11.9, 106.6)]).events
+    inc.location = None
+    assert not flag_duplicates(inc, ctx(), SYSTEM, [candidate("inc-old", 11.8, 106.6)]).events
 
 
 def test_update_of_a_merged_incident_reaches_the_primary() -> None:
