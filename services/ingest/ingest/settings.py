@@ -19,6 +19,14 @@ class IngestSettings(ServiceSettings):
     # Hot path: records per batch and how long an empty poll waits.
     batch_max_records: int = 1000
     batch_timeout_ms: int = 100
+    # Fetches: the broker answers once `fetch_min_bytes` are there or after `fetch_max_wait_ms`.
+    # Under load the first holds at once; at a trickle, a fetch (and a pass of the consume
+    # loop) every few ms instead of one per record or two, for at most that much latency.
+    fetch_min_bytes: int = 64 * 1024
+    fetch_max_wait_ms: int = 5
+    # At most one offset commit per interval (the offsets of batches worked meanwhile are
+    # merged; each is still committed only once its effects are durable).
+    commit_interval_ms: int = 20
     # A batch is worked in chunks so database and broker waits overlap with work.
     chunk_records: int = 250
     # Larger inbound messages are rejected as too_large before parsing.

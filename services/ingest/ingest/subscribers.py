@@ -63,9 +63,11 @@ async def tolerant_batch_parser(
         return message
 
 
-async def no_body(_: StreamMessage[Any]) -> None:
-    """The handler reads the raw records; skip FastStream's per-message JSON decoding."""
-    return None
+async def whole_message(message: StreamMessage[Any]) -> StreamMessage[Any]:
+    """The handler reads the raw records: skip FastStream's per-message JSON decoding and hand
+    it the message itself as its body. (A `KafkaMessage` context parameter instead would be
+    resolved by fast_depends in a worker thread, one thread hop per batch.)"""
+    return message
 
 
 class InboundWorker:
@@ -88,11 +90,12 @@ class InboundWorker:
     """
 
     def __init__(self, pipeline: IngestPipeline, *, max_records: int, retry_backoff_s: float,
-                 max_queued: int | None = None) -> None:
+                 max_queued: int | None = None, commit_interval_s: float = 0.0) -> None:
         self.pipeline = pipeline
         self.max_records = max(1, max_records)
         self.max_queued = max_queued or 2 * self.max_records
         self.retry_backoff_s = retry_backoff_s
+        self.commit_interval_s = commit_interval_s
         self._queue: collections.deque[tuple[ConsumerRecord[Any, Any], ...]] = collections.deque()
         self._queued = 0
         self._consumer: Any = None
@@ -180,6 +183,9 @@ class InboundWorker:
                 async with self._changed:
                     self._committing = False
                     self._changed.notify_all()
+            if self.commit_interval_s > 0:
+                # Offsets of the batches worked meanwhile go together in the next commit.
+                await asyncio.sleep(self.commit_interval_s)
 
     async def flush(self, timeout: float = 30.0) -> None:
         """Work off the queue and commit everything worked (rebalance, shutdown)."""
@@ -229,14 +235,17 @@ class _FlushOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
 def register_subscribers(broker: KafkaBroker, settings: IngestSettings, inbound_topic: str,
                          pipeline: IngestPipeline) -> InboundWorker:
     worker = InboundWorker(pipeline, max_records=settings.batch_max_records,
-                           retry_backoff_s=settings.retry_backoff_s)
+                           retry_backoff_s=settings.retry_backoff_s,
+                           commit_interval_s=settings.commit_interval_ms / 1000)
 
     @broker.subscriber(
         inbound_topic, batch=True, group_id=settings.consumer_group,
         max_records=settings.batch_max_records, batch_timeout_ms=settings.batch_timeout_ms,
-        max_partition_fetch_bytes=4 * 1024 * 1024, parser=tolerant_batch_parser, decoder=no_body,
+        max_partition_fetch_bytes=4 * 1024 * 1024, fetch_min_bytes=settings.fetch_min_bytes,
+        fetch_max_wait_ms=settings.fetch_max_wait_ms, parser=tolerant_batch_parser, decoder=whole_message,
         listener=_FlushOnRevoke(worker), **MANUAL_COMMIT)
-    async def on_inbound_batch(message: KafkaMessage) -> None:
+    async def on_inbound_batch(batch: Any) -> None:
+        message: KafkaMessage = batch
         records: tuple[ConsumerRecord[Any, Any], ...] = message.raw_message  # type: ignore[assignment]
         if records:
             await worker.put(records, message.consumer)
