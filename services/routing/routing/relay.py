@@ -58,11 +58,23 @@ async def run_relay_process(settings: RoutingSettings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    watchdog = asyncio.create_task(_stop_when_orphaned(stop))
     pool = await create_pool(settings.database_url, max_size=3)
     try:
         await relay_until(settings, pool, stop)
     finally:
+        watchdog.cancel()
         await pool.close()
+
+
+async def _stop_when_orphaned(stop: asyncio.Event) -> None:
+    """A relay whose service died (SIGKILL) must not outlive it."""
+    parent = os.getppid()
+    while not stop.is_set():
+        if os.getppid() != parent:
+            log.warning("outbox relay: parent process gone; stopping")
+            stop.set()
+        await asyncio.sleep(1.0)
 
 
 def _child_env(settings: RoutingSettings) -> dict[str, str]:
