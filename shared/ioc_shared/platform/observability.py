@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 
 import uvicorn
@@ -27,6 +28,21 @@ log = get_logger(__name__)
 
 HealthCheck = Callable[[], Awaitable[bool]]
 
+# One pair of lag gauges per metrics registry, shared by every monitored group
+# (Prometheus refuses a second metric of the same name in one registry).
+_LAG_GAUGES: weakref.WeakKeyDictionary[CollectorRegistry, tuple[Gauge, Gauge]] = (
+    weakref.WeakKeyDictionary())
+
+
+def _lag_gauges(registry: CollectorRegistry) -> tuple[Gauge, Gauge]:
+    if registry not in _LAG_GAUGES:
+        _LAG_GAUGES[registry] = (
+            Gauge("ioc_consumer_lag", "Messages not yet committed by the group",
+                  ["group", "topic", "partition"], registry=registry),
+            Gauge("ioc_consumer_lag_total", "Sum of lag over partitions", ["group"],
+                  registry=registry))
+    return _LAG_GAUGES[registry]
+
 
 class LagMonitor:
     """Periodically measures committed-offset lag of a consumer group into a gauge."""
@@ -37,10 +53,7 @@ class LagMonitor:
         self._group = group_id
         self._topics = list(topics)
         self._interval = interval_s
-        self.gauge = Gauge("ioc_consumer_lag", "Messages not yet committed by the group",
-                           ["group", "topic", "partition"], registry=registry)
-        self.total = Gauge("ioc_consumer_lag_total", "Sum of lag over partitions", ["group"],
-                           registry=registry)
+        self.gauge, self.total = _lag_gauges(registry)
 
     async def measure(self) -> int:
         admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap)

@@ -77,6 +77,10 @@ async def test_lag_monitor_measures_uncommitted_messages() -> None:
     await consumer.stop()
     assert await monitor.measure() == 6
     assert registry.get_sample_value("ioc_consumer_lag_total", {"group": group}) == 6
+    # A second group in the same service shares the gauges, labelled by group.
+    other = LagMonitor(kafka_bootstrap(), group + "-other", [topic], registry)
+    assert await other.measure() == 10
+    assert registry.get_sample_value("ioc_consumer_lag_total", {"group": group}) == 6
 
 
 async def test_runtime_serves_health_and_metrics() -> None:
