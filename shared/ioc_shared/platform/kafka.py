@@ -9,16 +9,17 @@ partitions and retention, never by the broker on first use.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from faststream.message import StreamMessage
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
@@ -29,11 +30,40 @@ from ioc_shared.platform.telemetry import inject_trace_headers
 
 log = get_logger(__name__)
 
+
+
+def _decodable(record: ConsumerRecord[Any, Any]) -> ConsumerRecord[Any, Any]:
+    headers = [(k, bytes(v or b"").decode("utf-8", "replace").encode())
+               for k, v in record.headers or ()]
+    return ConsumerRecord(record.topic, record.partition, record.offset, record.timestamp,
+                          record.timestamp_type, record.key, record.value, record.checksum,
+                          record.serialized_key_size, record.serialized_value_size, headers)
+
+
+async def tolerant_parser(
+    raw: ConsumerRecord[Any, Any] | tuple[ConsumerRecord[Any, Any], ...],
+    original: Callable[[Any], Awaitable[StreamMessage[Any]]],
+) -> StreamMessage[Any]:
+    """FastStream decodes every header as UTF-8: one bad header byte would fail the
+    message (or the whole batch) before the handler runs, and with a redelivering
+    ack policy block its partition forever. Parse a sanitised copy instead, keeping
+    the exact records (bytes for quarantine, offsets for commit and seek)."""
+    try:
+        return await original(raw)
+    except UnicodeDecodeError:
+        fixed = tuple(_decodable(r) for r in raw) if isinstance(raw, tuple) else _decodable(raw)
+        message = await original(fixed)
+        message.raw_message = raw
+        return message
+
+
 # Subscriber options for every data path: commit only after the handler
 # returned (its effects are durable); on an unexpected error, seek back so the
 # message is redelivered rather than skipped. Handlers turn bad *input* into
-# rejections themselves, so a poison message never reaches this path.
-DURABLE: dict[str, Any] = {"ack_policy": AckPolicy.NACK_ON_ERROR, "auto_offset_reset": "earliest"}
+# rejections themselves, and the parser tolerates undecodable headers, so a
+# poison message never reaches this path.
+DURABLE: dict[str, Any] = {"ack_policy": AckPolicy.NACK_ON_ERROR, "auto_offset_reset": "earliest",
+                           "parser": tolerant_parser}
 
 # Header names of the bus contract.
 H_EVENT_ID = "ioc-event-id"

@@ -3,6 +3,7 @@
 import asyncio
 
 import pytest
+from aiokafka import AIOKafkaProducer
 from faststream.kafka import KafkaMessage
 from ioc_shared.contracts import Envelope, TopicSpec
 from ioc_shared.platform.idempotency import process_once
@@ -80,3 +81,28 @@ async def test_crash_after_commit_before_ack_is_redelivered_and_ignored(schema_p
         await asyncio.wait_for(done.wait(), 20)
     assert calls == [str(event.event_id)] * 2, "the message was redelivered after the failure"
     assert await pool.fetchval(f"SELECT n FROM {schema}.counter") == 1
+
+
+async def test_undecodable_header_does_not_block_the_partition() -> None:
+    topic = unique("t.poison").replace("_", "-")
+    await declare_topics(kafka_bootstrap(), [TopicSpec(topic, 1, 3_600_000)])
+    broker = make_broker(kafka_bootstrap(), service="test")
+    seen: list[tuple[bytes, list[tuple[str, bytes]]]] = []
+    done = asyncio.Event()
+
+    @broker.subscriber(topic, group_id=unique("g"), **DURABLE)
+    async def handle(msg: KafkaMessage) -> None:
+        seen.append((msg.raw_message.value, list(msg.raw_message.headers)))
+        if len(seen) == 2:
+            done.set()
+
+    async with broker:
+        await broker.start()
+        raw = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap())
+        await raw.start()
+        await raw.send_and_wait(topic, b"first", headers=[("bad", b"\xff\xfe")])
+        await raw.send_and_wait(topic, b"second")
+        await raw.stop()
+        await asyncio.wait_for(done.wait(), 20)
+    assert [value for value, _ in seen] == [b"first", b"second"]
+    assert seen[0][1] == [("bad", b"\xff\xfe")], "the handler sees the exact original bytes"
