@@ -42,7 +42,7 @@ def inbound_from_record(record: ConsumerRecord[Any, Any]) -> Inbound:
 
 
 def _decodable_headers(record: ConsumerRecord[Any, Any]) -> ConsumerRecord[Any, Any]:
-    headers = [(k, v.decode("utf-8", "replace").encode()) for k, v in record.headers or ()]
+    headers = [(k, (v or b"").decode("utf-8", "replace").encode()) for k, v in record.headers or ()]
     return ConsumerRecord(record.topic, record.partition, record.offset, record.timestamp,
                           record.timestamp_type, record.key, record.value, record.checksum,
                           record.serialized_key_size, record.serialized_value_size, headers)
@@ -53,11 +53,12 @@ async def tolerant_batch_parser(
         original: Callable[[tuple[ConsumerRecord[Any, Any], ...]], Awaitable[StreamMessage[Any]]],
 ) -> StreamMessage[Any]:
     """FastStream's parser decodes every header as UTF-8 and would fail the whole batch on one
-    bad header, forever. Parse a sanitized copy instead, but keep the exact records (bytes for
-    quarantine, offsets for nack)."""
+    bad header (not UTF-8, or a null value): then parse a sanitized copy, but keep the exact
+    records (bytes for quarantine, offsets to commit). A batch must never fail to parse: with
+    manual commits it would be skipped, not redelivered."""
     try:
         return await original(records)
-    except UnicodeDecodeError:
+    except (UnicodeDecodeError, AttributeError):
         message = await original(tuple(_decodable_headers(r) for r in records))
         message.raw_message = records
         return message
@@ -226,7 +227,8 @@ class _FlushOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
         self.worker = worker
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        await self.worker.flush()
+        # Bounded: the group's rebalance does not wait for ever (unflushed work is redelivered).
+        await self.worker.flush(timeout=5.0)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         return None

@@ -197,8 +197,10 @@ async def test_undecodable_header_does_not_block_the_partition(service: IngestSe
     value = submission(field_report(record_id))
     await publish(service.topics.inbound, [
         (b"xa-loc-an", poison, [("ioc-principal", b"\xff\xfe"), ("ioc-signature", b"\xc3")]),
+        (b"xa-loc-an", b"null header", [("ioc-principal", None)]),   # a null header value
         (b"xa-loc-an", value, signed_headers("xa-loc-an-system", value))])
     (copy,) = await wait_for(service.topics.quarantine, lambda v, r: r.value == poison)
     assert dict(copy.headers)["ioc-principal"] == b"\xff\xfe"        # exact bytes kept
     assert dict(copy.headers)["ioc-quarantine-code"] == b"unauthenticated"
+    await wait_for(service.topics.quarantine, lambda v, r: r.value == b"null header")
     await wait_for(service.topics.canonical[CANONICAL], lambda v, r: v and v["subject"] == record_id)
