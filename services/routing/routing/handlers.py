@@ -163,12 +163,14 @@ class IntakeHandler:
         ctx = core.context()
         effects = core.effects()
         async with core.pool.acquire() as conn, conn.transaction():
-            fresh = await core.repo.claim_events(conn, INTAKE_CONSUMER, list(arrivals))
+            # Round trips are the cost of a batch: claim + load, then one statement for the
+            # incidents, due work, NOTIFY and duplicate locks, the candidates, and one COPY
+            # each for the audit trail and the outbox.
+            fresh, existing = await core.repo.claim_and_load(
+                conn, INTAKE_CONSUMER, [(eid, a.incident.id) for eid, a in arrivals.items()])
             todo = [a for eid, a in arrivals.items() if eid in fresh]
             if not todo:
                 return 0
-            existing = await core.repo.load_incidents(
-                conn, {a.incident.id for a in todo}, for_update=True)
             primary_ids = {i.primary_id for i in existing.values() if i.primary_id}
             primaries = await core.repo.load_incidents(conn, primary_ids) if primary_ids else {}
             created: list[_Arrival] = []
@@ -187,31 +189,32 @@ class IntakeHandler:
                                    cause=arrival.envelope)
                 existing[incident.id] = incident
                 created.append(arrival)
-            versions = await core.repo.insert_incidents(conn, [a.incident for a in created],
-                                                        ctx.now)
-            await core.write(conn, effects, fresh=True)
-            await self._flag_duplicates(conn, created, ctx)
+            located = [a for a in created if a.incident.location is not None]
+            versions = await core.repo.insert_intake(
+                conn, [a.incident for a in created], ctx.now, effects.due,
+                {a.incident.category for a in located})
+            await self._flag_duplicates(conn, located, ctx, effects)
+            await core.repo.insert_transitions(conn, effects.audit)
+            await enqueue_fresh(conn, core.repo.s, effects.messages, notify=False)
         core.repo.versions_committed(versions)
         return len(created)
 
-    async def _flag_duplicates(self, conn: asyncpg.Connection, created: list[_Arrival],
-                               ctx: Context) -> None:
-        """Flag likely duplicates, last in the transaction, serialised per category.
+    async def _flag_duplicates(self, conn: asyncpg.Connection, located: list[_Arrival],
+                               ctx: Context, effects: Effects) -> None:
+        """Flag likely duplicates, serialised per category (effects added to `effects`).
 
         Concurrent batches (two consumers, two instances) cannot see each other's
-        uncommitted incidents; a transaction-scoped lock per category makes the later
-        batch wait for the earlier one's commit, so it sees those incidents and flags
-        the pair. Only this short tail of the transaction runs under the lock.
+        uncommitted incidents; a transaction-scoped lock per category (taken by
+        `insert_intake`, held until commit) makes the later batch wait for the earlier
+        one's commit, so the candidate query that follows sees those incidents and flags
+        the pair. Only the tail of the transaction runs under the lock.
         """
-        located = [a for a in created if a.incident.location is not None]
         if not located:
             return
         core = self.core
-        await core.repo.lock_categories(conn, {a.incident.category for a in located})
         nearby = CandidateIndex(ctx.policy.duplicates.radius_m)
         for candidate in await self._candidates(conn, located, ctx.policy):
             nearby.add(candidate)
-        effects = core.effects()
         later = {a.incident.id for a in located}
         for arrival in located:
             incident = arrival.incident
@@ -225,7 +228,6 @@ class IntakeHandler:
                 with _span_of(arrival.record, "routing.duplicates"):
                     effects.record(outcome, incident, seed=(arrival.envelope.event_id, "dup"),
                                    cause=arrival.envelope)
-        await core.write(conn, effects, fresh=True)
 
     async def _candidates(self, conn: asyncpg.Connection, arrivals: list[_Arrival],
                           policy: RoutingPolicy) -> list[DuplicateCandidate]:

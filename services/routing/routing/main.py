@@ -44,7 +44,7 @@ def serve() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await run_routing(settings, stop)
+        await run_routing(settings, stop, gc_tuning=True)
 
     asyncio.run(main())
 

@@ -30,7 +30,8 @@ log = get_logger(__name__)
 _RESTART_PAUSE_S = 1.0
 
 
-async def relay_until(settings: RoutingSettings, pool: asyncpg.Pool, stop: asyncio.Event) -> None:
+async def relay_until(settings: RoutingSettings, pool: asyncpg.Pool, stop: asyncio.Event, *,
+                      gc_tuning: bool = False) -> None:
     """Publish the outbox of `settings.db_schema` until `stop` is set."""
     producer = make_producer(settings.kafka_bootstrap,
                              client_id=f"routing-outbox-{settings.instance_id}")
@@ -38,6 +39,10 @@ async def relay_until(settings: RoutingSettings, pool: asyncpg.Pool, stop: async
     relay = OutboxRelay(pool, settings.db_schema, producer, settings.kafka_bootstrap,
                         batch_size=settings.relay_batch_size, idle_poll_s=0.5)
     task = asyncio.create_task(relay.run())
+    if gc_tuning:
+        from routing.bootstrap import tune_gc
+
+        tune_gc()
     try:
         waiter = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
@@ -61,7 +66,7 @@ async def run_relay_process(settings: RoutingSettings) -> None:
     watchdog = asyncio.create_task(_stop_when_orphaned(stop))
     pool = await create_pool(settings.database_url, max_size=3)
     try:
-        await relay_until(settings, pool, stop)
+        await relay_until(settings, pool, stop, gc_tuning=True)
     finally:
         watchdog.cancel()
         await pool.close()

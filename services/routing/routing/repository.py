@@ -159,6 +159,79 @@ class RoutingRepository:
             *(list(c) for c in columns))
         return versions
 
+    async def claim_and_load(self, conn: asyncpg.Connection, consumer: str,
+                             arrivals: Sequence[tuple[uuid.UUID, str]]
+                             ) -> tuple[set[uuid.UUID], dict[str, Incident]]:
+        """`claim_events`, then `load_incidents(for_update=True)` of the incidents whose
+        event was new, in one round trip: (new event ids, locked incidents by id)."""
+        rows = await conn.fetch(
+            f"""WITH claimed AS (
+                    INSERT INTO {self.s}.processed_events (consumer, event_id)
+                    SELECT $1, unnest($2::uuid[]) ON CONFLICT DO NOTHING RETURNING event_id),
+                locked AS (
+                    SELECT i.* FROM {self.s}.incidents i
+                    WHERE i.id IN (SELECT a.incident_id
+                                   FROM unnest($2::uuid[], $3::text[]) AS a(event_id, incident_id)
+                                   JOIN claimed c ON c.event_id = a.event_id)
+                    ORDER BY i.id FOR UPDATE)
+                SELECT (SELECT array_agg(event_id) FROM claimed) AS fresh,
+                       {", ".join(f"i.{c.strip()}" for c in _INCIDENT_COLUMNS.split(","))},
+                       v.body AS shared_policy
+                FROM (SELECT 1) AS one LEFT JOIN locked i ON true
+                LEFT JOIN {self.s}.policy_versions v ON v.version = i.policy->>'version'""",
+            consumer, [e for e, _ in arrivals], [i for _, i in arrivals])
+        fresh = set(rows[0]["fresh"] or ()) if rows else set()
+        return fresh, {r["id"]: _incident(r) for r in rows if r["id"] is not None}
+
+    async def insert_intake(self, conn: asyncpg.Connection, incidents: Sequence[Incident],
+                            now: datetime, due: Sequence[tuple[str, int, DueWork]],
+                            lock_categories: Iterable[str]) -> list[str]:
+        """New incidents with their policy versions and due work, the outbox NOTIFY (sent
+        at commit) and the duplicate-check locks of `lock_categories`, in one statement.
+
+        The locks are taken last, so a later statement of the transaction sees every batch
+        that held them before. Returns the policy versions saved.
+        """
+        versions = self._new_versions([i.policy for i in incidents])
+        columns = list(zip(*(_incident_args(i, now) for i in incidents), strict=True)) or [
+            [] for _ in range(23)]
+        await conn.execute(
+            f"""WITH pv AS (
+                    INSERT INTO {self.s}.policy_versions (version, body)
+                    SELECT v, b::jsonb FROM unnest($24::text[], $25::text[]) AS x(v, b)
+                    ON CONFLICT DO NOTHING),
+                inc AS (
+                    INSERT INTO {self.s}.incidents ({_INCIDENT_COLUMNS}, updated_at)
+                    SELECT c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16,
+                           c17, c18::jsonb, c19, c20, c21, c22, c23
+                    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                $6::text[], $7::text[], $8::timestamptz[], $9::text[],
+                                $10::float8[], $11::float8[], $12::text[], $13::text[], $14::text[],
+                                $15::text[], $16::int[], $17::text[], $18::text[],
+                                $19::timestamptz[], $20::timestamptz[], $21::bool[],
+                                $22::timestamptz[], $23::timestamptz[])
+                         AS r(c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15,
+                              c16, c17, c18, c19, c20, c21, c22, c23)
+                    ON CONFLICT (id) DO NOTHING),
+                dw AS (
+                    INSERT INTO {self.s}.due_work (incident_id, assignment_no, kind, deadline,
+                                                   step, due_at)
+                    SELECT * FROM unnest($26::text[], $27::int[], $28::text[], $29::text[],
+                                         $30::int[], $31::timestamptz[])
+                    ON CONFLICT DO NOTHING)
+                SELECT pg_notify($32, ''),
+                       (SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0)))
+                        FROM (SELECT unnest($33::text[]) AS k ORDER BY 1) AS keys)""",
+            *(list(c) for c in columns), list(versions), list(versions.values()),
+            [i for i, _, _ in due], [n for _, n, _ in due], [w.kind for _, _, w in due],
+            [w.deadline for _, _, w in due], [w.step for _, _, w in due],
+            [w.due_at for _, _, w in due], f"{self.s}_outbox",
+            sorted(self._category_lock(c) for c in set(lock_categories)))
+        return list(versions)
+
+    def _category_lock(self, category: str) -> str:
+        return f"routing-duplicates:{self.s}:{category}"
+
     async def update_incident(self, conn: asyncpg.Connection, incident: Incident,
                               now: datetime) -> None:
         i = incident
@@ -170,14 +243,18 @@ class RoutingRepository:
             i.id, i.state.value, i.assigned_unit, i.last_unit, i.assignment_no, i.primary_id,
             _stored_policy(i.policy), i.ack_due_at, i.resolve_due_at, i.survey_answered, now)
 
-    async def _save_policy_versions(self, conn: asyncpg.Connection,
-                                    policies: Sequence[dict[str, Any] | None]) -> list[str]:
+    def _new_versions(self, policies: Sequence[dict[str, Any] | None]) -> dict[str, str]:
         versions: dict[str, str] = {}
         for p in policies:
             if (p is not None and p.get("version") and p["version"] not in versions
                     and p["version"] not in self._versions):
                 versions[p["version"]] = json.dumps({k: p[k] for k in SHARED_SNAPSHOT_KEYS},
                                                     ensure_ascii=False)
+        return versions
+
+    async def _save_policy_versions(self, conn: asyncpg.Connection,
+                                    policies: Sequence[dict[str, Any] | None]) -> list[str]:
+        versions = self._new_versions(policies)
         if versions:
             await conn.execute(
                 f"INSERT INTO {self.s}.policy_versions (version, body) "
@@ -195,7 +272,7 @@ class RoutingRepository:
         deadlock between two batches)."""
         for category in sorted(categories):
             await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-                               f"routing-duplicates:{self.s}:{category}")
+                               self._category_lock(category))
 
     async def duplicate_candidates(self, conn: asyncpg.Connection,
                                    queries: Sequence[DuplicateQuery], limit: int

@@ -23,11 +23,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import asyncpg
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
 from ioc_shared.contracts.envelope import Envelope
-from ioc_shared.platform.kafka import H_EVENT_ID, encode_headers, envelope_headers
+from ioc_shared.platform.kafka import H_EVENT_ID, envelope_headers
 from ioc_shared.platform.logging import get_logger
 
 log = get_logger(__name__)
@@ -87,13 +88,16 @@ async def enqueue_many(conn: asyncpg.Connection, schema: str,
 
 
 async def enqueue_fresh(conn: asyncpg.Connection, schema: str,
-                        messages: Sequence[tuple[str, Outgoing, bytes | None, Mapping[str, str]]]
-                        ) -> None:
+                        messages: Sequence[tuple[str, Outgoing, bytes | None, Mapping[str, str]]],
+                        *, notify: bool = True) -> None:
     """As `enqueue_many`, by binary COPY (about twice as fast), for events known to be new.
 
     Precondition: no event id can already be in the outbox; a duplicate fails the
     caller's transaction instead of being skipped. It holds for events whose ids
     derive from an input event the same transaction has just claimed.
+
+    `notify=False`: the caller sends `pg_notify(<schema>_outbox)` in its own transaction
+    (delivered at commit, like this NOTIFY), saving a round trip.
     """
     if not messages:
         return
@@ -102,7 +106,13 @@ async def enqueue_fresh(conn: asyncpg.Connection, schema: str,
         records=[(env.event_id, topic, key if key is not None else env.key,
                   json.dumps(dict(headers)), env.to_bytes())
                  for topic, env, key, headers in messages])
-    await conn.execute(f"NOTIFY {_channel(schema)}")
+    if notify:
+        await conn.execute(f"NOTIFY {_channel(schema)}")
+
+
+def _encoded_headers(raw: Any) -> list[tuple[str, bytes]]:
+    headers = orjson.loads(raw) if isinstance(raw, str | bytes) else raw
+    return [(k, v.encode()) for k, v in headers.items()]
 
 
 class OutboxRelay:
@@ -158,6 +168,32 @@ class OutboxRelay:
             return partitions[self._round_robin % len(partitions)]
         partition: int = self._partitioner(key, partitions, partitions)
         return partition
+
+    async def _targets(self, rows: Sequence[asyncpg.Record]) -> list[tuple[str, int]]:
+        """(topic, partition) of each row, as `_partition_for` decides, each key hashed once.
+
+        The messages of one incident share a key: hashing (murmur2 in Python) once per
+        distinct key and reading each topic's partitions once per batch is most of the
+        relay's own CPU otherwise.
+        """
+        partitions_of: dict[str, list[int]] = {}
+        by_key: dict[tuple[str, bytes], int] = {}
+        targets: list[tuple[str, int]] = []
+        for r in rows:
+            topic, key = r["topic"], r["key"]
+            if key is None:
+                targets.append((topic, await self._partition_for(topic, None)))
+                continue
+            partition = by_key.get((topic, key))
+            if partition is None:
+                partitions = partitions_of.get(topic)
+                if partitions is None:
+                    partitions = sorted(await self._producer.partitions_for(topic))
+                    partitions_of[topic] = partitions
+                partition = self._partitioner(key, partitions, partitions)
+                by_key[(topic, key)] = partition
+            targets.append((topic, partition))
+        return targets
 
     async def recover(self) -> int:
         """Resolve rows claimed by a relay that died; returns how many were already published."""
@@ -220,7 +256,7 @@ class OutboxRelay:
                 "WHERE published_at IS NULL ORDER BY id LIMIT $1", self._batch_size)
         if not rows:
             return 0
-        targets = [(r["topic"], await self._partition_for(r["topic"], r["key"])) for r in rows]
+        targets = await self._targets(rows)
         tps = {TopicPartition(t, p) for t, p in targets}
         ends = await self._end_offsets(tps)
         async with self._pool.acquire() as conn:
@@ -231,11 +267,10 @@ class OutboxRelay:
                 [r["id"] for r in rows], [p for _, p in targets],
                 [ends[TopicPartition(t, p)] for t, p in targets])
         futures = []
+        send = self._producer.send
         for r, (topic, partition) in zip(rows, targets, strict=True):
-            headers = json.loads(r["headers"]) if isinstance(r["headers"], str) else r["headers"]
-            futures.append(await self._producer.send(
-                topic, r["value"], key=r["key"], partition=partition,
-                headers=encode_headers(headers)))
+            futures.append(await send(topic, r["value"], key=r["key"], partition=partition,
+                                      headers=_encoded_headers(r["headers"])))
         await asyncio.gather(*futures)
         await self._after_publish_hook()
         async with self._pool.acquire() as conn:
