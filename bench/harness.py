@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient
 from ioc_shared.contracts import TopicSpec
 from ioc_shared.platform.kafka import declare_topics
@@ -59,11 +60,13 @@ async def preload(bootstrap: str, topic: str,
 
 
 async def output_rate(bootstrap: str, topics: Sequence[str], expected: int,
-                      timeout: float = 300.0) -> tuple[int, float]:
+                      timeout: float = 300.0,
+                      counts: Callable[[ConsumerRecord[Any, Any]], bool] = lambda _: True,
+                      ) -> tuple[int, float]:
     """Wait for `expected` records over `topics`; rate from their first and last timestamps.
 
     Using the records' own timestamps measures every contender the same way,
-    start-up excluded.
+    start-up excluded. `counts` selects the records that count (e.g. one event type).
     """
     consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, group_id=None,
                                 auto_offset_reset="earliest", enable_auto_commit=False,
@@ -77,6 +80,8 @@ async def output_rate(bootstrap: str, topics: Sequence[str], expected: int,
             batch = await consumer.getmany(timeout_ms=500)
             for records in batch.values():
                 for rec in records:
+                    if not counts(rec):
+                        continue
                     count += 1
                     first = rec.timestamp if first is None else min(first, rec.timestamp)
                     last = rec.timestamp if last is None else max(last, rec.timestamp)

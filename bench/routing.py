@@ -18,18 +18,16 @@ which the reference loop does not have to); the rate still comes from their time
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import random
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
 from ioc_shared.contracts import Envelope, canonical_topic
 from ioc_shared.contracts.topics import ROUTING_EVENTS
 from ioc_shared.platform.kafka import H_EVENT_ID, H_EVENT_TYPE, declare_topics
 from routing.domain.model import incident_id_for
 
-from bench.harness import BenchResult, median, preload, wait_committed
+from bench.harness import BenchResult, median, output_rate, preload, wait_committed
 from bench.service import BenchService, paced_latency, percentile
 
 DATASET = "phan-anh-hien-truong"
@@ -61,28 +59,8 @@ def incident_messages(n: int, tag: str, seed: int = 3) -> list[tuple[bytes, byte
     return out
 
 
-async def assignment_rate(bootstrap: str, topic: str, expected: int,
-                          timeout: float = 300.0) -> float:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
-                                auto_offset_reset="earliest", enable_auto_commit=False,
-                                max_poll_records=5000)
-    await consumer.start()
-    count, first, last = 0, None, None
-    try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while count < expected and loop.time() < deadline:
-            for records in (await consumer.getmany(timeout_ms=500)).values():
-                for rec in records:
-                    if dict(rec.headers).get(H_EVENT_TYPE) == ASSIGNED.encode():
-                        count += 1
-                        first = rec.timestamp if first is None else min(first, rec.timestamp)
-                        last = rec.timestamp if last is None else max(last, rec.timestamp)
-    finally:
-        await consumer.stop()
-    if count < expected or first is None or last is None:
-        raise RuntimeError(f"only {count} of {expected} incidents were assigned")
-    return count / max((last - first) / 1000.0, 1e-3)
+def is_assignment(record: Any) -> bool:
+    return dict(record.headers).get(H_EVENT_TYPE) == ASSIGNED.encode()
 
 
 async def run(*, bootstrap: str, messages: list, repeats: int, reference: Any) -> BenchResult:
@@ -97,14 +75,15 @@ async def run(*, bootstrap: str, messages: list, repeats: int, reference: Any) -
         async with svc:
             await wait_committed(bootstrap, svc.env["ROUTING_CONSUMER_GROUP"] + "-intake",
                                  len(incidents))
-            rate = await assignment_rate(bootstrap, svc.topic(ROUTING_EVENTS.name), len(incidents))
+            _, rate = await output_rate(bootstrap, [svc.topic(ROUTING_EVENTS.name)], len(incidents),
+                                        counts=is_assignment)
         rates.append(rate)
         ratios.append(rate / ref_rate)
 
     paced = incident_messages(int(LATENCY_RATE * LATENCY_SECONDS), "L", seed=5)
     async with BenchService("routing", bootstrap) as svc:
         def incident_of_assignment(rec: Any) -> str | None:
-            if dict(rec.headers).get(H_EVENT_TYPE) != ASSIGNED.encode():
+            if not is_assignment(rec):
                 return None
             return rec.key.decode() if rec.key else None
 
