@@ -245,10 +245,10 @@ def register_subscribers(broker: KafkaBroker, settings: IngestSettings, inbound_
         max_records=settings.batch_max_records, batch_timeout_ms=settings.batch_timeout_ms,
         max_partition_fetch_bytes=4 * 1024 * 1024, fetch_min_bytes=settings.fetch_min_bytes,
         fetch_max_wait_ms=settings.fetch_max_wait_ms, parser=tolerant_batch_parser, decoder=whole_message,
-        listener=_FlushOnRevoke(worker), **MANUAL_COMMIT)
+        listener=_FlushOnRevoke(worker), **MANUAL_COMMIT)  # type: ignore[untyped-decorator]
     async def on_inbound_batch(batch: Any) -> None:
         message: KafkaMessage = batch
-        records: tuple[ConsumerRecord[Any, Any], ...] = message.raw_message  # type: ignore[assignment]
+        records: tuple[ConsumerRecord[Any, Any], ...] = message.raw_message
         if records:
             await worker.put(records, message.consumer)
 

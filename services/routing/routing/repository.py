@@ -193,8 +193,8 @@ class RoutingRepository:
         that held them before. Returns the policy versions saved.
         """
         versions = self._new_versions([i.policy for i in incidents])
-        columns = list(zip(*(_incident_args(i, now) for i in incidents), strict=True)) or [
-            [] for _ in range(23)]
+        columns: list[tuple[Any, ...]] = list(
+            zip(*(_incident_args(i, now) for i in incidents), strict=True)) or [() for _ in range(23)]
         await conn.execute(
             f"""WITH pv AS (
                     INSERT INTO {self.s}.policy_versions (version, body)
