@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -421,8 +421,3 @@ def load_registry(path: str | Path, credentials: str | Path | None = None) -> Re
     path = Path(path)
     secrets = load_credentials(Path(credentials)) if credentials else {}
     return parse_registry(_read_yaml(path), str(path), secrets)
-
-
-def iter_units(registry: Registry, kinds: Iterable[UnitKind]) -> list[Unit]:
-    wanted = set(kinds)
-    return [u for u in registry.units.values() if u.kind in wanted]

@@ -57,16 +57,6 @@ async def read_topic(topic: str, *, until: Callable[[list[ConsumerRecord[Any, An
     return records
 
 
-async def settle(topic: str, expected: int, *, quiet: float = 1.5, timeout: float = 20.0,
-                 bootstrap: str | None = None) -> list[ConsumerRecord[Any, Any]]:
-    """Read until at least `expected` records arrived, then `quiet` more seconds to catch extras."""
-    records = await read_topic(topic, until=lambda r: len(r) >= expected, timeout=timeout,
-                               bootstrap=bootstrap)
-    await asyncio.sleep(quiet)
-    return await read_topic(topic, until=lambda r: False, timeout=1.0, bootstrap=bootstrap) \
-        if records else records
-
-
 def headers_of(record: ConsumerRecord[Any, Any]) -> dict[str, str]:
     return decode_headers(record.headers)
 

@@ -147,10 +147,6 @@ def envelope_headers(envelope: Envelope, extra: Mapping[str, str] | None = None)
     return headers
 
 
-def encode_headers(headers: Mapping[str, str]) -> list[tuple[str, bytes]]:
-    return [(k, v.encode()) for k, v in headers.items()]
-
-
 def decode_headers(raw: Sequence[tuple[str, bytes]] | None) -> dict[str, str]:
     out: dict[str, str] = {}
     for k, v in raw or ():
