@@ -27,7 +27,7 @@ from ingest.outgoing import KafkaSink
 from ingest.periodic import FreshnessChecker, QualityPublisher, every, policy_from
 from ingest.repository import IngestRepository
 from ingest.settings import IngestSettings
-from ingest.subscribers import InboundWorker, register_subscribers
+from ingest.subscribers import InboundWorker, inbound_worker
 from ingest.topics import IngestTopics
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -84,7 +84,7 @@ class IngestService:
                 metrics=IngestMetrics(rt.metrics),
                 tracer=trace.get_tracer("ingest", tracer_provider=rt.tracer_provider),
                 chunk_records=s.chunk_records)
-            self._worker = register_subscribers(rt.broker, s, self.topics.inbound, self.pipeline)
+            self._worker = inbound_worker(s, self.pipeline)
             self.intake.pipeline = self.pipeline
             self._relay = OutboxRelay(rt.pool, s.db_schema, self._producer, s.kafka_bootstrap)
             policy = policy_from(rt.registry, s.freshness_continuous_s, s.freshness_grace_s)
@@ -94,6 +94,8 @@ class IngestService:
             self._spawn(every(s.freshness_check_interval_s, self.freshness.check_once, "freshness"))
             self._spawn(every(s.quality_publish_interval_s, self.quality.publish_once, "quality"))
             await rt.start_broker()
+            # The inbound topic is consumed by the worker's own aiokafka consumer (manual commits).
+            await self._worker.start_consuming(s, self.topics.inbound)
         except BaseException:
             await self._close(None, None, None)
             raise
@@ -116,8 +118,8 @@ class IngestService:
                      tb: TracebackType | None) -> None:
         if self._relay is not None:
             self._relay.stop()
-        # Work off (or leave for redelivery) what the consume loop handed over and flush its
-        # commits; then the runtime stops the broker, then background tasks.
+        # Stop fetching, finish (or leave for redelivery) what was fetched, flush the commits and
+        # leave the group; then the runtime stops the broker, then background tasks.
         if self._worker is not None:
             await self._worker.close()
         await self.runtime.__aexit__(exc_type, exc, tb)
