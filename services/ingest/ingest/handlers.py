@@ -39,11 +39,10 @@ from ingest.domain import (
 )
 from ingest.outgoing import (
     Outgoing,
+    Outputs,
     Sink,
     TraceHeaders,
-    canonical_message,
     rejection_messages,
-    shared_message,
     trace_headers,
 )
 from ingest.repository import Claim, CounterKey, IngestRepository
@@ -117,6 +116,7 @@ class IngestPipeline:
         confirmations: list[Awaitable[Any]] = []
         # Special-request expiry is judged once per batch, at the batch's `now`.
         receivers = {ds: active_grants(grants, now) for ds, grants in self._receivers.items()}
+        outputs = Outputs(now, self.topics.canonical, self.topics.special)
         batch_trace = trace_headers(None)   # the batch consumer span, for untraced records
         traces = [batch_trace if span is None else trace_headers(set_span_in_context(span))
                   for span in spans]
@@ -129,7 +129,7 @@ class IngestPipeline:
                 chunk_traces = traces[offset:offset + len(chunk)]
                 try:
                     # Optimistic: as if every accepted record were new; duplicates are rebuilt.
-                    built = [self._messages(i, d, now, t, receivers)
+                    built = [self._messages(i, d, outputs, t, receivers)
                              for i, d, t in zip(chunk, decided, chunk_traces, strict=True)]
                     following = ([self.ingestor.decide(i, now) for i in chunks[k + 1]]
                                  if k + 1 < len(chunks) else [])
@@ -143,8 +143,8 @@ class IngestPipeline:
                     outcome = Outcome(inbound, _public_status(status, decision), decision)
                     if isinstance(decision, Accepted) and status == "duplicate":
                         outcome = Outcome(inbound, "rejected", as_duplicate(decision))
-                        built[n] = self._messages(inbound, outcome.decision, now, chunk_traces[n],
-                                                  receivers)
+                        built[n] = self._messages(inbound, outcome.decision, outputs,
+                                                  chunk_traces[n], receivers)
                     outcomes.append(outcome)
                     messages += built[n]
                 confirmations += await self.sink.enqueue(messages)
@@ -199,17 +199,14 @@ class IngestPipeline:
         statuses.update(await self.repository.record_batch(claims, counters, now, day))
         return statuses
 
-    def _messages(self, inbound: Inbound, decision: Decision, now: datetime, ctx: TraceHeaders,
+    def _messages(self, inbound: Inbound, decision: Decision, outputs: Outputs, ctx: TraceHeaders,
                   receivers: dict[str, tuple[Grant, ...]]) -> list[Outgoing]:
         """Outputs of a decision, as if an accepted record were new; `receivers`: active grants."""
         if isinstance(decision, Accepted):
-            acc = decision
-            out = [canonical_message(self.topics.canonical[acc.dataset], acc, inbound, now, ctx)]
-            for view in project(acc, receivers.get(acc.dataset, ())):
-                out.append(shared_message(self.topics.special[view.grant.id], acc, view, now, ctx))
-            return out
+            grants = receivers.get(decision.dataset)
+            return outputs.accepted(decision, inbound, ctx, project(decision, grants) if grants else ())
         return rejection_messages((self.topics.rejected, self.topics.quarantine), decision,
-                                  inbound, now, self.registry.centre.unit, ctx)
+                                  inbound, outputs.now, self.registry.centre.unit, ctx)
 
     def _count(self, outcomes: Sequence[Outcome], seconds: float) -> None:
         if self.metrics is None:

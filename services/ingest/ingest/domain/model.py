@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -29,9 +28,12 @@ class Problem:
                 "message_vi": self.message_vi}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Inbound:
     """One submission exactly as it arrived (raw bytes and headers), and where from.
+
+    Treated as immutable (not `frozen`: a frozen dataclass costs a `object.__setattr__`
+    per field to build, and one is built per record on the hot path).
 
     `origin` identifies the delivery, not the content: a Kafka redelivery has
     the same origin (topic:partition:offset), a unit re-sending the same record
@@ -56,8 +58,14 @@ class Inbound:
         return None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Accepted:
+    """The canonical form of an accepted submission; treated as immutable (see `Inbound`).
+
+    `record_json`: the record serialized with sorted keys, the bytes `content_hash` hashes
+    and the canonical envelope embeds. `event_id`: the deterministic uuid5, as a string.
+    """
+
     unit: str
     principal: str
     dataset: str
@@ -66,9 +74,10 @@ class Accepted:
     record_id: str
     record: dict[str, Any]
     content_hash: str
-    event_id: uuid.UUID
+    event_id: str
     client_event_id: str | None = None
     occurred_at: datetime | None = None
+    record_json: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ import unicodedata
 from datetime import UTC, date, datetime, time, tzinfo
 from typing import Any
 
+import orjson
 import phonenumbers
 from ioc_shared.registry import ascii_fold
 
@@ -216,9 +217,11 @@ def as_datetime(value: Any, local: tzinfo) -> datetime:
 
 
 def iso_utc(moment: datetime) -> str:
+    """`2026-11-28T07:30:00Z` (microseconds only when set): `isoformat()` of the UTC time with
+    `Z`, formatted by orjson (several times cheaper; the same text, unit-tested)."""
     if moment.tzinfo is not UTC:
         moment = moment.astimezone(UTC)
-    return moment.isoformat().replace("+00:00", "Z")
+    return orjson.dumps(moment, option=orjson.OPT_UTC_Z)[1:-1].decode()
 
 
 # --- phones, e-mail -----------------------------------------------------------

@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ioc_shared.contracts.envelope import deterministic_event_id
 from ioc_shared.registry import Action, Grant, Registry
 
+from ingest.domain.ids import event_id
 from ingest.domain.model import Accepted
 
 SHARED_TYPE = "ingest.record.shared"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SharedView:
     grant: Grant
     record: dict[str, Any]
-    event_id: uuid.UUID
+    event_id: str
 
 
 def special_receivers(registry: Registry, dataset: str) -> tuple[Grant, ...]:
@@ -49,5 +48,5 @@ def project(accepted: Accepted, active: tuple[Grant, ...]) -> list[SharedView]:
         allowed = grant.fields or ()
         view = {name: record[name] for name in allowed if name in record}
         views.append(SharedView(grant, view,
-                                deterministic_event_id(SHARED_TYPE, accepted.event_id, grant.id)))
+                                event_id(SHARED_TYPE, accepted.event_id, grant.id)))
     return views

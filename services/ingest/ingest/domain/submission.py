@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import re
-import uuid
 from datetime import datetime
 from typing import Any
 
 import orjson
-from ioc_shared.contracts.envelope import deterministic_event_id
 from ioc_shared.registry import Action
 
 from ingest.domain.codes import Code
+from ingest.domain.ids import event_id
 from ingest.domain.model import Accepted, Decision, Inbound, Problem, Rejected, rejected
 from ingest.domain.schema import SchemaCatalog, upgrade
 
@@ -30,15 +29,19 @@ MAX_CLIENT_EVENT_ID = 128
 MAX_RECORD_ID = 200
 
 
-def content_hash(record: dict[str, Any]) -> str:
-    return hashlib.blake2b(orjson.dumps(record, option=orjson.OPT_SORT_KEYS),
+def record_json(record: dict[str, Any]) -> bytes:
+    """The record's canonical JSON (sorted keys): what `content_hash` hashes."""
+    return orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+
+
+def content_hash(record: dict[str, Any], serialized: bytes | None = None) -> str:
+    return hashlib.blake2b(record_json(record) if serialized is None else serialized,
                            digest_size=16).hexdigest()
 
 
-def accepted_event_id(unit: str, dataset: str, record_id: str, digest: str) -> uuid.UUID:
+def accepted_event_id(unit: str, dataset: str, record_id: str, digest: str) -> str:
     """Same record from the same unit -> same event id, however often it is delivered."""
-    event_id: uuid.UUID = deterministic_event_id(ACCEPTED_TYPE, unit, dataset, record_id, digest)
-    return event_id
+    return event_id(ACCEPTED_TYPE, unit, dataset, record_id, digest)
 
 
 class Ingestor:
@@ -148,12 +151,11 @@ class Ingestor:
             # The record id is the Kafka key and the envelope subject: bounded whatever the schema.
             return Rejected(Code.SCHEMA_VIOLATION, (Problem(
                 Code.TOO_LONG, ds.record_id_field, f"tối đa {MAX_RECORD_ID} ký tự"),), **ctx)
-        digest = content_hash(checked.record)
-        return Accepted(
-            unit=unit, principal=ctx["principal"], dataset=ds.id, source_version=version,
-            canonical_version=ds.canonical_version, record_id=record_id, record=checked.record,
-            content_hash=digest, event_id=accepted_event_id(unit, ds.id, record_id, digest),
-            client_event_id=client_event_id, occurred_at=checked.occurred_at)
+        serialized = record_json(checked.record)
+        digest = content_hash(checked.record, serialized)
+        return Accepted(unit, ctx["principal"], ds.id, version, ds.canonical_version, record_id,
+                        checked.record, digest, accepted_event_id(unit, ds.id, record_id, digest),
+                        client_event_id, checked.occurred_at, serialized)
 
 
 def _shape_problems(body: dict[str, Any]) -> list[Problem]:

@@ -77,3 +77,49 @@ def test_murmur2_matches_aiokafkas() -> None:
     samples += [rng.randbytes(rng.randrange(0, 80)) for _ in range(2000)]
     for data in samples:
         assert murmur2(data) == reference(data), data
+
+
+def test_batch_outputs_build_the_same_envelopes_as_the_generic_builder() -> None:
+    import orjson
+    from ingest.domain import Accepted, Inbound, SharedView
+    from ingest.domain.submission import content_hash, record_json
+    from ingest.outgoing import Outputs, trace_headers
+    from ioc_shared.registry import Grant
+
+    now = datetime(2026, 11, 28, 7, 30, 1, 123456, tzinfo=UTC)
+    record = {"record_id": 'PA-"1"\\', "title": "Rác thải", "reported_at": "2026-11-28T07:30:00Z",
+              "location": {"lat": 11.8, "lon": 106.6}}
+    grant = Grant.model_validate({
+        "id": "sr-1", "unit": "cong-an-huyen", "dataset": "phan-anh-hien-truong",
+        "actions": ["receive"], "mode": "special-request", "fields": ["record_id", "title"],
+        "purpose": "Phối hợp \"xử lý\"", "expires_at": "2027-06-30T23:59:59+07:00"})
+    for occurred, client_event_id in ((datetime(2026, 11, 28, 7, 30, tzinfo=UTC), 'ev-"1"'),
+                                      (None, None)):
+        acc = Accepted("xa-loc-an", "xa-loc-an-system", "phan-anh-hien-truong", 1, 2,
+                       record["record_id"], record, content_hash(record), str(uuid.uuid4()),
+                       client_event_id, occurred, record_json(record))
+        inbound = Inbound(b"{}", (), "in:3:17")
+        view = SharedView(grant, {"record_id": acc.record_id, "title": "Rác thải"}, str(uuid.uuid4()))
+        canonical, shared = Outputs(now, {acc.dataset: "c"}, {"sr-1": "s"}).accepted(
+            acc, inbound, trace_headers(None), [view])
+        expected = envelope_bytes(
+            event_id=acc.event_id, type="ingest.record.accepted", source_unit=acc.unit,
+            subject=acc.record_id, occurred_at=occurred or now, produced_at=now, payload={
+                "dataset": acc.dataset, "schema_version": 2, "source_schema_version": 1,
+                "record_id": acc.record_id, "record": record, "client_event_id": client_event_id,
+                "provenance": {"principal": acc.principal, "channel": "kafka", "origin": "in:3:17",
+                               "content_hash": acc.content_hash}})
+        assert orjson.loads(canonical.value) == orjson.loads(expected)
+        assert Envelope.from_bytes(canonical.value) == Envelope.from_bytes(expected)
+        assert (canonical.topic, canonical.key) == ("c", acc.record_id.encode())
+        assert dict(canonical.headers)["ioc-event-id"] == acc.event_id.encode()
+        expected = envelope_bytes(
+            event_id=view.event_id, type="ingest.record.shared", source_unit=acc.unit,
+            subject=acc.record_id, occurred_at=occurred or now, produced_at=now,
+            causation_id=acc.event_id, payload={
+                "dataset": acc.dataset, "schema_version": 2, "record_id": acc.record_id,
+                "record": view.record, "grant_id": "sr-1", "requester": "cong-an-huyen",
+                "purpose": grant.purpose, "expires_at": "2027-06-30T16:59:59Z"})
+        assert orjson.loads(shared.value) == orjson.loads(expected)
+        assert Envelope.from_bytes(shared.value) == Envelope.from_bytes(expected)
+        assert (shared.topic, dict(shared.headers)["ioc-event-id"]) == ("s", view.event_id.encode())

@@ -71,3 +71,12 @@ def test_arbitrary_headers_never_authenticate(ingestor: Ingestor, headers: list[
 def test_valid_records_survive_any_title(ingestor: Ingestor, title: str) -> None:
     decision = ingestor.decide(signed(report(title=title)), NOW)
     exactly_one(decision)
+
+
+@given(moment=st.datetimes(timezones=st.timezones()))
+def test_iso_utc_is_the_isoformat_of_the_utc_time(moment: Any) -> None:
+    from datetime import UTC
+
+    from ingest.domain.normalize import iso_utc
+
+    assert iso_utc(moment) == moment.astimezone(UTC).isoformat().replace("+00:00", "Z")

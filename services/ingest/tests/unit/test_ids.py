@@ -1,0 +1,19 @@
+"""The fast string event ids are exactly the shared contract's deterministic event ids."""
+
+from __future__ import annotations
+
+import random
+
+from ingest.domain.ids import event_id
+from ioc_shared.contracts.envelope import deterministic_event_id
+
+
+def test_event_id_equals_the_contracts_deterministic_event_id() -> None:
+    rng = random.Random(3)
+    samples = [("ingest.record.accepted", "xa-loc-an", "phan-anh-hien-truong", "PA-1", "ab" * 16),
+               ("ingest.record.shared", "6f0a3c1e-9b7d-4c52-8a61-3d2e1f0b7c44", "sr-1"), ("",),
+               ("Lộc Ninh", "\x1f", "")]
+    samples += [tuple(rng.randbytes(rng.randrange(0, 40)).decode("latin-1")
+                      for _ in range(rng.randrange(1, 6))) for _ in range(3000)]
+    for parts in samples:
+        assert event_id(*parts) == str(deterministic_event_id(*parts)), parts
