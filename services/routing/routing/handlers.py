@@ -17,7 +17,7 @@ import asyncpg
 from ioc_shared.contracts.envelope import Envelope, deterministic_event_id
 from ioc_shared.platform.kafka import H_PRINCIPAL, H_SIGNATURE
 from ioc_shared.platform.logging import get_logger
-from ioc_shared.platform.outbox import enqueue_fresh, enqueue_many
+from ioc_shared.platform.outbox import enqueue_many
 from ioc_shared.platform.telemetry import extract_trace_context
 from ioc_shared.registry import Registry
 from opentelemetry import trace
@@ -91,19 +91,12 @@ class RoutingCore:
     def effects(self) -> Effects:
         return Effects(self.topics, self.org.ioc_unit, self.policy.survey)
 
-    async def write(self, conn: asyncpg.Connection, effects: Effects, *, fresh: bool = False) -> None:
-        """Audit rows, due work and outbox messages of `effects`, in the caller's transaction.
-
-        `fresh`: every event id derives from inputs this transaction just claimed, so the
-        outbox can take them by COPY (the hot path of the intake).
-        """
+    async def write(self, conn: asyncpg.Connection, effects: Effects) -> None:
+        """Audit rows, due work and outbox messages of `effects`, in the caller's transaction."""
         await self.repo.insert_transitions(conn, effects.audit)
         if effects.due:
             await self.repo.insert_due_work(conn, effects.due)
-        if fresh:
-            await enqueue_fresh(conn, self.repo.s, effects.messages)
-        else:
-            await enqueue_many(conn, self.repo.s, effects.messages)
+        await enqueue_many(conn, self.repo.s, effects.messages)
 
 
 @contextmanager
@@ -195,7 +188,7 @@ class IntakeHandler:
                 {a.incident.category for a in located})
             await self._flag_duplicates(conn, located, ctx, effects)
             await core.repo.insert_transitions(conn, effects.audit)
-            await enqueue_fresh(conn, core.repo.s, effects.messages, notify=False)
+            await enqueue_many(conn, core.repo.s, effects.messages, notify=False)
         core.repo.versions_committed(versions)
         return len(created)
 

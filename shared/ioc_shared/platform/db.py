@@ -26,8 +26,17 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asy
     return pool
 
 
-def _platform_sql() -> str:
-    return resources.files("ioc_shared.platform").joinpath("platform_tables.sql").read_text()
+def _platform_migrations() -> list[tuple[str, str]]:
+    """The platform's own migrations, recorded as `0000_platform.sql` (the first, named as
+    before there were several) and `platform/NNNN_name.sql`."""
+    folder = resources.files("ioc_shared.platform").joinpath("migrations")
+    found = []
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if not _MIGRATION_NAME.match(entry.name):
+            continue
+        name = entry.name if entry.name == "0000_platform.sql" else f"platform/{entry.name}"
+        found.append((name, entry.read_text(encoding="utf-8")))
+    return found
 
 
 def _ordered_migrations(directory: Path) -> list[tuple[str, str]]:
@@ -43,7 +52,7 @@ async def migrate(pool: asyncpg.Pool, schema: str, directory: Path | None) -> li
     """Create `schema`, its platform tables, and apply pending migrations; returns applied names."""
     if not _SCHEMA_NAME.match(schema):
         raise ValueError(f"invalid schema name {schema!r}")
-    migrations = [("0000_platform.sql", _platform_sql())]
+    migrations = _platform_migrations()
     if directory is not None:
         migrations += _ordered_migrations(directory)
     applied: list[str] = []

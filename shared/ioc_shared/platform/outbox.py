@@ -1,14 +1,19 @@
 """Transactional outbox: events are written with the state change and relayed to Kafka.
 
-`enqueue` runs inside the caller's transaction. `OutboxRelay` publishes pending
-rows in id order with acks=all and marks them published. One relay per schema
-is active at a time (a PostgreSQL advisory lock); others stand by.
+`enqueue_many` runs inside the caller's transaction and writes *one row* for
+all the messages of that transaction, in order (parallel arrays). `OutboxRelay`
+publishes pending rows in id order with acks=all and marks them published. One
+relay per schema is active at a time (a PostgreSQL advisory lock); others stand
+by.
 
-Each row is published once even if the relay dies between publishing and
-marking: before publishing, a batch is *claimed* with the partition each row
-goes to and that partition's end offset. On start-up the relay reads every
-partition with claimed rows from the recorded offset and marks the rows whose
-event id it finds as published; only the rest are sent again.
+Each message is published once even if the relay dies between publishing and
+marking. `outbox_positions` holds, for every partition the relay writes to, an
+offset at or before anything it sent and has not marked: a partition's position
+is saved (from its end offset) before its first message is sent, and moves to
+the real end of what was sent in the same transaction that marks the rows. On
+start-up, if rows are pending, the relay reads each partition from its position
+and skips the pending messages it finds there; only the rest are sent again.
+No per-batch claim, no per-batch offset lookup.
 """
 
 from __future__ import annotations
@@ -16,15 +21,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import uuid
-from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 
 from ioc_shared.contracts.envelope import Envelope
@@ -33,21 +38,12 @@ from ioc_shared.platform.logging import get_logger
 
 log = get_logger(__name__)
 
+# After a failed batch (broker or database unreachable), wait before recovering.
+_RETRY_PAUSE_S = 1.0
+
 
 def _channel(schema: str) -> str:
     return f"{schema}_outbox"
-
-
-async def enqueue(conn: asyncpg.Connection, schema: str, topic: str, envelope: Envelope, *,
-                  key: bytes | None = None, headers: Mapping[str, str] | None = None) -> None:
-    """Add an event to the outbox in the caller's transaction (trace context captured now)."""
-    all_headers = envelope_headers(envelope, headers)
-    await conn.execute(
-        f"INSERT INTO {schema}.outbox (event_id, topic, key, headers, value) "
-        "VALUES ($1, $2, $3, $4::jsonb, $5) ON CONFLICT (event_id) DO NOTHING",
-        envelope.event_id, topic, key if key is not None else envelope.key,
-        json.dumps(all_headers), envelope.to_bytes())
-    await conn.execute(f"NOTIFY {_channel(schema)}")
 
 
 class Outgoing(Protocol):
@@ -62,62 +58,67 @@ class Outgoing(Protocol):
     def to_bytes(self) -> bytes: ...
 
 
-async def enqueue_many(conn: asyncpg.Connection, schema: str,
-                       messages: Sequence[tuple[str, Outgoing, bytes | None, Mapping[str, str]]]
-                       ) -> None:
-    """Add many events in the caller's transaction in one round trip, with one NOTIFY.
+OutboxMessage = tuple[str, Outgoing, bytes | None, Mapping[str, str]]
 
-    Each message is (topic, envelope, key or None for the envelope's key, headers);
-    the headers are final: build them with `envelope_headers` while the span each
-    event belongs to is current (a batch handler has one span per record).
+
+async def enqueue(conn: asyncpg.Connection, schema: str, topic: str, envelope: Envelope, *,
+                  key: bytes | None = None, headers: Mapping[str, str] | None = None) -> None:
+    """Add one event to the outbox in the caller's transaction (trace context captured now)."""
+    await enqueue_many(conn, schema, [(topic, envelope, key, envelope_headers(envelope, headers))])
+
+
+async def enqueue_many(conn: asyncpg.Connection, schema: str, messages: Sequence[OutboxMessage],
+                       *, notify: bool = True) -> None:
+    """Add the messages of the caller's transaction to the outbox, as one row, in order.
+
+    Each message is (topic, envelope, key or None for the envelope's key, headers); the
+    headers are final: build them with `envelope_headers` while the span each event
+    belongs to is current (a batch handler has one span per record).
+
+    Event ids must be new: derive them from an input the same transaction claims (or from
+    state it changes), so that a retried transaction cannot emit an event twice.
+    `notify=False`: the caller sends `pg_notify('<schema>_outbox', '')` in its own
+    statement (delivered at commit, like this NOTIFY), saving a round trip.
     """
     if not messages:
         return
-    # One statement over arrays: much cheaper than one bound INSERT per row. Rows get
-    # their ids in list order, so the relay keeps the caller's order per key.
+    event_ids, topics, keys, headers, payloads = [], [], [], [], []
+    for topic, env, key, head in messages:
+        event_ids.append(env.event_id)
+        topics.append(topic)
+        keys.append(key if key is not None else env.key)
+        headers.append(orjson.dumps(head))
+        payloads.append(env.to_bytes())
     await conn.execute(
-        f"INSERT INTO {schema}.outbox (event_id, topic, key, headers, value) "
-        "SELECT e, t, k, h::jsonb, v FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::text[], "
-        "$5::bytea[]) WITH ORDINALITY AS m(e, t, k, h, v, n) ORDER BY n "
-        "ON CONFLICT (event_id) DO NOTHING",
-        [env.event_id for _, env, _, _ in messages], [topic for topic, _, _, _ in messages],
-        [key if key is not None else env.key for _, env, key, _ in messages],
-        [json.dumps(dict(headers)) for _, _, _, headers in messages],
-        [env.to_bytes() for _, env, _, _ in messages])
-    await conn.execute(f"NOTIFY {_channel(schema)}")
-
-
-async def enqueue_fresh(conn: asyncpg.Connection, schema: str,
-                        messages: Sequence[tuple[str, Outgoing, bytes | None, Mapping[str, str]]],
-                        *, notify: bool = True) -> None:
-    """As `enqueue_many`, by binary COPY (about twice as fast), for events known to be new.
-
-    Precondition: no event id can already be in the outbox; a duplicate fails the
-    caller's transaction instead of being skipped. It holds for events whose ids
-    derive from an input event the same transaction has just claimed.
-
-    `notify=False`: the caller sends `pg_notify(<schema>_outbox)` in its own transaction
-    (delivered at commit, like this NOTIFY), saving a round trip.
-    """
-    if not messages:
-        return
-    await conn.copy_records_to_table(
-        "outbox", schema_name=schema, columns=["event_id", "topic", "key", "headers", "value"],
-        records=[(env.event_id, topic, key if key is not None else env.key,
-                  json.dumps(dict(headers)), env.to_bytes())
-                 for topic, env, key, headers in messages])
+        f"INSERT INTO {schema}.outbox (event_ids, topics, keys, headers, payloads) "
+        "VALUES ($1, $2, $3, $4, $5)", event_ids, topics, keys, headers, payloads)
     if notify:
         await conn.execute(f"NOTIFY {_channel(schema)}")
 
 
-def _encoded_headers(raw: Any) -> list[tuple[str, bytes]]:
-    headers = orjson.loads(raw) if isinstance(raw, str | bytes) else raw
-    return [(k, v.encode()) for k, v in headers.items()]
+@dataclass(slots=True)
+class _Batch:
+    """The pending rows one drain publishes, message by message."""
+
+    row_ids: list[int] = field(default_factory=list)
+    event_ids: list[uuid.UUID] = field(default_factory=list)
+    topics: list[str] = field(default_factory=list)
+    keys: list[bytes | None] = field(default_factory=list)
+    headers: list[bytes] = field(default_factory=list)
+    payloads: list[bytes] = field(default_factory=list)
+
+    def add(self, row: asyncpg.Record) -> None:
+        self.row_ids.append(row["id"])
+        self.event_ids += row["event_ids"]
+        self.topics += row["topics"]
+        self.keys += row["keys"]
+        self.headers += row["headers"]
+        self.payloads += row["payloads"]
 
 
 class OutboxRelay:
     def __init__(self, pool: asyncpg.Pool, schema: str, producer: AIOKafkaProducer,
-                 bootstrap: str, *, batch_size: int = 500, idle_poll_s: float = 0.5) -> None:
+                 bootstrap: str, *, batch_size: int = 2000, idle_poll_s: float = 0.5) -> None:
         self._pool = pool
         self._schema = schema
         self._producer = producer
@@ -128,6 +129,11 @@ class OutboxRelay:
         self._partitioner = DefaultPartitioner()
         self._round_robin = 0
         self._stopping = False
+        # Partitions whose position is saved (so a message may be sent there).
+        self._positioned: set[TopicPartition] = set()
+        # Pending messages found on the broker by `recover`: not to be sent again.
+        self._already_sent: set[uuid.UUID] = set()
+        self._offsets_consumer: AIOKafkaConsumer | None = None
         self.published = 0
 
     @property
@@ -136,7 +142,11 @@ class OutboxRelay:
         return int.from_bytes(digest[:8], "big", signed=True)
 
     async def run(self) -> None:
-        """Hold the relay lock (standing by until it is free) and publish until stopped."""
+        """Hold the relay lock (standing by until it is free) and publish until stopped.
+
+        A failed batch (broker or database away) is retried after a pause, from a fresh
+        recovery: what it sent before failing is found on the broker, not sent twice.
+        """
         async with self._pool.acquire() as lock_conn:
             while not await lock_conn.fetchval("SELECT pg_try_advisory_lock($1)", self._lock_key):
                 if self._stopping:
@@ -146,7 +156,15 @@ class OutboxRelay:
             try:
                 await self.recover()
                 while not self._stopping:
-                    if await self.drain_once() == 0:
+                    try:
+                        published = await self.drain_once()
+                    except (OSError, KafkaError, asyncpg.PostgresError, TimeoutError) as exc:
+                        log.error("outbox relay batch failed; recovering", schema=self._schema,
+                                  error=repr(exc))
+                        await asyncio.sleep(_RETRY_PAUSE_S)
+                        await self.recover()
+                        continue
+                    if published == 0:
                         self._wake.clear()
                         with contextlib.suppress(TimeoutError):
                             await asyncio.wait_for(self._wake.wait(), self._idle_poll_s)
@@ -161,66 +179,34 @@ class OutboxRelay:
     def _on_notify(self, *_: Any) -> None:
         self._wake.set()
 
-    async def _partition_for(self, topic: str, key: bytes | None) -> int:
-        partitions: list[int] = sorted(await self._producer.partitions_for(topic))
-        if key is None:
-            self._round_robin += 1
-            return partitions[self._round_robin % len(partitions)]
-        partition: int = self._partitioner(key, partitions, partitions)
-        return partition
-
-    async def _targets(self, rows: Sequence[asyncpg.Record]) -> list[tuple[str, int]]:
-        """(topic, partition) of each row, as `_partition_for` decides, each key hashed once.
-
-        The messages of one incident share a key: hashing (murmur2 in Python) once per
-        distinct key and reading each topic's partitions once per batch is most of the
-        relay's own CPU otherwise.
-        """
-        partitions_of: dict[str, list[int]] = {}
-        by_key: dict[tuple[str, bytes], int] = {}
-        targets: list[tuple[str, int]] = []
-        for r in rows:
-            topic, key = r["topic"], r["key"]
-            if key is None:
-                targets.append((topic, await self._partition_for(topic, None)))
-                continue
-            partition = by_key.get((topic, key))
-            if partition is None:
-                partitions = partitions_of.get(topic)
-                if partitions is None:
-                    partitions = sorted(await self._producer.partitions_for(topic))
-                    partitions_of[topic] = partitions
-                partition = self._partitioner(key, partitions, partitions)
-                by_key[(topic, key)] = partition
-            targets.append((topic, partition))
-        return targets
-
+    # --- recovery ----------------------------------------------------------------
     async def recover(self) -> int:
-        """Resolve rows claimed by a relay that died; returns how many were already published."""
+        """Find pending messages a relay sent without marking; returns how many.
+
+        They are marked with the rows they belong to by the next `drain_once`, without
+        being sent again.
+        """
         s = self._schema
         async with self._pool.acquire() as conn:
-            rows = await conn.fetch(
-                f"SELECT id, event_id, topic, partition, claim_offset FROM {s}.outbox "
-                "WHERE published_at IS NULL AND claimed_at IS NOT NULL")
-        if not rows:
+            pending = await conn.fetchval(
+                f"SELECT array_agg(e) FROM {s}.outbox, unnest(event_ids) AS e "
+                "WHERE published_at IS NULL")
+            positions = await conn.fetch(
+                f"SELECT topic, partition, next_offset FROM {s}.outbox_positions")
+        self._positioned = {TopicPartition(r["topic"], r["partition"]) for r in positions}
+        self._already_sent = set()
+        if not pending:
             return 0
-        start: dict[TopicPartition, int] = {}
-        for r in rows:
-            tp = TopicPartition(r["topic"], r["partition"])
-            start[tp] = min(start.get(tp, r["claim_offset"]), r["claim_offset"])
-        found = await self._event_ids_since(start)
-        wanted = {r["event_id"] for r in rows}
-        already = [r["id"] for r in rows if r["event_id"] in found & wanted]
-        async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(f"UPDATE {s}.outbox SET published_at = now() WHERE id = ANY($1)",
-                               already)
-            await conn.execute(
-                f"UPDATE {s}.outbox SET claimed_at = NULL, partition = NULL, claim_offset = NULL "
-                "WHERE published_at IS NULL AND claimed_at IS NOT NULL")
-        log.info("outbox recovered", schema=s, claimed=len(rows), already_published=len(already))
-        return len(already)
+        start = {TopicPartition(r["topic"], r["partition"]): r["next_offset"] for r in positions}
+        found = await self._event_ids_since(start, set(pending))
+        self._already_sent = found
+        log.info("outbox recovered", schema=s, pending=len(pending), already_published=len(found))
+        return len(found)
 
-    async def _event_ids_since(self, start: dict[TopicPartition, int]) -> set[uuid.UUID]:
+    async def _event_ids_since(self, start: dict[TopicPartition, int],
+                               wanted: set[uuid.UUID]) -> set[uuid.UUID]:
+        if not start:
+            return set()
         consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False,
                                     group_id=None, isolation_level="read_uncommitted")
         await consumer.start()
@@ -237,7 +223,10 @@ class OutboxRelay:
                     for rec in records:
                         for k, v in rec.headers or ():
                             if k == H_EVENT_ID:
-                                found.add(uuid.UUID(v.decode()))
+                                with contextlib.suppress(ValueError):
+                                    event_id = uuid.UUID(v.decode())
+                                    if event_id in wanted:
+                                        found.add(event_id)
                     if records and records[-1].offset + 1 >= ends[tp]:
                         pending.discard(tp)
                 for tp in list(pending):
@@ -247,45 +236,124 @@ class OutboxRelay:
             await consumer.stop()
         return found
 
-    async def drain_once(self) -> int:
-        """Publish one batch of pending rows; returns how many were published."""
-        s = self._schema
+    # --- publishing --------------------------------------------------------------
+    async def _pending(self) -> _Batch:
+        """Pending rows in id order, up to about `batch_size` messages (at least one row)."""
         async with self._pool.acquire() as conn:
             rows = await conn.fetch(
-                f"SELECT id, event_id, topic, key, headers, value FROM {s}.outbox "
-                "WHERE published_at IS NULL ORDER BY id LIMIT $1", self._batch_size)
-        if not rows:
-            return 0
-        targets = await self._targets(rows)
-        tps = {TopicPartition(t, p) for t, p in targets}
+                f"""SELECT id, event_ids, topics, keys, headers, payloads FROM (
+                        SELECT id, event_ids, topics, keys, headers, payloads,
+                               sum(cardinality(event_ids)) OVER (ORDER BY id)
+                                 - cardinality(event_ids) AS before
+                        FROM {self._schema}.outbox WHERE published_at IS NULL
+                        ORDER BY id LIMIT 1000) AS pending
+                    WHERE before < $1 ORDER BY id""", self._batch_size)
+        batch = _Batch()
+        for row in rows:
+            batch.add(row)
+        return batch
+
+    async def _targets(self, batch: _Batch) -> list[TopicPartition]:
+        """The partition of each message: the producer's default partitioner (murmur2 of
+        the key; round robin without one), each distinct key hashed once per batch."""
+        partitions_of: dict[str, list[int]] = {}
+        by_key: dict[tuple[str, bytes], TopicPartition] = {}
+        targets: list[TopicPartition] = []
+        for topic, key in zip(batch.topics, batch.keys, strict=True):
+            partitions = partitions_of.get(topic)
+            if partitions is None:
+                partitions = sorted(await self._producer.partitions_for(topic))
+                partitions_of[topic] = partitions
+            if key is None:
+                self._round_robin += 1
+                targets.append(TopicPartition(topic, partitions[self._round_robin % len(partitions)]))
+                continue
+            tp = by_key.get((topic, key))
+            if tp is None:
+                tp = TopicPartition(topic, self._partitioner(key, partitions, partitions))
+                by_key[(topic, key)] = tp
+            targets.append(tp)
+        return targets
+
+    async def _save_positions(self, tps: set[TopicPartition]) -> None:
+        """Before the first message to a partition: save its end offset as its position."""
         ends = await self._end_offsets(tps)
         async with self._pool.acquire() as conn:
-            # One statement over arrays (a per-row executemany cost a third of a batch).
             await conn.execute(
-                f"UPDATE {s}.outbox o SET claimed_at = now(), partition = c.p, claim_offset = c.o "
-                "FROM unnest($1::bigint[], $2::int[], $3::bigint[]) AS c(id, p, o) WHERE o.id = c.id",
-                [r["id"] for r in rows], [p for _, p in targets],
-                [ends[TopicPartition(t, p)] for t, p in targets])
-        futures = []
-        send = self._producer.send
-        for r, (topic, partition) in zip(rows, targets, strict=True):
-            futures.append(await send(topic, r["value"], key=r["key"], partition=partition,
-                                      headers=_encoded_headers(r["headers"])))
-        await asyncio.gather(*futures)
+                f"INSERT INTO {self._schema}.outbox_positions (topic, partition, next_offset) "
+                "SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[]) ON CONFLICT DO NOTHING",
+                [tp.topic for tp in tps], [tp.partition for tp in tps], [ends[tp] for tp in tps])
+        self._positioned |= tps
+
+    async def drain_once(self) -> int:
+        """Publish one batch of pending rows; returns how many messages it published."""
+        batch = await self._pending()
+        if not batch.row_ids:
+            return 0
+        targets = await self._targets(batch)
+        new = set(targets) - self._positioned
+        if new:
+            await self._save_positions(new)
+        sent = await self._send(batch, targets)
         await self._after_publish_hook()
-        async with self._pool.acquire() as conn:
-            await conn.execute(f"UPDATE {s}.outbox SET published_at = now() WHERE id = ANY($1)",
-                               [r["id"] for r in rows])
-        self.published += len(rows)
-        return len(rows)
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                f"UPDATE {self._schema}.outbox SET published_at = now() WHERE id = ANY($1)",
+                batch.row_ids)
+            if sent:
+                await conn.execute(
+                    f"INSERT INTO {self._schema}.outbox_positions AS p (topic, partition, next_offset) "
+                    "SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[]) "
+                    "ON CONFLICT (topic, partition) DO UPDATE "
+                    "SET next_offset = greatest(p.next_offset, excluded.next_offset)",
+                    [tp.topic for tp in sent], [tp.partition for tp in sent], list(sent.values()))
+        self._already_sent.difference_update(batch.event_ids)
+        self.published += len(batch.event_ids)
+        return len(batch.event_ids)
+
+    async def _send(self, batch: _Batch, targets: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """Send the batch as one record batch per partition (several if large), in order;
+        returns the offset after the last message sent to each partition.
+
+        Record batches instead of one `send` per message: no future, no accumulator
+        lookup per message, which was most of the relay's CPU.
+        """
+        producer = self._producer
+        builders: dict[TopicPartition, Any] = {}
+        queued: list[tuple[TopicPartition, Any, int]] = []
+
+        def close(tp: TopicPartition) -> None:
+            builder = builders.pop(tp)
+            queued.append((tp, builder, builder.record_count()))
+
+        skip = self._already_sent
+        for i, tp in enumerate(targets):
+            if skip and batch.event_ids[i] in skip:
+                continue
+            headers = [(k, v.encode()) for k, v in orjson.loads(batch.headers[i]).items()]
+            builder = builders.get(tp)
+            if builder is None:
+                builder = builders[tp] = producer.create_batch()
+            if builder.append(key=batch.keys[i], value=batch.payloads[i], timestamp=None,
+                              headers=headers) is None:
+                close(tp)  # full: an empty builder takes any first record
+                builder = builders[tp] = producer.create_batch()
+                builder.append(key=batch.keys[i], value=batch.payloads[i], timestamp=None,
+                               headers=headers)
+        for tp in list(builders):
+            close(tp)
+        futures = [(tp, await producer.send_batch(builder, tp.topic, partition=tp.partition), n)
+                   for tp, builder, n in queued]
+        sent: dict[TopicPartition, int] = {}
+        for tp, future, n in futures:
+            metadata = await future
+            sent[tp] = max(sent.get(tp, 0), metadata.offset + n)
+        return sent
 
     async def _after_publish_hook(self) -> None:
         """Seam for tests that simulate a crash between publish and mark."""
 
     async def _end_offsets(self, tps: set[TopicPartition]) -> dict[TopicPartition, int]:
-        by_topic: dict[str, list[TopicPartition]] = defaultdict(list)
-        for tp in tps:
-            by_topic[tp.topic].append(tp)
         consumer = self._offsets_consumer
         if consumer is None:
             consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, group_id=None,
@@ -293,8 +361,6 @@ class OutboxRelay:
             await consumer.start()
             self._offsets_consumer = consumer
         return dict(await consumer.end_offsets(list(tps)))
-
-    _offsets_consumer: AIOKafkaConsumer | None = None
 
     async def close(self) -> None:
         if self._offsets_consumer is not None:

@@ -7,8 +7,8 @@ from collections import Counter
 import asyncpg
 import pytest
 from ioc_shared.contracts import Envelope, TopicSpec
-from ioc_shared.platform.kafka import H_EVENT_ID, declare_topics, make_producer
-from ioc_shared.platform.outbox import OutboxRelay, enqueue
+from ioc_shared.platform.kafka import H_EVENT_ID, declare_topics, envelope_headers, make_producer
+from ioc_shared.platform.outbox import OutboxRelay, enqueue, enqueue_many
 from ioc_shared.testing import headers_of, kafka_bootstrap, read_topic, unique
 
 pytestmark = pytest.mark.connected
@@ -92,6 +92,46 @@ async def test_crash_between_publish_and_mark_publishes_each_row_once(schema_poo
     counts = Counter(event_ids(records))
     assert set(counts) == {str(e.event_id) for e in events}
     assert max(counts.values()) == 1, "a row was published twice"
+
+
+async def test_crash_after_a_transactions_messages_went_out_publishes_each_once(schema_pool) -> None:
+    """One transaction's messages share one row, spread over partitions and record batches;
+    a relay that died after sending them and a later transaction's row are resolved
+    message by message."""
+    schema, pool = schema_pool
+    topic = await new_topic()
+    first = [Envelope(type="test.happened", source_unit="ioc-loc-ninh", subject=f"inc-{i % 7}",
+                      payload={"seq": i, "pad": "x" * 400}) for i in range(300)]
+    second = [Envelope(type="test.happened", source_unit="ioc-loc-ninh", subject=f"inc-{i}",
+                       payload={"seq": 300 + i}) for i in range(5)]
+    for events in (first, second):
+        async with pool.acquire() as conn, conn.transaction():
+            await enqueue_many(conn, schema, [(topic, e, None, envelope_headers(e)) for e in events])
+    # Small record batches: the 300 messages need several per partition.
+    producer = make_producer(kafka_bootstrap(), client_id="test-relay", max_batch_size=16 * 1024)
+    await producer.start()
+    try:
+        crashing = CrashAfterPublish(pool, schema, producer, kafka_bootstrap(), batch_size=1)
+        with pytest.raises(Crash):
+            await crashing.drain_once()   # the first row went out whole, nothing marked
+        await crashing.close()
+        restarted = OutboxRelay(pool, schema, producer, kafka_bootstrap(), batch_size=1)
+        assert await restarted.recover() == 300
+        assert await restarted.drain_once() == 300   # marked, not sent again
+        assert await restarted.drain_once() == 5
+        assert await restarted.drain_once() == 0
+        await restarted.close()
+    finally:
+        await producer.stop()
+    records = await read_topic(topic, until=lambda r: len(r) >= 305, timeout=10)
+    await asyncio.sleep(1.0)
+    records = await read_topic(topic, until=lambda r: False, timeout=1.5)
+    counts = Counter(event_ids(records))
+    assert set(counts) == {str(e.event_id) for e in first + second}
+    assert max(counts.values()) == 1, "a message was published twice"
+    for key in {e.subject for e in first}:
+        seqs = [Envelope.from_bytes(r.value).payload["seq"] for r in records if r.key == key.encode()]
+        assert seqs == sorted(seqs)
 
 
 async def test_rolled_back_transaction_publishes_nothing(schema_pool) -> None:
