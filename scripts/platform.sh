@@ -179,8 +179,13 @@ pg_start() {
     [[ "$(cat "$PG_DATA/PG_VERSION")" == "$want" ]] \
       || die "$PG_DATA was created by PostgreSQL $(cat "$PG_DATA/PG_VERSION") but $PG_BIN is $want; remove .run/pg to re-init"
     log "starting postgresql on 127.0.0.1:$PG_PORT"
+    local options="-p $PG_PORT -k $PG_SOCK" name value
+    while IFS='=' read -r name value; do
+      name="${name//[[:space:]]/}"; value="${value#"${value%%[![:space:]]*}"}"
+      [[ -z "$name" || "$name" == \#* ]] || options+=" -c $name=$value"
+    done <"$ROOT/deploy/postgres/platform.conf"
     if ! as_pg setsid -w "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_RUN/pg.log" -w -t 30 \
-        -o "-p $PG_PORT -k $PG_SOCK -c listen_addresses=127.0.0.1 -c fsync=on -c max_connections=200" start >/dev/null 9>&-; then
+        -o "$options" start >/dev/null 9>&-; then
       fail_with_log "postgresql did not start within 30s" "$PG_RUN/pg.log"
     fi
   else
