@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ioc_shared.contracts import Envelope, canonical_topic
@@ -37,6 +38,17 @@ INCIDENTS = 20_000
 LATENCY_RATE = 500.0
 LATENCY_SECONDS = 15
 WARMUP_SECONDS = 2
+REPORTED_UNTIL = datetime(2026, 11, 27, 2, 0, tzinfo=UTC)
+
+
+def _reported_at(rng: random.Random) -> str:
+    """Somewhen in the year before the run's fixed date, to the second.
+
+    Reports spread over time as in real life: with one shared time, the 48 h duplicate
+    window held every incident and most were flagged as likely duplicates of a neighbour
+    within 200 m, which the spread locations were meant to avoid.
+    """
+    return (REPORTED_UNTIL - timedelta(seconds=rng.randrange(365 * 86400))).isoformat()
 
 
 def incident_messages(n: int, tag: str, seed: int = 3) -> list[tuple[bytes, bytes, list]]:
@@ -48,7 +60,7 @@ def incident_messages(n: int, tag: str, seed: int = 3) -> list[tuple[bytes, byte
         env = Envelope(
             type="ingest.record.accepted", source_unit=commune, subject=record_id,
             payload={"dataset": DATASET, "schema_version": 2, "record_id": record_id, "record": {
-                "record_id": record_id, "reported_at": "2026-11-27T02:00:00+00:00",
+                "record_id": record_id, "reported_at": _reported_at(rng),
                 "commune": commune, "category": "moi-truong", "priority": "binh-thuong",
                 "channel": "ung-dung", "title": "Rác thải tồn đọng ven đường",
                 # Spread out so no two incidents are likely duplicates of each other.
