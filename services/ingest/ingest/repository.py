@@ -10,6 +10,7 @@ from datetime import date, datetime
 from typing import Any, Literal
 
 import asyncpg
+import orjson
 from ioc_shared.registry import Cadence
 
 from ingest.domain import Accepted, WatchState
@@ -49,13 +50,14 @@ class IngestRepository:
         # of a key that this statement could not insert.
         self._record_batch_sql = f"""
 WITH cand AS (
-  SELECT * FROM unnest($1::int[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                       $7::uuid[], $8::text[])
-    AS c(ord, unit, dataset, record_id, content_hash, client_event_id, event_id, origin)
+  SELECT (c->>0)::int AS ord, c->>1 AS unit, c->>2 AS dataset, c->>3 AS record_id,
+         c->>4 AS content_hash, c->>5 AS client_event_id, (c->>6)::uuid AS event_id,
+         c->>7 AS origin
+  FROM json_array_elements($1::json) AS c
 ), ins AS (
   INSERT INTO {s}.accepted_records AS a
     (unit, dataset, record_id, content_hash, client_event_id, event_id, origin, accepted_at)
-  SELECT unit, dataset, record_id, content_hash, client_event_id, event_id, origin, $9 FROM cand
+  SELECT unit, dataset, record_id, content_hash, client_event_id, event_id, origin, $2 FROM cand
   ORDER BY ord
   ON CONFLICT DO NOTHING
   RETURNING a.unit, a.dataset, a.record_id, a.content_hash
@@ -76,18 +78,18 @@ WITH cand AS (
   FROM outcome o WHERE NOT o.inserted
 ), fresh AS (
   INSERT INTO {s}.freshness AS f (unit, dataset, watch_since, last_accepted_at)
-  SELECT unit, dataset, $9, $9 FROM outcome WHERE inserted GROUP BY unit, dataset
+  SELECT unit, dataset, $2, $2 FROM outcome WHERE inserted GROUP BY unit, dataset
   ON CONFLICT (unit, dataset) DO UPDATE
     SET last_accepted_at = GREATEST(f.last_accepted_at, EXCLUDED.last_accepted_at)
 ), counted AS (
   INSERT INTO {s}.quality_counters AS q (day, unit, dataset, outcome, code, n, updated_at)
-  SELECT $10, unit, dataset, outcome, code, count(*), $9 FROM (
+  SELECT $3, unit, dataset, outcome, code, count(*), $2 FROM (
     SELECT unit, dataset, 'accepted'::text AS outcome, ''::text AS code FROM outcome WHERE inserted
     UNION ALL
     SELECT o.unit, o.dataset, 'rejected', 'duplicate' FROM outcome o JOIN prior p USING (ord)
       WHERE p.prior_origin IS DISTINCT FROM o.origin
     UNION ALL
-    SELECT * FROM unnest($11::text[], $12::text[], $13::text[], $14::text[])
+    SELECT k->>0, k->>1, k->>2, k->>3 FROM json_array_elements($4::json) AS k
   ) x GROUP BY unit, dataset, outcome, code
   ON CONFLICT (day, unit, dataset, outcome, code) DO UPDATE
     SET n = q.n + EXCLUDED.n, updated_at = EXCLUDED.updated_at
@@ -99,14 +101,13 @@ SELECT o.ord, o.inserted, p.prior_origin FROM outcome o LEFT JOIN prior p USING 
         """Claim accepted records and count other outcomes; returns each claim's status by `ord`."""
         if not claims and not counters:
             return {}
-        a = [c.accepted for c in claims]
-        rows = await self.pool.fetch(
-            self._record_batch_sql,
-            [c.ord for c in claims], [x.unit for x in a], [x.dataset for x in a],
-            [x.record_id for x in a], [x.content_hash for x in a], [x.client_event_id for x in a],
-            [x.event_id for x in a], [c.origin for c in claims], now, day,
-            [k.unit for k in counters], [k.dataset for k in counters],
-            [k.outcome for k in counters], [k.code for k in counters])
+        # Rows as one JSON parameter each: asyncpg's array encoding checks every element
+        # against collections.abc (several ms of client CPU per 1000 claims), JSON is ~8x cheaper.
+        candidates = orjson.dumps([
+            (c.ord, (a := c.accepted).unit, a.dataset, a.record_id, a.content_hash,
+             a.client_event_id, a.event_id, c.origin) for c in claims]).decode()
+        counted = orjson.dumps([(k.unit, k.dataset, k.outcome, k.code) for k in counters]).decode()
+        rows = await self.pool.fetch(self._record_batch_sql, candidates, now, day, counted)
         origins = {c.ord: c.origin for c in claims}
         out: dict[int, ClaimStatus] = {}
         for r in rows:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 import unicodedata
+from collections.abc import Callable
 from datetime import UTC, date, datetime, time, tzinfo
 from typing import Any
 
@@ -42,6 +44,31 @@ def clean_text(value: str, *, single_line: bool) -> str:
     if "\n" not in text:   # one line, already stripped at both ends
         return text
     return "\n".join(line.rstrip() for line in text.replace("\r\n", "\n").split("\n"))
+
+
+def text_normalizer(*, single_line: bool, max_length: int | None) -> Callable[[Any], str]:
+    """`as_text` with its options bound, in one call (a schema field's hot path)."""
+    nfc = unicodedata.normalize
+    limit = max_length if max_length is not None else sys.maxsize
+    wrong_type = (Code.WRONG_TYPE, "chuỗi ký tự")
+    too_long = (Code.TOO_LONG, f"tối đa {max_length} ký tự")
+
+    def normalize(value: Any) -> str:
+        if value.__class__ is not str:
+            if isinstance(value, bool) or not isinstance(value, str | int):
+                raise FieldProblem(*wrong_type)
+            value = str(value)
+        # ASCII text is already NFC.
+        text = (value if value.isascii() else nfc("NFC", value)).strip()
+        if single_line:
+            text = " ".join(text.split())
+        elif "\n" in text:
+            text = "\n".join(line.rstrip() for line in text.replace("\r\n", "\n").split("\n"))
+        if len(text) > limit:
+            raise FieldProblem(*too_long)
+        return text
+
+    return normalize
 
 
 def as_text(value: Any, *, single_line: bool, max_length: int | None) -> str:

@@ -85,37 +85,55 @@ class CompiledSchema:
         self._limits = limits
 
     def check(self, raw: dict[str, Any], now: datetime) -> Checked:
-        out = Checked()
+        record: dict[str, Any] = {}
+        problems: list[Problem] = []
+        occurred_at: datetime | None = None
         fields = self.fields
+        latest: datetime | None = None   # time bounds, computed once per record with a time
+        latest_event = now
         for name, value in raw.items():
             spec = fields.get(name)
             if spec is None:
                 if name not in IDENTITY_FIELDS:
-                    out.problems.append(Problem(Code.UNKNOWN_FIELD, name,
-                                                "một trong: " + ", ".join(fields)))
+                    problems.append(Problem(Code.UNKNOWN_FIELD, name,
+                                            "một trong: " + ", ".join(fields)))
                 continue
-            if value is None or value == "" or (isinstance(value, str) and value.isspace()):
+            if value is None or value == "" or (value.__class__ is str and value.isspace()):
                 continue
             try:
                 normalized = spec.normalize(value)
             except n.FieldProblem as problem:
-                out.problems.append(Problem(problem.code, name, problem.expected))
+                problems.append(Problem(problem.code, name, problem.expected))
                 continue
             if spec.is_time:
                 moment = normalized
-                problem_code = self._implausible(moment, now, spec.past_only)
+                if isinstance(moment, datetime):
+                    if latest is None:
+                        latest = now + self._limits.absurd_after
+                        latest_event = now + self._limits.future_tolerance
+                    if moment < _EARLIEST or moment > latest:
+                        problem_code: Code | None = Code.ABSURD_TIMESTAMP
+                    elif spec.past_only and moment > latest_event:
+                        problem_code = Code.FUTURE_TIMESTAMP
+                    else:
+                        problem_code = None
+                else:
+                    problem_code = self._implausible(moment, now, spec.past_only)
                 if problem_code is not None:
-                    out.problems.append(Problem(problem_code, name,
-                                                self._time_expected(problem_code, now)))
+                    problems.append(Problem(problem_code, name,
+                                            self._time_expected(problem_code, now)))
                     continue
-                if out.occurred_at is None and isinstance(moment, datetime):
-                    out.occurred_at = moment
-                normalized = n.iso_utc(moment) if isinstance(moment, datetime) else moment.isoformat()
-            out.record[name] = normalized
+                if isinstance(moment, datetime):
+                    if occurred_at is None:
+                        occurred_at = moment
+                    normalized = n.iso_utc(moment)
+                else:
+                    normalized = moment.isoformat()
+            record[name] = normalized
         for spec in self.required:
-            if spec.name not in out.record and not any(p.field == spec.name for p in out.problems):
-                out.problems.append(Problem(Code.MISSING, spec.name, _describe(spec.spec)))
-        return out
+            if spec.name not in record and not any(p.field == spec.name for p in problems):
+                problems.append(Problem(Code.MISSING, spec.name, _describe(spec.spec)))
+        return Checked(record, problems, occurred_at)
 
     def conform(self, record: dict[str, Any]) -> list[Problem]:
         """Problems of an upgraded record: its values are already normalized, only its shape is checked."""
@@ -209,10 +227,7 @@ class SchemaCatalog:
         kind = spec.type
         normalize: Normalizer
         if kind in ("string", "text"):
-            single = kind == "string"
-
-            def normalize(v: Any) -> Any:
-                return n.as_text(v, single_line=single, max_length=lim)
+            normalize = n.text_normalizer(single_line=kind == "string", max_length=lim)
         elif kind in ("integer", "decimal"):
             parse = n.as_integer if kind == "integer" else n.as_decimal
             low, high = spec.min, spec.max
@@ -242,6 +257,14 @@ class SchemaCatalog:
             bbox, margin = self.registry.centre.bbox, self.limits.geo_margin_deg
 
             def normalize(v: Any) -> Any:
+                if v.__class__ is dict and len(v) == 2:
+                    # Fast path for the usual {"lat": float, "lon": float}; anything else
+                    # (and any out-of-range value, NaN included) takes the general one.
+                    lat, lon = v.get("lat"), v.get("lon")
+                    if lat.__class__ is float and lon.__class__ is float \
+                            and -90 <= lat <= 90 and -180 <= lon <= 180:
+                        n.check_in_area(lat, lon, bbox, margin)
+                        return {"lat": lat, "lon": lon}
                 lat, lon = n.as_geo(v)
                 n.check_in_area(lat, lon, bbox, margin)
                 return {"lat": lat, "lon": lon}
@@ -257,12 +280,19 @@ class SchemaCatalog:
         expected = ("tên xã, thị trấn có dấu (Lộc Thành, Lộc Thạnh ...) hoặc mã (xa-loc-an)"
                     if kind == "commune" else "tên, tên gọi khác hoặc mã đơn vị trong danh mục")
 
+        seen: dict[str, str] = {}   # raw spellings already resolved (names repeat)
+
         def normalize(v: Any) -> Any:
+            found = seen.get(v) if v.__class__ is str else None
+            if found is not None:
+                return found
             if not isinstance(v, str):
                 raise n.FieldProblem(Code.WRONG_TYPE, expected)
             found = resolve(n.clean_text(v, single_line=True))
             if found is None:
                 raise n.FieldProblem(code, expected)
+            if len(seen) < _NAME_CACHE_LIMIT:
+                seen[v] = found
             return found
 
         return normalize
