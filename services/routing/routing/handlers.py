@@ -7,8 +7,7 @@ handlers can be driven by tests and by any transport.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -18,7 +17,7 @@ from ioc_shared.contracts.envelope import Envelope, deterministic_event_id
 from ioc_shared.platform.kafka import H_PRINCIPAL, H_SIGNATURE
 from ioc_shared.platform.logging import get_logger
 from ioc_shared.platform.outbox import enqueue_many
-from ioc_shared.platform.telemetry import extract_trace_context
+from ioc_shared.platform.telemetry import start_hop
 from ioc_shared.registry import Registry
 from opentelemetry import trace
 from pydantic import ValidationError
@@ -99,13 +98,6 @@ class RoutingCore:
         await enqueue_many(conn, self.repo.s, effects.messages)
 
 
-@contextmanager
-def _span_of(record: Inbound, name: str) -> Iterator[None]:
-    """Continue the trace of the record (a batch span only links its records)."""
-    with tracer.start_as_current_span(name, context=extract_trace_context(record.headers)):
-        yield
-
-
 @dataclass(slots=True)
 class _Arrival:
     record: Inbound
@@ -167,19 +159,22 @@ class IntakeHandler:
             primary_ids = {i.primary_id for i in existing.values() if i.primary_id}
             primaries = await core.repo.load_incidents(conn, primary_ids) if primary_ids else {}
             created: list[_Arrival] = []
+            system = core.system
             for arrival in todo:
                 incident = arrival.incident
-                with _span_of(arrival.record, "routing.intake"):
-                    known = existing.get(incident.id)
-                    if known is not None:
-                        outcome = record_updated(known, incident, ctx, core.system,
-                                                 primaries.get(known.primary_id or ""))
-                        effects.record(outcome, known, seed=arrival.envelope.event_id,
-                                       cause=arrival.envelope)
-                        continue
-                    outcome = receive(incident, ctx, core.system)
-                    effects.record(outcome, incident, seed=arrival.envelope.event_id,
-                                   cause=arrival.envelope)
+                hop = start_hop(tracer, "routing.intake", arrival.record.headers)
+                known = existing.get(incident.id)
+                if known is not None:
+                    outcome = record_updated(known, incident, ctx, system,
+                                             primaries.get(known.primary_id or ""))
+                    effects.record(outcome, known, seed=arrival.envelope.event_id,
+                                   cause=arrival.envelope, trace=hop.headers)
+                    hop.end()
+                    continue
+                outcome = receive(incident, ctx, system)
+                effects.record(outcome, incident, seed=arrival.envelope.event_id,
+                               cause=arrival.envelope, trace=hop.headers)
+                hop.end()
                 existing[incident.id] = incident
                 created.append(arrival)
             located = [a for a in created if a.incident.location is not None]
@@ -218,9 +213,10 @@ class IntakeHandler:
                       if c.incident_id != incident.id and c.incident_id not in later]
             outcome = flag_duplicates(incident, ctx, core.system, before)
             if outcome.events:
-                with _span_of(arrival.record, "routing.duplicates"):
-                    effects.record(outcome, incident, seed=(arrival.envelope.event_id, "dup"),
-                                   cause=arrival.envelope)
+                hop = start_hop(tracer, "routing.duplicates", arrival.record.headers)
+                effects.record(outcome, incident, seed=(arrival.envelope.event_id, "dup"),
+                               cause=arrival.envelope, trace=hop.headers)
+                hop.end()
 
     async def _candidates(self, conn: asyncpg.Connection, arrivals: list[_Arrival],
                           policy: RoutingPolicy) -> list[DuplicateCandidate]:

@@ -153,10 +153,13 @@ class Effects:
         return env
 
     def record(self, outcome: Outcome, incident: Incident, *, seed: object,
-               cause: Envelope | None) -> None:
-        """Audit rows, events, reporter updates, notifications and due work of one outcome."""
-        # Every message of one outcome belongs to the same span: read its context once.
-        trace = current_trace()
+               cause: Envelope | None, trace: dict[str, str] | None = None) -> None:
+        """Audit rows, events, reporter updates, notifications and due work of one outcome.
+
+        `trace`: the trace headers of the outcome's messages (default: the current span's).
+        """
+        if trace is None:
+            trace = current_trace()
         base = deterministic_event_id(seed)
         latest: tuple[int, dict[str, Any]] | None = None
         for i, event in enumerate(outcome.events):
@@ -178,7 +181,7 @@ class Effects:
         if outcome.survey_requested:
             self.publish(self.topics.reporter, REPORTER_SURVEY, incident.id,
                          survey_request(incident, self.survey),
-                         event_id=_derive(base, _SURVEY), cause=cause)
+                         event_id=_derive(base, _SURVEY), cause=cause, trace=trace)
         if outcome.schedule is not None:
             self.due += [(incident.id, incident.assignment_no, w) for w in outcome.schedule]
 
