@@ -87,8 +87,9 @@ class RoutingCore:
     def context(self) -> Context:
         return Context(self.policy, self.calendar, self.org, self.clock())
 
-    def effects(self) -> Effects:
-        return Effects(self.topics, self.org.ioc_unit, self.policy.survey)
+    def effects(self, at: datetime | None = None) -> Effects:
+        """Effects of one decision; `at` (its time) is stamped on every envelope."""
+        return Effects(self.topics, self.org.ioc_unit, self.policy.survey, at=at)
 
     async def write(self, conn: asyncpg.Connection, effects: Effects) -> None:
         """Audit rows, due work and outbox messages of `effects`, in the caller's transaction."""
@@ -146,7 +147,7 @@ class IntakeHandler:
             return 0
         core = self.core
         ctx = core.context()
-        effects = core.effects()
+        effects = core.effects(ctx.now)
         async with core.pool.acquire() as conn, conn.transaction():
             # Round trips are the cost of a batch: claim + load, then one statement for the
             # incidents, due work, NOTIFY and duplicate locks, the candidates, and one COPY

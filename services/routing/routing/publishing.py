@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from ioc_shared.contracts.envelope import ENVELOPE_SCHEMA_VERSION, Envelope, deterministic_event_id
@@ -41,15 +41,26 @@ from routing.domain.reporter import (
 COMMAND_RESULT = "routing.command.result"
 NOTIFICATION_PREFIX = "routing.notification."
 
+class Cause(Protocol):
+    """What an outgoing envelope takes from the envelope it answers."""
+
+    @property
+    def event_id(self) -> uuid.UUID: ...
+
+    @property
+    def correlation_id(self) -> uuid.UUID | None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class SerializedEnvelope:
     """An envelope this service built from trusted values, serialized once with orjson.
 
     Same JSON shape as `Envelope` (consumers parse it with `Envelope.from_bytes`), without
     the cost of building a validated model for each of thousands of events per second.
+    `event_id` is the canonical text form of the UUID (as in the JSON and the headers).
     """
 
-    event_id: uuid.UUID
+    event_id: str
     type: str
     subject: str
     body: bytes
@@ -65,9 +76,11 @@ class SerializedEnvelope:
         return Envelope.from_bytes(self.body)
 
 
-def serialize_envelope(*, event_id: uuid.UUID, type: str, source_unit: str, subject: str,
-                       payload: dict[str, Any], cause: Envelope | None) -> SerializedEnvelope:
-    now = datetime.now(UTC)
+def serialize_envelope(*, event_id: uuid.UUID | str, type: str, source_unit: str, subject: str,
+                       payload: dict[str, Any], cause: Cause | None,
+                       at: datetime | None = None) -> SerializedEnvelope:
+    """`at`: occurred and produced time (default: now); a batch passes its decision time."""
+    now = at or datetime.now(UTC)
     body = orjson.dumps({
         "envelope_version": ENVELOPE_SCHEMA_VERSION, "event_id": event_id, "type": type,
         "schema_version": 1, "source_unit": source_unit, "subject": subject,
@@ -75,7 +88,7 @@ def serialize_envelope(*, event_id: uuid.UUID, type: str, source_unit: str, subj
         "correlation_id": (cause.correlation_id or cause.event_id) if cause else None,
         "causation_id": cause.event_id if cause else None, "payload": payload,
     }, default=str)
-    return SerializedEnvelope(event_id, type, subject, body)
+    return SerializedEnvelope(str(event_id), type, subject, body)
 
 
 OutboxMessage = tuple[str, SerializedEnvelope, bytes | None, dict[str, str]]
@@ -111,15 +124,16 @@ def current_trace() -> dict[str, str]:
 
 
 def event_payload(event: IncidentEvent) -> dict[str, Any]:
-    return {
+    payload = {
         "incident_id": event.incident_id,
         "from_state": event.from_state.value if event.from_state else None,
         "to_state": event.to_state.value,
         "actor": {"principal": event.actor.principal, "unit": event.actor.unit},
         "reason": event.reason,
-        "at": event.at.isoformat(),
-        **event.data,
+        "at": event.at,  # orjson writes the same ISO 8601 text as isoformat()
     }
+    payload.update(event.data)
+    return payload
 
 
 # Ids of the messages of one outcome: a stable base id per input, the message's kind and
@@ -127,8 +141,9 @@ def event_payload(event: IncidentEvent) -> dict[str, Any]:
 _EVENTS, _REPORTER, _NOTIFICATIONS, _SURVEY = 0x0000, 0x4000, 0x8000, 0xC000
 
 
-def _derive(base: uuid.UUID, n: int) -> uuid.UUID:
-    return uuid.UUID(int=(base.int & ~0xFFFF) | (n & 0xFFFF))
+def _derive(base: str, n: int) -> str:
+    """`base` (a UUID's text) with its low 16 bits (the last four hex digits) set to `n`."""
+    return f"{base[:32]}{n & 0xFFFF:04x}"
 
 
 @dataclass
@@ -136,31 +151,34 @@ class Effects:
     topics: RoutingTopics
     source_unit: str
     survey: Survey
+    # Occurred/produced time of the envelopes (default: when each is added).
+    at: datetime | None = None
     messages: list[OutboxMessage] = field(default_factory=list)
-    audit: list[tuple[uuid.UUID, IncidentEvent]] = field(default_factory=list)
+    audit: list[tuple[str, IncidentEvent]] = field(default_factory=list)
     due: list[tuple[str, int, DueWork]] = field(default_factory=list)
 
     def publish(self, topic: str, type: str, key: str, payload: dict[str, Any], *,
-                event_id: uuid.UUID, cause: Envelope | None,
+                event_id: uuid.UUID | str, cause: Cause | None,
                 trace: dict[str, str] | None = None) -> SerializedEnvelope:
         """Add an envelope; `trace` is the current span's context if the caller has it."""
         env = serialize_envelope(event_id=event_id, type=type, source_unit=self.source_unit,
-                                 subject=key, payload=payload, cause=cause)
+                                 subject=key, payload=payload, cause=cause, at=self.at)
         if trace is None:
             trace = current_trace()
-        headers = {H_EVENT_ID: str(event_id), H_EVENT_TYPE: type, **trace}
+        headers = {H_EVENT_ID: env.event_id, H_EVENT_TYPE: type}
+        headers.update(trace)
         self.messages.append((topic, env, None, headers))
         return env
 
     def record(self, outcome: Outcome, incident: Incident, *, seed: object,
-               cause: Envelope | None, trace: dict[str, str] | None = None) -> None:
+               cause: Cause | None, trace: dict[str, str] | None = None) -> None:
         """Audit rows, events, reporter updates, notifications and due work of one outcome.
 
         `trace`: the trace headers of the outcome's messages (default: the current span's).
         """
         if trace is None:
             trace = current_trace()
-        base = deterministic_event_id(seed)
+        base = str(deterministic_event_id(seed))
         latest: tuple[int, dict[str, Any]] | None = None
         for i, event in enumerate(outcome.events):
             event_id = _derive(base, _EVENTS + i)
@@ -185,7 +203,7 @@ class Effects:
         if outcome.schedule is not None:
             self.due += [(incident.id, incident.assignment_no, w) for w in outcome.schedule]
 
-    def notify(self, note: Notification, *, event_id: uuid.UUID, cause: Envelope | None,
+    def notify(self, note: Notification, *, event_id: uuid.UUID | str, cause: Cause | None,
                trace: dict[str, str] | None = None) -> None:
         payload = {"kind": note.kind, "incident_id": note.incident_id, "unit": note.unit,
                    "contact_roles": list(note.roles), **note.data}
@@ -193,7 +211,7 @@ class Effects:
                      event_id=event_id, cause=cause, trace=trace)
 
     def relay_status(self, duplicate: Incident, primary: Incident, event: IncidentEvent, *,
-                     seed: object, cause: Envelope | None) -> None:
+                     seed: object, cause: Cause | None) -> None:
         """Tell the reporter of a merged duplicate how the primary incident goes."""
         update = status_update(event, primary)
         if update is not None:
@@ -202,7 +220,7 @@ class Effects:
                          event_id=deterministic_event_id(seed, "relay", duplicate.id), cause=cause)
 
 
-def command_result(effects: Effects, *, unit: str, cause_id: uuid.UUID, cause: Envelope | None,
+def command_result(effects: Effects, *, unit: str, cause_id: uuid.UUID, cause: Cause | None,
                    status: str, reason_code: str | None, message: str, command_id: uuid.UUID | None,
                    verb: str | None, incident_id: str | None, principal: str | None,
                    state: str | None = None, duplicate: bool = False) -> None:

@@ -304,7 +304,7 @@ class RoutingRepository:
 
     # --- audit trail -----------------------------------------------------------
     async def insert_transitions(self, conn: asyncpg.Connection,
-                                 events: Sequence[tuple[uuid.UUID, IncidentEvent]]) -> None:
+                                 events: Sequence[tuple[uuid.UUID | str, IncidentEvent]]) -> None:
         """Binary COPY: the audit trail is the largest write of a batch.
 
         No ON CONFLICT is needed: event ids derive from the input's event id, which the

@@ -110,7 +110,7 @@ class TimerWorker:
             event_type = ESCALATION_EVENT
         event = IncidentEvent(event_type, incident.id, incident.state, incident.state, core.system,
                               core.clock(), None, data)
-        event_id = deterministic_event_id("due-work", row.id)
+        event_id = str(deterministic_event_id("due-work", row.id))
         effects.audit.append((event_id, event))
         effects.publish(effects.topics.events, event_type, incident.id, event_payload(event),
                         event_id=event_id, cause=None)
