@@ -123,6 +123,9 @@ class IngestPipeline:
         try:
             decided = [self.ingestor.decide(i, now) for i in chunks[0]] if chunks else []
             recording = asyncio.ensure_future(self._record(chunks[0], decided, now)) if chunks else None
+            # Deciding and building are CPU work that never yields: let the claim task send its
+            # statement now, or it would only start when awaited (no overlap at all).
+            await asyncio.sleep(0)
             offset = 0
             for k, chunk in enumerate(chunks):
                 assert recording is not None
@@ -148,6 +151,9 @@ class IngestPipeline:
                     outcomes.append(outcome)
                     messages += built[n]
                 confirmations += await self.sink.enqueue(messages)
+                # One pass of the event loop: the next claim statement and this chunk's produce
+                # requests go out now and are worked by PostgreSQL and the broker meanwhile.
+                await asyncio.sleep(0)
                 decided, offset = following, offset + len(chunk)
             if confirmations:
                 await asyncio.gather(*confirmations)

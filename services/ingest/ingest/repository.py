@@ -53,7 +53,7 @@ WITH cand AS (
   SELECT (c->>0)::int AS ord, c->>1 AS unit, c->>2 AS dataset, c->>3 AS record_id,
          c->>4 AS content_hash, c->>5 AS client_event_id, (c->>6)::uuid AS event_id,
          c->>7 AS origin
-  FROM json_array_elements($1::json) AS c
+  FROM jsonb_array_elements($1::jsonb) AS c
 ), ins AS (
   INSERT INTO {s}.accepted_records AS a
     (unit, dataset, record_id, content_hash, client_event_id, event_id, origin, accepted_at)
@@ -89,7 +89,7 @@ WITH cand AS (
     SELECT o.unit, o.dataset, 'rejected', 'duplicate' FROM outcome o JOIN prior p USING (ord)
       WHERE p.prior_origin IS DISTINCT FROM o.origin
     UNION ALL
-    SELECT k->>0, k->>1, k->>2, k->>3 FROM json_array_elements($4::json) AS k
+    SELECT k->>0, k->>1, k->>2, k->>3 FROM jsonb_array_elements($4::jsonb) AS k
   ) x GROUP BY unit, dataset, outcome, code
   ON CONFLICT (day, unit, dataset, outcome, code) DO UPDATE
     SET n = q.n + EXCLUDED.n, updated_at = EXCLUDED.updated_at
