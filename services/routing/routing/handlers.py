@@ -93,10 +93,9 @@ class RoutingCore:
 
     async def write(self, conn: asyncpg.Connection, effects: Effects) -> None:
         """Audit rows, due work and outbox messages of `effects`, in the caller's transaction."""
-        await self.repo.insert_transitions(conn, effects.audit)
         if effects.due:
             await self.repo.insert_due_work(conn, effects.due)
-        await enqueue_many(conn, self.repo.s, effects.messages)
+        await self.repo.insert_transitions_and_outbox(conn, effects.audit, effects.messages)
 
 
 @dataclass(slots=True)
@@ -183,8 +182,7 @@ class IntakeHandler:
                 conn, [a.incident for a in created], ctx.now, effects.due,
                 {a.incident.category for a in located})
             await self._flag_duplicates(conn, located, ctx, effects)
-            await core.repo.insert_transitions(conn, effects.audit)
-            await enqueue_many(conn, core.repo.s, effects.messages, notify=False)
+            await core.repo.insert_transitions_and_outbox(conn, effects.audit, effects.messages)
         core.repo.versions_committed(versions)
         return len(created)
 

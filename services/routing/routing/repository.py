@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 import orjson
+from ioc_shared.platform.outbox import OutboxMessage, notify_channel, outbox_insert
 
 from routing.domain.deadlines import SHARED_SNAPSHOT_KEYS, DueWork
 from routing.domain.geo import DuplicateCandidate, Point
@@ -186,8 +187,8 @@ class RoutingRepository:
     async def insert_intake(self, conn: asyncpg.Connection, incidents: Sequence[Incident],
                             now: datetime, due: Sequence[tuple[str, int, DueWork]],
                             lock_categories: Iterable[str]) -> list[str]:
-        """New incidents with their policy versions and due work, the outbox NOTIFY (sent
-        at commit) and the duplicate-check locks of `lock_categories`, in one statement.
+        """New incidents with their policy versions and due work and the duplicate-check
+        locks of `lock_categories`, in one statement.
 
         The locks are taken last, so a later statement of the transaction sees every batch
         that held them before. Returns the policy versions saved.
@@ -219,13 +220,12 @@ class RoutingRepository:
                     SELECT * FROM unnest($26::text[], $27::int[], $28::text[], $29::text[],
                                          $30::int[], $31::timestamptz[])
                     ON CONFLICT DO NOTHING)
-                SELECT pg_notify($32, ''),
-                       (SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0)))
-                        FROM (SELECT unnest($33::text[]) AS k ORDER BY 1) AS keys)""",
+                SELECT (SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0)))
+                        FROM (SELECT unnest($32::text[]) AS k ORDER BY 1) AS keys)""",
             *(list(c) for c in columns), list(versions), list(versions.values()),
             [i for i, _, _ in due], [n for _, n, _ in due], [w.kind for _, _, w in due],
             [w.deadline for _, _, w in due], [w.step for _, _, w in due],
-            [w.due_at for _, _, w in due], f"{self.s}_outbox",
+            [w.due_at for _, _, w in due],
             sorted(self._category_lock(c) for c in set(lock_categories)))
         return list(versions)
 
@@ -321,6 +321,33 @@ class RoutingRepository:
                       e.actor.principal, e.actor.unit, e.reason,
                       _dumps(_audit_details(e)), e.at)
                      for event_id, e in events])
+
+    async def insert_transitions_and_outbox(
+            self, conn: asyncpg.Connection, events: Sequence[tuple[uuid.UUID | str, IncidentEvent]],
+            messages: Sequence[OutboxMessage]) -> None:
+        """The audit rows and the outbox row of a transaction, and the relay's NOTIFY (sent
+        at commit), in one statement: the last round trip before COMMIT."""
+        if not messages:
+            await self.insert_transitions(conn, events)
+            return
+        outbox_sql, outbox_args = outbox_insert(self.s, messages, first_param=12)
+        await conn.execute(
+            f"""WITH audit AS (
+                    INSERT INTO {self.s}.transitions (incident_id, event_id, event_type, from_state,
+                        to_state, actor_principal, actor_unit, reason, details, occurred_at)
+                    SELECT i, e, t, f, s, p, u, r, d::jsonb, o
+                    FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[],
+                                $6::text[], $7::text[], $8::text[], $9::text[], $10::timestamptz[])
+                         AS a(i, e, t, f, s, p, u, r, d, o)),
+                outbox AS ({outbox_sql})
+            SELECT pg_notify($11, '')""",
+            [e.incident_id for _, e in events], [event_id for event_id, _ in events],
+            [e.type for _, e in events],
+            [e.from_state.value if e.from_state else None for _, e in events],
+            [e.to_state.value for _, e in events], [e.actor.principal for _, e in events],
+            [e.actor.unit for _, e in events], [e.reason for _, e in events],
+            [_dumps(_audit_details(e)) for _, e in events], [e.at for _, e in events],
+            notify_channel(self.s), *outbox_args)
 
     async def history(self, conn: asyncpg.Connection, incident_id: str) -> list[asyncpg.Record]:
         return list(await conn.fetch(

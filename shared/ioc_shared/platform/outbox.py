@@ -82,6 +82,18 @@ async def enqueue_many(conn: asyncpg.Connection, schema: str, messages: Sequence
     """
     if not messages:
         return
+    sql, args = outbox_insert(schema, messages, first_param=1)
+    await conn.execute(sql, *args)
+    if notify:
+        await conn.execute(f"NOTIFY {_channel(schema)}")
+
+
+def outbox_insert(schema: str, messages: Sequence[OutboxMessage], *,
+                  first_param: int) -> tuple[str, list[Any]]:
+    """The INSERT of `enqueue_many` and its arguments, numbered from `$first_param`, for a
+    caller that sends it with other writes in one statement (as a data-modifying WITH
+    clause) to save round trips. Same preconditions as `enqueue_many`; the caller also
+    sends the NOTIFY (`pg_notify(notify_channel(schema), '')`)."""
     event_ids, topics, keys, headers, payloads = [], [], [], [], []
     for topic, env, key, head in messages:
         event_ids.append(env.event_id)
@@ -89,11 +101,16 @@ async def enqueue_many(conn: asyncpg.Connection, schema: str, messages: Sequence
         keys.append(key if key is not None else env.key)
         headers.append(orjson.dumps(head))
         payloads.append(env.to_bytes())
-    await conn.execute(
-        f"INSERT INTO {schema}.outbox (event_ids, topics, keys, headers, payloads) "
-        "VALUES ($1, $2, $3, $4, $5)", event_ids, topics, keys, headers, payloads)
-    if notify:
-        await conn.execute(f"NOTIFY {_channel(schema)}")
+    n = first_param
+    sql = (f"INSERT INTO {schema}.outbox (event_ids, topics, keys, headers, payloads) "
+           f"VALUES (${n}::uuid[], ${n + 1}::text[], ${n + 2}::bytea[], ${n + 3}::bytea[], "
+           f"${n + 4}::bytea[])")
+    return sql, [event_ids, topics, keys, headers, payloads]
+
+
+def notify_channel(schema: str) -> str:
+    """The channel a relay listens on for new rows of `schema`'s outbox."""
+    return _channel(schema)
 
 
 @dataclass(slots=True)
@@ -296,17 +313,17 @@ class OutboxRelay:
             await self._save_positions(new)
         sent = await self._send(batch, targets)
         await self._after_publish_hook()
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with self._pool.acquire() as conn:
+            # One statement, one transaction, one round trip.
             await conn.execute(
-                f"UPDATE {self._schema}.outbox SET published_at = now() WHERE id = ANY($1)",
-                batch.row_ids)
-            if sent:
-                await conn.execute(
-                    f"INSERT INTO {self._schema}.outbox_positions AS p (topic, partition, next_offset) "
-                    "SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[]) "
-                    "ON CONFLICT (topic, partition) DO UPDATE "
-                    "SET next_offset = greatest(p.next_offset, excluded.next_offset)",
-                    [tp.topic for tp in sent], [tp.partition for tp in sent], list(sent.values()))
+                f"""WITH marked AS (
+                        UPDATE {self._schema}.outbox SET published_at = now() WHERE id = ANY($1))
+                    INSERT INTO {self._schema}.outbox_positions AS p (topic, partition, next_offset)
+                    SELECT * FROM unnest($2::text[], $3::int[], $4::bigint[])
+                    ON CONFLICT (topic, partition) DO UPDATE
+                    SET next_offset = greatest(p.next_offset, excluded.next_offset)""",
+                batch.row_ids, [tp.topic for tp in sent], [tp.partition for tp in sent],
+                list(sent.values()))
         self._already_sent.difference_update(batch.event_ids)
         self.published += len(batch.event_ids)
         return len(batch.event_ids)
