@@ -60,6 +60,10 @@ async def run_routing(settings: RoutingSettings, stop: asyncio.Event, *,
                            policy.calendar.build(), org, rt.registry, settings.instance_id)
         if clock is not None:
             core.clock = clock
+        # Load this year's and next year's holidays now, not in the first batch's deadlines.
+        today = core.clock().date()
+        for year in (today.year, today.year + 1):
+            core.calendar.is_working_day(today.replace(year=year, month=1, day=1))
         register_subscribers(rt.broker, intake=IntakeHandler(core), commands=CommandHandler(core),
                              incident_topics=incident_topics, commands_topic=topics.commands,
                              group=group, max_records=settings.batch_max_records,

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-from ioc_shared.contracts.envelope import Envelope, deterministic_event_id
+from ioc_shared.contracts.envelope import Envelope, EnvelopeHead, deterministic_event_id
 from ioc_shared.platform.kafka import H_PRINCIPAL, H_SIGNATURE
 from ioc_shared.platform.logging import get_logger
 from ioc_shared.platform.outbox import enqueue_many
@@ -101,7 +101,7 @@ class RoutingCore:
 @dataclass(slots=True)
 class _Arrival:
     record: Inbound
-    envelope: Envelope
+    envelope: EnvelopeHead
     incident: Incident
 
 
@@ -112,9 +112,8 @@ class IntakeHandler:
         self.core = core
 
     def _parse(self, record: Inbound) -> _Arrival | None:
-        try:
-            env = Envelope.from_bytes(record.value)
-        except ValidationError:
+        env = EnvelopeHead.read(record.value)
+        if env is None:
             log.warning("intake: not an envelope, skipped", topic=record.topic,
                         partition=record.partition, offset=record.offset)
             return None

@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from ioc_shared.contracts import Envelope, deterministic_event_id, new_event_id
-from ioc_shared.contracts.envelope import envelope_json_schema
+from ioc_shared.contracts.envelope import EnvelopeHead, envelope_json_schema
 from pydantic import ValidationError
 
 
@@ -78,3 +78,30 @@ def test_deterministic_event_id_is_exactly_uuid5_of_the_joined_parts() -> None:
         slow = uuid.uuid5(_EVENT_NAMESPACE, "\x1f".join(str(p) for p in parts))
         assert fast == slow and str(fast) == str(slow) and hash(fast) == hash(slow)
         assert fast.version == 5 and fast.variant == uuid.RFC_4122
+
+
+def test_head_reads_what_the_full_parse_reads() -> None:
+    parent = Envelope(type="ingest.record.accepted", source_unit="xa-loc-an", payload={"a": 1})
+    env = parent.caused(type="routing.incident.received", source_unit="ioc-loc-ninh",
+                        payload={"dataset": "d", "record": {"x": "Lộc Ninh"}})
+    head = EnvelopeHead.read(env.to_bytes())
+    assert head is not None
+    assert (head.event_id, head.type, head.source_unit, head.correlation_id, head.payload) == (
+        env.event_id, env.type, env.source_unit, env.correlation_id, env.payload)
+    assert EnvelopeHead.read(parent.to_bytes()).correlation_id is None  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("raw", [
+    b"", b"\xff\xfe", b"[]", b"null", b'"text"', b"{}",
+    b'{"event_id": "not-a-uuid", "type": "t", "source_unit": "u"}',
+    b'{"event_id": 5, "type": "t", "source_unit": "u"}',
+    b'{"event_id": "01a22373-ad2c-73de-89ad-3f6171f99594", "type": "", "source_unit": "u"}',
+    b'{"event_id": "01a22373-ad2c-73de-89ad-3f6171f99594", "type": 1, "source_unit": "u"}',
+    b'{"event_id": "01a22373-ad2c-73de-89ad-3f6171f99594", "type": "t"}',
+    b'{"event_id": "01a22373-ad2c-73de-89ad-3f6171f99594", "type": "t", "source_unit": "u",'
+    b' "payload": []}',
+    b'{"event_id": "01a22373-ad2c-73de-89ad-3f6171f99594", "type": "t", "source_unit": "u",'
+    b' "correlation_id": "x"}',
+])
+def test_head_of_anything_else_is_none(raw: bytes) -> None:
+    assert EnvelopeHead.read(raw) is None
