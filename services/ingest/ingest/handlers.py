@@ -67,6 +67,17 @@ class Outcome:
         return self.decision if isinstance(self.decision, Rejected) else None
 
 
+@dataclass(slots=True)
+class Submitted:
+    """A batch handed to the producer: its outcomes, the broker confirmations to await, and
+    the record spans to end once confirmed."""
+
+    outcomes: list[Outcome]
+    confirmations: list[Awaitable[Any]]
+    spans: list[Span | None]
+    started: float
+
+
 class IngestMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.records = Counter("ingest_records", "Submissions by outcome",
@@ -99,13 +110,36 @@ class IngestPipeline:
             ds: special_receivers(self.registry, ds) for ds in self.registry.datasets}
 
     async def process(self, inbounds: Sequence[Inbound]) -> list[Outcome]:
-        """Decide, record and publish a batch; returns once every output is confirmed.
+        """Decide, record and publish a batch; returns once every output is confirmed."""
+        return await self.complete(await self.submit(inbounds))
+
+    async def complete(self, submitted: Submitted) -> list[Outcome]:
+        """Wait until the broker confirmed every output of a submitted batch (acks=all).
+
+        Raises if any output failed: then nothing of the batch may be acknowledged.
+        """
+        try:
+            if submitted.confirmations:
+                await asyncio.gather(*submitted.confirmations)
+        finally:
+            for span in submitted.spans:
+                if span is not None:
+                    span.end()
+        self._count(submitted.outcomes, time.perf_counter() - submitted.started)
+        return submitted.outcomes
+
+    async def submit(self, inbounds: Sequence[Inbound]) -> Submitted:
+        """Decide and record a batch and hand all its outputs to the producer, in order.
+
+        Returns without waiting for the broker's confirmations (`complete` waits), so a
+        caller can start on the next batch meanwhile; its outputs are handed to the
+        producer after these, and its claims are made after these.
 
         The batch is worked in chunks so that waiting is overlapped with work: while
         PostgreSQL claims chunk k, chunk k's outputs are built and chunk k+1 is
         decided; chunk k's outputs are handed to the producer without waiting for
-        the broker, and all confirmations are awaited once at the end. Claims run
-        one chunk after the other, so a key repeated across chunks is still seen.
+        the broker. Claims run one chunk after the other, so a key repeated across
+        chunks is still seen.
         """
         now = self.clock()
         started = time.perf_counter()
@@ -155,14 +189,13 @@ class IngestPipeline:
                 # requests go out now and are worked by PostgreSQL and the broker meanwhile.
                 await asyncio.sleep(0)
                 decided, offset = following, offset + len(chunk)
-            if confirmations:
-                await asyncio.gather(*confirmations)
-        finally:
+        except BaseException:
             for span in spans:
                 if span is not None:
                     span.end()
-        self._count(outcomes, time.perf_counter() - started)
-        return outcomes
+            raise
+        return Submitted(outcomes, confirmations, spans, started)
+
 
     def _span_for(self, inbound: Inbound) -> Span | None:
         """A span per record that carries the sender's trace context, as the parent of its outputs.

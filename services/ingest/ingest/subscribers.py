@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
@@ -23,7 +24,7 @@ from ioc_shared.platform.logging import get_logger
 from opentelemetry.trace import SpanKind
 
 from ingest.domain import Inbound
-from ingest.handlers import IngestPipeline
+from ingest.handlers import IngestPipeline, Submitted
 from ingest.outgoing import H_REPLAY_ID
 from ingest.settings import IngestSettings
 
@@ -152,36 +153,102 @@ class InboundWorker:
         return batch, offsets
 
     async def _work(self) -> None:
-        tracer = self.pipeline.tracer
+        """Submit batches in fetch order, at most one awaiting its broker confirmations.
+
+        While batch N's confirmations are on their way, batch N+1 is decided, claimed and
+        handed to the producer (after N's outputs, so per-partition order holds); then N is
+        completed and its offsets go to the committer. If N fails, N+1 is not committed
+        either: both are worked again, in order, as redeliveries.
+        """
+        in_flight: _Batch | None = None
         while True:
             async with self._changed:
-                await self._changed.wait_for(lambda: bool(self._queue))
-                batch, offsets = self._take()
+                if in_flight is None:
+                    await self._changed.wait_for(lambda: bool(self._queue))
+                taken = self._take() if self._queue else None
                 self._busy = True
                 self._changed.notify_all()
             try:
-                inbounds = [inbound_from_record(r) for r in batch]
-                while True:
-                    try:
-                        # The batch's consumer span: the parent of records sent without a trace.
-                        with tracer.start_as_current_span(
-                                "ingest inbound batch", kind=SpanKind.CONSUMER,
-                                attributes={"messaging.batch.message_count": len(batch)}):
-                            await self.pipeline.process(inbounds)
-                        break
-                    except asyncio.CancelledError:
-                        raise
-                    except Exception as exc:
-                        log.error("inbound batch failed; it will be redelivered", error=repr(exc),
-                                  records=len(batch))
-                        await asyncio.sleep(self.retry_backoff_s)
-                # Durable: hand the next offsets to the committer (fetch order, per partition).
-                self._pending.update(offsets)
-                self._commit_wake.set()
+                previous, in_flight = in_flight, None
+                if taken is None:
+                    # Nothing new to start: finish what is in flight.
+                    assert previous is not None
+                    await self._finish(previous)
+                    continue
+                records, offsets = taken
+                current = _Batch([inbound_from_record(r) for r in records], offsets)
+                try:
+                    current.submitted = await self._submit(current)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.error("inbound batch failed; it will be redelivered", error=repr(exc),
+                              records=len(records))
+                    if previous is not None:
+                        await self._finish(previous)
+                    await self._redo([current])
+                    continue
+                in_flight = current
+                if previous is not None and not await self._finish(previous, later=current):
+                    in_flight = None   # worked again (and committed) after `previous`
             finally:
                 async with self._changed:
-                    self._busy = False
+                    self._busy = in_flight is not None
                     self._changed.notify_all()
+
+    async def _submit(self, batch: _Batch) -> Submitted:
+        # The batch's consumer span: the parent of records sent without a trace context.
+        with self.pipeline.tracer.start_as_current_span(
+                "ingest inbound batch", kind=SpanKind.CONSUMER,
+                attributes={"messaging.batch.message_count": len(batch.inbounds)}):
+            return await self.pipeline.submit(batch.inbounds)
+
+    async def _confirmed(self, batch: _Batch) -> bool:
+        assert batch.submitted is not None
+        try:
+            await self.pipeline.complete(batch.submitted)
+            return True
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.error("inbound batch not confirmed; it will be redelivered", error=repr(exc),
+                      records=len(batch.inbounds))
+            return False
+
+    async def _finish(self, batch: _Batch, *, later: _Batch | None = None) -> bool:
+        """Complete a submitted batch and commit it. If it failed, work it again, and `later`
+        (submitted after it, so not to be committed before it) with it; then False."""
+        if await self._confirmed(batch):
+            self._commit(batch.offsets)
+            return True
+        redo = [batch]
+        if later is not None:
+            await self._confirmed(later)   # settled either way: worked again below
+            redo.append(later)
+        await self._redo(redo)
+        return False
+
+    async def _redo(self, batches: list[_Batch]) -> None:
+        """Work batches again, one after the other, until each succeeded (same origins: a
+        redelivery, same event ids); nothing later is committed meanwhile."""
+        for batch in batches:
+            batch.submitted = None
+            while True:
+                await asyncio.sleep(self.retry_backoff_s)
+                try:
+                    await self.pipeline.complete(await self._submit(batch))
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.error("inbound batch failed; it will be redelivered", error=repr(exc),
+                              records=len(batch.inbounds))
+            self._commit(batch.offsets)
+
+    def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        """Durable: hand the next offsets to the committer (fetch order, per partition)."""
+        self._pending.update(offsets)
+        self._commit_wake.set()
 
     async def _commit_loop(self) -> None:
         while True:
@@ -252,6 +319,13 @@ class InboundWorker:
         if self._owned is not None:
             consumer, self._owned = self._owned, None
             await consumer.stop()
+
+
+@dataclass(slots=True)
+class _Batch:
+    inbounds: list[Inbound]
+    offsets: dict[TopicPartition, int]
+    submitted: Submitted | None = None
 
 
 class _FlushOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -29,23 +29,42 @@ class Consumer:
 
 
 class Pipeline:
-    def __init__(self, fail_first: int = 0) -> None:
+    """Records what was worked; `fail_first` submissions raise, `unconfirmed_first` batches
+    are submitted but their confirmations fail."""
+
+    def __init__(self, fail_first: int = 0, unconfirmed_first: int = 0) -> None:
         from opentelemetry.sdk.trace import TracerProvider
 
         self.tracer = TracerProvider().get_tracer("test")
         self.fail = fail_first
+        self.unconfirmed = unconfirmed_first
         self.batches: list[list[str]] = []
+        self.confirmed: list[list[str]] = []
         self.consumer: Consumer | None = None
         self.committed_while_working: list[int] = []
 
-    async def process(self, inbounds: Sequence[Inbound]) -> list[Any]:
+    async def submit(self, inbounds: Sequence[Inbound]) -> Any:
         assert self.consumer is not None
         self.committed_while_working.append(len(self.consumer.commits))
         if self.fail:
             self.fail -= 1
             raise ConnectionError("database down")
-        self.batches.append([i.origin for i in inbounds])
+        origins = [i.origin for i in inbounds]
+        self.batches.append(origins)
+        ok = not self.unconfirmed
+        self.unconfirmed = max(0, self.unconfirmed - 1)
+        return (origins, ok)
+
+    async def complete(self, submitted: Any) -> list[Any]:
+        origins, ok = submitted
+        await asyncio.sleep(0)
+        if not ok:
+            raise ConnectionError("broker down")
+        self.confirmed.append(origins)
         return []
+
+    async def process(self, inbounds: Sequence[Inbound]) -> list[Any]:
+        return await self.complete(await self.submit(inbounds))
 
 
 def committed(consumer: Consumer) -> dict[TopicPartition, int]:
@@ -90,13 +109,13 @@ async def test_close_leaves_queued_records_for_redelivery() -> None:
     pipeline, consumer = Pipeline(), Consumer({0})
     pipeline.consumer = consumer
     gate = asyncio.Event()
-    original = pipeline.process
+    original = pipeline.submit
 
-    async def slow(inbounds: Sequence[Inbound]) -> list[Any]:
+    async def slow(inbounds: Sequence[Inbound]) -> Any:
         await gate.wait()
         return await original(inbounds)
 
-    pipeline.process = slow  # type: ignore[method-assign]
+    pipeline.submit = slow  # type: ignore[method-assign]
     worker = InboundWorker(pipeline, max_records=1, retry_backoff_s=0.0)  # type: ignore[arg-type]
     await worker.put([(TopicPartition("in", 0), [rec(0, 0)])], consumer)
     await worker.put([(TopicPartition("in", 0), [rec(0, 1)])], consumer)
@@ -108,3 +127,21 @@ async def test_close_leaves_queued_records_for_redelivery() -> None:
     # The batch being worked finished and was committed; the queued one was left.
     assert pipeline.batches == [["in:0:0"]]
     assert committed(consumer) == {TopicPartition("in", 0): 1}
+
+
+async def test_a_batch_not_confirmed_is_worked_again_before_anything_later_is_committed() -> None:
+    pipeline, consumer = Pipeline(unconfirmed_first=1), Consumer({0})
+    pipeline.consumer = consumer
+    worker = InboundWorker(pipeline, max_records=1, retry_backoff_s=0.0)  # type: ignore[arg-type]
+    for offset in range(3):
+        await worker.put([(TopicPartition("in", 0), [rec(0, offset)])], consumer)
+    await worker.flush()
+    # in:0:0 was submitted, then in:0:1 behind it; in:0:0 was not confirmed, so both were
+    # worked again, in order, before anything was committed.
+    assert pipeline.batches[:4] == [["in:0:0"], ["in:0:1"], ["in:0:0"], ["in:0:1"]]
+    # in:0:1's first confirmation arrived but was not committed before in:0:0's redo.
+    assert pipeline.confirmed[:3] == [["in:0:1"], ["in:0:0"], ["in:0:1"]]
+    offsets = [c[TopicPartition("in", 0)] for c in consumer.commits]
+    assert offsets == sorted(offsets) and offsets[-1] == 3
+    assert pipeline.committed_while_working[:3] == [0, 0, 0]
+    await worker.close()
