@@ -135,8 +135,13 @@ class _Batch:
 
 class OutboxRelay:
     def __init__(self, pool: asyncpg.Pool, schema: str, producer: AIOKafkaProducer,
-                 bootstrap: str, *, batch_size: int = 2000, idle_poll_s: float = 0.5) -> None:
+                 bootstrap: str, *, batch_size: int = 2000, idle_poll_s: float = 0.5,
+                 retention_s: float = 3600.0) -> None:
+        """`retention_s`: how long published rows stay in the outbox (for operators who
+        look at what went out recently) before the relay deletes them."""
         self._pool = pool
+        self._retention_s = retention_s
+        self._next_cleanup = 0.0
         self._schema = schema
         self._producer = producer
         self._bootstrap = bootstrap
@@ -181,6 +186,8 @@ class OutboxRelay:
                         await asyncio.sleep(_RETRY_PAUSE_S)
                         await self.recover()
                         continue
+                    if asyncio.get_running_loop().time() >= self._next_cleanup:
+                        await self.delete_published()
                     if published == 0:
                         self._wake.clear()
                         with contextlib.suppress(TimeoutError):
@@ -195,6 +202,27 @@ class OutboxRelay:
 
     def _on_notify(self, *_: Any) -> None:
         self._wake.set()
+
+    async def delete_published(self) -> int:
+        """Delete rows published longer than the retention ago; returns how many.
+
+        Runs about once a minute from `run`, in slices that keep each transaction short.
+        """
+        loop = asyncio.get_running_loop()
+        self._next_cleanup = loop.time() + min(60.0, max(self._retention_s, 1.0))
+        deleted = 0
+        while True:
+            async with self._pool.acquire() as conn:
+                status = await conn.execute(
+                    f"DELETE FROM {self._schema}.outbox WHERE id IN ("
+                    f"  SELECT id FROM {self._schema}.outbox WHERE published_at IS NOT NULL"
+                    "   AND published_at < now() - make_interval(secs => $1)"
+                    "   ORDER BY id LIMIT 1000)",  # oldest first, along the primary key
+                    self._retention_s)
+            n = int(status.split()[-1])
+            deleted += n
+            if n < 1000:
+                return deleted
 
     # --- recovery ----------------------------------------------------------------
     async def recover(self) -> int:

@@ -166,3 +166,24 @@ async def test_only_one_relay_runs_per_schema(schema_pool) -> None:
         await second.close()
         await producer.stop()
     assert uuid.UUID(event_ids(records)[0])
+
+
+async def test_published_rows_are_deleted_after_the_retention(schema_pool) -> None:
+    schema, pool = schema_pool
+    topic = await new_topic()
+    await enqueue_events(pool, schema, topic, 3)
+    producer = make_producer(kafka_bootstrap(), client_id="test-relay")
+    await producer.start()
+    relay = OutboxRelay(pool, schema, producer, kafka_bootstrap(), retention_s=3600)
+    try:
+        while await relay.drain_once():
+            pass
+        await enqueue_events(pool, schema, topic, 2)   # pending: never deleted
+        assert await relay.delete_published() == 0     # published just now: kept
+        await pool.execute(f"UPDATE {schema}.outbox SET published_at = now() - interval '2 hours' "
+                           "WHERE published_at IS NOT NULL")
+        assert await relay.delete_published() == 3
+    finally:
+        await relay.close()
+        await producer.stop()
+    assert await pool.fetchval(f"SELECT count(*) FROM {schema}.outbox") == 2
