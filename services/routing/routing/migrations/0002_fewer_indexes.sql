@@ -5,3 +5,7 @@
 -- row cost more than the incident itself; lookups go by incident, not by event id.
 ALTER TABLE transitions DROP CONSTRAINT IF EXISTS transitions_event_id_key;
 ALTER TABLE transitions DROP CONSTRAINT IF EXISTS transitions_incident_id_fkey;
+
+-- An incident's id is derived from (dataset, record id) (routing.domain.model.incident_id_for):
+-- the primary key already makes the pair unique; a second unique index only cost writes.
+ALTER TABLE incidents DROP CONSTRAINT IF EXISTS incidents_dataset_record_id_key;
