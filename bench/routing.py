@@ -28,6 +28,7 @@ from ioc_shared.contracts.topics import ROUTING_EVENTS
 from ioc_shared.platform.kafka import H_EVENT_ID, H_EVENT_TYPE, declare_topics
 from routing.domain.model import incident_id_for
 
+from bench.cpu import CpuMeter
 from bench.harness import BenchResult, median, output_rate, preload, wait_committed
 from bench.service import BenchService, paced_latency, percentile
 
@@ -106,12 +107,18 @@ async def run(*, bootstrap: str, messages: list, repeats: int, reference: Any) -
         await paced_latency(
             bootstrap, svc.topic(canonical_topic(DATASET).name), [svc.topic(ROUTING_EVENTS.name)],
             warmup, LATENCY_RATE, incident_of_assignment, incident_of_input)
+        meter = CpuMeter(svc.process.pid)
+        before = meter.snapshot()
         latency = await paced_latency(
             bootstrap, svc.topic(canonical_topic(DATASET).name), [svc.topic(ROUTING_EVENTS.name)],
             paced, LATENCY_RATE, incident_of_assignment, incident_of_input)
+        cpu = meter.per_message_us(before, meter.snapshot(), len(paced))
     return BenchResult("routing", {
         "incidents": len(incidents), "repeats": repeats,
         "incidents_per_s": median(rates), "ratio": median(ratios),
         "p50_ms": percentile(latency, 50), "p99_ms": percentile(latency, 99),
         "latency_rate_per_s": LATENCY_RATE,
+        # CPU per incident at that rate: routing (+ its relay process), PostgreSQL, Kafka.
+        "cpu_us": round(cpu["total"]), "cpu_us_routing": round(cpu["service"] + cpu["helpers"]),
+        "cpu_us_postgres": round(cpu["postgres"]), "cpu_us_kafka": round(cpu["kafka"]),
     })

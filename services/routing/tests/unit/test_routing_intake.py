@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from routing.domain.geo import DuplicateCandidate, Point, bounding_box, haversine_m, likely_duplicates
 from routing.domain.intake import (
     RecordError,
@@ -105,3 +108,9 @@ def test_update_of_a_merged_incident_reaches_the_primary() -> None:
         ("routing.incident.record-updated", "inc-1"), ("routing.incident.update-forwarded", "inc-2")]
     assert out.events[1].data["changes"] == {"title": "Rác đã lan ra đường"}
     assert out.events[1].data["duplicate_id"] == "inc-1"
+
+
+@given(st.text(max_size=40), st.text(max_size=60))
+def test_incident_id_is_exactly_uuid5_of_dataset_and_record_id(dataset: str, record_id: str) -> None:
+    expected = uuid.uuid5(uuid.UUID("0d4c7f5e-2b1a-4e8f-9c3d-7a6b5e4f3d21"), f"{dataset}\x1f{record_id}")
+    assert incident_id_for(dataset, record_id) == str(expected)
