@@ -8,17 +8,19 @@ permission, schema version, field values.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import orjson
-from ioc_shared.registry import Action
+from ioc_shared.registry import Action, Dataset, SchemaVersion
 
 from ingest.domain.codes import Code
 from ingest.domain.ids import event_id
 from ingest.domain.model import Accepted, Decision, Inbound, Problem, Rejected, rejected
-from ingest.domain.schema import SchemaCatalog, upgrade
+from ingest.domain.schema import CompiledSchema, SchemaCatalog, upgrade
 
 H_PRINCIPAL = "ioc-principal"
 H_SIGNATURE = "ioc-signature"
@@ -52,6 +54,8 @@ class Ingestor:
         self.registry = catalog.registry
         self.max_message_bytes = max_message_bytes
         self._permanent: dict[tuple[str, str], bool] = {}
+        self._hmac_keys: dict[str, tuple[Any, Any]] = {}
+        self._plans: dict[tuple[str, int], _Plan | None] = {}
 
     def _may_publish(self, unit: str, dataset: str, now: datetime) -> bool:
         """Registry decision, memoized while no grant involved can expire."""
@@ -85,77 +89,136 @@ class Ingestor:
                             expected="tiêu đề ioc-principal và ioc-signature (HMAC-SHA256)")
         if claimed is None:
             return rejected(Code.UNKNOWN_UNIT, expected="mã tài khoản hệ thống đã đăng ký")
-        principal = self.registry.verify_signature(principal_id, value, signature)
+        principal = claimed if self._verify(principal_id, value, signature) else None
         if principal is None:
             return rejected(Code.UNAUTHENTICATED, unit=claimed_unit, principal=principal_id,
                             expected="chữ ký HMAC-SHA256 của nội dung bằng khóa của đơn vị",
                             extra={"identity_verified": False})
         unit = principal.unit
-        ctx: dict[str, Any] = {"unit": unit, "principal": principal.id}
         if unit not in self.registry.units:
-            return rejected(Code.UNKNOWN_UNIT, **ctx)
+            return rejected(Code.UNKNOWN_UNIT, unit=unit, principal=principal.id)
         if len(value) > self.max_message_bytes:
-            return rejected(Code.TOO_LARGE, expected=f"tối đa {self.max_message_bytes} byte", **ctx)
+            return rejected(Code.TOO_LARGE, expected=f"tối đa {self.max_message_bytes} byte",
+                            unit=unit, principal=principal.id)
         try:
             body = orjson.loads(value)
         except orjson.JSONDecodeError:
             try:
                 value.decode("utf-8")
             except UnicodeDecodeError:
-                return rejected(Code.UNDECODABLE, expected="văn bản UTF-8", **ctx)
-            return rejected(Code.MALFORMED_JSON, expected="một đối tượng JSON", **ctx)
-        return self._submission(body, len(value), ctx, now)
+                return rejected(Code.UNDECODABLE, expected="văn bản UTF-8", unit=unit,
+                                principal=principal.id)
+            return rejected(Code.MALFORMED_JSON, expected="một đối tượng JSON", unit=unit,
+                            principal=principal.id)
+        return self._submission(body, len(value), unit, principal.id, now)
 
-    def _submission(self, body: Any, size: int, ctx: dict[str, Any], now: datetime) -> Decision:
+    def _verify(self, principal_id: str, body: bytes, signature_hex: str) -> bool:
+        """`Registry.verify_signature`, from HMAC key states prepared once per principal
+        (about half the cost of `hmac.digest`); the same answer (unit-tested)."""
+        key = self._hmac_keys.get(principal_id)
+        if key is None:
+            secret = self.registry.secret_of(principal_id)
+            if secret is None or principal_id not in self.registry.principals:
+                return False
+            key = self._hmac_keys[principal_id] = hmac_key(secret)
+        return hmac.compare_digest(hmac_hex(key, body), signature_hex)
+
+    def _plan(self, dataset: Dataset, version: int) -> _Plan | None:
+        """The compiled schema of a version and its upgrade path (None: no such version)."""
+        key = (dataset.id, version)
+        plan = self._plans.get(key)
+        if plan is None and key not in self._plans:
+            schema = self.catalog.schema(dataset.id, version)
+            plan = None if schema is None else _Plan(
+                schema, self.catalog.upgrade_path(dataset.id, version),
+                self.catalog.schema(dataset.id, dataset.canonical_version))
+            if len(self._plans) < 1000:
+                self._plans[key] = plan
+        return plan
+
+    def _submission(self, body: Any, size: int, unit: str, principal: str,
+                    now: datetime) -> Decision:
         if not isinstance(body, dict):
             return rejected(Code.MALFORMED_SUBMISSION, expected='{"dataset", "schema_version", "record"}',
-                            **ctx)
+                            unit=unit, principal=principal)
         shape = _shape_problems(body)
         dataset_id = body.get("dataset") if isinstance(body.get("dataset"), str) else None
         if shape:
-            return Rejected(Code.MALFORMED_SUBMISSION, tuple(shape), dataset=dataset_id, **ctx)
+            return Rejected(Code.MALFORMED_SUBMISSION, tuple(shape), dataset=dataset_id, unit=unit,
+                            principal=principal)
         assert dataset_id is not None
         version: int = body["schema_version"]
         record: dict[str, Any] = body["record"]
         client_event_id: str | None = body.get("event_id")
-        ctx.update(dataset=dataset_id, schema_version=version, client_event_id=client_event_id,
-                   record_id=_raw_record_id(record, self.registry.datasets.get(dataset_id)))
         ds = self.registry.datasets.get(dataset_id)
+
+        def ctx() -> dict[str, Any]:
+            """Who and what a rejection is about (the record id as sent)."""
+            return {"unit": unit, "principal": principal, "dataset": dataset_id,
+                    "schema_version": version, "client_event_id": client_event_id,
+                    "record_id": _raw_record_id(record, ds)}
+
         if ds is None:
-            return rejected(Code.UNKNOWN_DATASET, expected="mã bộ dữ liệu trong danh mục", **ctx)
-        unit: str = ctx["unit"]
+            return rejected(Code.UNKNOWN_DATASET, expected="mã bộ dữ liệu trong danh mục", **ctx())
         if not self._may_publish(unit, ds.id, now):
-            return rejected(Code.NOT_PERMITTED, expected="quyền cung cấp (publish) bộ dữ liệu này", **ctx)
-        schema = self.catalog.schema(ds.id, version)
-        if schema is None:
+            return rejected(Code.NOT_PERMITTED, expected="quyền cung cấp (publish) bộ dữ liệu này",
+                            **ctx())
+        plan = self._plan(ds, version)
+        if plan is None:
             versions = ", ".join(str(s.version) for s in ds.schemas)
-            return rejected(Code.UNKNOWN_SCHEMA_VERSION, expected=f"một trong: {versions}", **ctx)
-        path = self.catalog.upgrade_path(ds.id, version)
+            return rejected(Code.UNKNOWN_SCHEMA_VERSION, expected=f"một trong: {versions}", **ctx())
+        path = plan.path
         if path is None:
             return rejected(Code.UNKNOWN_SCHEMA_VERSION, expected=f"phiên bản nâng cấp được lên "
-                            f"v{ds.canonical_version}", **ctx)
+                            f"v{ds.canonical_version}", **ctx())
         if size > ds.max_record_bytes:
-            return rejected(Code.TOO_LARGE, expected=f"tối đa {ds.max_record_bytes} byte", **ctx)
-        checked = schema.check(record, now)
+            return rejected(Code.TOO_LARGE, expected=f"tối đa {ds.max_record_bytes} byte", **ctx())
+        checked = plan.schema.check(record, now)
         if not checked.problems and path:
-            canonical = self.catalog.schema(ds.id, ds.canonical_version)
-            assert canonical is not None
+            assert plan.canonical is not None
             checked.record = upgrade(checked.record, path)
-            checked.problems = canonical.conform(checked.record)
+            checked.problems = plan.canonical.conform(checked.record)
         if checked.problems:
             codes = {p.code for p in checked.problems}
             code = checked.problems[0].code if codes <= _TIME_CODES else Code.SCHEMA_VIOLATION
-            return Rejected(code, tuple(checked.problems), **ctx)
+            return Rejected(code, tuple(checked.problems), **ctx())
         record_id = str(checked.record[ds.record_id_field])
         if len(record_id) > MAX_RECORD_ID:
             # The record id is the Kafka key and the envelope subject: bounded whatever the schema.
             return Rejected(Code.SCHEMA_VIOLATION, (Problem(
-                Code.TOO_LONG, ds.record_id_field, f"tối đa {MAX_RECORD_ID} ký tự"),), **ctx)
+                Code.TOO_LONG, ds.record_id_field, f"tối đa {MAX_RECORD_ID} ký tự"),), **ctx())
         serialized = record_json(checked.record)
         digest = content_hash(checked.record, serialized)
-        return Accepted(unit, ctx["principal"], ds.id, version, ds.canonical_version, record_id,
+        return Accepted(unit, principal, ds.id, version, ds.canonical_version, record_id,
                         checked.record, digest, accepted_event_id(unit, ds.id, record_id, digest),
                         client_event_id, checked.occurred_at, serialized)
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    schema: CompiledSchema
+    path: tuple[SchemaVersion, ...] | None
+    canonical: CompiledSchema | None
+
+
+def hmac_key(secret: bytes) -> tuple[Any, Any]:
+    """HMAC-SHA256 inner and outer hash states of a key (RFC 2104), to be copied per message."""
+    if len(secret) > 64:
+        secret = hashlib.sha256(secret).digest()
+    secret = secret.ljust(64, b"\0")
+    return (hashlib.sha256(secret.translate(_IPAD)), hashlib.sha256(secret.translate(_OPAD)))
+
+
+def hmac_hex(key: tuple[Any, Any], body: bytes) -> str:
+    """`hmac.digest(secret, body, "sha256").hex()` from `hmac_key(secret)`."""
+    inner, outer = key[0].copy(), key[1].copy()
+    inner.update(body)
+    outer.update(inner.digest())
+    return str(outer.hexdigest())
+
+
+_IPAD = bytes(b ^ 0x36 for b in range(256))
+_OPAD = bytes(b ^ 0x5C for b in range(256))
 
 
 def _shape_problems(body: dict[str, Any]) -> list[Problem]:

@@ -17,3 +17,15 @@ def test_event_id_equals_the_contracts_deterministic_event_id() -> None:
                       for _ in range(rng.randrange(1, 6))) for _ in range(3000)]
     for parts in samples:
         assert event_id(*parts) == str(deterministic_event_id(*parts)), parts
+
+
+def test_prepared_hmac_equals_hmac_sha256() -> None:
+    import hmac
+
+    from ingest.domain.submission import hmac_hex, hmac_key
+
+    rng = random.Random(5)
+    for _ in range(500):
+        secret = rng.randbytes(rng.choice([0, 1, 25, 63, 64, 65, 100, 200]))
+        body = rng.randbytes(rng.randrange(0, 3000))
+        assert hmac_hex(hmac_key(secret), body) == hmac.digest(secret, body, "sha256").hex()
