@@ -325,29 +325,13 @@ class RoutingRepository:
     async def insert_transitions_and_outbox(
             self, conn: asyncpg.Connection, events: Sequence[tuple[uuid.UUID | str, IncidentEvent]],
             messages: Sequence[OutboxMessage]) -> None:
-        """The audit rows and the outbox row of a transaction, and the relay's NOTIFY (sent
-        at commit), in one statement: the last round trip before COMMIT."""
-        if not messages:
-            await self.insert_transitions(conn, events)
-            return
-        outbox_sql, outbox_args = outbox_insert(self.s, messages, first_param=12)
-        await conn.execute(
-            f"""WITH audit AS (
-                    INSERT INTO {self.s}.transitions (incident_id, event_id, event_type, from_state,
-                        to_state, actor_principal, actor_unit, reason, details, occurred_at)
-                    SELECT i, e, t, f, s, p, u, r, d::jsonb, o
-                    FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[],
-                                $6::text[], $7::text[], $8::text[], $9::text[], $10::timestamptz[])
-                         AS a(i, e, t, f, s, p, u, r, d, o)),
-                outbox AS ({outbox_sql})
-            SELECT pg_notify($11, '')""",
-            [e.incident_id for _, e in events], [event_id for event_id, _ in events],
-            [e.type for _, e in events],
-            [e.from_state.value if e.from_state else None for _, e in events],
-            [e.to_state.value for _, e in events], [e.actor.principal for _, e in events],
-            [e.actor.unit for _, e in events], [e.reason for _, e in events],
-            [_dumps(_audit_details(e)) for _, e in events], [e.at for _, e in events],
-            notify_channel(self.s), *outbox_args)
+        """The audit rows (binary COPY: a quarter of the client CPU of arrays), then the
+        outbox row and the relay's NOTIFY (sent at commit) in one statement."""
+        await self.insert_transitions(conn, events)
+        if messages:
+            outbox_sql, outbox_args = outbox_insert(self.s, messages, first_param=2)
+            await conn.execute(f"WITH outbox AS ({outbox_sql}) SELECT pg_notify($1, '')",
+                               notify_channel(self.s), *outbox_args)
 
     async def history(self, conn: asyncpg.Connection, incident_id: str) -> list[asyncpg.Record]:
         return list(await conn.fetch(

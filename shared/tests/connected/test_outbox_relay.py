@@ -187,3 +187,54 @@ async def test_published_rows_are_deleted_after_the_retention(schema_pool) -> No
         await relay.close()
         await producer.stop()
     assert await pool.fetchval(f"SELECT count(*) FROM {schema}.outbox") == 2
+
+
+async def test_rows_pending_in_the_old_layout_are_migrated_and_published() -> None:
+    """A schema from before the packed outbox: its pending rows go out after migration."""
+    from importlib import resources
+
+    from ioc_shared.platform.db import create_pool, migrate
+    from ioc_shared.testing import database_url
+
+    schema = unique("t_shared_old")
+    topic = await new_topic()
+    pool = await create_pool(database_url(), max_size=4)
+    first = (resources.files("ioc_shared.platform").joinpath("migrations/0000_platform.sql")
+             .read_text(encoding="utf-8"))
+    events = [Envelope(type="test.old", source_unit="ioc-loc-ninh", subject=f"k{i}",
+                       payload={"seq": i, "text": "Lộc Ninh"}) for i in range(3)]
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute(f"CREATE SCHEMA {schema}")
+            await conn.execute(f"SET LOCAL search_path TO {schema}")
+            await conn.execute(first)
+            await conn.execute("CREATE TABLE schema_migrations (name text PRIMARY KEY, "
+                               "checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())")
+            import hashlib
+            await conn.execute("INSERT INTO schema_migrations (name, checksum) VALUES ($1, $2)",
+                               "0000_platform.sql", hashlib.sha256(first.encode()).hexdigest())
+            for i, env in enumerate(events):
+                await conn.execute(
+                    "INSERT INTO outbox (event_id, topic, key, headers, value, published_at) "
+                    "VALUES ($1, $2, $3, $4::jsonb, $5, $6)", env.event_id, topic,
+                    None if i == 1 else env.key, f'{{"{H_EVENT_ID}": "{env.event_id}"}}',
+                    env.to_bytes(), None)
+        assert await migrate(pool, schema, None) == ["platform/0001_batched_outbox.sql"]
+        producer = make_producer(kafka_bootstrap(), client_id="test-relay")
+        await producer.start()
+        relay = OutboxRelay(pool, schema, producer, kafka_bootstrap())
+        try:
+            assert await relay.drain_once() == 3
+        finally:
+            await relay.close()
+            await producer.stop()
+        records = await read_topic(topic, until=lambda r: len(r) >= 3)
+        by_id = {headers_of(r)[H_EVENT_ID]: r for r in records}
+        assert set(by_id) == {str(e.event_id) for e in events}
+        for i, env in enumerate(events):
+            record = by_id[str(env.event_id)]
+            assert Envelope.from_bytes(record.value) == env
+            assert record.key == (None if i == 1 else env.key)
+    finally:
+        await pool.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        await pool.close()

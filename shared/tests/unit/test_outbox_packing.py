@@ -1,0 +1,43 @@
+"""Outbox rows pack a transaction's messages into one value; unpacking gives them back."""
+
+import uuid
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from ioc_shared.platform.outbox import pack_messages, unpack_messages
+
+
+class Serialized:
+    def __init__(self, event_id: uuid.UUID, key: bytes | None, value: bytes) -> None:
+        self.event_id, self.key, self._value = event_id, key, value
+
+    def to_bytes(self) -> bytes:
+        return self._value
+
+
+messages = st.lists(st.tuples(
+    st.text(min_size=1, max_size=30), st.uuids(), st.one_of(st.none(), st.binary(max_size=40)),
+    st.booleans(), st.dictionaries(st.text(max_size=10), st.text(max_size=20), max_size=4),
+    st.binary(max_size=300)), max_size=25)
+
+
+@given(messages)
+def test_unpack_returns_what_was_packed_in_order(items: list) -> None:
+    packed = pack_messages([
+        (topic, Serialized(eid, key, value), override, headers)
+        for topic, eid, key, use_override, headers, value in items
+        for override in [b"override" if use_override else None]])
+    got = unpack_messages(packed)
+    assert len(got) == len(items)
+    for (event_id, topic, key, head, value), (t, eid, k, use_override, headers, v) in zip(
+            got, items, strict=True):
+        assert (event_id, topic, value) == (str(eid), t, v)
+        assert key == (b"override" if use_override else k)
+        assert orjson.loads(head) == headers
+
+
+def test_event_ids_must_be_uuids() -> None:
+    with pytest.raises(ValueError, match="not a UUID"):
+        pack_messages([("t", Serialized("abc", None, b"{}"), None, {})])  # type: ignore[arg-type]
