@@ -62,6 +62,7 @@ class IngestService:
         self._relay: OutboxRelay | None = None
         self._producer: Any = None
         self._worker: InboundWorker | None = None
+        self._repository: IngestRepository | None = None
 
     @property
     def http_port(self) -> int | None:
@@ -77,7 +78,7 @@ class IngestService:
             self._producer = make_producer(s.kafka_bootstrap, client_id=f"ingest-{s.instance_id}",
                                            linger_ms=0)
             await self._producer.start()
-            repository = IngestRepository(rt.pool, s.db_schema)
+            repository = self._repository = IngestRepository(rt.pool, s.db_schema)
             ingestor = Ingestor(build_catalog(s, rt.registry), max_message_bytes=s.max_message_bytes)
             self.pipeline = IngestPipeline(
                 ingestor, repository, KafkaSink(self._producer), self.topics,
@@ -122,6 +123,8 @@ class IngestService:
         # leave the group; then the runtime stops the broker, then background tasks.
         if self._worker is not None:
             await self._worker.close()
+        if self._repository is not None:
+            await self._repository.close()
         await self.runtime.__aexit__(exc_type, exc, tb)
         if self._relay is not None:
             await self._relay.close()
