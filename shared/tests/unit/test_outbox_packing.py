@@ -4,9 +4,10 @@ import uuid
 
 import orjson
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 from hypothesis import given
 from hypothesis import strategies as st
-from ioc_shared.platform.outbox import pack_messages, unpack_messages
+from ioc_shared.platform.outbox import pack_messages, partition_for, unpack_messages
 
 
 class Serialized:
@@ -41,3 +42,9 @@ def test_unpack_returns_what_was_packed_in_order(items: list) -> None:
 def test_event_ids_must_be_uuids() -> None:
     with pytest.raises(ValueError, match="not a UUID"):
         pack_messages([("t", Serialized("abc", None, b"{}"), None, {})])  # type: ignore[arg-type]
+
+
+@given(st.binary(max_size=80), st.integers(min_value=1, max_value=64))
+def test_partition_is_the_one_kafkas_default_partitioner_picks(key: bytes, count: int) -> None:
+    partitions = list(range(count))
+    assert partition_for(key, partitions) == DefaultPartitioner()(key, partitions, partitions)
