@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from routing.domain.calendar import WorkingCalendar
 from routing.domain.commands import Command, command_id_of, parse_command
-from routing.domain.geo import CandidateIndex, DuplicateCandidate, bounding_box
+from routing.domain.geo import CandidateIndex, DuplicateCandidate, bounding_box, cells_of_box
 from routing.domain.intake import (
     RecordError,
     flag_duplicates,
@@ -226,7 +226,8 @@ class IntakeHandler:
                 continue
             min_lat, min_lon, max_lat, max_lon = bounding_box(i.location, policy.duplicates.radius_m)
             queries.append(DuplicateQuery(i.category, min_lat, min_lon, max_lat, max_lon,
-                                          i.reported_at - window, i.reported_at + window))
+                                          i.reported_at - window, i.reported_at + window,
+                                          tuple(cells_of_box(min_lat, min_lon, max_lat, max_lon))))
         return await self.core.repo.duplicate_candidates(conn, queries, limit=20)
 
 

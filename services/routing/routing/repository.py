@@ -44,6 +44,7 @@ class DuplicateQuery:
     max_lon: float
     reported_from: datetime
     reported_to: datetime
+    cells: tuple[int, ...]  # routing.domain.geo.cells_of_box of the box
 
 
 _SELECT_INCIDENTS = (
@@ -267,20 +268,25 @@ class RoutingRepository:
             f"""SELECT DISTINCT c.id, c.category, c.lat, c.lon, c.reported_at
                 FROM unnest($1::text[], $2::float8[], $3::float8[], $4::float8[], $5::float8[],
                             $6::timestamptz[], $7::timestamptz[])
-                     AS q(category, min_lat, min_lon, max_lat, max_lon, t_from, t_to)
+                     WITH ORDINALITY AS q(category, min_lat, min_lon, max_lat, max_lon,
+                                          t_from, t_to, n)
+                JOIN unnest($8::int[], $9::bigint[]) AS qc(n, cell) ON qc.n = q.n
                 CROSS JOIN LATERAL (
                     SELECT i.id, i.category, i.lat, i.lon, i.reported_at
                     FROM {self.s}.incidents i
-                    WHERE i.category = q.category AND i.lat BETWEEN q.min_lat AND q.max_lat
-                      AND i.lon BETWEEN q.min_lon AND q.max_lon
+                    WHERE i.category = q.category AND i.cell = qc.cell
                       AND i.reported_at BETWEEN q.t_from AND q.t_to
+                      AND i.lat BETWEEN q.min_lat AND q.max_lat
+                      AND i.lon BETWEEN q.min_lon AND q.max_lon
                       AND i.lat IS NOT NULL
                       AND i.state NOT IN ('closed', 'rejected_not_genuine', 'merged')
-                    LIMIT $8) c""",
+                    LIMIT $10) c""",
             [q.category for q in queries], [q.min_lat for q in queries],
             [q.min_lon for q in queries], [q.max_lat for q in queries],
             [q.max_lon for q in queries], [q.reported_from for q in queries],
-            [q.reported_to for q in queries], limit)
+            [q.reported_to for q in queries],
+            [n for n, q in enumerate(queries, 1) for _ in q.cells],
+            [cell for q in queries for cell in q.cells], limit)
         return [DuplicateCandidate(r["id"], r["category"], Point(r["lat"], r["lon"]),
                                    r["reported_at"]) for r in rows]
 

@@ -43,6 +43,28 @@ def bounding_box(point: Point, radius_m: float) -> tuple[float, float, float, fl
     return point.lat - dlat, point.lon - dlon, point.lat + dlat, point.lon + dlon
 
 
+# Grid cells for the duplicate search: 0.01 degree (about 1.1 km) squares, numbered as the
+# `cell` column of routing's incidents table computes them (migration 0003).
+CELLS_PER_DEGREE = 100
+
+
+def _cell(row: int, column: int) -> int:
+    return (row + 90 * CELLS_PER_DEGREE) * 100_000 + column + 180 * CELLS_PER_DEGREE
+
+
+def cell_of(lat: float, lon: float) -> int:
+    return _cell(math.floor(lat * CELLS_PER_DEGREE), math.floor(lon * CELLS_PER_DEGREE))
+
+
+def cells_of_box(min_lat: float, min_lon: float, max_lat: float, max_lon: float) -> list[int]:
+    """Every cell a point inside the box can be in (one to four for a 200 m radius)."""
+    return [_cell(row, column)
+            for row in range(math.floor(min_lat * CELLS_PER_DEGREE),
+                             math.floor(max_lat * CELLS_PER_DEGREE) + 1)
+            for column in range(math.floor(min_lon * CELLS_PER_DEGREE),
+                                math.floor(max_lon * CELLS_PER_DEGREE) + 1)]
+
+
 @dataclass(frozen=True, slots=True)
 class DuplicateCandidate:
     incident_id: str

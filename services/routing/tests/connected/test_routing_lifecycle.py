@@ -7,6 +7,7 @@ import asyncio
 import asyncpg
 import pytest
 from ioc_shared.testing import database_url
+from routing.domain.geo import cell_of
 from routing.repository import RoutingRepository
 from routing_harness import World, record
 
@@ -119,8 +120,10 @@ async def test_duplicate_is_flagged_merged_and_its_updates_reach_the_primary(wor
     await world.start()
     w = await watch()
     t = world.topics
-    spot = {"lat": 11.8300, "lon": 106.6000}
-    near = {"lat": 11.8304, "lon": 106.6000}          # about 45 m away
+    # About 45 m apart, on either side of a search-grid cell border (latitude 11.83).
+    spot = {"lat": 11.8298, "lon": 106.6000}
+    near = {"lat": 11.8302, "lon": 106.6000}
+    assert cell_of(spot["lat"], spot["lon"]) != cell_of(near["lat"], near["lon"])
     first = await world.publish_record(record("DUP-1", category="giao-thong", location=spot))
     second = await world.publish_record(record("DUP-2", category="giao-thong", location=near))
     # Whichever of the two routing recorded second is flagged, pointing at the other
@@ -146,3 +149,10 @@ async def test_duplicate_is_flagged_merged_and_its_updates_reach_the_primary(wor
                                                  primary))
     assert forwarded[0].payload["duplicate_id"] == duplicate
     assert forwarded[0].payload["changes"] == {"title": "Ổ gà lớn hơn, đã có người ngã"}
+    # The database numbers cells as the domain does.
+    conn = await asyncpg.connect(database_url())
+    try:
+        rows = await conn.fetch(f"SELECT lat, lon, cell FROM {world.settings.db_schema}.incidents")
+    finally:
+        await conn.close()
+    assert rows and all(r["cell"] == cell_of(r["lat"], r["lon"]) for r in rows)

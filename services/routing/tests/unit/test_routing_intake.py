@@ -9,7 +9,15 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from routing.domain.geo import DuplicateCandidate, Point, bounding_box, haversine_m, likely_duplicates
+from routing.domain.geo import (
+    DuplicateCandidate,
+    Point,
+    bounding_box,
+    cell_of,
+    cells_of_box,
+    haversine_m,
+    likely_duplicates,
+)
 from routing.domain.intake import (
     RecordError,
     flag_duplicates,
@@ -114,3 +122,30 @@ def test_update_of_a_merged_incident_reaches_the_primary() -> None:
 def test_incident_id_is_exactly_uuid5_of_dataset_and_record_id(dataset: str, record_id: str) -> None:
     expected = uuid.uuid5(uuid.UUID("0d4c7f5e-2b1a-4e8f-9c3d-7a6b5e4f3d21"), f"{dataset}\x1f{record_id}")
     assert incident_id_for(dataset, record_id) == str(expected)
+
+
+@given(st.floats(min_value=8.0, max_value=23.5), st.floats(min_value=102.0, max_value=110.0),
+       st.floats(min_value=0, max_value=360), st.floats(min_value=0, max_value=1.0),
+       st.sampled_from([50.0, 200.0, 1500.0]))
+def test_every_point_within_the_radius_is_in_a_searched_cell(
+        lat: float, lon: float, bearing: float, fraction: float, radius_m: float) -> None:
+    import math
+    centre = Point(lat, lon)
+    d = radius_m * fraction / 6_371_000.0
+    b = math.radians(bearing)
+    lat2 = math.asin(math.sin(math.radians(lat)) * math.cos(d)
+                     + math.cos(math.radians(lat)) * math.sin(d) * math.cos(b))
+    lon2 = math.radians(lon) + math.atan2(math.sin(b) * math.sin(d) * math.cos(math.radians(lat)),
+                                          math.cos(d) - math.sin(math.radians(lat)) * math.sin(lat2))
+    other = Point(math.degrees(lat2), math.degrees(lon2))
+    if haversine_m(centre, other) > radius_m:
+        return  # rounding at the very edge
+    assert cell_of(other.lat, other.lon) in cells_of_box(*bounding_box(centre, radius_m))
+
+
+def test_cells_are_numbered_row_then_column() -> None:
+    assert cell_of(11.7512, 106.5234) == (1175 + 9000) * 100_000 + 10652 + 18000
+    assert cell_of(-0.001, -0.001) == (-1 + 9000) * 100_000 - 1 + 18000
+    assert cells_of_box(11.749, 106.519, 11.753, 106.521) == [
+        cell_of(11.749, 106.519), cell_of(11.749, 106.521), cell_of(11.753, 106.519),
+        cell_of(11.753, 106.521)]
