@@ -207,6 +207,8 @@ class Outputs:
         self._json: dict[str, bytes] = {}
         self._tails: dict[tuple[str, str, int], list[tuple[str, bytes]]] = {}
         self._grant_tails: dict[str, bytes] = {}
+        self._fragments_by: dict[tuple[str, str, int, int, str, str],
+                                 tuple[bytes, bytes, bytes, bytes, bytes]] = {}
 
     def _j(self, text: str) -> bytes:
         """JSON of a value that repeats (ids from the registry, versions)."""
@@ -224,41 +226,56 @@ class Outputs:
                                        (H_DATASET, dataset.encode()), *trace]
         return [(H_EVENT_ID, event_id.encode()), *tail]
 
+    def _fragments(self, acc: Accepted, channel: str) -> tuple[bytes, bytes, bytes, bytes, bytes]:
+        """The constant parts of a record's envelopes for its (unit, dataset, versions,
+        principal, channel), joined once per batch."""
+        key = (acc.unit, acc.dataset, acc.canonical_version, acc.source_version, acc.principal,
+               channel)
+        fragments = self._fragments_by.get(key)
+        if fragments is None:
+            j = self._j
+            unit, ds = j(acc.unit), j(acc.dataset)
+            cv = b"%d" % acc.canonical_version
+            fragments = self._fragments_by[key] = (
+                _ACCEPTED_TYPE + unit + b',"subject":',
+                self._produced + b'null,"payload":{"dataset":' + ds + b',"schema_version":' + cv
+                + b',"source_schema_version":%d,"record_id":' % acc.source_version,
+                b',"provenance":{"principal":' + j(acc.principal) + b',"channel":' + j(channel)
+                + b',"origin":',
+                _SHARED_TYPE + unit + b',"subject":',
+                b'","payload":{"dataset":' + ds + b',"schema_version":' + cv + b',"record_id":',
+            )
+        return fragments
+
     def accepted(self, acc: Accepted, inbound: Inbound, trace: TraceHeaders,
                  views: Sequence[SharedView]) -> list[Outgoing]:
         """The canonical message and one shared message per view (special-request grants)."""
-        j = self._j
+        head, middle, provenance, shared_head, shared_middle = self._fragments(acc, inbound.channel)
         rid = orjson.dumps(acc.record_id)
         key = acc.record_id.encode()
-        occurred = (orjson.dumps(acc.occurred_at, option=_OPT_Z) if acc.occurred_at is not None
-                    else orjson.dumps(self.now, option=_OPT_Z))
-        unit, ds = j(acc.unit), j(acc.dataset)
-        cv = b"%d" % acc.canonical_version
+        occurred = orjson.dumps(acc.occurred_at if acc.occurred_at is not None else self.now,
+                                option=_OPT_Z)
+        event_id = acc.event_id.encode()
         value = b"".join((
-            _ACCEPTED_HEAD, acc.event_id.encode(), _ACCEPTED_TYPE, unit, b',"subject":', rid,
-            b',"occurred_at":', occurred, self._produced, b'null,"payload":{"dataset":', ds,
-            b',"schema_version":', cv, b',"source_schema_version":%d' % acc.source_version,
-            b',"record_id":', rid, b',"record":', acc.record_json or orjson.dumps(acc.record),
-            b',"client_event_id":',
+            _ACCEPTED_HEAD, event_id, head, rid, b',"occurred_at":', occurred, middle, rid,
+            b',"record":', acc.record_json or orjson.dumps(acc.record), b',"client_event_id":',
             b"null" if acc.client_event_id is None else orjson.dumps(acc.client_event_id),
-            b',"provenance":{"principal":', j(acc.principal), b',"channel":', j(inbound.channel),
-            b',"origin":', orjson.dumps(inbound.origin), b',"content_hash":',
-            orjson.dumps(acc.content_hash), b"}}}"))
+            provenance, orjson.dumps(inbound.origin), b',"content_hash":"',
+            acc.content_hash.encode(), b'"}}}'))
         out = [Outgoing(self._canonical_topics[acc.dataset], value, key,
                         self._headers(acc.event_id, ACCEPTED_TYPE, acc.dataset, trace))]
         for view in views:
             grant = view.grant
             tail = self._grant_tails.get(grant.id)
             if tail is None:
-                tail = self._grant_tails[grant.id] = orjson.dumps({
+                tail = self._grant_tails[grant.id] = b"," + orjson.dumps({
                     "grant_id": grant.id, "requester": grant.unit, "purpose": grant.purpose,
                     "expires_at": iso_utc(grant.expires_at) if grant.expires_at else None,
-                })[1:]
+                })[1:] + b"}"
             value = b"".join((
-                _ACCEPTED_HEAD, view.event_id.encode(), _SHARED_TYPE, unit, b',"subject":', rid,
-                b',"occurred_at":', occurred, self._produced, b'"', acc.event_id.encode(),
-                b'","payload":{"dataset":', ds, b',"schema_version":', cv, b',"record_id":', rid,
-                b',"record":', orjson.dumps(view.record), b",", tail, b"}"))
+                _ACCEPTED_HEAD, view.event_id.encode(), shared_head, rid, b',"occurred_at":',
+                occurred, self._produced, b'"', event_id, shared_middle, rid, b',"record":',
+                orjson.dumps(view.record), tail))
             out.append(Outgoing(self._special_topics[grant.id], value, key,
                                 self._headers(view.event_id, SHARED_TYPE, acc.dataset, trace)))
         return out
