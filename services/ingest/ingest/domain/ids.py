@@ -13,12 +13,15 @@ import uuid
 
 # The namespace of `ioc_shared.contracts.envelope.deterministic_event_id`.
 _NAMESPACE = uuid.UUID("6f0a3c1e-9b7d-4c52-8a61-3d2e1f0b7c44").bytes
-_SHA1 = hashlib.sha1
+# SHA-1 state after the namespace, copied per id (cheaper than a new hash object).
+_AFTER_NAMESPACE = hashlib.sha1(_NAMESPACE, usedforsecurity=False)
 # The RFC 4122 variant (10xx) replaces the two high bits of the 17th hex digit.
 _VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
 
 
 def event_id(*parts: str) -> str:
     """The uuid5 event id of `parts` (strings) in its canonical hyphenated form."""
-    x = _SHA1(_NAMESPACE + "\x1f".join(parts).encode(), usedforsecurity=False).hexdigest()
+    digest = _AFTER_NAMESPACE.copy()
+    digest.update("\x1f".join(parts).encode())
+    x = digest.hexdigest()
     return f"{x[:8]}-{x[8:12]}-5{x[13:16]}-{_VARIANT[x[16]]}{x[17:20]}-{x[20:32]}"
