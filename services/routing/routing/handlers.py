@@ -147,9 +147,9 @@ class IntakeHandler:
         ctx = core.context()
         effects = core.effects(ctx.now)
         async with core.pool.acquire() as conn, conn.transaction():
-            # Round trips are the cost of a batch: claim + load, then one statement for the
-            # incidents, due work, NOTIFY and duplicate locks, the candidates, and one COPY
-            # each for the audit trail and the outbox.
+            # Round trips are the cost of a batch: claim + load; incidents with their due
+            # work; the audit trail (COPY); the outbox row with the NOTIFY and the
+            # duplicate-check locks; the candidates; the flags, if any.
             fresh, existing = await core.repo.claim_and_load(
                 conn, INTAKE_CONSUMER, [(eid, a.incident.id) for eid, a in arrivals.items()])
             todo = [a for eid, a in arrivals.items() if eid in fresh]
@@ -178,10 +178,15 @@ class IntakeHandler:
                 created.append(arrival)
             located = [a for a in created if a.incident.location is not None]
             versions = await core.repo.insert_intake(
-                conn, [a.incident for a in created], ctx.now, effects.due,
-                {a.incident.category for a in located})
-            await self._flag_duplicates(conn, located, ctx, effects)
-            await core.repo.insert_transitions_and_outbox(conn, effects.audit, effects.messages)
+                conn, [a.incident for a in created], ctx.now, effects.due)
+            # The duplicate-check locks come last, with the bulk of the writes: only the
+            # candidate search, the few flags and the commit run under them.
+            await core.repo.insert_transitions_and_outbox(
+                conn, effects.audit, effects.messages,
+                lock_categories={a.incident.category for a in located})
+            flags = core.effects(ctx.now)
+            await self._flag_duplicates(conn, located, ctx, flags)
+            await core.repo.insert_transitions_and_outbox(conn, flags.audit, flags.messages)
         core.repo.versions_committed(versions)
         return len(created)
 
@@ -190,8 +195,8 @@ class IntakeHandler:
         """Flag likely duplicates, serialised per category (effects added to `effects`).
 
         Concurrent batches (two consumers, two instances) cannot see each other's
-        uncommitted incidents; a transaction-scoped lock per category (taken by
-        `insert_intake`, held until commit) makes the later batch wait for the earlier
+        uncommitted incidents; a transaction-scoped lock per category (taken with the
+        batch's writes, held until commit) makes the later batch wait for the earlier
         one's commit, so the candidate query that follows sees those incidents and flags
         the pair. Only the tail of the transaction runs under the lock.
         """

@@ -170,13 +170,10 @@ class RoutingRepository:
         return fresh, {r["id"]: _incident(r) for r in rows if r["id"] is not None}
 
     async def insert_intake(self, conn: asyncpg.Connection, incidents: Sequence[Incident],
-                            now: datetime, due: Sequence[tuple[str, int, DueWork]],
-                            lock_categories: Iterable[str]) -> list[str]:
-        """New incidents with their policy versions and due work and the duplicate-check
-        locks of `lock_categories`, in one statement.
+                            now: datetime, due: Sequence[tuple[str, int, DueWork]]) -> list[str]:
+        """New incidents with their policy versions and due work, in one statement.
 
-        The locks are taken last, so a later statement of the transaction sees every batch
-        that held them before. Returns the policy versions saved.
+        Returns the policy versions saved.
         """
         versions = self._new_versions([i.policy for i in incidents])
         # Rows travel as one JSON array of arrays: asyncpg spends ~1 µs of this process's
@@ -206,10 +203,8 @@ class RoutingRepository:
                     SELECT r->>0, (r->>1)::int, r->>2, r->>3, (r->>4)::int, (r->>5)::timestamptz
                     FROM jsonb_array_elements($4::jsonb) AS r
                     ON CONFLICT DO NOTHING)
-                SELECT (SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0)))
-                        FROM (SELECT unnest($5::text[]) AS k ORDER BY 1) AS keys)""",
-            list(versions), list(versions.values()), rows, due_rows,
-            sorted(self._category_lock(c) for c in set(lock_categories)))
+                SELECT 1""",
+            list(versions), list(versions.values()), rows, due_rows)
         return list(versions)
 
     def _category_lock(self, category: str) -> str:
@@ -249,13 +244,6 @@ class RoutingRepository:
         rows = await conn.fetch(
             _SELECT_INCIDENTS.format(s=self.s) + "WHERE i.primary_id = $1", primary_id)
         return [_incident(r) for r in rows]
-
-    async def lock_categories(self, conn: asyncpg.Connection, categories: Iterable[str]) -> None:
-        """Transaction-scoped locks serialising duplicate checks per category (sorted: no
-        deadlock between two batches)."""
-        for category in sorted(categories):
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-                               self._category_lock(category))
 
     async def duplicate_candidates(self, conn: asyncpg.Connection,
                                    queries: Sequence[DuplicateQuery], limit: int
@@ -312,14 +300,22 @@ class RoutingRepository:
 
     async def insert_transitions_and_outbox(
             self, conn: asyncpg.Connection, events: Sequence[tuple[uuid.UUID | str, IncidentEvent]],
-            messages: Sequence[OutboxMessage]) -> None:
-        """The audit rows (binary COPY: a quarter of the client CPU of arrays), then the
-        outbox row and the relay's NOTIFY (sent at commit) in one statement."""
+            messages: Sequence[OutboxMessage], *, lock_categories: Iterable[str] = ()) -> None:
+        """The audit rows (binary COPY: a quarter of the client CPU of arrays), then in one
+        statement the outbox row, the relay's NOTIFY (sent at commit) and the duplicate-check
+        locks of `lock_categories` (sorted: two batches cannot deadlock), held until commit."""
         await self.insert_transitions(conn, events)
+        locks = sorted(self._category_lock(c) for c in set(lock_categories))
+        if not messages and not locks:
+            return
+        sql = ("SELECT pg_notify($1, ''), (SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0)))"
+               " FROM (SELECT unnest($2::text[]) AS k ORDER BY 1) AS keys)")
+        args: list[Any] = [notify_channel(self.s), locks]
         if messages:
-            outbox_sql, outbox_args = outbox_insert(self.s, messages, first_param=2)
-            await conn.execute(f"WITH outbox AS ({outbox_sql}) SELECT pg_notify($1, '')",
-                               notify_channel(self.s), *outbox_args)
+            outbox_sql, outbox_args = outbox_insert(self.s, messages, first_param=3)
+            sql = f"WITH outbox AS ({outbox_sql}) {sql}"
+            args += outbox_args
+        await conn.execute(sql, *args)
 
     async def history(self, conn: asyncpg.Connection, incident_id: str) -> list[asyncpg.Record]:
         return list(await conn.fetch(
