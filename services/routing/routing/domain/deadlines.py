@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import lru_cache
 from typing import Any, Literal
@@ -26,7 +26,7 @@ from routing.domain.policy import (
     EscalationStep,
     RoutingPolicy,
 )
-from routing.domain.rules import RuleMatch
+from routing.domain.rules import IncidentFacts, RuleMatch, match_rule
 
 DeadlineKind = Literal["acknowledge", "resolve"]
 WorkKind = Literal["reminder", "escalation"]
@@ -69,6 +69,16 @@ class Planner:
     _dues: dict[int, tuple[str, str]] = field(default_factory=dict)
     _work: dict[int, list[DueWork]] = field(default_factory=dict)
     _static: dict[str, Any] | None = None
+    _matches: dict[IncidentFacts, RuleMatch] = field(default_factory=dict)
+
+    def match(self, org: Organisation, facts: IncidentFacts) -> RuleMatch:
+        """`match_rule`, once per distinct facts in the batch (without commune centres,
+        coordinates do not change the outcome, so they are left out of the key)."""
+        key = facts if org.commune_centres else replace(facts, location=None)
+        found = self._matches.get(key)
+        if found is None:
+            found = self._matches[key] = match_rule(self.policy, org, facts)
+        return found
 
     def _static_parts(self) -> dict[str, Any]:
         if self._static is None:

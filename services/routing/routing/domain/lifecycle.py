@@ -11,7 +11,6 @@ from routing.domain.deadlines import snapshot_due, snapshot_summary
 from routing.domain.model import Context, Incident, IncidentEvent, Notification, Outcome
 from routing.domain.policy import Automation
 from routing.domain.reasons import ROLE_NAMES, Reason, Rejection, illegal, reject
-from routing.domain.rules import match_rule
 from routing.domain.states import (
     EVENT_TYPES,
     ROLE_LEADER,
@@ -169,7 +168,7 @@ def assign(incident: Incident, actor: Actor, ctx: Context, *, unit: str | None,
            automation: Automation | None = None,
            extra: dict[str, object] | None = None) -> Outcome:
     """Give the incident to exactly one unit and freeze the policy in force (snapshot)."""
-    match = match_rule(ctx.policy, ctx.org, incident.facts())
+    match = ctx.planner.match(ctx.org, incident.facts())
     chosen = unit or match.unit
     snapshot = ctx.planner.snapshot(category=incident.category, priority=incident.priority,
                                     match=match, unit=chosen, automation=automation,

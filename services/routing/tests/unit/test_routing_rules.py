@@ -107,3 +107,21 @@ def test_unreadable_file_is_reported(tmp_path: Path) -> None:
     bad.write_text("rules: [unclosed", encoding="utf-8")
     with pytest.raises(RoutingConfigError, match="not valid YAML"):
         load_policy(bad, ORG)
+
+
+@pytest.mark.parametrize("org_has_centres", [True, False])
+def test_planner_matches_as_match_rule_does_once_per_distinct_facts(org_has_centres: bool) -> None:
+    import dataclasses
+    from datetime import UTC, datetime
+
+    from routing.domain.deadlines import Planner
+
+    org = ORG if org_has_centres else dataclasses.replace(ORG, commune_centres={})
+    planner = Planner(POLICY, POLICY.calendar.build(), datetime(2026, 11, 27, 2, tzinfo=UTC))
+    cases = [facts(), facts(location=Point(11.899, 106.601)), facts(location=Point(11.70, 106.5)),
+             facts(category="an-ninh"), facts()]
+    for f in cases:
+        assert planner.match(org, f) == match_rule(POLICY, org, f)
+    assert planner.match(org, cases[1]) is planner.match(org, cases[1])
+    # Without commune centres coordinates cannot change the outcome: one entry for both.
+    assert len(planner._matches) == (4 if org_has_centres else 2)
