@@ -23,6 +23,7 @@ from ioc_shared.platform.kafka import make_producer
 from ioc_shared.platform.logging import get_logger
 from ioc_shared.platform.outbox import OutboxRelay
 
+from routing.publishing import RoutingTopics
 from routing.settings import RoutingSettings
 
 log = get_logger(__name__)
@@ -36,8 +37,11 @@ async def relay_until(settings: RoutingSettings, pool: asyncpg.Pool, stop: async
     producer = make_producer(settings.kafka_bootstrap,
                              client_id=f"routing-outbox-{settings.instance_id}")
     await producer.start()
+    topics = RoutingTopics.from_settings(settings)
     relay = OutboxRelay(pool, settings.db_schema, producer, settings.kafka_bootstrap,
-                        batch_size=settings.relay_batch_size, idle_poll_s=0.5)
+                        batch_size=settings.relay_batch_size, idle_poll_s=0.5,
+                        topics=[topics.results, topics.events, topics.notifications,
+                                topics.reporter])
     task = asyncio.create_task(relay.run())
     if gc_tuning:
         from routing.bootstrap import tune_gc

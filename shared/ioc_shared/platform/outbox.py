@@ -220,10 +220,13 @@ class _Batch:
 class OutboxRelay:
     def __init__(self, pool: asyncpg.Pool, schema: str, producer: AIOKafkaProducer,
                  bootstrap: str, *, batch_size: int = 2000, idle_poll_s: float = 0.5,
-                 retention_s: float = 3600.0) -> None:
+                 retention_s: float = 3600.0, topics: Sequence[str] = ()) -> None:
         """`retention_s`: how long published rows stay in the outbox (for operators who
-        look at what went out recently) before the relay deletes them."""
+        look at what went out recently) before the relay deletes them. `topics`: the
+        topics the outbox writes to, if known: their partitions' positions are saved at
+        start, not on the first message to each (a broker round trip in the first batch)."""
         self._pool = pool
+        self._topics = list(topics)
         self._retention_s = retention_s
         self._next_cleanup = 0.0
         self._schema = schema
@@ -260,6 +263,7 @@ class OutboxRelay:
             await lock_conn.add_listener(_channel(self._schema), self._on_notify)
             try:
                 await self.recover()
+                await self._position_topics()
                 while not self._stopping:
                     try:
                         published = await self.drain_once()
@@ -402,6 +406,12 @@ class OutboxRelay:
                 by_key[(topic, key)] = tp
             targets.append(tp)
         return targets
+
+    async def _position_topics(self) -> None:
+        tps = {TopicPartition(topic, p) for topic in self._topics
+               for p in await self._producer.partitions_for(topic)}
+        if tps - self._positioned:
+            await self._save_positions(tps - self._positioned)
 
     async def _save_positions(self, tps: set[TopicPartition]) -> None:
         """Before the first message to a partition: save its end offset as its position."""
