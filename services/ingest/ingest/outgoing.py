@@ -7,6 +7,9 @@ message belongs to (one span per inbound record, child of the sender's trace).
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
+import functools
 import struct
 import uuid
 from collections.abc import Awaitable, Sequence
@@ -85,18 +88,42 @@ class Sink(Protocol):
         ...
 
 
-class KafkaSink:
-    """Hands a whole batch to the producer, then awaits every confirmation together.
+class _Pending:
+    """Records for one topic partition, handed to the producer together, and the future
+    their confirmation resolves. `single`: one message too large for a record batch."""
 
-    Records are appended to one record batch per topic partition (the producer's
-    own batch builder, partitioned with Kafka's default murmur2 so keys land where
-    any Kafka client would put them): far cheaper per record than `send()`.
+    __slots__ = ("builder", "future", "partition", "single", "topic")
+
+    def __init__(self, builder: Any, topic: str, partition: int, future: asyncio.Future[Any],
+                 single: Outgoing | None = None) -> None:
+        self.builder = builder
+        self.topic = topic
+        self.partition = partition
+        self.future = future
+        self.single = single
+
+
+class KafkaSink:
+    """Appends messages to record batches per topic partition and hands those to the producer
+    in order, from a task of its own; the awaitables complete on the broker's confirmation.
+
+    Records are appended to one record batch per topic partition (the producer's own
+    batch builder, partitioned with Kafka's default murmur2 so keys land where any Kafka
+    client would put them): far cheaper per record than `send()`. aiokafka keeps one
+    produce request in flight per broker and `send_batch` waits while a batch of the same
+    partition is still queued: handed over from here, that wait never holds up the caller,
+    and records enqueued meanwhile join the batches not yet handed over (fewer, larger
+    requests). Per partition, records reach the producer in `enqueue` order.
     """
 
     def __init__(self, producer: AIOKafkaProducer) -> None:
         self._producer = producer
         self._partitioner = DefaultPartitioner()
         self._partitions: dict[str, list[int]] = {}
+        self._open: dict[tuple[str, int], _Pending] = {}      # still taking records
+        self._queue: collections.deque[_Pending] = collections.deque()   # hand-over order
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
 
     async def _partitions_of(self, topic: str) -> list[int]:
         partitions = self._partitions.get(topic)
@@ -112,14 +139,18 @@ class KafkaSink:
             await asyncio.gather(*futures)
 
     async def enqueue(self, messages: Sequence[Outgoing]) -> list[Awaitable[Any]]:
+        """Append the messages; returns the confirmations to await (without waiting)."""
         producer = self._producer
-        futures = []
-        batches: dict[tuple[str, int], Any] = {}
+        loop = asyncio.get_running_loop()
+        if self._task is None or self._task.done():
+            self._task = loop.create_task(self._hand_over(), name="ingest-sink")
+        used: dict[int, _Pending] = {}
         # murmur2 is pure Python; a record's canonical and shared copies share the key.
         hashes: dict[bytes, int] = {}
         known = self._partitions
         for topic in {m.topic for m in messages}.difference(known):
             await self._partitions_of(topic)
+        open_ = self._open
         for m in messages:
             partitions = known[m.topic]
             if m.key is None:
@@ -130,20 +161,71 @@ class KafkaSink:
                     digest = hashes[m.key] = murmur2(m.key) & 0x7FFFFFFF
                 partition = partitions[digest % len(partitions)]   # as Kafka's default partitioner
             target = (m.topic, partition)
-            batch = batches.get(target)
-            if batch is None:
-                batch = batches[target] = producer.create_batch()
-            if batch.append(key=m.key, value=m.value, timestamp=None, headers=m.headers) is None:
-                futures.append(await producer.send_batch(batch, target[0], partition=target[1]))
-                batch = batches[target] = producer.create_batch()
-                if batch.append(key=m.key, value=m.value, timestamp=None, headers=m.headers) is None:
-                    # Larger than a whole batch: let the producer handle it on its own.
-                    futures.append(await producer.send(m.topic, m.value, key=m.key,
-                                                       partition=target[1], headers=m.headers))
-        for (topic, partition), batch in batches.items():
-            if batch.record_count():
-                futures.append(await producer.send_batch(batch, topic, partition=partition))
-        return futures
+            pending = open_.get(target)
+            if pending is None or pending.builder.append(
+                    key=m.key, value=m.value, timestamp=None, headers=m.headers) is None:
+                # A new batch (the full one, if any, stays queued before it).
+                pending = open_[target] = _Pending(producer.create_batch(), m.topic, partition,
+                                                   loop.create_future())
+                self._queue.append(pending)
+                if pending.builder.append(key=m.key, value=m.value, timestamp=None,
+                                          headers=m.headers) is None:
+                    # Larger than a whole batch: the producer sends it on its own, in turn.
+                    pending.single = m
+            used[id(pending)] = pending
+            if pending.single is not None:
+                del open_[target]
+        self._wake.set()
+        return [p.future for p in used.values()]
+
+    async def _hand_over(self) -> None:
+        producer = self._producer
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                pending = self._queue.popleft()
+                target = (pending.topic, pending.partition)
+                if self._open.get(target) is pending:
+                    del self._open[target]      # no more records: it is handed over now
+                try:
+                    m = pending.single
+                    if m is None:
+                        sent = await producer.send_batch(pending.builder, pending.topic,
+                                                         partition=pending.partition)
+                    else:
+                        sent = await producer.send(m.topic, m.value, key=m.key,
+                                                   partition=pending.partition, headers=m.headers)
+                except asyncio.CancelledError:
+                    pending.future.cancel()
+                    raise
+                except Exception as exc:
+                    pending.future.set_exception(exc)
+                    continue
+                sent.add_done_callback(functools.partial(_settle, pending.future))
+
+    async def close(self) -> None:
+        """Stop handing over (pending confirmations fail: their batches are redelivered)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for pending in self._queue:
+            pending.future.cancel()
+        self._queue.clear()
+        self._open.clear()
+
+
+def _settle(future: asyncio.Future[Any], sent: asyncio.Future[Any]) -> None:
+    if future.done():
+        return
+    if sent.cancelled():
+        future.cancel()
+    elif (exc := sent.exception()) is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(sent.result())
 
 
 TraceHeaders = list[tuple[str, bytes]]

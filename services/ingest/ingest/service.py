@@ -63,6 +63,7 @@ class IngestService:
         self._producer: Any = None
         self._worker: InboundWorker | None = None
         self._repository: IngestRepository | None = None
+        self._sink: KafkaSink | None = None
 
     @property
     def http_port(self) -> int | None:
@@ -80,8 +81,9 @@ class IngestService:
             await self._producer.start()
             repository = self._repository = IngestRepository(rt.pool, s.db_schema)
             ingestor = Ingestor(build_catalog(s, rt.registry), max_message_bytes=s.max_message_bytes)
+            self._sink = KafkaSink(self._producer)
             self.pipeline = IngestPipeline(
-                ingestor, repository, KafkaSink(self._producer), self.topics,
+                ingestor, repository, self._sink, self.topics,
                 metrics=IngestMetrics(rt.metrics),
                 tracer=trace.get_tracer("ingest", tracer_provider=rt.tracer_provider),
                 chunk_records=s.chunk_records)
@@ -128,6 +130,8 @@ class IngestService:
         await self.runtime.__aexit__(exc_type, exc, tb)
         if self._relay is not None:
             await self._relay.close()
+        if self._sink is not None:   # after the HTTP server: nothing enqueues any more
+            await self._sink.close()
         if self._producer is not None:
             await self._producer.stop()
 

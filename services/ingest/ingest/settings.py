@@ -28,7 +28,7 @@ class IngestSettings(ServiceSettings):
     # merged; each is still committed only once its effects are durable).
     commit_interval_ms: int = 20
     # A batch is worked in chunks so database and broker waits overlap with work.
-    chunk_records: int = 250
+    chunk_records: int = 500
     # Larger inbound messages are rejected as too_large before parsing.
     max_message_bytes: int = 1024 * 1024
     # Timestamps: how far in the future an event time may lie (clock skew).

@@ -123,3 +123,54 @@ def test_batch_outputs_build_the_same_envelopes_as_the_generic_builder() -> None
         assert orjson.loads(shared.value) == orjson.loads(expected)
         assert Envelope.from_bytes(shared.value) == Envelope.from_bytes(expected)
         assert (shared.topic, dict(shared.headers)["ioc-event-id"]) == ("s", view.event_id.encode())
+
+
+async def test_sink_hands_batches_over_in_order_without_blocking_the_caller() -> None:
+    import asyncio
+
+    from ingest.outgoing import KafkaSink, Outgoing
+
+    class Batch:
+        def __init__(self) -> None:
+            self.values: list[bytes] = []
+
+        def append(self, *, key: bytes | None, value: bytes, timestamp: None,
+                   headers: list[tuple[str, bytes]]) -> object | None:
+            if len(self.values) >= 3:
+                return None     # full
+            self.values.append(value)
+            return object()
+
+    class Producer:
+        def __init__(self) -> None:
+            self.sent: list[list[bytes]] = []
+            self.gate = asyncio.Event()
+            self.confirmations: list[asyncio.Future[None]] = []
+
+        async def partitions_for(self, topic: str) -> set[int]:
+            return {0}
+
+        def create_batch(self) -> Batch:
+            return Batch()
+
+        async def send_batch(self, batch: Batch, topic: str, partition: int) -> object:
+            await self.gate.wait()   # as aiokafka, while an earlier batch is not drained
+            self.sent.append(batch.values)
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self.confirmations.append(future)
+            return future
+
+    producer = Producer()
+    sink = KafkaSink(producer)  # type: ignore[arg-type]
+    first = await sink.enqueue([Outgoing("t", b"1", b"k", []), Outgoing("t", b"2", b"k", [])])
+    await asyncio.sleep(0)      # the first batch is being handed over (and waits)
+    second = await sink.enqueue([Outgoing("t", v, b"k", []) for v in (b"3", b"4", b"5", b"6")])
+    assert not any(f.done() for f in [*first, *second])
+    producer.gate.set()
+    while len(producer.sent) < 3:
+        await asyncio.sleep(0)
+    assert producer.sent == [[b"1", b"2"], [b"3", b"4", b"5"], [b"6"]]
+    for c in producer.confirmations:
+        c.set_result(None)
+    await asyncio.gather(*first, *second)
+    await sink.close()
