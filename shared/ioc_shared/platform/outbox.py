@@ -19,6 +19,7 @@ No per-batch claim, no per-batch offset lookup.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import struct
@@ -264,24 +265,49 @@ class OutboxRelay:
             try:
                 await self.recover()
                 await self._position_topics()
-                while not self._stopping:
-                    try:
-                        published = await self.drain_once()
-                    except (OSError, KafkaError, asyncpg.PostgresError, TimeoutError) as exc:
-                        log.error("outbox relay batch failed; recovering", schema=self._schema,
-                                  error=repr(exc))
-                        await asyncio.sleep(_RETRY_PAUSE_S)
-                        await self.recover()
-                        continue
-                    if asyncio.get_running_loop().time() >= self._next_cleanup:
-                        await self.delete_published()
-                    if published == 0:
-                        self._wake.clear()
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(self._wake.wait(), self._idle_poll_s)
+                await self._pipeline()
             finally:
                 await lock_conn.remove_listener(_channel(self._schema), self._on_notify)
                 await lock_conn.execute("SELECT pg_advisory_unlock($1)", self._lock_key)
+
+    async def _pipeline(self) -> None:
+        """Publish until stopped, the next batch queued while the previous one's
+        acknowledgements are awaited and its rows marked (at most two in flight).
+
+        Safe across a crash: both batches were sent after every position they could land
+        before was saved, so recovery finds whichever of them is not marked.
+        """
+        in_flight: collections.deque[tuple[_Batch, list[tuple[TopicPartition, Any, int]]]] = (
+            collections.deque())
+        while not self._stopping:
+            try:
+                batch = None
+                if len(in_flight) < 2:
+                    batch = await self._pending([i for b, _ in in_flight for i in b.row_ids])
+                    if batch.row_ids:
+                        in_flight.append((batch, await self._queue(batch)))
+                    else:
+                        batch = None
+                if in_flight and (batch is None or len(in_flight) == 2):
+                    done, queued = in_flight.popleft()
+                    await self._mark(done, await self._confirmed(queued))
+                elif not in_flight:
+                    self._wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), self._idle_poll_s)
+                if asyncio.get_running_loop().time() >= self._next_cleanup:
+                    await self.delete_published()
+            except (OSError, KafkaError, asyncpg.PostgresError, TimeoutError) as exc:
+                log.error("outbox relay batch failed; recovering", schema=self._schema,
+                          error=repr(exc))
+                # Whatever is still on its way must land before recovery looks for it.
+                for _, queued in in_flight:
+                    for _, future, _ in queued:
+                        with contextlib.suppress(Exception):
+                            await future
+                in_flight.clear()
+                await asyncio.sleep(_RETRY_PAUSE_S)
+                await self.recover()
 
     def stop(self) -> None:
         self._stopping = True
@@ -368,18 +394,20 @@ class OutboxRelay:
         return found
 
     # --- publishing --------------------------------------------------------------
-    async def _pending(self) -> _Batch:
-        """Pending rows in id order, up to about `batch_size` messages (at least one row)."""
+    async def _pending(self, in_flight: Sequence[int] = ()) -> _Batch:
+        """Pending rows in id order, up to about `batch_size` messages (at least one row),
+        leaving out the rows `in_flight` (sent, not yet marked)."""
         async with self._pool.acquire() as conn:
             rows = await conn.fetch(
                 f"""SELECT id, messages FROM {self._schema}.outbox WHERE id = ANY(
                         SELECT id FROM (
                             SELECT id, sum(message_count) OVER (ORDER BY id) - message_count
                                        AS before
-                            FROM {self._schema}.outbox WHERE published_at IS NULL
+                            FROM {self._schema}.outbox
+                            WHERE published_at IS NULL AND NOT id = ANY($2::bigint[])
                             ORDER BY id LIMIT 1000) AS pending
                         WHERE before < $1)
-                    ORDER BY id""", self._batch_size)
+                    ORDER BY id""", self._batch_size, list(in_flight))
         batch = _Batch()
         for row in rows:
             batch.add(row)
@@ -424,45 +452,31 @@ class OutboxRelay:
         self._positioned |= tps
 
     async def drain_once(self) -> int:
-        """Publish one batch of pending rows; returns how many messages it published."""
+        """Publish one batch of pending rows and mark it; returns how many messages."""
         batch = await self._pending()
         if not batch.row_ids:
             return 0
-        targets = await self._targets(batch)
-        new = set(targets) - self._positioned
-        if new:
-            await self._save_positions(new)
-        sent = await self._send(batch, targets)
-        await self._after_publish_hook()
-        async with self._pool.acquire() as conn:
-            # One statement, one transaction, one round trip.
-            await conn.execute(
-                f"""WITH marked AS (
-                        UPDATE {self._schema}.outbox SET published_at = now() WHERE id = ANY($1))
-                    INSERT INTO {self._schema}.outbox_positions AS p (topic, partition, next_offset)
-                    SELECT * FROM unnest($2::text[], $3::int[], $4::bigint[])
-                    ON CONFLICT (topic, partition) DO UPDATE
-                    SET next_offset = greatest(p.next_offset, excluded.next_offset)""",
-                batch.row_ids, [tp.topic for tp in sent], [tp.partition for tp in sent],
-                list(sent.values()))
-        self._already_sent.difference_update(batch.event_ids)
-        self.published += len(batch.event_ids)
+        await self._mark(batch, await self._confirmed(await self._queue(batch)))
         return len(batch.event_ids)
 
-    async def _send(self, batch: _Batch, targets: list[TopicPartition]) -> dict[TopicPartition, int]:
-        """Send the batch as one record batch per partition (several if large), in order;
-        returns the offset after the last message sent to each partition.
+    async def _queue(self, batch: _Batch) -> list[tuple[TopicPartition, Any, int]]:
+        """Hand the batch to the producer as one record batch per partition (several if
+        large), in order: (partition, future of its acknowledgement, message count).
 
         Record batches instead of one `send` per message: no future, no accumulator
         lookup per message, which was most of the relay's CPU.
         """
+        targets = await self._targets(batch)
+        new = set(targets) - self._positioned
+        if new:
+            await self._save_positions(new)
         producer = self._producer
         builders: dict[TopicPartition, Any] = {}
-        queued: list[tuple[TopicPartition, Any, int]] = []
+        closed: list[tuple[TopicPartition, Any, int]] = []
 
         def close(tp: TopicPartition) -> None:
             builder = builders.pop(tp)
-            queued.append((tp, builder, builder.record_count()))
+            closed.append((tp, builder, builder.record_count()))
 
         skip = self._already_sent
         for i, tp in enumerate(targets):
@@ -480,13 +494,33 @@ class OutboxRelay:
                                headers=headers)
         for tp in list(builders):
             close(tp)
-        futures = [(tp, await producer.send_batch(builder, tp.topic, partition=tp.partition), n)
-                   for tp, builder, n in queued]
+        return [(tp, await producer.send_batch(builder, tp.topic, partition=tp.partition), n)
+                for tp, builder, n in closed]
+
+    async def _confirmed(self, queued: list[tuple[TopicPartition, Any, int]]
+                         ) -> dict[TopicPartition, int]:
+        """Wait for the acknowledgements; the offset after the last message per partition."""
         sent: dict[TopicPartition, int] = {}
-        for tp, future, n in futures:
+        for tp, future, n in queued:
             metadata = await future
             sent[tp] = max(sent.get(tp, 0), metadata.offset + n)
+        await self._after_publish_hook()
         return sent
+
+    async def _mark(self, batch: _Batch, sent: dict[TopicPartition, int]) -> None:
+        async with self._pool.acquire() as conn:
+            # One statement, one transaction, one round trip.
+            await conn.execute(
+                f"""WITH marked AS (
+                        UPDATE {self._schema}.outbox SET published_at = now() WHERE id = ANY($1))
+                    INSERT INTO {self._schema}.outbox_positions AS p (topic, partition, next_offset)
+                    SELECT * FROM unnest($2::text[], $3::int[], $4::bigint[])
+                    ON CONFLICT (topic, partition) DO UPDATE
+                    SET next_offset = greatest(p.next_offset, excluded.next_offset)""",
+                batch.row_ids, [tp.topic for tp in sent], [tp.partition for tp in sent],
+                list(sent.values()))
+        self._already_sent.difference_update(batch.event_ids)
+        self.published += len(batch.event_ids)
 
     async def _after_publish_hook(self) -> None:
         """Seam for tests that simulate a crash between publish and mark."""

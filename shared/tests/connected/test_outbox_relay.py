@@ -238,3 +238,37 @@ async def test_rows_pending_in_the_old_layout_are_migrated_and_published() -> No
     finally:
         await pool.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
         await pool.close()
+
+
+async def test_crash_with_two_batches_in_flight_publishes_each_message_once(schema_pool) -> None:
+    """The running relay queues the next batch while the previous one is acknowledged."""
+    schema, pool = schema_pool
+    topic = await new_topic()
+    events = []
+    for t in range(2):
+        batch = [Envelope(type="test.happened", source_unit="ioc-loc-ninh", subject=f"k{i % 5}",
+                          payload={"seq": t * 100 + i}) for i in range(20)]
+        async with pool.acquire() as conn, conn.transaction():
+            await enqueue_many(conn, schema, [(topic, e, None, envelope_headers(e)) for e in batch])
+        events += batch
+    producer = make_producer(kafka_bootstrap(), client_id="test-relay")
+    await producer.start()
+    try:
+        crashing = CrashAfterPublish(pool, schema, producer, kafka_bootstrap(), batch_size=1)
+        with pytest.raises(Crash):
+            await asyncio.wait_for(crashing.run(), 20)
+        await crashing.close()
+        restarted = OutboxRelay(pool, schema, producer, kafka_bootstrap(), batch_size=1)
+        assert await restarted.recover() == 40   # both rows were in flight
+        while await restarted.drain_once():
+            pass
+        await restarted.close()
+    finally:
+        await producer.stop()
+    await read_topic(topic, until=lambda r: len(r) >= 40, timeout=10)
+    await asyncio.sleep(1.0)
+    records = await read_topic(topic, until=lambda r: False, timeout=1.5)
+    counts = Counter(event_ids(records))
+    assert set(counts) == {str(e.event_id) for e in events}
+    assert max(counts.values()) == 1, "a message was published twice"
+    assert await pool.fetchval(f"SELECT count(*) FROM {schema}.outbox WHERE published_at IS NULL") == 0
