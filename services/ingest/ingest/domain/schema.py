@@ -83,29 +83,33 @@ class CompiledSchema:
         self.fields = fields
         self.required = tuple(f for f in fields.values() if f.spec.required)
         self._limits = limits
+        # What `check` needs per field, as plain tuples (no attribute lookups per value).
+        self._steps: dict[str, tuple[Normalizer, bool, bool]] = {
+            name: (f.normalize, f.is_time, f.past_only) for name, f in fields.items()}
 
     def check(self, raw: dict[str, Any], now: datetime) -> Checked:
         record: dict[str, Any] = {}
         problems: list[Problem] = []
         occurred_at: datetime | None = None
-        fields = self.fields
+        steps = self._steps
         latest: datetime | None = None   # time bounds, computed once per record with a time
         latest_event = now
         for name, value in raw.items():
-            spec = fields.get(name)
-            if spec is None:
+            step = steps.get(name)
+            if step is None:
                 if name not in IDENTITY_FIELDS:
                     problems.append(Problem(Code.UNKNOWN_FIELD, name,
-                                            "một trong: " + ", ".join(fields)))
+                                            "một trong: " + ", ".join(self.fields)))
                 continue
             if value is None or value == "" or (value.__class__ is str and value.isspace()):
                 continue
+            normalize, is_time, past_only = step
             try:
-                normalized = spec.normalize(value)
+                normalized = normalize(value)
             except n.FieldProblem as problem:
                 problems.append(Problem(problem.code, name, problem.expected))
                 continue
-            if spec.is_time:
+            if is_time:
                 moment = normalized
                 if isinstance(moment, datetime):
                     if latest is None:
@@ -113,12 +117,12 @@ class CompiledSchema:
                         latest_event = now + self._limits.future_tolerance
                     if moment < _EARLIEST or moment > latest:
                         problem_code: Code | None = Code.ABSURD_TIMESTAMP
-                    elif spec.past_only and moment > latest_event:
+                    elif past_only and moment > latest_event:
                         problem_code = Code.FUTURE_TIMESTAMP
                     else:
                         problem_code = None
                 else:
-                    problem_code = self._implausible(moment, now, spec.past_only)
+                    problem_code = self._implausible(moment, now, past_only)
                 if problem_code is not None:
                     problems.append(Problem(problem_code, name,
                                             self._time_expected(problem_code, now)))

@@ -145,6 +145,7 @@ async def test_sink_hands_batches_over_in_order_without_blocking_the_caller() ->
         def __init__(self) -> None:
             self.sent: list[list[bytes]] = []
             self.gate = asyncio.Event()
+            self.all_sent = asyncio.Event()
             self.confirmations: list[asyncio.Future[None]] = []
 
         async def partitions_for(self, topic: str) -> set[int]:
@@ -156,6 +157,8 @@ async def test_sink_hands_batches_over_in_order_without_blocking_the_caller() ->
         async def send_batch(self, batch: Batch, topic: str, partition: int) -> object:
             await self.gate.wait()   # as aiokafka, while an earlier batch is not drained
             self.sent.append(batch.values)
+            if len(self.sent) == 3:
+                self.all_sent.set()
             future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self.confirmations.append(future)
             return future
@@ -167,8 +170,7 @@ async def test_sink_hands_batches_over_in_order_without_blocking_the_caller() ->
     second = await sink.enqueue([Outgoing("t", v, b"k", []) for v in (b"3", b"4", b"5", b"6")])
     assert not any(f.done() for f in [*first, *second])
     producer.gate.set()
-    while len(producer.sent) < 3:
-        await asyncio.sleep(0)
+    await producer.all_sent.wait()
     assert producer.sent == [[b"1", b"2"], [b"3", b"4", b"5"], [b"6"]]
     for c in producer.confirmations:
         c.set_result(None)
