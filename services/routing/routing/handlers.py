@@ -147,9 +147,8 @@ class IntakeHandler:
         ctx = core.context()
         effects = core.effects(ctx.now)
         async with core.pool.acquire() as conn, conn.transaction():
-            # Round trips are the cost of a batch: claim + load; incidents with their due
-            # work; the audit trail (COPY); the outbox row with the NOTIFY and the
-            # duplicate-check locks; the candidates; the flags, if any.
+            # Round trips are the cost of a batch: BEGIN; claim + load; all the writes with
+            # the duplicate-check locks; the candidates; the flags, if any; COMMIT.
             fresh, existing = await core.repo.claim_and_load(
                 conn, INTAKE_CONSUMER, [(eid, a.incident.id) for eid, a in arrivals.items()])
             todo = [a for eid, a in arrivals.items() if eid in fresh]
@@ -177,13 +176,11 @@ class IntakeHandler:
                 existing[incident.id] = incident
                 created.append(arrival)
             located = [a for a in created if a.incident.location is not None]
-            versions = await core.repo.insert_intake(
-                conn, [a.incident for a in created], ctx.now, effects.due)
             # The duplicate-check locks come last, with the bulk of the writes: only the
             # candidate search, the few flags and the commit run under them.
-            await core.repo.insert_transitions_and_outbox(
-                conn, effects.audit, effects.messages,
-                lock_categories={a.incident.category for a in located})
+            versions = await core.repo.write_intake(
+                conn, [a.incident for a in created], ctx.now, effects.due, effects.audit,
+                effects.messages, {a.incident.category for a in located})
             flags = core.effects(ctx.now)
             await self._flag_duplicates(conn, located, ctx, flags)
             await core.repo.insert_transitions_and_outbox(conn, flags.audit, flags.messages)

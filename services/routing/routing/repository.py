@@ -169,20 +169,34 @@ class RoutingRepository:
         fresh = set(rows[0]["fresh"] or ()) if rows else set()
         return fresh, {r["id"]: _incident(r) for r in rows if r["id"] is not None}
 
-    async def insert_intake(self, conn: asyncpg.Connection, incidents: Sequence[Incident],
-                            now: datetime, due: Sequence[tuple[str, int, DueWork]]) -> list[str]:
-        """New incidents with their policy versions and due work, in one statement.
+    async def write_intake(self, conn: asyncpg.Connection, incidents: Sequence[Incident],
+                           now: datetime, due: Sequence[tuple[str, int, DueWork]],
+                           audit: Sequence[tuple[uuid.UUID | str, IncidentEvent]],
+                           messages: Sequence[OutboxMessage],
+                           lock_categories: Iterable[str]) -> list[str]:
+        """Everything an intake batch writes, in one statement: new incidents with their
+        policy versions and due work, the audit rows, the outbox row and the relay's NOTIFY
+        (sent at commit), then the duplicate-check locks of `lock_categories` (sorted: two
+        batches cannot deadlock), held until commit. Returns the policy versions saved.
 
-        Returns the policy versions saved.
+        Round trips are what a batch waits for, more so on a busy machine: rows travel as
+        JSON arrays of arrays (asyncpg spends ~1 µs of this process's CPU per array
+        element, orjson a fraction of that; PostgreSQL parses them). No ON CONFLICT on
+        incidents: one that another transaction inserted meanwhile (two consumers during a
+        rebalance) fails the batch, which is redelivered and then treats it as an update.
         """
         versions = self._new_versions([i.policy for i in incidents])
-        # Rows travel as one JSON array of arrays: asyncpg spends ~1 µs of this process's
-        # CPU per array element, orjson a fraction of that; PostgreSQL does the parsing.
-        # No ON CONFLICT: a new incident that another transaction inserted meanwhile (two
-        # consumers in a rebalance) fails the batch, which is redelivered and then sees it.
         rows = orjson.dumps([_incident_row(i, now) for i in incidents], default=str).decode()
         due_rows = orjson.dumps([(i, n, w.kind, w.deadline, w.step, w.due_at)
                                  for i, n, w in due]).decode()
+        audit_rows = orjson.dumps([_audit_row(event_id, e) for event_id, e in audit],
+                                  default=str).decode()
+        locks = sorted(self._category_lock(c) for c in set(lock_categories))
+        outbox = ""
+        outbox_args: list[Any] = []
+        if messages:
+            outbox_sql, outbox_args = outbox_insert(self.s, messages, first_param=8)
+            outbox = f", outbox AS ({outbox_sql})"
         await conn.execute(
             f"""WITH pv AS (
                     INSERT INTO {self.s}.policy_versions (version, body)
@@ -202,9 +216,19 @@ class RoutingRepository:
                                                    step, due_at)
                     SELECT r->>0, (r->>1)::int, r->>2, r->>3, (r->>4)::int, (r->>5)::timestamptz
                     FROM jsonb_array_elements($4::jsonb) AS r
-                    ON CONFLICT DO NOTHING)
-                SELECT 1""",
-            list(versions), list(versions.values()), rows, due_rows)
+                    ON CONFLICT DO NOTHING),
+                audit AS (
+                    INSERT INTO {self.s}.transitions (incident_id, event_id, event_type,
+                        from_state, to_state, actor_principal, actor_unit, reason, details,
+                        occurred_at)
+                    SELECT r->>0, (r->>1)::uuid, r->>2, r->>3, r->>4, r->>5, r->>6, r->>7, r->8,
+                           (r->>9)::timestamptz
+                    FROM jsonb_array_elements($5::jsonb) AS r){outbox}
+                SELECT pg_notify($6, ''),
+                       (SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0)))
+                        FROM (SELECT unnest($7::text[]) AS k ORDER BY 1) AS keys)""",
+            list(versions), list(versions.values()), rows, due_rows, audit_rows,
+            notify_channel(self.s), locks, *outbox_args)
         return list(versions)
 
     def _category_lock(self, category: str) -> str:
@@ -389,6 +413,11 @@ class RoutingRepository:
             f"INSERT INTO {self.s}.survey_answers (incident_id, unit, score, comment, principal, "
             "answered_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
             incident_id, unit, score, comment, principal, at)
+
+
+def _audit_row(event_id: uuid.UUID | str, e: IncidentEvent) -> tuple[Any, ...]:
+    return (e.incident_id, event_id, e.type, e.from_state.value if e.from_state else None,
+            e.to_state.value, e.actor.principal, e.actor.unit, e.reason, _audit_details(e), e.at)
 
 
 def _dumps(value: Any) -> str:
