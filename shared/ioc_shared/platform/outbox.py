@@ -283,6 +283,8 @@ class OutboxRelay:
             try:
                 batch = None
                 if len(in_flight) < 2:
+                    # Cleared before reading: a NOTIFY from here on ends the idle wait below.
+                    self._wake.clear()
                     batch = await self._pending([i for b, _ in in_flight for i in b.row_ids])
                     if batch.row_ids:
                         in_flight.append((batch, await self._queue(batch)))
@@ -292,7 +294,6 @@ class OutboxRelay:
                     done, queued = in_flight.popleft()
                     await self._mark(done, await self._confirmed(queued))
                 elif not in_flight:
-                    self._wake.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), self._idle_poll_s)
                 if asyncio.get_running_loop().time() >= self._next_cleanup:
