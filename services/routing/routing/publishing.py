@@ -179,15 +179,17 @@ class Effects:
         if trace is None:
             trace = current_trace()
         base = str(deterministic_event_id(seed))
-        latest: tuple[int, dict[str, Any]] | None = None
         for i, event in enumerate(outcome.events):
             event_id = _derive(base, _EVENTS + i)
             self.audit.append((event_id, event))
             self.publish(self.topics.events, event.type, event.incident_id, event_payload(event),
                          event_id=event_id, cause=cause, trace=trace)
-            update = status_update(event, incident)
+        latest: tuple[int, dict[str, Any]] | None = None
+        for i in range(len(outcome.events) - 1, -1, -1):
+            update = status_update(outcome.events[i], incident)
             if update is not None:
                 latest = (i, update)
+                break
         if latest is not None:
             # One update per decision: received-then-assigned in one go reads "assigned".
             self.publish(self.topics.reporter, REPORTER_STATUS, incident.id, latest[1],
