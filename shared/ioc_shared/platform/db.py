@@ -19,9 +19,24 @@ _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
+async def _release_without_reset_query(conn: asyncpg.Connection) -> None:
+    """What a connection returned to the pool needs here, without asyncpg's reset query.
+
+    The default reset (UNLISTEN *, advisory unlock all, RESET ALL, ...) is a round trip
+    on every release, one per batch on the hot paths. This code never leaves session
+    state behind: transactions are closed by their context managers, nothing SETs
+    session variables, and the session locks and listeners (migrations, outbox relay)
+    are undone in `finally` blocks on the connection that took them. A transaction left
+    open by a failure is still rolled back.
+    """
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
+
+
 async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size,
-                                     server_settings={"timezone": "UTC"})
+                                     server_settings={"timezone": "UTC"},
+                                     reset=_release_without_reset_query)
     assert pool is not None
     return pool
 

@@ -257,18 +257,20 @@ class OutboxRelay:
         recovery: what it sent before failing is found on the broker, not sent twice.
         """
         async with self._pool.acquire() as lock_conn:
-            while not await lock_conn.fetchval("SELECT pg_try_advisory_lock($1)", self._lock_key):
-                if self._stopping:
-                    return
-                await asyncio.sleep(1.0)
-            await lock_conn.add_listener(_channel(self._schema), self._on_notify)
             try:
+                while not await lock_conn.fetchval("SELECT pg_try_advisory_lock($1)",
+                                                   self._lock_key):
+                    if self._stopping:
+                        return
+                    await asyncio.sleep(1.0)
+                await lock_conn.add_listener(_channel(self._schema), self._on_notify)
                 await self.recover()
                 await self._position_topics()
                 await self._pipeline()
             finally:
+                # The pool does not reset sessions: leave none of ours behind.
                 await lock_conn.remove_listener(_channel(self._schema), self._on_notify)
-                await lock_conn.execute("SELECT pg_advisory_unlock($1)", self._lock_key)
+                await lock_conn.execute("SELECT pg_advisory_unlock_all()")
 
     async def _pipeline(self) -> None:
         """Publish until stopped, the next batch queued while the previous one's
