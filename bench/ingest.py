@@ -5,8 +5,9 @@ taken from the timestamps of its outputs (canonical + rejected records), the
 same way as the reference loop over the same messages (outputs are read once
 the service committed every input, as the reference's are read after it ran); runs alternate
 (reference, service) and the ratio is the median of the per-pair ratios.
-Latency: at a steady 1,000 records/s, publish -> canonical record visible (after a
-2 s warm-up at the same rate, so the consumer group join after start-up is not counted).
+Latency: at a steady 1,000 records/s, publish -> canonical record visible (after the
+page cache of the throughput runs is flushed, and a 2 s warm-up at the same rate, so the
+consumer group join after start-up is not counted), with the CPU per record it costs.
 Memory: peak RSS (VmHWM) of the service process.
 """
 
@@ -20,8 +21,9 @@ from ioc_shared.contracts import canonical_topic
 from ioc_shared.contracts.topics import INGEST_INBOUND, INGEST_REJECTED
 from ioc_shared.platform.kafka import declare_topics
 
+from bench.cpu import CpuMeter
 from bench.harness import BenchResult, median, output_rate, preload, wait_committed
-from bench.service import BenchService, paced_latency, percentile
+from bench.service import BenchService, paced_latency, percentile, settle
 from bench.workload import DATASET, make_messages
 
 LATENCY_RATE = 1000.0
@@ -48,18 +50,22 @@ async def run(*, bootstrap: str, messages: list, repeats: int, reference: Any) -
         rates.append(rate)
         ratios.append(rate / ref_rate)
 
-    latency = await _latency(bootstrap)
+    latency, cpu = await _latency(bootstrap)
     return BenchResult("ingest", {
         "messages": len(messages), "repeats": repeats,
         "messages_per_s": median(rates), "ratio": median(ratios),
         "p50_ms": percentile(latency, 50), "p99_ms": percentile(latency, 99),
         "latency_rate_per_s": LATENCY_RATE, "peak_rss_mb": max(rss),
+        # CPU per record at that rate: ingest, PostgreSQL, Kafka.
+        "cpu_us": round(cpu["total"]), "cpu_us_ingest": round(cpu["service"] + cpu["helpers"]),
+        "cpu_us_postgres": round(cpu["postgres"]), "cpu_us_kafka": round(cpu["kafka"]),
     })
 
 
-async def _latency(bootstrap: str) -> list[float]:
+async def _latency(bootstrap: str) -> tuple[list[float], dict[str, float]]:
     paced = make_messages(int(LATENCY_RATE * LATENCY_SECONDS), seed=11, invalid_ratio=0.0,
                           run_tag="L")
+    await settle()
     async with BenchService("ingest", bootstrap) as svc:
         canonical = svc.topic(canonical_topic(DATASET).name)
 
@@ -75,5 +81,8 @@ async def _latency(bootstrap: str) -> list[float]:
                                run_tag="W")
         await paced_latency(bootstrap, svc.topic(INGEST_INBOUND.name), [canonical], warmup,
                             LATENCY_RATE, record_id_of_output, record_id_of_input)
-        return await paced_latency(bootstrap, svc.topic(INGEST_INBOUND.name), [canonical], paced,
-                                   LATENCY_RATE, record_id_of_output, record_id_of_input)
+        meter = CpuMeter(svc.process.pid)
+        before = meter.snapshot()
+        latency = await paced_latency(bootstrap, svc.topic(INGEST_INBOUND.name), [canonical],
+                                      paced, LATENCY_RATE, record_id_of_output, record_id_of_input)
+        return latency, meter.per_message_us(before, meter.snapshot(), len(paced))

@@ -8,8 +8,9 @@ Throughput: incidents preloaded on the canonical topic, rate of assignment
 events from their timestamps, against the raw aiokafka reference over the
 same messages (validating the envelope); runs alternate, ratio is the median
 of per-pair ratios. Latency: at a steady 500 incidents/s, incident on the bus
--> assignment event on the bus (after a 2 s warm-up at the same rate, so the consumer
-group's first join after start-up is not counted, as in BENCH ingest).
+-> assignment event on the bus (after the page cache of the throughput runs is flushed and
+a 2 s warm-up at the same rate, so the consumer group's first join after start-up is not
+counted, as in BENCH ingest), with the CPU per incident it costs.
 
 Fairness (as in BENCH ingest): the outputs of a throughput run are read once the service
 committed every input, not concurrently (a reader competes with the service for CPU,
@@ -30,7 +31,7 @@ from routing.domain.model import incident_id_for
 
 from bench.cpu import CpuMeter
 from bench.harness import BenchResult, median, output_rate, preload, wait_committed
-from bench.service import BenchService, paced_latency, percentile
+from bench.service import BenchService, paced_latency, percentile, settle
 
 DATASET = "phan-anh-hien-truong"
 ASSIGNED = "routing.incident.assigned"
@@ -94,6 +95,7 @@ async def run(*, bootstrap: str, messages: list, repeats: int, reference: Any) -
         ratios.append(rate / ref_rate)
 
     paced = incident_messages(int(LATENCY_RATE * LATENCY_SECONDS), "L", seed=5)
+    await settle()
     async with BenchService("routing", bootstrap) as svc:
         def incident_of_assignment(rec: Any) -> str | None:
             if not is_assignment(rec):

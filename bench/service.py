@@ -52,6 +52,17 @@ class BenchService:
         await pool.close()
 
 
+async def settle() -> None:
+    """Flush dirty pages left by earlier phases before a latency phase.
+
+    Throughput runs leave hundreds of megabytes of Kafka log data in the page cache; the
+    kernel writes them back during whatever runs next, and a PostgreSQL commit that waits
+    behind that writeback stalls for up to ~200 ms. A latency phase measures its own steady
+    load (its own writes included), not the aftermath of the previous phase.
+    """
+    await asyncio.to_thread(os.sync)
+
+
 async def paced_latency(bootstrap: str, inbound: str, outbound: list[str],
                         messages: list[tuple[bytes, bytes, list[tuple[str, bytes]]]],
                         rate: float, match: Callable[[Any], str | None],
