@@ -55,8 +55,8 @@ def register_subscribers(broker: KafkaBroker, *, intake: IntakeHandler, commands
             await asyncio.sleep(RETRY_PAUSE_S)
             raise
 
-    # Several consumers of one group in one process share the partitions: while one
-    # waits for PostgreSQL, another decides its batch, so both cores are kept busy.
+    # Several consumers of one group in one process (ROUTING_INTAKE_CONSUMERS) share the
+    # partitions: while one waits for PostgreSQL, another decides its batch.
     for i in range(intake_consumers):
         broker.subscriber(*incident_topics, group_id=f"{group}-intake", batch=True,
                           max_records=max_records, batch_timeout_ms=batch_timeout_ms,
