@@ -10,7 +10,6 @@ import asyncio
 import collections
 import contextlib
 import functools
-import struct
 import uuid
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 from ioc_shared.contracts.envelope import ENVELOPE_SCHEMA_VERSION
-from ioc_shared.platform.kafka import H_EVENT_ID, H_EVENT_TYPE
+from ioc_shared.platform.kafka import H_EVENT_ID, H_EVENT_TYPE, murmur2
 from ioc_shared.platform.telemetry import inject_trace_headers
 from opentelemetry.context import Context
 
@@ -45,33 +44,6 @@ H_REPLAY_ID = "ioc-replay-id"
 H_REPLAY_OF = "ioc-replay-of"
 H_REPLAY_NOTE = "ioc-replay-note"
 UNKNOWN = "unknown"
-
-
-_WORDS = struct.Struct("<I")
-
-
-def murmur2(data: bytes) -> int:
-    """Kafka's murmur2 (`Utils.murmur2`, the default partitioner's hash), exactly as
-    `aiokafka.partitioner.murmur2` computes it but about 3x faster: whole little-endian
-    words via `struct` and one 32-bit mask per step. Unit-tested against aiokafka's."""
-    m = 0x5BD1E995
-    length = len(data)
-    h = 0x9747B28C ^ length
-    whole = length & ~3
-    for (k,) in _WORDS.iter_unpack(data[:whole]) if whole else ():
-        k = (k * m) & 0xFFFFFFFF
-        k = ((k ^ (k >> 24)) * m) & 0xFFFFFFFF
-        h = ((h * m) & 0xFFFFFFFF) ^ k
-    extra = length - whole
-    if extra:
-        if extra >= 3:
-            h ^= data[whole + 2] << 16
-        if extra >= 2:
-            h ^= data[whole + 1] << 8
-        h = ((h ^ data[whole]) * m) & 0xFFFFFFFF
-    h ^= h >> 13
-    h = (h * m) & 0xFFFFFFFF
-    return h ^ (h >> 15)
 
 
 @dataclass(slots=True)

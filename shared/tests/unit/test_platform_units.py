@@ -74,3 +74,16 @@ def test_trace_context_round_trips_through_headers() -> None:
     with tracer.start_as_current_span("consume", context=ctx) as child:
         assert child.get_span_context().trace_id == sent.trace_id
     assert trace.get_current_span().get_span_context().is_valid is False
+
+
+def test_murmur2_matches_aiokafkas() -> None:
+    import random
+
+    from aiokafka.partitioner import murmur2 as reference
+    from ioc_shared.platform.kafka import murmur2
+
+    rng = random.Random(7)
+    samples = [b"", b"a", b"ab", b"abc", b"abcd", "Lộc Ninh".encode(), bytes(range(256))]
+    samples += [rng.randbytes(rng.randrange(0, 80)) for _ in range(2000)]
+    for data in samples:
+        assert murmur2(data) == reference(data), data

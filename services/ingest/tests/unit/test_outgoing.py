@@ -66,19 +66,6 @@ async def test_sink_partitions_keys_like_kafkas_default_partitioner() -> None:
         assert key in producer.sent[("three", default(key, [0, 1, 2], [0, 1, 2]))]
 
 
-def test_murmur2_matches_aiokafkas() -> None:
-    import random
-
-    from aiokafka.partitioner import murmur2 as reference
-    from ingest.outgoing import murmur2
-
-    rng = random.Random(7)
-    samples = [b"", b"a", b"ab", b"abc", b"abcd", "Lộc Ninh".encode(), bytes(range(256))]
-    samples += [rng.randbytes(rng.randrange(0, 80)) for _ in range(2000)]
-    for data in samples:
-        assert murmur2(data) == reference(data), data
-
-
 def test_batch_outputs_build_the_same_envelopes_as_the_generic_builder() -> None:
     import orjson
     from ingest.domain import Accepted, Inbound, SharedView
