@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import orjson
-from ioc_shared.contracts.envelope import ENVELOPE_SCHEMA_VERSION, Envelope, deterministic_event_id
+from ioc_shared.contracts.envelope import ENVELOPE_SCHEMA_VERSION, deterministic_event_id
 from ioc_shared.contracts.topics import (
     ROUTING_COMMAND_RESULTS,
     ROUTING_COMMANDS,
@@ -71,9 +71,6 @@ class SerializedEnvelope:
 
     def to_bytes(self) -> bytes:
         return self.body
-
-    def parse(self) -> Envelope:
-        return Envelope.from_bytes(self.body)
 
 
 def serialize_envelope(*, event_id: uuid.UUID | str, type: str, source_unit: str, subject: str,

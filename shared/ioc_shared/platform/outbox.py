@@ -43,7 +43,8 @@ log = get_logger(__name__)
 _RETRY_PAUSE_S = 1.0
 
 
-def _channel(schema: str) -> str:
+def notify_channel(schema: str) -> str:
+    """The channel a relay listens on for new rows of `schema`'s outbox."""
     return f"{schema}_outbox"
 
 
@@ -86,7 +87,7 @@ async def enqueue_many(conn: asyncpg.Connection, schema: str, messages: Sequence
     sql, args = outbox_insert(schema, messages, first_param=1)
     await conn.execute(sql, *args)
     if notify:
-        await conn.execute(f"NOTIFY {_channel(schema)}")
+        await conn.execute(f"NOTIFY {notify_channel(schema)}")
 
 
 # One message in an outbox row: the lengths, then event id (36 ASCII characters: a UUID's
@@ -163,11 +164,6 @@ def outbox_insert(schema: str, messages: Sequence[OutboxMessage], *,
     return sql, [len(messages), pack_messages(messages)]
 
 
-def notify_channel(schema: str) -> str:
-    """The channel a relay listens on for new rows of `schema`'s outbox."""
-    return _channel(schema)
-
-
 @dataclass(slots=True)
 class _Batch:
     """The pending rows one drain publishes, message by message."""
@@ -234,13 +230,13 @@ class OutboxRelay:
                     if self._stopping:
                         return
                     await asyncio.sleep(1.0)
-                await lock_conn.add_listener(_channel(self._schema), self._on_notify)
+                await lock_conn.add_listener(notify_channel(self._schema), self._on_notify)
                 await self.recover()
                 await self._position_topics()
                 await self._pipeline()
             finally:
                 # The pool does not reset sessions: leave none of ours behind.
-                await lock_conn.remove_listener(_channel(self._schema), self._on_notify)
+                await lock_conn.remove_listener(notify_channel(self._schema), self._on_notify)
                 await lock_conn.execute("SELECT pg_advisory_unlock_all()")
 
     async def _pipeline(self) -> None:

@@ -42,6 +42,18 @@ def event_ids(records: list) -> list[str]:
     return [headers_of(r)[H_EVENT_ID] for r in records]
 
 
+async def published_once(topic: str, events: list[Envelope]) -> list:
+    """Every record on `topic` once they all arrived (and a little longer, for late
+    duplicates); asserts each event is there exactly once."""
+    await read_topic(topic, until=lambda r: len(r) >= len(events), timeout=10)
+    await asyncio.sleep(1.0)
+    records = await read_topic(topic, until=lambda r: False, timeout=1.5)
+    counts = Counter(event_ids(records))
+    assert set(counts) == {str(e.event_id) for e in events}
+    assert max(counts.values()) == 1, "a message was published twice"
+    return records
+
+
 async def test_relay_publishes_rows_in_order_per_key_and_marks_them(schema_pool) -> None:
     schema, pool = schema_pool
     topic = await new_topic()
@@ -86,12 +98,7 @@ async def test_crash_between_publish_and_mark_publishes_each_row_once(schema_poo
         await restarted.close()
     finally:
         await producer.stop()
-    records = await read_topic(topic, until=lambda r: len(r) >= 25, timeout=10)
-    await asyncio.sleep(1.0)
-    records = await read_topic(topic, until=lambda r: False, timeout=1.5)
-    counts = Counter(event_ids(records))
-    assert set(counts) == {str(e.event_id) for e in events}
-    assert max(counts.values()) == 1, "a row was published twice"
+    await published_once(topic, events)
 
 
 async def test_crash_after_a_transactions_messages_went_out_publishes_each_once(schema_pool) -> None:
@@ -123,12 +130,7 @@ async def test_crash_after_a_transactions_messages_went_out_publishes_each_once(
         await restarted.close()
     finally:
         await producer.stop()
-    records = await read_topic(topic, until=lambda r: len(r) >= 305, timeout=10)
-    await asyncio.sleep(1.0)
-    records = await read_topic(topic, until=lambda r: False, timeout=1.5)
-    counts = Counter(event_ids(records))
-    assert set(counts) == {str(e.event_id) for e in first + second}
-    assert max(counts.values()) == 1, "a message was published twice"
+    records = await published_once(topic, first + second)
     for key in {e.subject for e in first}:
         seqs = [Envelope.from_bytes(r.value).payload["seq"] for r in records if r.key == key.encode()]
         assert seqs == sorted(seqs)
@@ -265,10 +267,5 @@ async def test_crash_with_two_batches_in_flight_publishes_each_message_once(sche
         await restarted.close()
     finally:
         await producer.stop()
-    await read_topic(topic, until=lambda r: len(r) >= 40, timeout=10)
-    await asyncio.sleep(1.0)
-    records = await read_topic(topic, until=lambda r: False, timeout=1.5)
-    counts = Counter(event_ids(records))
-    assert set(counts) == {str(e.event_id) for e in events}
-    assert max(counts.values()) == 1, "a message was published twice"
+    await published_once(topic, events)
     assert await pool.fetchval(f"SELECT count(*) FROM {schema}.outbox WHERE published_at IS NULL") == 0
