@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 from ioc_shared.platform.db import create_pool
+from ioc_shared.platform.runtime import run_service
 from ioc_shared.registry import RegistryError, load_registry
 
 from routing.bootstrap import run_routing
@@ -46,7 +47,7 @@ def serve() -> None:
             loop.add_signal_handler(sig, stop.set)
         await run_routing(settings, stop, gc_tuning=True)
 
-    asyncio.run(main())
+    run_service(main())
 
 
 @cli.command()
@@ -54,7 +55,7 @@ def relay() -> None:
     """Run only the outbox relay (started by `serve` as a child process)."""
     from routing.relay import run_relay_process
 
-    asyncio.run(run_relay_process(RoutingSettings()))
+    run_service(run_relay_process(RoutingSettings()))
 
 
 @cli.command("check-config")

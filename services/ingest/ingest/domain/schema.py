@@ -82,18 +82,20 @@ class CompiledSchema:
         self.version = version
         self.fields = fields
         self.required = tuple(f for f in fields.values() if f.spec.required)
+        self._required_names = frozenset(f.name for f in self.required)
         self._limits = limits
-        # What `check` needs per field, as plain tuples (no attribute lookups per value).
-        self._steps: dict[str, tuple[Normalizer, bool, bool]] = {
-            name: (f.normalize, f.is_time, f.past_only) for name, f in fields.items()}
+        # What `check` needs per field, as plain tuples (no attribute lookups per value):
+        # the normalizer, and 0 (plain), 1 (date/datetime) or 2 (datetime in the past only).
+        self._steps: dict[str, tuple[Normalizer, int]] = {
+            name: (f.normalize, (2 if f.past_only else 1) if f.is_time else 0)
+            for name, f in fields.items()}
+        self._bounds: tuple[datetime, datetime, datetime] | None = None
 
     def check(self, raw: dict[str, Any], now: datetime) -> Checked:
         record: dict[str, Any] = {}
         problems: list[Problem] = []
         occurred_at: datetime | None = None
         steps = self._steps
-        latest: datetime | None = None   # time bounds, computed once per record with a time
-        latest_event = now
         for name, value in raw.items():
             step = steps.get(name)
             if step is None:
@@ -101,42 +103,34 @@ class CompiledSchema:
                     problems.append(Problem(Code.UNKNOWN_FIELD, name,
                                             "một trong: " + ", ".join(self.fields)))
                 continue
-            if value is None or value == "" or (value.__class__ is str and value.isspace()):
+            if value.__class__ is str:
+                if not value or value.isspace():
+                    continue
+            elif value is None:
                 continue
-            normalize, is_time, past_only = step
+            normalize, time_kind = step
             try:
                 normalized = normalize(value)
             except n.FieldProblem as problem:
                 problems.append(Problem(problem.code, name, problem.expected))
                 continue
-            if is_time:
-                moment = normalized
-                if isinstance(moment, datetime):
-                    if latest is None:
-                        latest = now + self._limits.absurd_after
-                        latest_event = now + self._limits.future_tolerance
-                    if moment < _EARLIEST or moment > latest:
-                        problem_code: Code | None = Code.ABSURD_TIMESTAMP
-                    elif past_only and moment > latest_event:
-                        problem_code = Code.FUTURE_TIMESTAMP
-                    else:
-                        problem_code = None
-                else:
-                    problem_code = self._implausible(moment, now, past_only)
+            if time_kind:
+                problem_code = self._implausible(normalized, now, time_kind == 2)
                 if problem_code is not None:
                     problems.append(Problem(problem_code, name,
                                             self._time_expected(problem_code, now)))
                     continue
-                if isinstance(moment, datetime):
+                if normalized.__class__ is datetime:
                     if occurred_at is None:
-                        occurred_at = moment
-                    normalized = n.iso_utc(moment)
+                        occurred_at = normalized
+                    normalized = n.iso_utc(normalized)
                 else:
-                    normalized = moment.isoformat()
+                    normalized = normalized.isoformat()
             record[name] = normalized
-        for spec in self.required:
-            if spec.name not in record and not any(p.field == spec.name for p in problems):
-                problems.append(Problem(Code.MISSING, spec.name, _describe(spec.spec)))
+        if not self._required_names <= record.keys():
+            for spec in self.required:
+                if spec.name not in record and not any(p.field == spec.name for p in problems):
+                    problems.append(Problem(Code.MISSING, spec.name, _describe(spec.spec)))
         return Checked(record, problems, occurred_at)
 
     def conform(self, record: dict[str, Any]) -> list[Problem]:
@@ -148,13 +142,18 @@ class CompiledSchema:
         return problems
 
     def _implausible(self, moment: datetime | date, now: datetime, past_only: bool) -> Code | None:
+        bounds = self._bounds
+        if bounds is None or bounds[0] is not now:
+            # A batch shares one `now`: its bounds are computed once.
+            bounds = self._bounds = (now, now + self._limits.absurd_after,
+                                     now + self._limits.future_tolerance)
         if isinstance(moment, datetime):
-            if moment < _EARLIEST or moment > now + self._limits.absurd_after:
+            if moment < _EARLIEST or moment > bounds[1]:
                 return Code.ABSURD_TIMESTAMP
-            if past_only and moment > now + self._limits.future_tolerance:
+            if past_only and moment > bounds[2]:
                 return Code.FUTURE_TIMESTAMP
             return None
-        if moment.year < _EARLIEST.year or moment > (now + self._limits.absurd_after).date():
+        if moment.year < _EARLIEST.year or moment > bounds[1].date():
             return Code.ABSURD_TIMESTAMP
         return None
 
