@@ -13,7 +13,6 @@ from typing import Annotated
 
 import typer
 from ioc_shared.platform.logging import configure_logging
-from ioc_shared.platform.runtime import run_service
 from ioc_shared.registry import RegistryError, load_registry
 
 from ingest.contract import submission_json_schema
@@ -46,7 +45,7 @@ def serve() -> None:
                 loop.add_signal_handler(sig, stop.set)
         await run_ingest(settings, stop, gc_tuning=True)
 
-    run_service(main())
+    asyncio.run(main())
 
 
 def _when(text: str) -> datetime:

@@ -11,7 +11,6 @@ from typing import Annotated
 
 import typer
 from ioc_shared.platform.db import create_pool
-from ioc_shared.platform.runtime import run_service
 from ioc_shared.registry import RegistryError, load_registry
 
 from routing.bootstrap import run_routing
@@ -47,7 +46,7 @@ def serve() -> None:
             loop.add_signal_handler(sig, stop.set)
         await run_routing(settings, stop, gc_tuning=True)
 
-    run_service(main())
+    asyncio.run(main())
 
 
 @cli.command()
@@ -55,7 +54,7 @@ def relay() -> None:
     """Run only the outbox relay (started by `serve` as a child process)."""
     from routing.relay import run_relay_process
 
-    run_service(run_relay_process(RoutingSettings()))
+    asyncio.run(run_relay_process(RoutingSettings()))
 
 
 @cli.command("check-config")

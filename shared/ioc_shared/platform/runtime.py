@@ -36,14 +36,6 @@ from ioc_shared.platform.telemetry import setup_tracing
 from ioc_shared.registry import Registry, load_registry
 
 
-def run_service(main: Coroutine[Any, Any, Any]) -> Any:
-    """Run a service's main coroutine on uvloop (libuv-based, C): its event loop and socket
-    transports cost a few percent of a busy service's CPU less than asyncio's own."""
-    import uvloop
-
-    return uvloop.run(main)
-
-
 class ServiceRuntime:
     def __init__(self, name: str, settings: ServiceSettings, *, schema: str | None = None,
                  migrations: Path | None = None, topics: Iterable[TopicSpec] = (),
