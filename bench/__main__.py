@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 from ioc_shared.platform.logging import configure_logging
-from ioc_shared.testing import kafka_bootstrap, unique
+from ioc_shared.testing import delete_topics_of_this_run, kafka_bootstrap, unique
 from pydantic import BaseModel
 
 from bench.harness import BenchResult, fresh_topics, median, output_rate, preload
@@ -66,6 +66,8 @@ async def run_all(count: int, repeats: int, only: list[str]) -> list[BenchResult
                                                repeats=repeats, reference=reference_rate)
         results.append(result)
         print(result.line(), flush=True)
+        # Its topics (hundreds of thousands of records) would weigh on the next benchmark.
+        await delete_topics_of_this_run(bootstrap)
     return results
 
 

@@ -13,12 +13,13 @@ import socket
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka.admin import AIOKafkaAdminClient
 
 from ioc_shared.platform.kafka import decode_headers
 
@@ -31,9 +32,43 @@ def database_url() -> str:
     return os.environ.get("IOC_DATABASE_URL", "postgresql://ioc@127.0.0.1:15432/ioc")
 
 
+# Every name `unique()` gave out in this process: the topic namespaces to clean up at the end.
+_ISSUED: set[str] = set()
+
+
 def unique(prefix: str) -> str:
     """A name no other test run uses: `prefix_<12 hex>` (valid as schema and topic part)."""
-    return f"{prefix}_{uuid.uuid4().hex[:12]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    _ISSUED.add(name)
+    return name
+
+
+async def delete_topics_of_this_run(bootstrap: str | None = None) -> int:
+    """Delete the topics namespaced by names `unique()` gave out in this process.
+
+    Tests and benchmarks create topics under fresh namespaces on the project's broker;
+    left behind, thousands of partitions pile up run after run and slow the broker
+    down (start-up, metadata, page cache). Topics of other runs are left alone.
+    """
+    return await delete_topics_under(_ISSUED, bootstrap)
+
+
+async def delete_topics_under(namespaces: Iterable[str], bootstrap: str | None = None) -> int:
+    """Delete every topic named `<namespace>.<...>` (either spelling: `_` or `-`)."""
+    names = set(namespaces)
+    if not names:
+        return 0
+    prefixes = tuple({f"{n}." for n in names} | {f"{n.replace('_', '-')}." for n in names})
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap or kafka_bootstrap(),
+                                client_id="test-clean-up")
+    await admin.start()
+    try:
+        doomed = sorted(t for t in await admin.list_topics() if t.startswith(prefixes))
+        for i in range(0, len(doomed), 100):
+            await admin.delete_topics(doomed[i:i + 100])
+        return len(doomed)
+    finally:
+        await admin.close()
 
 
 async def read_topic(topic: str, *, until: Callable[[list[ConsumerRecord[Any, Any]]], bool],

@@ -1,6 +1,7 @@
 """Topic declaration, lag measurement and the service runtime against the real servers."""
 
 import asyncio
+import uuid
 
 import httpx
 import pytest
@@ -12,7 +13,7 @@ from ioc_shared.platform.kafka import declare_topics
 from ioc_shared.platform.observability import LagMonitor
 from ioc_shared.platform.runtime import ServiceRuntime
 from ioc_shared.platform.settings import ServiceSettings
-from ioc_shared.testing import database_url, kafka_bootstrap, unique
+from ioc_shared.testing import database_url, delete_topics_under, kafka_bootstrap, unique
 from prometheus_client import CollectorRegistry
 
 pytestmark = pytest.mark.connected
@@ -97,3 +98,26 @@ async def test_runtime_serves_health_and_metrics() -> None:
         assert metrics.status_code == 200
         assert rt.pool is not None
         await rt.pool.execute(f"DROP SCHEMA {rt.schema} CASCADE")
+
+
+async def test_clean_up_deletes_the_topics_of_this_run_only() -> None:
+    namespace = unique("t-clean")
+    ours = f"{namespace.replace('_', '-')}.data"
+    theirs = f"other-run-{uuid.uuid4().hex[:12]}.data"   # not a name `unique()` gave out
+    await declare_topics(kafka_bootstrap(), [TopicSpec(ours, 1, 3_600_000),
+                                             TopicSpec(theirs, 1, 3_600_000)])
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap())
+    await admin.start()
+    try:
+        assert await delete_topics_under([namespace]) == 1
+        remaining: set[str] = set()
+        for _ in range(50):   # deletion is asynchronous on the broker
+            remaining = set(await admin.list_topics())
+            if ours not in remaining:
+                break
+            await asyncio.sleep(0.2)
+        assert ours not in remaining
+        assert theirs in remaining
+    finally:
+        await admin.delete_topics([theirs])
+        await admin.close()
