@@ -51,10 +51,26 @@ class Inbound:
     def header(self, name: str) -> str | None:
         for k, v in self.headers:
             if k == name:
-                try:
-                    return v.decode() if isinstance(v, bytes | bytearray) else str(v)
-                except UnicodeDecodeError:
-                    return None
+                return _text(v)
+        return None
+
+    def header_pair(self, first: str, second: str) -> tuple[str | None, str | None]:
+        """`(header(first), header(second))` in one pass over the headers."""
+        a = b = None
+        found_a = found_b = False
+        for k, v in self.headers:
+            if k == first:
+                if not found_a:
+                    a, found_a = _text(v), True
+            elif k == second and not found_b:
+                b, found_b = _text(v), True
+        return a, b
+
+
+def _text(value: Any) -> str | None:
+    try:
+        return value.decode() if isinstance(value, bytes | bytearray) else str(value)
+    except UnicodeDecodeError:
         return None
 
 

@@ -61,7 +61,9 @@ def text_normalizer(*, single_line: bool, max_length: int | None) -> Callable[[A
         # ASCII text is already NFC.
         text = (value if value.isascii() else nfc("NFC", value)).strip()
         if single_line:
-            text = " ".join(text.split())
+            # Printable text has no whitespace but " ": without "  " it is already collapsed.
+            if "  " in text or not text.isprintable():
+                text = " ".join(text.split())
         elif "\n" in text:
             text = "\n".join(line.rstrip() for line in text.replace("\r\n", "\n").split("\n"))
         if len(text) > limit:
@@ -220,6 +222,15 @@ def as_datetime(value: Any, local: tzinfo) -> datetime:
         return datetime.fromtimestamp(seconds, UTC)
     if not isinstance(value, str):
         raise FieldProblem(Code.WRONG_TYPE, _DATETIME_EXPECTED)
+    if len(value) > 10 and value[10] == "T" and value[4] == "-" and value[7] == "-":
+        # The usual `2026-11-28T14:30:00+07:00`: no whitespace to collapse first.
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            return (moment if moment.tzinfo is not None else moment.replace(tzinfo=local)
+                    ).astimezone(UTC)
     text = " ".join(value.split())
     parsed: datetime | None = None
     try:

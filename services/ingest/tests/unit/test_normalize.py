@@ -7,6 +7,8 @@ from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from ingest.domain import Code
 from ingest.domain import normalize as n
 
@@ -137,3 +139,19 @@ def test_email_domain_lowercased() -> None:
     assert n.as_email(" Can.Bo@LocNinh.GOV.vn ") == "Can.Bo@locninh.gov.vn"
     with pytest.raises(n.FieldProblem):
         n.as_email("không-phải-email")
+
+
+@given(st.text(max_size=60), st.booleans())
+def test_text_normalizer_agrees_with_clean_text(raw: str, single_line: bool) -> None:
+    # The hot-path normalizer skips work (NFC of ASCII, collapsing collapsed text): same result.
+    normalize = n.text_normalizer(single_line=single_line, max_length=None)
+    assert normalize(raw) == n.clean_text(raw, single_line=single_line)
+
+
+@given(st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2200, 1, 1),
+                    timezones=st.none() | st.timezones()), st.sampled_from(["seconds", "auto"]))
+def test_iso_datetimes_parse_alike_with_or_without_surrounding_space(moment: datetime,
+                                                                    spec: str) -> None:
+    # Plain ISO text takes a shortcut; with a leading space it takes the general path.
+    text = moment.isoformat(timespec=spec)
+    assert n.as_datetime(text, HCM) == n.as_datetime(f" {text} ", HCM)
