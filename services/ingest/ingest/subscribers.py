@@ -35,15 +35,15 @@ Fetched = list[tuple[TopicPartition, list[ConsumerRecord[Any, Any]]]]
 
 def inbound_from_record(record: ConsumerRecord[Any, Any]) -> Inbound:
     """An `Inbound` of a consumed record; headers as bytes (a null value becomes b"")."""
-    headers = tuple(record.headers or ())
+    headers = record.headers or ()
     replay = False
     for k, v in headers:
         if v.__class__ is not bytes:
             headers = tuple((k, v if isinstance(v, bytes) else bytes(v or b"")) for k, v in headers)
-            break
-    for k, _ in headers:
         if k == H_REPLAY_ID:
             replay = True
+    if headers.__class__ is not tuple:
+        headers = tuple(headers)
     return Inbound(record.value, headers, f"{record.topic}:{record.partition}:{record.offset}",
                    record.key, "kafka", replay)
 
