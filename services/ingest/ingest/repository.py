@@ -97,7 +97,7 @@ WITH cand AS (
   ON CONFLICT (day, unit, dataset, outcome, code) DO UPDATE
     SET n = q.n + EXCLUDED.n, updated_at = EXCLUDED.updated_at
 )
-SELECT o.ord, o.inserted, p.prior_origin FROM outcome o LEFT JOIN prior p USING (ord)"""
+SELECT ord, prior_origin FROM prior"""
 
     async def record_batch(self, claims: Sequence[Claim], counters: Sequence[CounterKey],
                            now: datetime, day: date) -> dict[int, ClaimStatus]:
@@ -110,13 +110,12 @@ SELECT o.ord, o.inserted, p.prior_origin FROM outcome o LEFT JOIN prior p USING 
             (c.ord, (a := c.accepted).unit, a.dataset, a.record_id, a.content_hash,
              a.client_event_id, a.event_id, c.origin) for c in claims]).decode()
         counted = orjson.dumps([(k.unit, k.dataset, k.outcome, k.code) for k in counters]).decode()
+        # Only the claims that could not be inserted come back (few): the others are new.
         rows = await self._claims_fetch(self._record_batch_sql, candidates, now, day, counted)
-        origins = {c.ord: c.origin for c in claims}
-        out: dict[int, ClaimStatus] = {}
+        out: dict[int, ClaimStatus] = dict.fromkeys((c.ord for c in claims), "new")
+        origins = {c.ord: c.origin for c in claims} if rows else {}
         for r in rows:
-            if r["inserted"]:
-                out[r["ord"]] = "new"
-            elif r["prior_origin"] == origins[r["ord"]]:
+            if r["prior_origin"] == origins[r["ord"]]:
                 out[r["ord"]] = "redelivery"
             else:
                 # Includes a concurrent insert not yet visible to our snapshot: the other
