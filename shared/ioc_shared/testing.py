@@ -54,16 +54,19 @@ async def delete_topics_of_this_run(bootstrap: str | None = None) -> int:
 
 
 async def delete_topics_under(namespaces: Iterable[str], bootstrap: str | None = None) -> int:
-    """Delete every topic named `<namespace>.<...>` (either spelling: `_` or `-`)."""
+    """Delete every topic named `<namespace>` or `<namespace>.<...>` (either spelling: `_`
+    or `-`)."""
     names = set(namespaces)
     if not names:
         return 0
-    prefixes = tuple({f"{n}." for n in names} | {f"{n.replace('_', '-')}." for n in names})
+    exact = names | {n.replace("_", "-") for n in names}
+    prefixes = tuple(f"{n}." for n in exact)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap or kafka_bootstrap(),
                                 client_id="test-clean-up")
     await admin.start()
     try:
-        doomed = sorted(t for t in await admin.list_topics() if t.startswith(prefixes))
+        doomed = sorted(t for t in await admin.list_topics()
+                        if t in exact or t.startswith(prefixes))
         for i in range(0, len(doomed), 100):
             await admin.delete_topics(doomed[i:i + 100])
         return len(doomed)
