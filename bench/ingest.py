@@ -54,6 +54,8 @@ async def run(*, bootstrap: str, messages: list, repeats: int, reference: Any) -
     return BenchResult("ingest", {
         "messages": len(messages), "repeats": repeats,
         "messages_per_s": median(rates), "ratio": median(ratios),
+        # The spread of the per-pair ratios: how much the shared machine moved them.
+        "ratio_min": min(ratios), "ratio_max": max(ratios),
         "p50_ms": percentile(latency, 50), "p99_ms": percentile(latency, 99),
         "latency_rate_per_s": LATENCY_RATE, "peak_rss_mb": max(rss),
         # CPU per record at that rate: ingest, PostgreSQL, Kafka.

@@ -118,6 +118,8 @@ async def run(*, bootstrap: str, messages: list, repeats: int, reference: Any) -
     return BenchResult("routing", {
         "incidents": len(incidents), "repeats": repeats,
         "incidents_per_s": median(rates), "ratio": median(ratios),
+        # The spread of the per-pair ratios: how much the shared machine moved them.
+        "ratio_min": min(ratios), "ratio_max": max(ratios),
         "p50_ms": percentile(latency, 50), "p99_ms": percentile(latency, 99),
         "latency_rate_per_s": LATENCY_RATE,
         # CPU per incident at that rate: routing (+ its relay process), PostgreSQL, Kafka.
