@@ -75,7 +75,7 @@ async def run_all(count: int, repeats: int, only: list[str]) -> list[BenchResult
 def main(
     count: Annotated[int, typer.Option(help="messages per run")] = int(
         os.environ.get("BENCH_COUNT", "200000")),
-    repeats: Annotated[int, typer.Option(help="runs per figure (median reported)")] = 5,
+    repeats: Annotated[int, typer.Option(help="runs per figure (median reported)")] = 7,
     only: Annotated[list[str] | None, typer.Option(help="service benchmarks to run")] = None,
 ) -> None:
     configure_logging("bench", os.environ.get("IOC_LOG_LEVEL", "WARNING"))
