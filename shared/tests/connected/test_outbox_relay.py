@@ -1,8 +1,11 @@
 """The outbox relay publishes every committed row once, even across a crash."""
 
 import asyncio
+import contextlib
 import uuid
 from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import pytest
@@ -38,6 +41,25 @@ async def enqueue_events(pool: asyncpg.Pool, schema: str, topic: str, n: int) ->
     return events
 
 
+@contextlib.asynccontextmanager
+async def started_relay(pool: asyncpg.Pool, schema: str, **options: Any) -> AsyncIterator[OutboxRelay]:
+    """A relay with its own started producer; both closed on exit."""
+    producer = make_producer(kafka_bootstrap(), client_id="test-relay")
+    await producer.start()
+    relay = OutboxRelay(pool, schema, producer, kafka_bootstrap(), **options)
+    try:
+        yield relay
+    finally:
+        await relay.close()
+        await producer.stop()
+
+
+async def drain(relay: OutboxRelay) -> None:
+    """Publish until nothing is pending."""
+    while await relay.drain_once():
+        pass
+
+
 def event_ids(records: list) -> list[str]:
     return [headers_of(r)[H_EVENT_ID] for r in records]
 
@@ -58,15 +80,8 @@ async def test_relay_publishes_rows_in_order_per_key_and_marks_them(schema_pool)
     schema, pool = schema_pool
     topic = await new_topic()
     events = await enqueue_events(pool, schema, topic, 40)
-    producer = make_producer(kafka_bootstrap(), client_id="test-relay")
-    await producer.start()
-    relay = OutboxRelay(pool, schema, producer, kafka_bootstrap(), batch_size=15)
-    try:
-        while await relay.drain_once():
-            pass
-    finally:
-        await relay.close()
-        await producer.stop()
+    async with started_relay(pool, schema, batch_size=15) as relay:
+        await drain(relay)
     records = await read_topic(topic, until=lambda r: len(r) >= 40)
     assert sorted(event_ids(records)) == sorted(str(e.event_id) for e in events)
     for key in {e.subject for e in events}:
@@ -93,8 +108,7 @@ async def test_crash_between_publish_and_mark_publishes_each_row_once(schema_poo
 
         restarted = OutboxRelay(pool, schema, producer, kafka_bootstrap(), batch_size=10)
         assert await restarted.recover() == 10
-        while await restarted.drain_once():
-            pass
+        await drain(restarted)
         await restarted.close()
     finally:
         await producer.stop()
@@ -174,20 +188,13 @@ async def test_published_rows_are_deleted_after_the_retention(schema_pool) -> No
     schema, pool = schema_pool
     topic = await new_topic()
     await enqueue_events(pool, schema, topic, 3)
-    producer = make_producer(kafka_bootstrap(), client_id="test-relay")
-    await producer.start()
-    relay = OutboxRelay(pool, schema, producer, kafka_bootstrap(), retention_s=3600)
-    try:
-        while await relay.drain_once():
-            pass
+    async with started_relay(pool, schema, retention_s=3600) as relay:
+        await drain(relay)
         await enqueue_events(pool, schema, topic, 2)   # pending: never deleted
         assert await relay.delete_published() == 0     # published just now: kept
         await pool.execute(f"UPDATE {schema}.outbox SET published_at = now() - interval '2 hours' "
                            "WHERE published_at IS NOT NULL")
         assert await relay.delete_published() == 3
-    finally:
-        await relay.close()
-        await producer.stop()
     assert await pool.fetchval(f"SELECT count(*) FROM {schema}.outbox") == 2
 
 
@@ -222,14 +229,8 @@ async def test_rows_pending_in_the_old_layout_are_migrated_and_published() -> No
                     None if i == 1 else env.key, f'{{"{H_EVENT_ID}": "{env.event_id}"}}',
                     env.to_bytes(), None)
         assert await migrate(pool, schema, None) == ["platform/0001_batched_outbox.sql"]
-        producer = make_producer(kafka_bootstrap(), client_id="test-relay")
-        await producer.start()
-        relay = OutboxRelay(pool, schema, producer, kafka_bootstrap())
-        try:
+        async with started_relay(pool, schema) as relay:
             assert await relay.drain_once() == 3
-        finally:
-            await relay.close()
-            await producer.stop()
         records = await read_topic(topic, until=lambda r: len(r) >= 3)
         by_id = {headers_of(r)[H_EVENT_ID]: r for r in records}
         assert set(by_id) == {str(e.event_id) for e in events}
@@ -262,8 +263,7 @@ async def test_crash_with_two_batches_in_flight_publishes_each_message_once(sche
         await crashing.close()
         restarted = OutboxRelay(pool, schema, producer, kafka_bootstrap(), batch_size=1)
         assert await restarted.recover() == 40   # both rows were in flight
-        while await restarted.drain_once():
-            pass
+        await drain(restarted)
         await restarted.close()
     finally:
         await producer.stop()
