@@ -37,13 +37,14 @@ def inbound_from_record(record: ConsumerRecord[Any, Any]) -> Inbound:
     """An `Inbound` of a consumed record; headers as bytes (a null value becomes b"")."""
     headers = record.headers or ()
     replay = False
+    all_bytes = True
     for k, v in headers:
         if v.__class__ is not bytes:
-            headers = tuple((k, v if isinstance(v, bytes) else bytes(v or b"")) for k, v in headers)
+            all_bytes = False
         if k == H_REPLAY_ID:
             replay = True
-    if headers.__class__ is not tuple:
-        headers = tuple(headers)
+    if not all_bytes or headers.__class__ is not tuple:
+        headers = tuple((k, v if isinstance(v, bytes) else bytes(v or b"")) for k, v in headers)
     return Inbound(record.value, headers, f"{record.topic}:{record.partition}:{record.offset}",
                    record.key, "kafka", replay)
 
