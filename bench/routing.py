@@ -25,8 +25,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ioc_shared.contracts import Envelope, canonical_topic
+from ioc_shared.contracts.headers import H_EVENT_ID, H_EVENT_TYPE
 from ioc_shared.contracts.topics import ROUTING_EVENTS
-from ioc_shared.platform.kafka import H_EVENT_ID, H_EVENT_TYPE, declare_topics
+from ioc_shared.platform.kafka import declare_topics
 from routing.domain.model import incident_id_for
 
 from bench.cpu import CpuMeter

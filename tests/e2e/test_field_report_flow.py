@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 from ioc_shared.contracts import Envelope, canonical_topic
+from ioc_shared.contracts.headers import H_EVENT_TYPE, H_PRINCIPAL, H_SIGNATURE
 from ioc_shared.contracts.topics import (
     INGEST_INBOUND,
     INGEST_QUARANTINE,
@@ -25,7 +26,6 @@ from ioc_shared.contracts.topics import (
     ROUTING_EVENTS,
     ROUTING_REPORTER_UPDATES,
 )
-from ioc_shared.platform.kafka import H_EVENT_TYPE, H_PRINCIPAL, H_SIGNATURE
 from ioc_shared.platform.telemetry import inject_trace_headers, setup_tracing
 from ioc_shared.registry import sign
 from ioc_shared.testing import headers_of, kafka_bootstrap, read_topic

@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 from ioc_shared.contracts.envelope import Envelope, EnvelopeHead, deterministic_event_id
-from ioc_shared.platform.kafka import H_PRINCIPAL, H_SIGNATURE
+from ioc_shared.contracts.headers import H_PRINCIPAL, H_SIGNATURE
 from ioc_shared.platform.logging import get_logger
 from ioc_shared.platform.outbox import enqueue_many
 from ioc_shared.platform.telemetry import start_hop

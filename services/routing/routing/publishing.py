@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import orjson
 from ioc_shared.contracts.envelope import ENVELOPE_SCHEMA_VERSION, deterministic_event_id
+from ioc_shared.contracts.headers import H_EVENT_ID, H_EVENT_TYPE
 from ioc_shared.contracts.topics import (
     ROUTING_COMMAND_RESULTS,
     ROUTING_COMMANDS,
@@ -23,7 +24,6 @@ from ioc_shared.contracts.topics import (
     ROUTING_REPORTER_UPDATES,
     canonical_topic,
 )
-from ioc_shared.platform.kafka import H_EVENT_ID, H_EVENT_TYPE
 from ioc_shared.platform.settings import ServiceSettings
 from ioc_shared.platform.telemetry import inject_trace_headers
 

@@ -25,6 +25,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 from ioc_shared.contracts.envelope import Envelope
+from ioc_shared.contracts.headers import H_EVENT_ID, H_EVENT_TYPE
 from ioc_shared.contracts.topics import TopicSpec
 from ioc_shared.platform.logging import get_logger
 from ioc_shared.platform.telemetry import inject_trace_headers
@@ -66,11 +67,6 @@ async def tolerant_parser(
 DURABLE: dict[str, Any] = {"ack_policy": AckPolicy.NACK_ON_ERROR, "auto_offset_reset": "earliest",
                            "parser": tolerant_parser}
 
-# Header names of the bus contract.
-H_EVENT_ID = "ioc-event-id"
-H_EVENT_TYPE = "ioc-event-type"
-H_PRINCIPAL = "ioc-principal"      # who signs (set by the sender, verified by signature)
-H_SIGNATURE = "ioc-signature"      # hex HMAC-SHA256 of the value with the principal's secret
 
 
 def producer_options() -> dict[str, Any]:

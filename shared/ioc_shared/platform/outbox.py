@@ -34,7 +34,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from ioc_shared.contracts.envelope import Envelope
-from ioc_shared.platform.kafka import H_EVENT_ID, envelope_headers, partition_for
+from ioc_shared.contracts.headers import H_EVENT_ID
+from ioc_shared.platform.kafka import envelope_headers, partition_for
 from ioc_shared.platform.logging import get_logger
 
 log = get_logger(__name__)

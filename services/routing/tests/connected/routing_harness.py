@@ -21,7 +21,8 @@ import pytest
 import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from ioc_shared.contracts import Envelope, canonical_topic
-from ioc_shared.platform.kafka import H_PRINCIPAL, H_SIGNATURE, decode_headers
+from ioc_shared.contracts.headers import H_PRINCIPAL, H_SIGNATURE
+from ioc_shared.platform.kafka import decode_headers
 from ioc_shared.platform.settings import REPO_ROOT
 from ioc_shared.registry import load_credentials, sign
 from ioc_shared.testing import database_url, kafka_bootstrap, unique

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 import pytest
-from ioc_shared.platform.kafka import H_PRINCIPAL
+from ioc_shared.contracts.headers import H_PRINCIPAL
 from ioc_shared.testing import database_url
 from routing.repository import RoutingRepository
 from routing_harness import World, record, tiny_deadlines
