@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ioc_shared.testing import process_tree
+
 _TICKS = os.sysconf("SC_CLK_TCK")
 REPO = Path(__file__).resolve().parents[1]
 
@@ -22,26 +24,6 @@ def _cpu_of(pid: int) -> float:
     except (FileNotFoundError, ProcessLookupError, IndexError):
         return 0.0
     return (int(fields[11]) + int(fields[12])) / _TICKS
-
-
-def _children(pid: int) -> list[int]:
-    out: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*/children"):
-        try:
-            out += [int(c) for c in task.read_text().split()]
-        except FileNotFoundError:
-            continue
-    return out
-
-
-def tree(pid: int) -> list[int]:
-    """`pid` and all its live descendants."""
-    pids, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        pids.append(p)
-        todo += _children(p)
-    return pids
 
 
 def _pid_file(path: Path) -> int | None:
@@ -62,11 +44,11 @@ class CpuMeter:
     service_pid: int
 
     def snapshot(self) -> dict[str, float]:
-        service = tree(self.service_pid)
+        service = process_tree(self.service_pid)
         parts = {"service": _cpu_of(self.service_pid),
                  "helpers": sum(_cpu_of(p) for p in service[1:])}
         postmaster = _pid_file(REPO / ".run" / "pg" / "data" / "postmaster.pid")
-        parts["postgres"] = sum(_cpu_of(p) for p in tree(postmaster)) if postmaster else 0.0
+        parts["postgres"] = sum(_cpu_of(p) for p in process_tree(postmaster)) if postmaster else 0.0
         kafka = _pid_file(REPO / ".run" / "kafka" / "kafka.pid")
         parts["kafka"] = _cpu_of(kafka) if kafka else 0.0
         return parts

@@ -7,6 +7,7 @@ with a unique topic namespace, schema and consumer group from `unique()`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -105,6 +106,27 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its live descendants (Linux /proc)."""
+    pids, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        pids.append(p)
+        for task in Path(f"/proc/{p}/task").glob("*/children"):
+            with contextlib.suppress(FileNotFoundError):
+                todo += [int(c) for c in task.read_text().split()]
+    return pids
+
+
+def _vm_hwm_kb(pid: int) -> int:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:   # exited meanwhile
+        return 0
+    return next((int(line.split()[1]) for line in status.splitlines()
+                 if line.startswith("VmHWM")), 0)
+
+
 class ServiceProcess:
     """A service run for real as `python -m <module> serve`, for e2e tests and benchmarks."""
 
@@ -146,10 +168,10 @@ class ServiceProcess:
         raise RuntimeError(f"{self.service} did not become healthy:\n{self.log_tail()}")
 
     def peak_rss_mb(self) -> float:
-        """Peak resident memory (VmHWM) of the running process."""
-        status = Path(f"/proc/{self.pid}/status").read_text()
-        kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM"))
-        return kb / 1024
+        """Peak resident memory (VmHWM) of the service: its process and its child processes
+        (e.g. ingest's decision workers), summed. Each peaks on its own, so the sum is an
+        upper bound of the tree's peak."""
+        return sum(_vm_hwm_kb(pid) for pid in process_tree(self.pid)) / 1024
 
     def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM (the service drains and commits), SIGKILL if it hangs; returns the exit code."""
