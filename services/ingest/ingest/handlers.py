@@ -14,37 +14,21 @@ import asyncio
 import collections
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from ioc_shared.platform.telemetry import extract_trace_context
-from ioc_shared.registry import Grant, Registry
+from ioc_shared.registry import Registry
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Tracer, set_span_in_context
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from ingest.domain import (
-    Accepted,
-    Code,
-    Decision,
-    Inbound,
-    Ingestor,
-    Rejected,
-    active_grants,
-    as_duplicate,
-    project,
-    special_receivers,
-)
-from ingest.outgoing import (
-    Outgoing,
-    Outputs,
-    Sink,
-    TraceHeaders,
-    rejection_messages,
-    trace_headers,
-)
+from ingest.decider import Decided, Decider, Deciding, LocalDecider
+from ingest.domain import Accepted, Code, Decision, Inbound, Ingestor, Rejected, as_duplicate
+from ingest.messages import Outgoing, TraceHeaders
+from ingest.outgoing import Sink, trace_headers
 from ingest.repository import Claim, CounterKey, IngestRepository
 from ingest.topics import IngestTopics
 
@@ -78,6 +62,31 @@ class Submitted:
     started: float
 
 
+@dataclass(slots=True)
+class Prepared:
+    """A batch whose decisions were asked for (`IngestPipeline.prepare`), not yet recorded."""
+
+    inbounds: Sequence[Inbound]
+    now: datetime
+    started: float
+    spans: list[Span | None]
+    size: int                                   # records per chunk
+    chunk_traces: list[list[TraceHeaders]] = field(default_factory=list)
+    requested: list[asyncio.Future[list[Decided]]] = field(default_factory=list)
+
+    def discard(self) -> None:
+        """Not to be submitted (failed, or dropped at shutdown): end its spans, drop its
+        decisions (a failure of theirs is the batch's, reported where it is awaited)."""
+        for span in self.spans:
+            if span is not None:
+                span.end()
+        for future in self.requested:
+            if future.done() and not future.cancelled():
+                future.exception()
+            else:
+                future.cancel()
+
+
 class IngestMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.records = Counter("ingest_records", "Submissions by outcome",
@@ -95,7 +104,7 @@ class IngestPipeline:
                  topics: IngestTopics, *, metrics: IngestMetrics | None = None,
                  tracer: Tracer | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 chunk_records: int = 250) -> None:
+                 chunk_records: int = 250, decider: Decider | None = None) -> None:
         self.ingestor = ingestor
         self.registry: Registry = ingestor.registry
         self.repository = repository
@@ -106,8 +115,10 @@ class IngestPipeline:
         self.clock = clock
         self.chunk_records = chunk_records
         self.local: tzinfo = ZoneInfo(self.registry.centre.timezone)
-        self._receivers: dict[str, tuple[Grant, ...]] = {
-            ds: special_receivers(self.registry, ds) for ds in self.registry.datasets}
+        self.deciding = Deciding(ingestor, canonical=topics.canonical, special=topics.special,
+                                 rejected=topics.rejected, quarantine=topics.quarantine)
+        # Deciding and building: here, or in decision worker processes (`ingest.decider`).
+        self.decider: Decider = decider or LocalDecider(self.deciding)
 
     async def process(self, inbounds: Sequence[Inbound]) -> list[Outcome]:
         """Decide, record and publish a batch; returns once every output is confirmed."""
@@ -128,7 +139,32 @@ class IngestPipeline:
         self._count(submitted.outcomes, time.perf_counter() - submitted.started)
         return submitted.outcomes
 
-    async def submit(self, inbounds: Sequence[Inbound]) -> Submitted:
+    async def prepare(self, inbounds: Sequence[Inbound]) -> Prepared:
+        """Start deciding a batch: its time, record spans, and the decisions of its chunks
+        asked for (a decision worker starts on them at once; see `submit`)."""
+        prepared = Prepared(inbounds, self.clock(), time.perf_counter(),
+                            [self._span_for(i) for i in inbounds], max(1, self.chunk_records))
+        batch_trace = trace_headers(None)   # the batch consumer span, for untraced records
+        traces = [batch_trace if span is None else trace_headers(set_span_in_context(span))
+                  for span in prepared.spans]
+        prepared.chunk_traces = [traces[i:i + prepared.size]
+                                 for i in range(0, len(inbounds), prepared.size)]
+        try:
+            await self._request_up_to(prepared, self.decider.ahead)
+        except BaseException:
+            prepared.discard()
+            raise
+        return prepared
+
+    async def _request_up_to(self, prepared: Prepared, count: int) -> None:
+        requested, size = prepared.requested, prepared.size
+        while len(requested) < min(count, len(prepared.chunk_traces)):
+            k = len(requested)
+            chunk = prepared.inbounds[k * size:(k + 1) * size]
+            requested.append(await self.decider.request(chunk, prepared.now,
+                                                        prepared.chunk_traces[k]))
+
+    async def submit(self, batch: Sequence[Inbound] | Prepared) -> Submitted:
         """Decide and record a batch and hand all its outputs to the producer, in order.
 
         Returns without waiting for the broker's confirmations (`complete` waits), so a
@@ -136,66 +172,47 @@ class IngestPipeline:
         producer after these, and its claims are made after these.
 
         The batch is worked in chunks so that waiting is overlapped with work: while
-        PostgreSQL claims chunk k, chunk k's outputs are built and chunk k+1 is
-        decided; chunk k's outputs are handed to the producer without waiting for
-        the broker. Claims run one chunk after the other, so a key repeated across
-        chunks is still seen.
+        PostgreSQL claims chunk k, the next chunks are decided and built (by the decider:
+        here, or meanwhile in a worker process); chunk k's outputs are handed to the
+        producer without waiting for the broker. Claims run one chunk after the other, so
+        a key repeated across chunks is still seen.
         """
-        now = self.clock()
-        started = time.perf_counter()
-        spans = [self._span_for(i) for i in inbounds]
-        size = max(1, self.chunk_records)
-        chunks = [inbounds[i:i + size] for i in range(0, len(inbounds), size)]
+        prepared = batch if isinstance(batch, Prepared) else await self.prepare(batch)
+        now, size, requested = prepared.now, prepared.size, prepared.requested
         outcomes: list[Outcome] = []
         confirmations: list[Awaitable[Any]] = []
-        # Special-request expiry is judged once per batch, at the batch's `now`.
-        receivers = {ds: active_grants(grants, now) for ds, grants in self._receivers.items()}
-        outputs = Outputs(now, self.topics.canonical, self.topics.special)
-        batch_trace = trace_headers(None)   # the batch consumer span, for untraced records
-        traces = [batch_trace if span is None else trace_headers(set_span_in_context(span))
-                  for span in spans]
         try:
-            decided = [self.ingestor.decide(i, now) for i in chunks[0]] if chunks else []
-            recording = asyncio.ensure_future(self._record(chunks[0], decided, now)) if chunks else None
-            # Deciding and building are CPU work that never yields: let the claim task send its
-            # statement now, or it would only start when awaited (no overlap at all).
-            await asyncio.sleep(0)
-            offset = 0
-            for k, chunk in enumerate(chunks):
-                assert recording is not None
-                chunk_traces = traces[offset:offset + len(chunk)]
+            for k, chunk_traces in enumerate(prepared.chunk_traces):
+                chunk = prepared.inbounds[k * size:(k + 1) * size]
+                decided = await requested[k]
+                claims = self._record(chunk, [d for d, _ in decided], now)
+                recording: asyncio.Future[dict[int, str]] = asyncio.ensure_future(claims)
                 try:
-                    # Optimistic: as if every accepted record were new; duplicates are rebuilt.
-                    built = [self._messages(i, d, outputs, t, receivers)
-                             for i, d, t in zip(chunk, decided, chunk_traces, strict=True)]
-                    following = ([self.ingestor.decide(i, now) for i in chunks[k + 1]]
-                                 if k + 1 < len(chunks) else [])
+                    # Let the claim statement go out now, then decide what comes next meanwhile.
+                    await asyncio.sleep(0)
+                    await self._request_up_to(prepared, k + 1 + self.decider.ahead)
                 finally:
                     statuses = await recording
-                if following:
-                    recording = asyncio.ensure_future(self._record(chunks[k + 1], following, now))
                 messages: list[Outgoing] = []
-                for n, (inbound, decision) in enumerate(zip(chunk, decided, strict=True)):
+                for n, (inbound, (decision, built)) in enumerate(zip(chunk, decided, strict=True)):
                     status = statuses.get(n, "rejected")
-                    outcome = Outcome(inbound, _public_status(status, decision), decision)
                     if isinstance(decision, Accepted) and status == "duplicate":
-                        outcome = Outcome(inbound, "rejected", as_duplicate(decision))
-                        built[n] = self._messages(inbound, outcome.decision, outputs,
-                                                  chunk_traces[n], receivers)
+                        # Built as if new: a duplicate gets its rejection instead.
+                        duplicate = as_duplicate(decision)
+                        outcome = Outcome(inbound, "rejected", duplicate)
+                        built = self.deciding.rejection(inbound, duplicate, now, chunk_traces[n])
+                    else:
+                        outcome = Outcome(inbound, _public_status(status, decision), decision)
                     outcomes.append(outcome)
-                    messages += built[n]
+                    messages += built
                 confirmations += await self.sink.enqueue(messages)
-                # One pass of the event loop: the next claim statement and this chunk's produce
-                # requests go out now and are worked by PostgreSQL and the broker meanwhile.
+                # One pass of the event loop: this chunk's produce requests go out now and are
+                # worked by the broker meanwhile.
                 await asyncio.sleep(0)
-                decided, offset = following, offset + len(chunk)
         except BaseException:
-            for span in spans:
-                if span is not None:
-                    span.end()
+            prepared.discard()
             raise
-        return Submitted(outcomes, confirmations, spans, started)
-
+        return Submitted(outcomes, confirmations, prepared.spans, prepared.started)
 
     def _span_for(self, inbound: Inbound) -> Span | None:
         """A span per record that carries the sender's trace context, as the parent of its outputs.
@@ -237,15 +254,6 @@ class IngestPipeline:
         day = now.astimezone(self.local).date()
         statuses.update(await self.repository.record_batch(claims, counters, now, day))
         return statuses
-
-    def _messages(self, inbound: Inbound, decision: Decision, outputs: Outputs, ctx: TraceHeaders,
-                  receivers: dict[str, tuple[Grant, ...]]) -> list[Outgoing]:
-        """Outputs of a decision, as if an accepted record were new; `receivers`: active grants."""
-        if isinstance(decision, Accepted):
-            grants = receivers.get(decision.dataset)
-            return outputs.accepted(decision, inbound, ctx, project(decision, grants) if grants else ())
-        return rejection_messages((self.topics.rejected, self.topics.quarantine), decision,
-                                  inbound, outputs.now, self.registry.centre.unit, ctx)
 
     def _count(self, outcomes: Sequence[Outcome], seconds: float) -> None:
         if self.metrics is None:

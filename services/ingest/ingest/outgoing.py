@@ -1,7 +1,6 @@
-"""Kafka messages ingest produces: canonical and shared records, rejections, quarantine copies.
+"""The producer side of ingest: the sink that hands built messages to the broker, in order.
 
-Headers carry the event id and type and the W3C trace context of the span the
-message belongs to (one span per inbound record, child of the sender's trace).
+What the messages contain is built in `ingest.messages` (pure).
 """
 
 from __future__ import annotations
@@ -10,48 +9,16 @@ import asyncio
 import collections
 import contextlib
 import functools
-import uuid
 from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Protocol
 
-import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
-from ioc_shared.contracts.envelope import ENVELOPE_SCHEMA_VERSION
-from ioc_shared.platform.kafka import H_EVENT_ID, H_EVENT_TYPE, murmur2
+from ioc_shared.platform.kafka import murmur2
 from ioc_shared.platform.telemetry import inject_trace_headers
 from opentelemetry.context import Context
 
-from ingest.domain import ACCEPTED_TYPE, Accepted, Inbound, Rejected, SharedView
-from ingest.domain.ids import event_id as derive_event_id
-from ingest.domain.normalize import iso_utc
-from ingest.domain.sharing import SHARED_TYPE
-
-REJECTED_TYPE = "ingest.record.rejected"
-H_DATASET = "ioc-dataset"
-# Quarantine copies keep the original headers and add these (replay strips them).
-QUARANTINE_PREFIX = "ioc-quarantine-"
-H_Q_CODE = "ioc-quarantine-code"
-H_Q_ORIGIN = "ioc-quarantine-origin"
-H_Q_UNIT = "ioc-quarantine-unit"
-H_Q_DATASET = "ioc-quarantine-dataset"
-H_Q_EVENT_ID = "ioc-quarantine-event-id"
-H_Q_AT = "ioc-quarantine-at"
-# Set by `ingest replay` on re-published inputs: a replay rejected again is not re-quarantined.
-H_REPLAY_ID = "ioc-replay-id"
-H_REPLAY_OF = "ioc-replay-of"
-H_REPLAY_NOTE = "ioc-replay-note"
-UNKNOWN = "unknown"
-
-
-@dataclass(slots=True)
-class Outgoing:
-    topic: str
-    value: bytes
-    key: bytes | None
-    headers: list[tuple[str, bytes]]
+from ingest.messages import Outgoing, TraceHeaders
 
 
 class Sink(Protocol):
@@ -120,28 +87,30 @@ class KafkaSink:
         # murmur2 is pure Python; a record's canonical and shared copies share the key.
         hashes: dict[bytes, int] = {}
         known = self._partitions
-        for topic in {m.topic for m in messages}.difference(known):
+        for topic in {m[0] for m in messages}.difference(known):
             await self._partitions_of(topic)
         open_ = self._open
         for m in messages:
-            partitions = known[m.topic]
-            if m.key is None:
+            # Unpacked once: cheaper than reading four fields by name.
+            topic, value, key, headers = m
+            partitions = known[topic]
+            if key is None:
                 partition = int(self._partitioner(None, partitions, partitions))
             else:
-                digest = hashes.get(m.key)
+                digest = hashes.get(key)
                 if digest is None:
-                    digest = hashes[m.key] = murmur2(m.key) & 0x7FFFFFFF
+                    digest = hashes[key] = murmur2(key) & 0x7FFFFFFF
                 partition = partitions[digest % len(partitions)]   # as Kafka's default partitioner
-            target = (m.topic, partition)
+            target = (topic, partition)
             pending = open_.get(target)
             if pending is None or pending.builder.append(
-                    key=m.key, value=m.value, timestamp=None, headers=m.headers) is None:
+                    key=key, value=value, timestamp=None, headers=headers) is None:
                 # A new batch (the full one, if any, stays queued before it).
-                pending = open_[target] = _Pending(producer.create_batch(), m.topic, partition,
+                pending = open_[target] = _Pending(producer.create_batch(), topic, partition,
                                                    loop.create_future())
                 self._queue.append(pending)
-                if pending.builder.append(key=m.key, value=m.value, timestamp=None,
-                                          headers=m.headers) is None:
+                if pending.builder.append(key=key, value=value, timestamp=None,
+                                          headers=headers) is None:
                     # Larger than a whole batch: the producer sends it on its own, in turn.
                     pending.single = m
             used[id(pending)] = pending
@@ -166,8 +135,9 @@ class KafkaSink:
                         sent = await producer.send_batch(pending.builder, pending.topic,
                                                          partition=pending.partition)
                     else:
-                        sent = await producer.send(m.topic, m.value, key=m.key,
-                                                   partition=pending.partition, headers=m.headers)
+                        topic, value, key, headers = m
+                        sent = await producer.send(topic, value, key=key,
+                                                   partition=pending.partition, headers=headers)
                 except asyncio.CancelledError:
                     pending.future.cancel()
                     raise
@@ -200,9 +170,6 @@ def _settle(future: asyncio.Future[Any], sent: asyncio.Future[Any]) -> None:
         future.set_result(sent.result())
 
 
-TraceHeaders = list[tuple[str, bytes]]
-
-
 def trace_headers(context: Context | None) -> TraceHeaders:
     """W3C trace headers of `context` (the current one if None), computed once per record/batch."""
     carrier: dict[str, str] = {}
@@ -210,169 +177,3 @@ def trace_headers(context: Context | None) -> TraceHeaders:
     return [(k, v.encode()) for k, v in carrier.items()]
 
 
-def _headers(event_id: str, event_type: str, trace: TraceHeaders,
-             extra: dict[str, str] | None = None) -> list[tuple[str, bytes]]:
-    headers = [(H_EVENT_ID, event_id.encode()), (H_EVENT_TYPE, event_type.encode())]
-    if extra:
-        headers += [(k, v.encode()) for k, v in extra.items()]
-    return headers + trace
-
-
-def envelope_bytes(*, event_id: uuid.UUID | str, type: str, source_unit: str, subject: str | None,
-                   occurred_at: datetime, produced_at: datetime, payload: dict[str, Any],
-                   causation_id: uuid.UUID | str | None = None) -> bytes:
-    """`Envelope(...).to_bytes()` without the per-message validation cost (~15 µs).
-
-    Only for values ingest controls: registry ids, record ids of at most 200
-    characters, aware UTC datetimes. `tests/unit/test_outgoing.py` checks the
-    bytes parse back into an equal `Envelope`.
-    """
-    return orjson.dumps({
-        "envelope_version": ENVELOPE_SCHEMA_VERSION, "event_id": event_id, "type": type,
-        "schema_version": 1, "source_unit": source_unit, "subject": subject,
-        "occurred_at": occurred_at, "produced_at": produced_at, "correlation_id": None,
-        "causation_id": causation_id, "payload": payload,
-    }, option=orjson.OPT_UTC_Z)
-
-
-_OPT_Z = orjson.OPT_UTC_Z
-_ACCEPTED_HEAD = b'{"envelope_version":%d,"event_id":"' % ENVELOPE_SCHEMA_VERSION
-_ACCEPTED_TYPE = b'","type":"' + ACCEPTED_TYPE.encode() + b'","schema_version":1,"source_unit":'
-_SHARED_TYPE = b'","type":"' + SHARED_TYPE.encode() + b'","schema_version":1,"source_unit":'
-
-
-class Outputs:
-    """Builds the canonical and shared messages of one batch, cheaply.
-
-    The envelope bytes are joined from pre-serialized fragments: constants once per
-    process (types, grant fields), the produced-at time once per batch, the record once
-    per record (`Accepted.record_json`, the bytes its content hash covers), the few
-    other values with orjson. `tests/unit/test_outgoing.py` checks the bytes parse
-    into the same `Envelope` as `envelope_bytes` builds.
-    """
-
-    def __init__(self, now: datetime, canonical_topics: dict[str, str],
-                 special_topics: dict[str, str]) -> None:
-        self.now = now
-        self._canonical_topics = canonical_topics
-        self._special_topics = special_topics
-        self._produced = (b',"produced_at":' + orjson.dumps(now, option=_OPT_Z)
-                          + b',"correlation_id":null,"causation_id":')
-        self._json: dict[str, bytes] = {}
-        self._tails: dict[tuple[str, str, int], list[tuple[str, bytes]]] = {}
-        self._grant_tails: dict[str, bytes] = {}
-        self._fragments_by: dict[tuple[str, str, int, int, str, str],
-                                 tuple[bytes, bytes, bytes, bytes, bytes]] = {}
-
-    def _j(self, text: str) -> bytes:
-        """JSON of a value that repeats (ids from the registry, versions)."""
-        out = self._json.get(text)
-        if out is None:
-            out = self._json[text] = orjson.dumps(text)
-        return out
-
-    def _headers(self, event_id: str, event_type: str, dataset: str,
-                 trace: TraceHeaders) -> list[tuple[str, bytes]]:
-        key = (event_type, dataset, id(trace))
-        tail = self._tails.get(key)
-        if tail is None:
-            tail = self._tails[key] = [(H_EVENT_TYPE, event_type.encode()),
-                                       (H_DATASET, dataset.encode()), *trace]
-        return [(H_EVENT_ID, event_id.encode()), *tail]
-
-    def _fragments(self, acc: Accepted, channel: str) -> tuple[bytes, bytes, bytes, bytes, bytes]:
-        """The constant parts of a record's envelopes for its (unit, dataset, versions,
-        principal, channel), joined once per batch."""
-        key = (acc.unit, acc.dataset, acc.canonical_version, acc.source_version, acc.principal,
-               channel)
-        fragments = self._fragments_by.get(key)
-        if fragments is None:
-            j = self._j
-            unit, ds = j(acc.unit), j(acc.dataset)
-            cv = b"%d" % acc.canonical_version
-            fragments = self._fragments_by[key] = (
-                _ACCEPTED_TYPE + unit + b',"subject":',
-                self._produced + b'null,"payload":{"dataset":' + ds + b',"schema_version":' + cv
-                + b',"source_schema_version":%d,"record_id":' % acc.source_version,
-                b',"provenance":{"principal":' + j(acc.principal) + b',"channel":' + j(channel)
-                + b',"origin":',
-                _SHARED_TYPE + unit + b',"subject":',
-                b'","payload":{"dataset":' + ds + b',"schema_version":' + cv + b',"record_id":',
-            )
-        return fragments
-
-    def accepted(self, acc: Accepted, inbound: Inbound, trace: TraceHeaders,
-                 views: Sequence[SharedView]) -> list[Outgoing]:
-        """The canonical message and one shared message per view (special-request grants)."""
-        head, middle, provenance, shared_head, shared_middle = self._fragments(acc, inbound.channel)
-        rid = orjson.dumps(acc.record_id)
-        key = acc.record_id.encode()
-        occurred = orjson.dumps(acc.occurred_at if acc.occurred_at is not None else self.now,
-                                option=_OPT_Z)
-        event_id = acc.event_id.encode()
-        value = b"".join((
-            _ACCEPTED_HEAD, event_id, head, rid, b',"occurred_at":', occurred, middle, rid,
-            b',"record":', acc.record_json or orjson.dumps(acc.record), b',"client_event_id":',
-            b"null" if acc.client_event_id is None else orjson.dumps(acc.client_event_id),
-            provenance, orjson.dumps(inbound.origin), b',"content_hash":"',
-            acc.content_hash.encode(), b'"}}}'))
-        out = [Outgoing(self._canonical_topics[acc.dataset], value, key,
-                        self._headers(acc.event_id, ACCEPTED_TYPE, acc.dataset, trace))]
-        for view in views:
-            grant = view.grant
-            tail = self._grant_tails.get(grant.id)
-            if tail is None:
-                tail = self._grant_tails[grant.id] = b"," + orjson.dumps({
-                    "grant_id": grant.id, "requester": grant.unit, "purpose": grant.purpose,
-                    "expires_at": iso_utc(grant.expires_at) if grant.expires_at else None,
-                })[1:] + b"}"
-            value = b"".join((
-                _ACCEPTED_HEAD, view.event_id.encode(), shared_head, rid, b',"occurred_at":',
-                occurred, self._produced, b'"', event_id, shared_middle, rid, b',"record":',
-                orjson.dumps(view.record), tail))
-            out.append(Outgoing(self._special_topics[grant.id], value, key,
-                                self._headers(view.event_id, SHARED_TYPE, acc.dataset, trace)))
-        return out
-
-
-def rejection_event_id(inbound: Inbound) -> str:
-    """Same inbound delivery -> same rejection event id (consumers dedupe redeliveries)."""
-    return derive_event_id(REJECTED_TYPE, inbound.origin, str(inbound.index))
-
-
-def rejection_payload(rej: Rejected, inbound: Inbound, quarantined: bool) -> dict[str, Any]:
-    first = rej.problems[0] if rej.problems else None
-    return {
-        "unit": rej.unit, "code": rej.code.value, "message_vi": rej.message_vi,
-        "field": first.field if first else None, "expected": first.expected if first else None,
-        "problems": [p.to_json() for p in rej.problems],
-        "record_index": inbound.index, "record_id": rej.record_id, "dataset": rej.dataset,
-        "schema_version": rej.schema_version, "client_event_id": rej.client_event_id,
-        "origin": inbound.origin, "channel": inbound.channel,
-        "identity_verified": rej.principal is not None and rej.extra.get("identity_verified", True),
-        "quarantined": quarantined, "replay": inbound.replay,
-    }
-
-
-def rejection_messages(topics: tuple[str, str], rej: Rejected, inbound: Inbound, now: datetime,
-                       centre_unit: str, trace: TraceHeaders) -> list[Outgoing]:
-    """The rejection addressed to the unit and, unless it is a replay, the quarantine copy."""
-    rejected_topic, quarantine_topic = topics
-    event_id = rejection_event_id(inbound)
-    address = rej.unit or UNKNOWN
-    quarantine = not inbound.replay
-    value = envelope_bytes(
-        event_id=event_id, type=REJECTED_TYPE, source_unit=centre_unit,
-        subject=(rej.record_id or inbound.origin)[:200], occurred_at=now, produced_at=now,
-        payload=rejection_payload(rej, inbound, quarantine))
-    extra = {H_DATASET: rej.dataset} if rej.dataset else None
-    out = [Outgoing(rejected_topic, value, address.encode(),
-                    _headers(event_id, REJECTED_TYPE, trace, extra))]
-    if quarantine:
-        marks = {H_Q_CODE: rej.code.value, H_Q_ORIGIN: inbound.origin, H_Q_UNIT: address,
-                 H_Q_DATASET: rej.dataset or "", H_Q_EVENT_ID: event_id, H_Q_AT: iso_utc(now)}
-        headers = [(k, v) for k, v in inbound.headers if not k.startswith(QUARANTINE_PREFIX)]
-        headers += [(k, v.encode()) for k, v in marks.items()]
-        out.append(Outgoing(quarantine_topic, inbound.value or b"",
-                            inbound.key if inbound.key is not None else address.encode(), headers))
-    return out

@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from ioc_shared.platform.kafka import make_producer
 
-from ingest.outgoing import (
+from ingest.messages import (
     H_Q_CODE,
     H_Q_DATASET,
     H_Q_ORIGIN,

@@ -20,7 +20,8 @@ from ioc_shared.platform.runtime import ServiceRuntime
 from ioc_shared.registry import load_registry
 from opentelemetry import trace
 
-from ingest.domain import Ingestor, Limits, SchemaCatalog
+from ingest.decider import Decider, DecisionConfig, WorkerDecider
+from ingest.domain import Limits, SchemaCatalog
 from ingest.handlers import IngestMetrics, IngestPipeline
 from ingest.http import HttpIntake
 from ingest.outgoing import KafkaSink
@@ -64,6 +65,7 @@ class IngestService:
         self._worker: InboundWorker | None = None
         self._repository: IngestRepository | None = None
         self._sink: KafkaSink | None = None
+        self.decider: Decider | None = None
 
     @property
     def http_port(self) -> int | None:
@@ -80,13 +82,17 @@ class IngestService:
                                            linger_ms=0)
             await self._producer.start()
             repository = self._repository = IngestRepository(rt.pool, s.db_schema)
-            ingestor = Ingestor(build_catalog(s, rt.registry), max_message_bytes=s.max_message_bytes)
+            config = self._decision_config()
+            ingestor = config.ingestor(rt.registry)
             self._sink = KafkaSink(self._producer)
+            if s.decision_worker_count() > 0:
+                self.decider = WorkerDecider(config, workers=s.decision_worker_count())
+                await self.decider.start()
             self.pipeline = IngestPipeline(
                 ingestor, repository, self._sink, self.topics,
                 metrics=IngestMetrics(rt.metrics),
                 tracer=trace.get_tracer("ingest", tracer_provider=rt.tracer_provider),
-                chunk_records=s.chunk_records)
+                chunk_records=s.chunk_records, decider=self.decider)
             self._worker = inbound_worker(s, self.pipeline)
             self.intake.pipeline = self.pipeline
             self._relay = OutboxRelay(rt.pool, s.db_schema, self._producer, s.kafka_bootstrap)
@@ -103,6 +109,15 @@ class IngestService:
             await self._close(None, None, None)
             raise
         return self
+
+    def _decision_config(self) -> DecisionConfig:
+        s, t = self.settings, self.topics
+        return DecisionConfig(
+            registry_file=str(s.registry_file),
+            credentials_file=str(s.credentials_file) if s.credentials_file else None,
+            future_tolerance_s=s.future_tolerance_s, geo_margin_deg=s.geo_margin_deg,
+            max_message_bytes=s.max_message_bytes, canonical=dict(t.canonical),
+            special=dict(t.special), rejected=t.rejected, quarantine=t.quarantine)
 
     def _spawn(self, coro: Any) -> None:
         task = self.runtime.spawn(coro)
@@ -130,6 +145,8 @@ class IngestService:
         await self.runtime.__aexit__(exc_type, exc, tb)
         if self._relay is not None:
             await self._relay.close()
+        if self.decider is not None:   # after the HTTP server: nothing is decided any more
+            await self.decider.close()
         if self._sink is not None:   # after the HTTP server: nothing enqueues any more
             await self._sink.close()
         if self._producer is not None:
@@ -147,6 +164,7 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
+
 
 
 async def run_ingest(settings: IngestSettings, stop: asyncio.Event, *,

@@ -21,11 +21,12 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from ioc_shared.platform.logging import get_logger
-from opentelemetry.trace import SpanKind
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind
 
 from ingest.domain import Inbound
-from ingest.handlers import IngestPipeline, Submitted
-from ingest.outgoing import H_REPLAY_ID
+from ingest.handlers import IngestPipeline, Prepared, Submitted
+from ingest.messages import H_REPLAY_ID
 from ingest.settings import IngestSettings
 
 log = get_logger(__name__)
@@ -71,7 +72,8 @@ class InboundWorker:
     """
 
     def __init__(self, pipeline: IngestPipeline, *, max_records: int, retry_backoff_s: float,
-                 max_queued: int | None = None, commit_interval_s: float = 0.0) -> None:
+                 max_queued: int | None = None, commit_interval_s: float = 0.0,
+                 lookahead: int = 1) -> None:
         self.pipeline = pipeline
         self.max_records = max(1, max_records)
         self.max_queued = max_queued or 2 * self.max_records
@@ -79,6 +81,9 @@ class InboundWorker:
         self.commit_interval_s = commit_interval_s
         self._queue: collections.deque[Fetched] = collections.deque()
         self._queued = 0
+        # Taken from the queue, decisions asked for, not yet submitted (in fetch order).
+        self._ahead: collections.deque[_Batch] = collections.deque()
+        self.lookahead = lookahead
         self._consumer: Any = None
         self._changed = asyncio.Condition()
         self._busy = False
@@ -141,7 +146,7 @@ class InboundWorker:
             self._queued += count
             self._changed.notify_all()
 
-    def _take(self) -> tuple[list[ConsumerRecord[Any, Any]], dict[TopicPartition, int]]:
+    def _take(self) -> _Batch:
         batch: list[ConsumerRecord[Any, Any]] = []
         offsets: dict[TopicPartition, int] = {}
         while self._queue:
@@ -155,7 +160,7 @@ class InboundWorker:
                 if records:
                     batch += records
                     offsets[tp] = records[-1].offset + 1
-        return batch, offsets
+        return _Batch([inbound_from_record(r) for r in batch], offsets)
 
     async def _work(self) -> None:
         """Submit batches in fetch order, at most one awaiting its broker confirmations.
@@ -163,32 +168,36 @@ class InboundWorker:
         While batch N's confirmations are on their way, batch N+1 is decided, claimed and
         handed to the producer (after N's outputs, so per-partition order holds); then N is
         completed and its offsets go to the committer. If N fails, N+1 is not committed
-        either: both are worked again, in order, as redeliveries.
+        either: both are worked again, in order, as redeliveries. The batch after N+1 is
+        taken ahead and its decisions asked for as soon as N+1's are (a decision worker
+        then goes on to it while this process records and publishes N+1).
         """
         in_flight: _Batch | None = None
         while True:
             async with self._changed:
                 if in_flight is None:
-                    await self._changed.wait_for(lambda: bool(self._queue))
-                taken = self._take() if self._queue else None
+                    await self._changed.wait_for(lambda: bool(self._queue) or bool(self._ahead))
+                current = (self._ahead.popleft() if self._ahead
+                           else self._take() if self._queue else None)
                 self._busy = True
                 self._changed.notify_all()
             try:
                 previous, in_flight = in_flight, None
-                if taken is None:
+                if current is None:
                     # Nothing new to start: finish what is in flight.
                     assert previous is not None
                     await self._finish(previous)
                     continue
-                records, offsets = taken
-                current = _Batch([inbound_from_record(r) for r in records], offsets)
                 try:
+                    if current.prepared is None:
+                        await self._prepare(current)
+                    await self._take_ahead()
                     current.submitted = await self._submit(current)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
                     log.error("inbound batch failed; it will be redelivered", error=repr(exc),
-                              records=len(records))
+                              records=len(current.inbounds))
                     if previous is not None:
                         await self._finish(previous)
                     await self._redo([current])
@@ -201,12 +210,46 @@ class InboundWorker:
                     self._busy = in_flight is not None
                     self._changed.notify_all()
 
-    async def _submit(self, batch: _Batch) -> Submitted:
+    async def _take_ahead(self) -> None:
+        """Take the next queued records as the next batches (up to `lookahead`) and ask for
+        their decisions now."""
+        while True:
+            async with self._changed:
+                if len(self._ahead) >= self.lookahead or not self._queue or self._closing:
+                    return
+                ahead = self._take()
+                self._ahead.append(ahead)
+                self._changed.notify_all()
+            try:
+                await self._prepare(ahead)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:   # asked for again when it is submitted
+                log.warning("deciding ahead failed", error=repr(exc))
+            if ahead not in self._ahead:   # dropped meanwhile (shutdown): never submitted
+                ahead.discard()
+                return
+
+    async def _prepare(self, batch: _Batch) -> None:
+        batch.discard()   # what an earlier, failed attempt left
         # The batch's consumer span: the parent of records sent without a trace context.
-        with self.pipeline.tracer.start_as_current_span(
-                "ingest inbound batch", kind=SpanKind.CONSUMER,
-                attributes={"messaging.batch.message_count": len(batch.inbounds)}):
-            return await self.pipeline.submit(batch.inbounds)
+        batch.span = self.pipeline.tracer.start_span(
+            "ingest inbound batch", kind=SpanKind.CONSUMER,
+            attributes={"messaging.batch.message_count": len(batch.inbounds)})
+        with trace.use_span(batch.span, end_on_exit=False):
+            batch.prepared = await self.pipeline.prepare(batch.inbounds)
+
+    async def _submit(self, batch: _Batch) -> Submitted:
+        if batch.prepared is None:
+            await self._prepare(batch)
+        prepared, batch.prepared = batch.prepared, None
+        assert prepared is not None and batch.span is not None
+        try:
+            with trace.use_span(batch.span, end_on_exit=False):
+                return await self.pipeline.submit(prepared)
+        finally:
+            batch.span.end()
+            batch.span = None
 
     async def _confirmed(self, batch: _Batch) -> bool:
         assert batch.submitted is not None
@@ -288,8 +331,8 @@ class InboundWorker:
             return
 
         def idle() -> bool:
-            return not self._queue and not self._busy and not self._committing \
-                and not self._pending
+            return not self._queue and not self._ahead and not self._busy \
+                and not self._committing and not self._pending
 
         try:
             async with asyncio.timeout(timeout):
@@ -308,9 +351,11 @@ class InboundWorker:
             self._consume_task = None
         async with self._changed:
             self._closing = True
-            dropped = self._queued
+            dropped = self._queued + sum(len(a.inbounds) for a in self._ahead)
             self._queue.clear()
             self._queued = 0
+            while self._ahead:
+                self._ahead.popleft().discard()
             self._changed.notify_all()
         if dropped:
             log.info("inbound records left for redelivery", records=dropped)
@@ -326,11 +371,21 @@ class InboundWorker:
             await consumer.stop()
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Batch:
     inbounds: list[Inbound]
     offsets: dict[TopicPartition, int]
+    prepared: Prepared | None = None
+    span: Span | None = None
     submitted: Submitted | None = None
+
+    def discard(self) -> None:
+        if self.prepared is not None:
+            self.prepared.discard()
+            self.prepared = None
+        if self.span is not None:
+            self.span.end()
+            self.span = None
 
 
 class _FlushOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -348,4 +403,7 @@ class _FlushOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
 def inbound_worker(settings: IngestSettings, pipeline: IngestPipeline) -> InboundWorker:
     return InboundWorker(pipeline, max_records=settings.batch_max_records,
                          retry_backoff_s=settings.retry_backoff_s,
-                         commit_interval_s=settings.commit_interval_ms / 1000)
+                         commit_interval_s=settings.commit_interval_ms / 1000,
+                         # In-process deciding gains nothing from asking ahead.
+                         lookahead=settings.decision_lookahead
+                         if settings.decision_worker_count() > 0 else 0)

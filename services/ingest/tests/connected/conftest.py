@@ -10,8 +10,12 @@ from .helpers import drop_schema, isolated_settings
 
 @pytest.fixture(scope="session")
 async def service() -> AsyncIterator[IngestService]:
-    """One ingest service on the seed registry, isolated by namespace, schema and group."""
-    settings = isolated_settings()
+    """One ingest service on the seed registry, isolated by namespace, schema and group.
+
+    It decides in a decision worker process (`ingest.decider`), as on machines with more
+    than two cores; the other connected tests decide in the service process (the default
+    on two cores)."""
+    settings = isolated_settings(decision_workers=1)
     async with IngestService(settings, configure_logs=False) as svc:
         yield svc
     await drop_schema(settings)

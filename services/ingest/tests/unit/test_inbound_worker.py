@@ -28,6 +28,15 @@ class Consumer:
         self.commits.append(dict(offsets))
 
 
+class Prepared:
+    def __init__(self, inbounds: Sequence[Inbound]) -> None:
+        self.inbounds = inbounds
+        self.discarded = False
+
+    def discard(self) -> None:
+        self.discarded = True
+
+
 class Pipeline:
     """Records what was worked; `fail_first` submissions raise, `unconfirmed_first` batches
     are submitted but their confirmations fail."""
@@ -42,8 +51,14 @@ class Pipeline:
         self.confirmed: list[list[str]] = []
         self.consumer: Consumer | None = None
         self.committed_while_working: list[int] = []
+        self.prepared: list[list[str]] = []
 
-    async def submit(self, inbounds: Sequence[Inbound]) -> Any:
+    async def prepare(self, inbounds: Sequence[Inbound]) -> Any:
+        self.prepared.append([i.origin for i in inbounds])
+        return Prepared(inbounds)
+
+    async def submit(self, batch: Any) -> Any:
+        inbounds = batch.inbounds if isinstance(batch, Prepared) else batch
         assert self.consumer is not None
         self.committed_while_working.append(len(self.consumer.commits))
         if self.fail:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from ingest.outgoing import envelope_bytes
+from ingest.messages import envelope_bytes
 from ioc_shared.contracts.envelope import Envelope
 
 
@@ -24,7 +24,8 @@ def test_fast_envelope_bytes_match_the_contract() -> None:
 
 async def test_sink_partitions_keys_like_kafkas_default_partitioner() -> None:
     from aiokafka.partitioner import DefaultPartitioner
-    from ingest.outgoing import KafkaSink, Outgoing
+    from ingest.messages import Outgoing
+    from ingest.outgoing import KafkaSink
 
     class Batch:
         def __init__(self) -> None:
@@ -70,7 +71,8 @@ def test_batch_outputs_build_the_same_envelopes_as_the_generic_builder() -> None
     import orjson
     from ingest.domain import Accepted, Inbound, SharedView
     from ingest.domain.submission import content_hash, record_json
-    from ingest.outgoing import Outputs, trace_headers
+    from ingest.messages import Outputs
+    from ingest.outgoing import trace_headers
     from ioc_shared.registry import Grant
 
     now = datetime(2026, 11, 28, 7, 30, 1, 123456, tzinfo=UTC)
@@ -115,7 +117,8 @@ def test_batch_outputs_build_the_same_envelopes_as_the_generic_builder() -> None
 async def test_sink_hands_batches_over_in_order_without_blocking_the_caller() -> None:
     import asyncio
 
-    from ingest.outgoing import KafkaSink, Outgoing
+    from ingest.messages import Outgoing
+    from ingest.outgoing import KafkaSink
 
     class Batch:
         def __init__(self) -> None:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import date, datetime
 from typing import Any
 
 import orjson
 import pytest
+from ingest.decider import WorkerDecider
 from ingest.domain import Code, Ingestor
 from ingest.handlers import IngestPipeline
-from ingest.outgoing import H_Q_CODE, H_REPLAY_ID, Outgoing
+from ingest.messages import H_Q_CODE, H_REPLAY_ID, Outgoing
 from ingest.repository import Claim, CounterKey
 from ingest.topics import IngestTopics
 from ioc_shared.contracts.envelope import Envelope
@@ -19,6 +20,7 @@ from ioc_shared.registry import Registry
 from opentelemetry.sdk.trace import TracerProvider
 
 from .conftest import NOW, report, signed
+from .test_decider import decision_config
 
 
 class MemoryRepository:
@@ -57,15 +59,23 @@ class MemorySink:
         return []
 
 
-@pytest.fixture
-def parts(registry: Registry, ingestor: Ingestor) -> tuple[IngestPipeline, MemoryRepository, MemorySink]:
+@pytest.fixture(params=["in-process", "decision-worker"])
+async def parts(request: pytest.FixtureRequest, registry: Registry, ingestor: Ingestor,
+                ) -> AsyncIterator[tuple[IngestPipeline, MemoryRepository, MemorySink]]:
+    """The pipeline deciding in this process, and with a decision worker process."""
     topics = IngestTopics.resolve(ServiceSettings(topic_namespace="unit"), registry)
     repo, sink = MemoryRepository(), MemorySink()
     tracer = TracerProvider().get_tracer("test")
+    decider = None
+    if request.param == "decision-worker":
+        decider = WorkerDecider(decision_config(registry))
+        await decider.start()
     # Chunks of 2 records, so that batches in these tests span several chunks.
     pipeline = IngestPipeline(ingestor, repo, sink, topics, tracer=tracer,  # type: ignore[arg-type]
-                              clock=lambda: NOW, chunk_records=2)
-    return pipeline, repo, sink
+                              clock=lambda: NOW, chunk_records=2, decider=decider)
+    yield pipeline, repo, sink
+    if decider is not None:
+        await decider.close()
 
 
 def on(sink: MemorySink, suffix: str) -> list[Outgoing]:

@@ -1,0 +1,404 @@
+"""Deciding submissions and building their messages: in the service process or in worker processes.
+
+Deciding (identity, size, schema, normalization) and building the outgoing messages
+is pure CPU work and, under load, most of the service's CPU. With
+`INGEST_DECISION_WORKERS=N` (default 1), N child processes (`python -m ingest.decider`)
+do it while the service process does the I/O (consuming, PostgreSQL claims,
+producing), so a batch uses two cores instead of one. With 0, the service process
+decides itself (`LocalDecider`).
+
+Protocol: the service writes length-prefixed pickle frames to a worker's stdin and
+reads its answers, in the same order, from its stdout. The first frame is the
+`DecisionConfig`; the worker answers "ready". Each later frame is one chunk of raw
+submissions, with the batch's `now` and the trace headers of each record; the
+answer is, per record, its decision and its messages. Only the service and its own
+children exchange these frames (pickle is not for untrusted input; the submissions
+travel inside as bytes). A worker ignores SIGINT/SIGTERM: the service finishes its
+batches first, then closes the worker's stdin and the worker exits. If a worker
+dies, every chunk it had not answered fails, the batch is worked again (the inbound
+worker's redelivery) and the next request starts a new worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import fcntl
+import gc
+import marshal
+import os
+import pickle
+import queue
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, BinaryIO, Protocol
+
+from ioc_shared.registry import Grant, Registry, load_registry
+
+from ingest.domain import (
+    Accepted,
+    Decision,
+    Inbound,
+    Ingestor,
+    Limits,
+    Rejected,
+    SchemaCatalog,
+    active_grants,
+    project,
+    special_receivers,
+)
+from ingest.messages import Outgoing, Outputs, TraceHeaders, rejection_messages
+
+Decided = tuple[Decision, list[Outgoing]]
+_FRAME_HEADER = 4
+_READY = b"ready"
+
+
+class Deciding:
+    """Pure: decides a chunk of submissions and builds each one's messages (as if new)."""
+
+    def __init__(self, ingestor: Ingestor, *, canonical: dict[str, str], special: dict[str, str],
+                 rejected: str, quarantine: str) -> None:
+        self.ingestor = ingestor
+        registry = ingestor.registry
+        self.canonical = canonical
+        self.special = special
+        self.rejection_topics = (rejected, quarantine)
+        self.centre_unit = registry.centre.unit
+        self._receivers: dict[str, tuple[Grant, ...]] = {
+            ds: special_receivers(registry, ds) for ds in registry.datasets}
+
+    def chunk(self, inbounds: Sequence[Inbound], now: datetime,
+              traces: Sequence[TraceHeaders]) -> list[Decided]:
+        # Special-request expiry is judged once per batch, at the batch's `now`.
+        receivers = {ds: active_grants(grants, now) for ds, grants in self._receivers.items()}
+        outputs = Outputs(now, self.canonical, self.special)
+        decide = self.ingestor.decide
+        out: list[Decided] = []
+        for inbound, trace in zip(inbounds, traces, strict=True):
+            decision = decide(inbound, now)
+            if isinstance(decision, Accepted):
+                grants = receivers.get(decision.dataset)
+                views = project(decision, grants) if grants else ()
+                out.append((decision, outputs.accepted(decision, inbound, trace, views)))
+            else:
+                out.append((decision, self.rejection(inbound, decision, now, trace)))
+        return out
+
+    def rejection(self, inbound: Inbound, rejected: Rejected, now: datetime,
+                  trace: TraceHeaders) -> list[Outgoing]:
+        """The rejection addressed to the unit and the quarantine copy."""
+        return rejection_messages(self.rejection_topics, rejected, inbound, now,
+                                  self.centre_unit, trace)
+
+
+class Decider(Protocol):
+    # How many chunks to ask for ahead of the one being recorded.
+    ahead: int
+
+    async def request(self, inbounds: Sequence[Inbound], now: datetime,
+                      traces: Sequence[TraceHeaders]) -> asyncio.Future[list[Decided]]:
+        """Start deciding a chunk; the future completes with a `Decided` per submission."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class LocalDecider:
+    """Decides in the service process, when asked (one chunk ahead: while the previous
+    chunk's claims are in PostgreSQL)."""
+
+    ahead = 1
+
+    def __init__(self, deciding: Deciding) -> None:
+        self.deciding = deciding
+
+    async def request(self, inbounds: Sequence[Inbound], now: datetime,
+                      traces: Sequence[TraceHeaders]) -> asyncio.Future[list[Decided]]:
+        future: asyncio.Future[list[Decided]] = asyncio.get_running_loop().create_future()
+        future.set_result(self.deciding.chunk(inbounds, now, traces))
+        return future
+
+    async def close(self) -> None:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionConfig:
+    """What a worker needs to decide exactly as the service would."""
+
+    registry_file: str
+    credentials_file: str | None
+    future_tolerance_s: float
+    geo_margin_deg: float
+    max_message_bytes: int
+    canonical: dict[str, str]
+    special: dict[str, str]
+    rejected: str
+    quarantine: str
+
+    def ingestor(self, registry: Registry) -> Ingestor:
+        limits = Limits(future_tolerance=timedelta(seconds=self.future_tolerance_s),
+                        geo_margin_deg=self.geo_margin_deg)
+        return Ingestor(SchemaCatalog(registry, limits), max_message_bytes=self.max_message_bytes)
+
+    def deciding(self, registry: Registry | None = None) -> Deciding:
+        registry = registry or load_registry(self.registry_file, self.credentials_file)
+        return Deciding(self.ingestor(registry), canonical=self.canonical, special=self.special,
+                        rejected=self.rejected, quarantine=self.quarantine)
+
+
+class DecisionWorkerLost(RuntimeError):
+    """A decision worker exited or broke the protocol; its unanswered chunks are worked again."""
+
+
+class _Worker:
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        # Chunks sent and not answered yet, in the order they were sent.
+        self.pending: collections.deque[asyncio.Future[list[Decided]]] = collections.deque()
+        self.reader: asyncio.Task[None] | None = None
+        self.alive = True
+
+
+class WorkerDecider:
+    """Decides in `workers` child processes: chunks go round-robin, each worker answers its
+    chunks in order. A chunk is sent as soon as it is asked for, so a worker goes on with
+    the next chunks (and batches, see `InboundWorker.lookahead`) while the service records
+    and publishes the ones already decided.
+    """
+
+    ahead = 1 << 30
+
+    def __init__(self, config: DecisionConfig, *, workers: int = 1,
+                 start_timeout_s: float = 60.0) -> None:
+        self.config = config
+        self.start_timeout_s = start_timeout_s
+        self._slots: list[_Worker | None] = [None] * max(1, workers)
+        self._next = 0
+        self._starting = asyncio.Lock()
+
+    async def start(self) -> None:
+        for n in range(len(self._slots)):
+            await self._worker(n)
+
+    @property
+    def pids(self) -> list[int]:
+        return [w.process.pid for w in self._slots if w is not None and w.alive]
+
+    async def _worker(self, n: int) -> _Worker:
+        """Worker `n`, started (again) if it is not running."""
+        worker = self._slots[n]
+        if worker is not None and worker.alive:
+            return worker
+        async with self._starting:
+            worker = self._slots[n]
+            if worker is None or not worker.alive:
+                worker = self._slots[n] = await self._spawn()
+            return worker
+
+    async def _spawn(self) -> _Worker:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "ingest.decider", stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, limit=16 * 1024 * 1024)
+        assert process.stdin is not None and process.stdout is not None
+        worker = _Worker(process)
+        try:
+            _write_frame(process.stdin, pickle.dumps(self.config, protocol=5))
+            async with asyncio.timeout(self.start_timeout_s):
+                await process.stdin.drain()
+                if await _read_frame(process.stdout) != _READY:
+                    raise DecisionWorkerLost("decision worker did not start")
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+            raise
+        worker.reader = asyncio.create_task(self._read(worker), name="ingest-decider-reader")
+        return worker
+
+    async def request(self, inbounds: Sequence[Inbound], now: datetime,
+                      traces: Sequence[TraceHeaders]) -> asyncio.Future[list[Decided]]:
+        n = self._next
+        self._next = (n + 1) % len(self._slots)
+        worker = await self._worker(n)
+        stdin = worker.process.stdin
+        assert stdin is not None
+        future: asyncio.Future[list[Decided]] = asyncio.get_running_loop().create_future()
+        worker.pending.append(future)
+        # marshal (several times cheaper than pickle): plain values only, no `Inbound`s.
+        rows = [(i.value, i.headers, i.origin, i.key, i.channel, i.replay, i.index)
+                for i in inbounds]
+        try:
+            # No `drain()`: it would wait until the worker reads this chunk, i.e. until it
+            # decided the ones before; what is buffered is bounded by the batches in flight.
+            _write_frame(stdin, marshal.dumps((now.isoformat(), rows, list(traces))))
+        except (ConnectionError, RuntimeError) as exc:
+            self._lost(worker, exc)
+        return future
+
+    async def _read(self, worker: _Worker) -> None:
+        stdout = worker.process.stdout
+        assert stdout is not None
+        try:
+            while True:
+                answer = marshal.loads(await _read_frame(stdout))
+                future = worker.pending.popleft()
+                if not future.done():
+                    # Messages travel as plain tuples in `Outgoing`'s field order.
+                    future.set_result([(_decision(d), [_outgoing(Outgoing, m) for m in messages])
+                                       for d, messages in answer])
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._lost(worker, exc)
+
+    def _lost(self, worker: _Worker, exc: BaseException) -> None:
+        """Fail the chunks the worker had (their batches are worked again); the next
+        request starts a new worker."""
+        if not worker.alive:
+            return
+        worker.alive = False
+        # Imported here: the worker process imports this module too, and needs no logging.
+        from ioc_shared.platform.logging import get_logger
+
+        get_logger(__name__).error("decision worker lost; its chunks will be worked again",
+                  pid=worker.process.pid, error=repr(exc), chunks=len(worker.pending))
+        with contextlib.suppress(ProcessLookupError):
+            worker.process.kill()
+        lost = DecisionWorkerLost(f"decision worker {worker.process.pid} lost: {exc!r}")
+        while worker.pending:
+            future = worker.pending.popleft()
+            if not future.done():
+                future.set_exception(lost)
+                future.exception()   # retrieved here: the batch fails through its own await
+
+    async def close(self, timeout: float = 10.0) -> None:
+        """Close the workers' input (they exit once they answered) and wait for them."""
+        for n, worker in enumerate(self._slots):
+            if worker is None:
+                continue
+            self._slots[n] = None
+            worker.alive = False
+            process = worker.process
+            if process.stdin is not None:
+                process.stdin.close()
+            try:
+                async with asyncio.timeout(timeout):
+                    await process.wait()
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                await process.wait()
+            if worker.reader is not None:
+                worker.reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await worker.reader
+            for future in worker.pending:
+                future.cancel()
+
+
+_outgoing = tuple.__new__   # `Outgoing._make` without its Python-level call
+
+
+def _decision(sent: Any) -> Decision:
+    """The decision a worker sent (see `_compact`)."""
+    if sent.__class__ is tuple:
+        return Accepted(*sent[:6], {}, *sent[6:])  # type: ignore[call-arg]
+    decision: Decision = pickle.loads(sent)
+    return decision
+
+
+def _compact(decision: Decision) -> Any:
+    """What a worker sends for a decision. Accepted: the fields the service uses (ids, keys,
+    versions), as a tuple; the record itself only travels inside the built messages, so an
+    `Accepted` from a worker has an empty `record`, no `record_json` and no `occurred_at`.
+    Rejected (rare): pickled whole, for its reasons."""
+    if isinstance(decision, Accepted):
+        d = decision
+        return (d.unit, d.principal, d.dataset, d.source_version, d.canonical_version,
+                d.record_id, d.content_hash, d.event_id, d.client_event_id)
+    return pickle.dumps(decision, protocol=5)
+
+
+def _write_frame(stream: asyncio.StreamWriter, payload: bytes) -> None:
+    stream.writelines((len(payload).to_bytes(_FRAME_HEADER, "big"), payload))
+
+
+async def _read_frame(stream: asyncio.StreamReader) -> bytes:
+    size = int.from_bytes(await stream.readexactly(_FRAME_HEADER), "big")
+    return await stream.readexactly(size)
+
+
+# --- the worker process -------------------------------------------------------------
+
+
+def _read_exactly(source: BinaryIO, size: int) -> bytes | None:
+    data = source.read(size)
+    return data if data is not None and len(data) == size else None
+
+
+def _send(sink: BinaryIO, payload: bytes) -> None:
+    sink.write(len(payload).to_bytes(_FRAME_HEADER, "big"))
+    sink.write(payload)
+    sink.flush()
+
+
+def serve(source: BinaryIO, sink: BinaryIO) -> None:
+    """Answer chunks until the service closes our input.
+
+    Answers are written by a thread of their own: a write blocks while the service is
+    busy and has not read the pipe, and deciding the next chunk must not wait for that.
+    """
+    header = _read_exactly(source, _FRAME_HEADER)
+    if header is None:
+        return
+    config = pickle.loads(_read_exactly(source, int.from_bytes(header, "big")) or b"")
+    deciding = config.deciding()
+    # As the service process does (`tune_gc`): start-up objects frozen, fewer young collections.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
+    answers: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+    writer = threading.Thread(target=_write_answers, args=(answers, sink), daemon=True)
+    writer.start()
+    answers.put(_READY)
+    try:
+        while (header := _read_exactly(source, _FRAME_HEADER)) is not None:
+            frame = _read_exactly(source, int.from_bytes(header, "big"))
+            if frame is None:
+                return
+            now, rows, traces = marshal.loads(frame)
+            decided = deciding.chunk([Inbound(*row) for row in rows],
+                                     datetime.fromisoformat(now), traces)
+            answers.put(marshal.dumps([(_compact(d), [tuple(m) for m in messages])
+                                       for d, messages in decided]))
+    finally:
+        answers.put(None)
+        writer.join()
+
+
+def _write_answers(answers: queue.SimpleQueue[bytes | None], sink: BinaryIO) -> None:
+    with contextlib.suppress(BrokenPipeError):   # the service is gone: nobody to answer
+        while (answer := answers.get()) is not None:
+            _send(sink, answer)
+
+
+def main() -> None:
+    # The service stops us (by closing our input) once its batches are done.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sink = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)   # anything printed goes to stderr, never into the frames
+    with contextlib.suppress(OSError, AttributeError):   # Linux: room for a whole answer or two
+        fcntl.fcntl(sink.fileno(), fcntl.F_SETPIPE_SZ, 4 * 1024 * 1024)
+    serve(sys.stdin.buffer, sink)
+
+
+if __name__ == "__main__":
+    main()
