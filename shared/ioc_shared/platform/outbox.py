@@ -170,15 +170,18 @@ class _Batch:
     """The pending rows one drain publishes, message by message."""
 
     row_ids: list[int] = field(default_factory=list)
+    rows: list[int] = field(default_factory=list)          # the row of each message
     event_ids: list[str] = field(default_factory=list)
     topics: list[str] = field(default_factory=list)
     keys: list[bytes | None] = field(default_factory=list)
     headers: list[bytes] = field(default_factory=list)
     payloads: list[bytes] = field(default_factory=list)
+    parked: list[int] = field(default_factory=list)         # messages too large to send
 
     def add(self, row: asyncpg.Record) -> None:
         self.row_ids.append(row["id"])
         for event_id, topic, key, head, value in unpack_messages(row["messages"]):
+            self.rows.append(row["id"])
             self.event_ids.append(event_id)
             self.topics.append(topic)
             self.keys.append(key)
@@ -189,11 +192,15 @@ class _Batch:
 class OutboxRelay:
     def __init__(self, pool: asyncpg.Pool, schema: str, producer: AIOKafkaProducer,
                  bootstrap: str, *, batch_size: int = 2000, idle_poll_s: float = 0.5,
-                 retention_s: float = 3600.0, topics: Sequence[str] = ()) -> None:
+                 retention_s: float = 3600.0, topics: Sequence[str] = (),
+                 max_message_bytes: int = 1_000_000) -> None:
         """`retention_s`: how long published rows stay in the outbox (for operators who
         look at what went out recently) before the relay deletes them. `topics`: the
         topics the outbox writes to, if known: their partitions' positions are saved at
-        start, not on the first message to each (a broker round trip in the first batch)."""
+        start, not on the first message to each (a broker round trip in the first batch).
+        `max_message_bytes`: a larger message (key, value and headers) is parked in
+        `outbox_parked` instead of sent; below the broker's `message.max.bytes` (1 MiB by
+        default) with room for the record batch's own framing."""
         self._pool = pool
         self._topics = list(topics)
         self._retention_s = retention_s
@@ -211,7 +218,9 @@ class OutboxRelay:
         # Pending messages found on the broker by `recover`: not to be sent again.
         self._already_sent: set[str] = set()
         self._offsets_consumer: AIOKafkaConsumer | None = None
+        self._max_message_bytes = max_message_bytes
         self.published = 0
+        self.parked = 0
 
     @property
     def _lock_key(self) -> int:
@@ -450,8 +459,13 @@ class OutboxRelay:
             closed.append((tp, builder, builder.record_count()))
 
         skip = self._already_sent
+        limit = self._max_message_bytes
+        batch.parked.clear()
         for i, tp in enumerate(targets):
             if skip and batch.event_ids[i] in skip:
+                continue
+            if len(batch.payloads[i]) + len(batch.keys[i] or b"") + len(batch.headers[i]) > limit:
+                batch.parked.append(i)   # the broker would refuse it on every attempt
                 continue
             headers = [(k, v.encode()) for k, v in orjson.loads(batch.headers[i]).items()]
             builder = builders.get(tp)
@@ -479,19 +493,37 @@ class OutboxRelay:
         return sent
 
     async def _mark(self, batch: _Batch, sent: dict[TopicPartition, int]) -> None:
+        parked = batch.parked
         async with self._pool.acquire() as conn:
-            # One statement, one transaction, one round trip.
+            # One statement, one transaction, one round trip; messages too large to send
+            # are parked in the same transaction.
             await conn.execute(
                 f"""WITH marked AS (
-                        UPDATE {self._schema}.outbox SET published_at = now() WHERE id = ANY($1))
+                        UPDATE {self._schema}.outbox SET published_at = now() WHERE id = ANY($1)
+                    ), parked AS (
+                        INSERT INTO {self._schema}.outbox_parked
+                            (event_id, row_id, topic, key, headers, payload, size)
+                        SELECT e, r, t, k, h::jsonb, p, octet_length(p)
+                        FROM unnest($5::text[], $6::bigint[], $7::text[], $8::bytea[],
+                                    $9::text[], $10::bytea[]) AS x(e, r, t, k, h, p)
+                        ON CONFLICT (event_id) DO NOTHING)
                     INSERT INTO {self._schema}.outbox_positions AS p (topic, partition, next_offset)
                     SELECT * FROM unnest($2::text[], $3::int[], $4::bigint[])
                     ON CONFLICT (topic, partition) DO UPDATE
                     SET next_offset = greatest(p.next_offset, excluded.next_offset)""",
                 batch.row_ids, [tp.topic for tp in sent], [tp.partition for tp in sent],
-                list(sent.values()))
+                list(sent.values()), [batch.event_ids[i] for i in parked],
+                [batch.rows[i] for i in parked], [batch.topics[i] for i in parked],
+                [batch.keys[i] for i in parked], [batch.headers[i].decode() for i in parked],
+                [batch.payloads[i] for i in parked])
+        for i in parked:
+            # Ids, topic and size only: the payload may hold personal data.
+            log.error("outbox message too large for the broker; parked in outbox_parked",
+                      event_id=batch.event_ids[i], topic=batch.topics[i],
+                      bytes=len(batch.payloads[i]), limit=self._max_message_bytes)
         self._already_sent.difference_update(batch.event_ids)
-        self.published += len(batch.event_ids)
+        self.parked += len(parked)
+        self.published += len(batch.event_ids) - len(parked)
 
     async def _after_publish_hook(self) -> None:
         """Seam for tests that simulate a crash between publish and mark."""

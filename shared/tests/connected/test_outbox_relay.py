@@ -229,7 +229,8 @@ async def test_rows_pending_in_the_old_layout_are_migrated_and_published() -> No
                     "VALUES ($1, $2, $3, $4::jsonb, $5, $6)", env.event_id, topic,
                     None if i == 1 else env.key, f'{{"{H_EVENT_ID}": "{env.event_id}"}}',
                     env.to_bytes(), None)
-        assert await migrate(pool, schema, None) == ["platform/0001_batched_outbox.sql"]
+        assert await migrate(pool, schema, None) == [
+            "platform/0001_batched_outbox.sql", "platform/0002_outbox_parked.sql"]
         async with started_relay(pool, schema) as relay:
             assert await relay.drain_once() == 3
         records = await read_topic(topic, until=lambda r: len(r) >= 3)
@@ -270,3 +271,29 @@ async def test_crash_with_two_batches_in_flight_publishes_each_message_once(sche
         await producer.stop()
     await published_once(topic, events)
     assert await pool.fetchval(f"SELECT count(*) FROM {schema}.outbox WHERE published_at IS NULL") == 0
+
+
+
+async def test_a_message_too_large_for_the_broker_is_parked_and_does_not_block(schema_pool) -> None:
+    schema, pool = schema_pool
+    topic = await new_topic()
+    small = [Envelope(type="test.happened", source_unit="ioc-loc-ninh", subject="inc-1",
+                      payload={"seq": i}) for i in range(2)]
+    # Larger than the broker's message.max.bytes (1 MiB): it would fail on every attempt.
+    huge = Envelope(type="test.happened", source_unit="ioc-loc-ninh", subject="inc-1",
+                    payload={"blob": "x" * 1_100_000})
+    async with pool.acquire() as conn, conn.transaction():
+        await enqueue_many(conn, schema, [(topic, e, None, envelope_headers(e))
+                                          for e in (small[0], huge, small[1])])
+    later = await enqueue_events(pool, schema, topic, 1)   # a row after it
+    async with started_relay(pool, schema) as relay:
+        await asyncio.wait_for(drain(relay), 30)
+        assert relay.parked == 1
+    records = await published_once(topic, [*small, *later])
+    assert [i for i in event_ids(records) if i != str(later[0].event_id)] == [
+        str(e.event_id) for e in small]   # in order, around the parked one
+    parked = await pool.fetch(f"SELECT event_id, topic, size, payload FROM {schema}.outbox_parked")
+    assert [(p["event_id"], p["topic"]) for p in parked] == [(str(huge.event_id), topic)]
+    assert parked[0]["payload"] == huge.to_bytes() and parked[0]["size"] > 1_000_000
+    assert await pool.fetchval(
+        f"SELECT count(*) FROM {schema}.outbox WHERE published_at IS NULL") == 0
