@@ -32,8 +32,8 @@ class IngestSettings(ServiceSettings):
     chunk_records: int = 500
     # Child processes that decide submissions and build their messages while the service
     # process consumes, records and produces (`ingest.decider`); 0: decide in-process.
-    # None: one per core beyond two, at most 4 (none on 2 cores, where Kafka and PostgreSQL
-    # share them with the service: measured no faster there, and ~70 MB more memory).
+    # None: one per core but one, at most 4 (one on 2 cores: measured 7-13 % faster there,
+    # for ~50 MB more memory); none on a single core.
     decision_workers: int | None = None
     # With decision workers: batches taken from the fetched records ahead of the one being
     # worked, their decisions asked for at once (the workers go on meanwhile).
@@ -42,7 +42,7 @@ class IngestSettings(ServiceSettings):
     def decision_worker_count(self) -> int:
         if self.decision_workers is not None:
             return max(0, self.decision_workers)
-        return max(0, min(4, (os.cpu_count() or 1) - 2))
+        return max(0, min(4, (os.cpu_count() or 1) - 1))
     # Larger inbound messages are rejected as too_large before parsing.
     max_message_bytes: int = 1024 * 1024
     # Timestamps: how far in the future an event time may lie (clock skew).

@@ -12,9 +12,8 @@ from .helpers import drop_schema, isolated_settings
 async def service() -> AsyncIterator[IngestService]:
     """One ingest service on the seed registry, isolated by namespace, schema and group.
 
-    It decides in a decision worker process (`ingest.decider`), as on machines with more
-    than two cores; the other connected tests decide in the service process (the default
-    on two cores)."""
+    It decides in a decision worker process (`ingest.decider`, the default on more than
+    one core); the grant and freshness tests decide in the service process."""
     settings = isolated_settings(decision_workers=1)
     async with IngestService(settings, configure_logs=False) as svc:
         yield svc

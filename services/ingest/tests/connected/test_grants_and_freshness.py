@@ -55,7 +55,8 @@ async def test_special_request_stream_stops_at_expiry(tmp_path: Path) -> None:
             if grant["id"] == "sr-cong-an-pa-2026":
                 grant["expires_at"] = expires.isoformat()
 
-    settings = isolated_settings(registry_with(tmp_path, short_grant))
+    # Deciding in the service process (the flow tests use a decision worker).
+    settings = isolated_settings(registry_with(tmp_path, short_grant), decision_workers=0)
     async with IngestService(settings, configure_logs=False) as service:
         shared_topic = service.topics.special["sr-cong-an-pa-2026"]
         before, after = f"PA-{uuid.uuid4().hex[:8]}", f"PA-{uuid.uuid4().hex[:8]}"
@@ -75,8 +76,8 @@ async def test_special_request_stream_stops_at_expiry(tmp_path: Path) -> None:
 
 
 async def test_freshness_lateness_fires_and_recovers() -> None:
-    settings = isolated_settings(freshness_continuous_s=1.0, freshness_grace_s=0.0,
-                                 freshness_check_interval_s=0.3)
+    settings = isolated_settings(decision_workers=0, freshness_continuous_s=1.0,
+                                 freshness_grace_s=0.0, freshness_check_interval_s=0.3)
     async with IngestService(settings, configure_logs=False) as service:
         topic = service.topics.freshness
         pair = f"xa-loc-an/{DATASET}"
