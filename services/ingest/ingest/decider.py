@@ -128,6 +128,14 @@ class LocalDecider:
         return None
 
 
+def build_catalog(registry: Registry, future_tolerance_s: float,
+                  geo_margin_deg: float) -> SchemaCatalog:
+    """The registry's compiled schemas, with the plausibility limits from settings."""
+    limits = Limits(future_tolerance=timedelta(seconds=future_tolerance_s),
+                    geo_margin_deg=geo_margin_deg)
+    return SchemaCatalog(registry, limits)
+
+
 @dataclass(frozen=True, slots=True)
 class DecisionConfig:
     """What a worker needs to decide exactly as the service would."""
@@ -143,9 +151,8 @@ class DecisionConfig:
     quarantine: str
 
     def ingestor(self, registry: Registry) -> Ingestor:
-        limits = Limits(future_tolerance=timedelta(seconds=self.future_tolerance_s),
-                        geo_margin_deg=self.geo_margin_deg)
-        return Ingestor(SchemaCatalog(registry, limits), max_message_bytes=self.max_message_bytes)
+        catalog = build_catalog(registry, self.future_tolerance_s, self.geo_margin_deg)
+        return Ingestor(catalog, max_message_bytes=self.max_message_bytes)
 
     def deciding(self, registry: Registry | None = None) -> Deciding:
         registry = registry or load_registry(self.registry_file, self.credentials_file)

@@ -16,9 +16,10 @@ from ioc_shared.platform.logging import configure_logging
 from ioc_shared.registry import RegistryError, load_registry
 
 from ingest.contract import submission_json_schema
+from ingest.decider import build_catalog
 from ingest.domain import Code
 from ingest.replay import ReplayFilter, replay_quarantine
-from ingest.service import build_catalog, run_ingest
+from ingest.service import run_ingest
 from ingest.settings import IngestSettings
 from ingest.topics import IngestTopics
 
@@ -94,7 +95,7 @@ def check_registry(
     creds = credentials_file or settings.credentials_file
     try:
         registry = load_registry(path, creds)
-        catalog = build_catalog(settings, registry)
+        catalog = build_catalog(registry, settings.future_tolerance_s, settings.geo_margin_deg)
     except RegistryError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None

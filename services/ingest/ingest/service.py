@@ -21,7 +21,6 @@ from ioc_shared.registry import load_registry
 from opentelemetry import trace
 
 from ingest.decider import Decider, DecisionConfig, WorkerDecider
-from ingest.domain import Limits, SchemaCatalog
 from ingest.handlers import IngestMetrics, IngestPipeline
 from ingest.http import HttpIntake
 from ingest.outgoing import KafkaSink
@@ -33,14 +32,6 @@ from ingest.topics import IngestTopics
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 log = get_logger(__name__)
-
-
-def build_catalog(settings: IngestSettings, registry: Any) -> SchemaCatalog:
-    from datetime import timedelta
-
-    limits = Limits(future_tolerance=timedelta(seconds=settings.future_tolerance_s),
-                    geo_margin_deg=settings.geo_margin_deg)
-    return SchemaCatalog(registry, limits)
 
 
 class IngestService:
