@@ -1,4 +1,4 @@
-"""Deciding submissions and building their messages: in the service process or in worker processes.
+"""Deciding submissions and building their messages: in the service process or with worker processes.
 
 Deciding (identity, size, schema, normalization) and building the outgoing messages
 is pure CPU work and, under load, most of the service's CPU. With
@@ -7,11 +7,15 @@ do it while the service process does the I/O (consuming, PostgreSQL claims,
 producing), so a batch uses two cores instead of one. With 0, the service process
 decides itself (`LocalDecider`).
 
-Protocol: the service writes length-prefixed pickle frames to a worker's stdin and
-reads its answers, in the same order, from its stdout. The first frame is the
+Protocol: the service writes length-prefixed frames to a worker's stdin and reads
+its answers, in the same order, from its stdout. The first frame is the pickled
 `DecisionConfig`; the worker answers "ready". Each later frame is one chunk of raw
-submissions, with the batch's `now` and the trace headers of each record; the
-answer is, per record, its decision and its messages. Only the service and its own
+submissions (`marshal`), with the batch's `now` and the trace headers of each
+record. The answer (`Deciding.answer`) gives, per accepted record, its ids and the
+serialized parts of its messages, which the service joins into the messages
+(`Deciding.assemble`: cheaper than sending them whole, and it moves that work to the
+service process, which has time to spare while it waits for claims); per
+rejection, the decision (pickled) and its messages. Only the service and its own
 children exchange these frames (pickle is not for untrusted input; the submissions
 travel inside as bytes). A worker ignores SIGINT/SIGTERM: the service finishes its
 batches first, then closes the worker's stdin and the worker exits. If a worker
@@ -36,7 +40,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, NamedTuple, Protocol
 
 from ioc_shared.registry import Grant, Registry, load_registry
 
@@ -52,7 +56,7 @@ from ingest.domain import (
     project,
     special_receivers,
 )
-from ingest.messages import Outgoing, Outputs, TraceHeaders, rejection_messages
+from ingest.messages import Outgoing, Outputs, TraceHeaders, accepted_parts, rejection_messages
 
 Decided = tuple[Decision, list[Outgoing]]
 _FRAME_HEADER = 4
@@ -72,6 +76,7 @@ class Deciding:
         self.centre_unit = registry.centre.unit
         self._receivers: dict[str, tuple[Grant, ...]] = {
             ds: special_receivers(registry, ds) for ds in registry.datasets}
+        self._grants = {g.id: g for grants in self._receivers.values() for g in grants}
 
     def chunk(self, inbounds: Sequence[Inbound], now: datetime,
               traces: Sequence[TraceHeaders]) -> list[Decided]:
@@ -88,6 +93,50 @@ class Deciding:
                 out.append((decision, outputs.accepted(decision, inbound, trace, views)))
             else:
                 out.append((decision, self.rejection(inbound, decision, now, trace)))
+        return out
+
+    def answer(self, inbounds: Sequence[Inbound], now: datetime,
+               traces: Sequence[TraceHeaders]) -> list[Any]:
+        """A worker's answer for a chunk, in plain values (marshal): per accepted record,
+        its ids and serialized parts (the service assembles its messages, `assemble`: that
+        is cheaper than sending the messages); per rejection, the decision pickled and its
+        messages."""
+        receivers = {ds: active_grants(grants, now) for ds, grants in self._receivers.items()}
+        decide = self.ingestor.decide
+        out: list[Any] = []
+        for inbound, trace in zip(inbounds, traces, strict=True):
+            d = decide(inbound, now)
+            if isinstance(d, Accepted):
+                grants = receivers.get(d.dataset)
+                occurred, shared = accepted_parts(d, project(d, grants) if grants else (), now)
+                out.append(((d.unit, d.principal, d.dataset, d.source_version,
+                             d.canonical_version, d.record_id, d.content_hash, d.event_id,
+                             d.client_event_id), occurred, d.record_json, shared))
+            else:
+                out.append((pickle.dumps(d, protocol=5),
+                            [tuple(m) for m in self.rejection(inbound, d, now, trace)]))
+        return out
+
+    def assemble(self, answer: list[Any], inbounds: Sequence[Inbound], now: datetime,
+                 traces: Sequence[TraceHeaders]) -> list[Decided]:
+        """The decisions and messages of a worker's `answer`, exactly as `chunk` makes them.
+
+        An `Accepted` from a worker carries its ids, keys, versions and `record_json`; its
+        `record` is empty and it has no `occurred_at` (the messages have them)."""
+        outputs = Outputs(now, self.canonical, self.special)
+        grants = self._grants
+        out: list[Decided] = []
+        for sent, inbound, trace in zip(answer, inbounds, traces, strict=True):
+            if len(sent) == 2:   # a rejection
+                decision: Decision = pickle.loads(sent[0])
+                out.append((decision, [_outgoing(Outgoing, m) for m in sent[1]]))
+                continue
+            ids, occurred, record_json, shared = sent
+            unit, principal, dataset, source, canonical, record_id, digest, event_id, client = ids
+            acc = Accepted(unit, principal, dataset, source, canonical, record_id, {}, digest,
+                           event_id, client, None, record_json)
+            out.append((acc, outputs.assemble(acc, inbound.channel, inbound.origin, trace,
+                                              occurred, [(grants[g], e, r) for g, e, r in shared])))
         return out
 
     def rejection(self, inbound: Inbound, rejected: Rejected, now: datetime,
@@ -154,9 +203,11 @@ class DecisionConfig:
         catalog = build_catalog(registry, self.future_tolerance_s, self.geo_margin_deg)
         return Ingestor(catalog, max_message_bytes=self.max_message_bytes)
 
-    def deciding(self, registry: Registry | None = None) -> Deciding:
-        registry = registry or load_registry(self.registry_file, self.credentials_file)
-        return Deciding(self.ingestor(registry), canonical=self.canonical, special=self.special,
+    def deciding(self, ingestor: Ingestor | None = None) -> Deciding:
+        """Deciding with these topics; by `ingestor`, or one of the registry files."""
+        if ingestor is None:
+            ingestor = self.ingestor(load_registry(self.registry_file, self.credentials_file))
+        return Deciding(ingestor, canonical=self.canonical, special=self.special,
                         rejected=self.rejected, quarantine=self.quarantine)
 
 
@@ -164,11 +215,19 @@ class DecisionWorkerLost(RuntimeError):
     """A decision worker exited or broke the protocol; its unanswered chunks are worked again."""
 
 
+class _Asked(NamedTuple):
+    future: asyncio.Future[list[Decided]]
+    inbounds: Sequence[Inbound]
+    now: datetime
+    traces: Sequence[TraceHeaders]
+
+
 class _Worker:
     def __init__(self, process: asyncio.subprocess.Process) -> None:
         self.process = process
-        # Chunks sent and not answered yet, in the order they were sent.
-        self.pending: collections.deque[asyncio.Future[list[Decided]]] = collections.deque()
+        # Chunks sent and not answered yet, in the order they were sent, with what the
+        # service needs to assemble their messages.
+        self.pending: collections.deque[_Asked] = collections.deque()
         self.reader: asyncio.Task[None] | None = None
         self.alive = True
 
@@ -182,9 +241,11 @@ class WorkerDecider:
 
     ahead = 1 << 30
 
-    def __init__(self, config: DecisionConfig, *, workers: int = 1,
+    def __init__(self, config: DecisionConfig, assembler: Deciding, *, workers: int = 1,
                  start_timeout_s: float = 60.0) -> None:
         self.config = config
+        # Assembles the messages of the accepted records from a worker's answers.
+        self.assembler = assembler
         self.start_timeout_s = start_timeout_s
         self._slots: list[_Worker | None] = [None] * max(1, workers)
         self._next = 0
@@ -237,7 +298,7 @@ class WorkerDecider:
         stdin = worker.process.stdin
         assert stdin is not None
         future: asyncio.Future[list[Decided]] = asyncio.get_running_loop().create_future()
-        worker.pending.append(future)
+        worker.pending.append(_Asked(future, inbounds, now, traces))
         # marshal (several times cheaper than pickle): plain values only, no `Inbound`s.
         rows = [(i.value, i.headers, i.origin, i.key, i.channel, i.replay, i.index)
                 for i in inbounds]
@@ -255,11 +316,10 @@ class WorkerDecider:
         try:
             while True:
                 answer = marshal.loads(await _read_frame(stdout))
-                future = worker.pending.popleft()
-                if not future.done():
-                    # Messages travel as plain tuples in `Outgoing`'s field order.
-                    future.set_result([(_decision(d), [_outgoing(Outgoing, m) for m in messages])
-                                       for d, messages in answer])
+                asked = worker.pending.popleft()
+                if not asked.future.done():
+                    asked.future.set_result(self.assembler.assemble(
+                        answer, asked.inbounds, asked.now, asked.traces))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -280,7 +340,7 @@ class WorkerDecider:
             worker.process.kill()
         lost = DecisionWorkerLost(f"decision worker {worker.process.pid} lost: {exc!r}")
         while worker.pending:
-            future = worker.pending.popleft()
+            future = worker.pending.popleft().future
             if not future.done():
                 future.set_exception(lost)
                 future.exception()   # retrieved here: the batch fails through its own await
@@ -306,31 +366,11 @@ class WorkerDecider:
                 worker.reader.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await worker.reader
-            for future in worker.pending:
-                future.cancel()
+            for asked in worker.pending:
+                asked.future.cancel()
 
 
 _outgoing = tuple.__new__   # `Outgoing._make` without its Python-level call
-
-
-def _decision(sent: Any) -> Decision:
-    """The decision a worker sent (see `_compact`)."""
-    if sent.__class__ is tuple:
-        return Accepted(*sent[:6], {}, *sent[6:])  # type: ignore[call-arg]
-    decision: Decision = pickle.loads(sent)
-    return decision
-
-
-def _compact(decision: Decision) -> Any:
-    """What a worker sends for a decision. Accepted: the fields the service uses (ids, keys,
-    versions), as a tuple; the record itself only travels inside the built messages, so an
-    `Accepted` from a worker has an empty `record`, no `record_json` and no `occurred_at`.
-    Rejected (rare): pickled whole, for its reasons."""
-    if isinstance(decision, Accepted):
-        d = decision
-        return (d.unit, d.principal, d.dataset, d.source_version, d.canonical_version,
-                d.record_id, d.content_hash, d.event_id, d.client_event_id)
-    return pickle.dumps(decision, protocol=5)
 
 
 def _write_frame(stream: asyncio.StreamWriter, payload: bytes) -> None:
@@ -381,10 +421,8 @@ def serve(source: BinaryIO, sink: BinaryIO) -> None:
             if frame is None:
                 return
             now, rows, traces = marshal.loads(frame)
-            decided = deciding.chunk([Inbound(*row) for row in rows],
-                                     datetime.fromisoformat(now), traces)
-            answers.put(marshal.dumps([(_compact(d), [tuple(m) for m in messages])
-                                       for d, messages in decided]))
+            answers.put(marshal.dumps(deciding.answer(
+                [Inbound(*row) for row in rows], datetime.fromisoformat(now), traces)))
     finally:
         answers.put(None)
         writer.join()

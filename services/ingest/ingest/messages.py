@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 import orjson
 from ioc_shared.contracts.envelope import ENVELOPE_SCHEMA_VERSION
 from ioc_shared.contracts.headers import H_EVENT_ID, H_EVENT_TYPE
+from ioc_shared.registry import Grant
 
 from ingest.domain import ACCEPTED_TYPE, Accepted, Inbound, Rejected, SharedView
 from ingest.domain.ids import event_id as derive_event_id
@@ -144,22 +145,29 @@ class Outputs:
     def accepted(self, acc: Accepted, inbound: Inbound, trace: TraceHeaders,
                  views: Sequence[SharedView]) -> list[Outgoing]:
         """The canonical message and one shared message per view (special-request grants)."""
-        head, middle, provenance, shared_head, shared_middle = self._fragments(acc, inbound.channel)
+        occurred, shared = accepted_parts(acc, views, self.now)
+        return self.assemble(acc, inbound.channel, inbound.origin, trace, occurred,
+                             [(view.grant, event_id, record) for view, (_, event_id, record)
+                              in zip(views, shared, strict=True)])
+
+    def assemble(self, acc: Accepted, channel: str, origin: str, trace: TraceHeaders,
+                 occurred: bytes, shared: Sequence[tuple[Grant, str, bytes]]) -> list[Outgoing]:
+        """`accepted`, from the serialized parts a decision worker sends (`accepted_parts`:
+        the record itself only as `acc.record_json`, each view as its grant, event id
+        and record JSON)."""
+        head, middle, provenance, shared_head, shared_middle = self._fragments(acc, channel)
         rid = orjson.dumps(acc.record_id)
         key = acc.record_id.encode()
-        occurred = orjson.dumps(acc.occurred_at if acc.occurred_at is not None else self.now,
-                                option=_OPT_Z)
         event_id = acc.event_id.encode()
         value = b"".join((
             _ACCEPTED_HEAD, event_id, head, rid, b',"occurred_at":', occurred, middle, rid,
             b',"record":', acc.record_json or orjson.dumps(acc.record), b',"client_event_id":',
             b"null" if acc.client_event_id is None else orjson.dumps(acc.client_event_id),
-            provenance, orjson.dumps(inbound.origin), b',"content_hash":"',
+            provenance, orjson.dumps(origin), b',"content_hash":"',
             acc.content_hash.encode(), b'"}}}'))
         out = [Outgoing(self._canonical_topics[acc.dataset], value, key,
                         self._headers(acc.event_id, ACCEPTED_TYPE, acc.dataset, trace))]
-        for view in views:
-            grant = view.grant
+        for grant, view_event_id, view_record in shared:
             tail = self._grant_tails.get(grant.id)
             if tail is None:
                 tail = self._grant_tails[grant.id] = b"," + orjson.dumps({
@@ -167,12 +175,21 @@ class Outputs:
                     "expires_at": iso_utc(grant.expires_at) if grant.expires_at else None,
                 })[1:] + b"}"
             value = b"".join((
-                _ACCEPTED_HEAD, view.event_id.encode(), shared_head, rid, b',"occurred_at":',
+                _ACCEPTED_HEAD, view_event_id.encode(), shared_head, rid, b',"occurred_at":',
                 occurred, self._produced, b'"', event_id, shared_middle, rid, b',"record":',
-                orjson.dumps(view.record), tail))
+                view_record, tail))
             out.append(Outgoing(self._special_topics[grant.id], value, key,
-                                self._headers(view.event_id, SHARED_TYPE, acc.dataset, trace)))
+                                self._headers(view_event_id, SHARED_TYPE, acc.dataset, trace)))
         return out
+
+
+def accepted_parts(acc: Accepted, views: Sequence[SharedView], now: datetime,
+                   ) -> tuple[bytes, list[tuple[str, str, bytes]]]:
+    """What `Outputs.assemble` needs beyond the decision's ids: the event time, and each
+    view as (grant id, event id, record JSON)."""
+    occurred = orjson.dumps(acc.occurred_at if acc.occurred_at is not None else now,
+                            option=_OPT_Z)
+    return occurred, [(v.grant.id, v.event_id, orjson.dumps(v.record)) for v in views]
 
 
 def rejection_event_id(inbound: Inbound) -> str:

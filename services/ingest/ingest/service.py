@@ -77,7 +77,8 @@ class IngestService:
             ingestor = config.ingestor(rt.registry)
             self._sink = KafkaSink(self._producer)
             if s.decision_worker_count() > 0:
-                self.decider = WorkerDecider(config, workers=s.decision_worker_count())
+                self.decider = WorkerDecider(config, config.deciding(ingestor),
+                                             workers=s.decision_worker_count())
                 await self.decider.start()
             self.pipeline = IngestPipeline(
                 ingestor, repository, self._sink, self.topics,

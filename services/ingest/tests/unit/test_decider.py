@@ -11,7 +11,6 @@ import orjson
 import pytest
 from ingest.decider import (
     Decided,
-    Deciding,
     DecisionConfig,
     DecisionWorkerLost,
     LocalDecider,
@@ -41,8 +40,9 @@ def decision_config(registry: Registry) -> DecisionConfig:
 
 
 @pytest.fixture
-async def workers(registry: Registry) -> AsyncIterator[WorkerDecider]:
-    decider = WorkerDecider(decision_config(registry), workers=2)
+async def workers(registry: Registry, ingestor: Ingestor) -> AsyncIterator[WorkerDecider]:
+    config = decision_config(registry)
+    decider = WorkerDecider(config, config.deciding(ingestor), workers=2)
     await decider.start()
     yield decider
     await decider.close()
@@ -82,8 +82,7 @@ def comparable(decided: list[Decided]) -> list[tuple[Any, ...]]:
 async def test_worker_decides_and_builds_exactly_as_the_service_process(
         registry: Registry, ingestor: Ingestor, workers: WorkerDecider) -> None:
     config = decision_config(registry)
-    local = LocalDecider(Deciding(ingestor, canonical=config.canonical, special=config.special,
-                                  rejected=config.rejected, quarantine=config.quarantine))
+    local = LocalDecider(config.deciding(ingestor))
     chunk = mixed_chunk()
     traces = [[("traceparent", b"00-%032x-%016x-01" % (n + 1, n + 1))] for n in range(len(chunk))]
     here = await (await local.request(chunk, NOW, traces))
@@ -124,8 +123,10 @@ async def test_a_lost_worker_fails_its_chunks_and_a_new_one_takes_over(
     assert after[1] == before[1] and after[0] != before[0]
 
 
-async def test_workers_exit_when_the_service_closes_them(registry: Registry) -> None:
-    decider = WorkerDecider(decision_config(registry))
+async def test_workers_exit_when_the_service_closes_them(
+        registry: Registry, ingestor: Ingestor) -> None:
+    config = decision_config(registry)
+    decider = WorkerDecider(config, config.deciding(ingestor))
     await decider.start()
     process = decider._slots[0].process  # type: ignore[union-attr]
     # A worker ignores SIGINT (a terminal's Ctrl-C reaches the whole process group): the

@@ -68,7 +68,8 @@ async def parts(request: pytest.FixtureRequest, registry: Registry, ingestor: In
     tracer = TracerProvider().get_tracer("test")
     decider = None
     if request.param == "decision-worker":
-        decider = WorkerDecider(decision_config(registry))
+        config = decision_config(registry)
+        decider = WorkerDecider(config, config.deciding(ingestor))
         await decider.start()
     # Chunks of 2 records, so that batches in these tests span several chunks.
     pipeline = IngestPipeline(ingestor, repo, sink, topics, tracer=tracer,  # type: ignore[arg-type]
