@@ -12,10 +12,11 @@ its answers, in the same order, from its stdout. The first frame is the pickled
 `DecisionConfig`; the worker answers "ready". Each later frame is one chunk of raw
 submissions (`marshal`), with the batch's `now` and the trace headers of each
 record. The answer (`Deciding.answer`) gives, per accepted record, its ids and the
-serialized parts of its messages, which the service joins into the messages
-(`Deciding.assemble`: cheaper than sending them whole, and it moves that work to the
-service process, which has time to spare while it waits for claims); per
-rejection, the decision (pickled) and its messages. Only the service and its own
+serialized parts of its messages, from which the service derives its content hash
+and event ids and joins its messages (`Deciding.assemble`: cheaper than sending
+them whole, and it moves that work to the service process, which has time to spare
+while it waits for the worker and for claims); per rejection, the decision
+(pickled) and its messages. Only the service and its own
 children exchange these frames (pickle is not for untrusted input; the submissions
 travel inside as bytes). A worker ignores SIGINT/SIGTERM: the service finishes its
 batches first, then closes the worker's stdin and the worker exits. If a worker
@@ -42,6 +43,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, BinaryIO, NamedTuple, Protocol
 
+import orjson
 from ioc_shared.registry import Grant, Registry, load_registry
 
 from ingest.domain import (
@@ -52,11 +54,14 @@ from ingest.domain import (
     Limits,
     Rejected,
     SchemaCatalog,
+    accepted_ids,
     active_grants,
     project,
+    projection,
+    shared_event_id,
     special_receivers,
 )
-from ingest.messages import Outgoing, Outputs, TraceHeaders, accepted_parts, rejection_messages
+from ingest.messages import Outgoing, Outputs, TraceHeaders, occurred_json, rejection_messages
 
 Decided = tuple[Decision, list[Outgoing]]
 _FRAME_HEADER = 4
@@ -98,20 +103,22 @@ class Deciding:
     def answer(self, inbounds: Sequence[Inbound], now: datetime,
                traces: Sequence[TraceHeaders]) -> list[Any]:
         """A worker's answer for a chunk, in plain values (marshal): per accepted record,
-        its ids and serialized parts (the service assembles its messages, `assemble`: that
-        is cheaper than sending the messages); per rejection, the decision pickled and its
-        messages."""
+        its ids and serialized parts (the service derives its content hash and event ids
+        and assembles its messages, `assemble`: that is cheaper than sending the messages,
+        and moves work to the service process, which has time to spare); per rejection,
+        the decision pickled and its messages."""
         receivers = {ds: active_grants(grants, now) for ds, grants in self._receivers.items()}
         decide = self.ingestor.decide
         out: list[Any] = []
         for inbound, trace in zip(inbounds, traces, strict=True):
             d = decide(inbound, now)
             if isinstance(d, Accepted):
-                grants = receivers.get(d.dataset)
-                occurred, shared = accepted_parts(d, project(d, grants) if grants else (), now)
+                record = d.record
+                shared = [(g.id, orjson.dumps(projection(record, g)))
+                          for g in receivers.get(d.dataset, ())]
                 out.append(((d.unit, d.principal, d.dataset, d.source_version,
-                             d.canonical_version, d.record_id, d.content_hash, d.event_id,
-                             d.client_event_id), occurred, d.record_json, shared))
+                             d.canonical_version, d.record_id, d.client_event_id),
+                            occurred_json(d, now), d.record_json, shared))
             else:
                 out.append((pickle.dumps(d, protocol=5),
                             [tuple(m) for m in self.rejection(inbound, d, now, trace)]))
@@ -132,11 +139,13 @@ class Deciding:
                 out.append((decision, [_outgoing(Outgoing, m) for m in sent[1]]))
                 continue
             ids, occurred, record_json, shared = sent
-            unit, principal, dataset, source, canonical, record_id, digest, event_id, client = ids
+            unit, principal, dataset, source, canonical, record_id, client = ids
+            digest, event_id = accepted_ids(unit, dataset, record_id, record_json)
             acc = Accepted(unit, principal, dataset, source, canonical, record_id, {}, digest,
                            event_id, client, None, record_json)
+            views = [(grants[g], shared_event_id(event_id, g), r) for g, r in shared]
             out.append((acc, outputs.assemble(acc, inbound.channel, inbound.origin, trace,
-                                              occurred, [(grants[g], e, r) for g, e, r in shared])))
+                                              occurred, views)))
         return out
 
     def rejection(self, inbound: Inbound, rejected: Rejected, now: datetime,
@@ -199,9 +208,9 @@ class DecisionConfig:
     rejected: str
     quarantine: str
 
-    def ingestor(self, registry: Registry) -> Ingestor:
+    def ingestor(self, registry: Registry, *, derive_ids: bool = True) -> Ingestor:
         catalog = build_catalog(registry, self.future_tolerance_s, self.geo_margin_deg)
-        return Ingestor(catalog, max_message_bytes=self.max_message_bytes)
+        return Ingestor(catalog, max_message_bytes=self.max_message_bytes, derive_ids=derive_ids)
 
     def deciding(self, ingestor: Ingestor | None = None) -> Deciding:
         """Deciding with these topics; by `ingestor`, or one of the registry files."""
@@ -406,7 +415,9 @@ def serve(source: BinaryIO, sink: BinaryIO) -> None:
     if header is None:
         return
     config = pickle.loads(_read_exactly(source, int.from_bytes(header, "big")) or b"")
-    deciding = config.deciding()
+    # The service derives the accepted records' hashes and event ids (`Deciding.assemble`).
+    deciding = config.deciding(config.ingestor(
+        load_registry(config.registry_file, config.credentials_file), derive_ids=False))
     # As the service process does (`tune_gc`): start-up objects frozen, fewer young collections.
     gc.collect()
     gc.freeze()

@@ -145,16 +145,15 @@ class Outputs:
     def accepted(self, acc: Accepted, inbound: Inbound, trace: TraceHeaders,
                  views: Sequence[SharedView]) -> list[Outgoing]:
         """The canonical message and one shared message per view (special-request grants)."""
-        occurred, shared = accepted_parts(acc, views, self.now)
-        return self.assemble(acc, inbound.channel, inbound.origin, trace, occurred,
-                             [(view.grant, event_id, record) for view, (_, event_id, record)
-                              in zip(views, shared, strict=True)])
+        return self.assemble(acc, inbound.channel, inbound.origin, trace,
+                             occurred_json(acc, self.now),
+                             [(v.grant, v.event_id, orjson.dumps(v.record)) for v in views])
 
     def assemble(self, acc: Accepted, channel: str, origin: str, trace: TraceHeaders,
                  occurred: bytes, shared: Sequence[tuple[Grant, str, bytes]]) -> list[Outgoing]:
-        """`accepted`, from the serialized parts a decision worker sends (`accepted_parts`:
-        the record itself only as `acc.record_json`, each view as its grant, event id
-        and record JSON)."""
+        """`accepted`, from serialized parts (what a decision worker sends): the record
+        only as `acc.record_json`, the event time as JSON, each view as its grant, event
+        id and record JSON."""
         head, middle, provenance, shared_head, shared_middle = self._fragments(acc, channel)
         rid = orjson.dumps(acc.record_id)
         key = acc.record_id.encode()
@@ -183,13 +182,9 @@ class Outputs:
         return out
 
 
-def accepted_parts(acc: Accepted, views: Sequence[SharedView], now: datetime,
-                   ) -> tuple[bytes, list[tuple[str, str, bytes]]]:
-    """What `Outputs.assemble` needs beyond the decision's ids: the event time, and each
-    view as (grant id, event id, record JSON)."""
-    occurred = orjson.dumps(acc.occurred_at if acc.occurred_at is not None else now,
-                            option=_OPT_Z)
-    return occurred, [(v.grant.id, v.event_id, orjson.dumps(v.record)) for v in views]
+def occurred_json(acc: Accepted, now: datetime) -> bytes:
+    """The record's event time as JSON (the batch's time if it has none)."""
+    return orjson.dumps(acc.occurred_at if acc.occurred_at is not None else now, option=_OPT_Z)
 
 
 def rejection_event_id(inbound: Inbound) -> str:

@@ -7,8 +7,16 @@ from ingest.domain.codes import Code
 from ingest.domain.freshness import FreshnessPolicy, Transition, WatchState, assess, expected_publishers
 from ingest.domain.model import Accepted, Decision, Inbound, Problem, Rejected, as_duplicate
 from ingest.domain.schema import Limits, SchemaCatalog, upgrade
-from ingest.domain.sharing import SharedView, active_grants, project, shared_views, special_receivers
-from ingest.domain.submission import ACCEPTED_TYPE, Ingestor
+from ingest.domain.sharing import (
+    SharedView,
+    active_grants,
+    project,
+    projection,
+    shared_event_id,
+    shared_views,
+    special_receivers,
+)
+from ingest.domain.submission import ACCEPTED_TYPE, Ingestor, accepted_ids
 
 __all__ = [
     "ACCEPTED_TYPE",
@@ -25,11 +33,14 @@ __all__ = [
     "SharedView",
     "Transition",
     "WatchState",
+    "accepted_ids",
     "active_grants",
     "as_duplicate",
     "assess",
     "expected_publishers",
     "project",
+    "projection",
+    "shared_event_id",
     "shared_views",
     "special_receivers",
     "upgrade",

@@ -42,11 +42,15 @@ def active_grants(grants: tuple[Grant, ...], now: datetime) -> tuple[Grant, ...]
 
 def project(accepted: Accepted, active: tuple[Grant, ...]) -> list[SharedView]:
     """Projections of an accepted record for grants already known to be active."""
-    views = []
-    record = accepted.record
-    for grant in active:
-        allowed = grant.fields or ()
-        view = {name: record[name] for name in allowed if name in record}
-        views.append(SharedView(grant, view,
-                                event_id(SHARED_TYPE, accepted.event_id, grant.id)))
-    return views
+    return [SharedView(grant, projection(accepted.record, grant),
+                       shared_event_id(accepted.event_id, grant.id)) for grant in active]
+
+
+def projection(record: dict[str, Any], grant: Grant) -> dict[str, Any]:
+    """Only the fields `grant` allows."""
+    return {name: record[name] for name in grant.fields or () if name in record}
+
+
+def shared_event_id(accepted_event_id: str, grant_id: str) -> str:
+    """The event id of a record's shared copy for a grant (same record -> same id)."""
+    return event_id(SHARED_TYPE, accepted_event_id, grant_id)

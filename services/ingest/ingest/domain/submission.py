@@ -46,11 +46,22 @@ def accepted_event_id(unit: str, dataset: str, record_id: str, digest: str) -> s
     return event_id(ACCEPTED_TYPE, unit, dataset, record_id, digest)
 
 
+def accepted_ids(unit: str, dataset: str, record_id: str, serialized: bytes) -> tuple[str, str]:
+    """An accepted record's content hash and event id, from its `record_json`."""
+    digest = content_hash({}, serialized)
+    return digest, accepted_event_id(unit, dataset, record_id, digest)
+
+
 class Ingestor:
     """Pure decision maker over a registry and its compiled schemas."""
 
-    def __init__(self, catalog: SchemaCatalog, *, max_message_bytes: int = 1024 * 1024) -> None:
+    def __init__(self, catalog: SchemaCatalog, *, max_message_bytes: int = 1024 * 1024,
+                 derive_ids: bool = True) -> None:
+        """`derive_ids=False`: an `Accepted` comes without `content_hash` and `event_id`
+        (empty), for whoever completes it later with `accepted_ids` (a decision worker's
+        service process, which has time to spare)."""
         self.catalog = catalog
+        self.derive_ids = derive_ids
         self.registry = catalog.registry
         self.max_message_bytes = max_message_bytes
         self._permanent: dict[tuple[str, str], bool] = {}
@@ -193,10 +204,11 @@ class Ingestor:
             return Rejected(Code.SCHEMA_VIOLATION, (Problem(
                 Code.TOO_LONG, ds.record_id_field, f"tối đa {MAX_RECORD_ID} ký tự"),), **ctx())
         serialized = record_json(checked.record)
-        digest = content_hash(checked.record, serialized)
+        digest, event = (accepted_ids(unit, ds.id, record_id, serialized) if self.derive_ids
+                         else ("", ""))
         return Accepted(unit, principal, ds.id, version, ds.canonical_version, record_id,
-                        checked.record, digest, accepted_event_id(unit, ds.id, record_id, digest),
-                        client_event_id, checked.occurred_at, serialized)
+                        checked.record, digest, event, client_event_id, checked.occurred_at,
+                        serialized)
 
 
 @dataclass(frozen=True, slots=True)
