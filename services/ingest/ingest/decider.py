@@ -1,11 +1,11 @@
 """Deciding submissions and building their messages: in the service process or with worker processes.
 
-Deciding (identity, size, schema, normalization) and building the outgoing messages
-is pure CPU work and, under load, most of the service's CPU. With
-`INGEST_DECISION_WORKERS=N` (default 1), N child processes (`python -m ingest.decider`)
-do it while the service process does the I/O (consuming, PostgreSQL claims,
-producing), so a batch uses two cores instead of one. With 0, the service process
-decides itself (`LocalDecider`).
+Deciding (identity, size, schema, normalization) is pure CPU work and, under load,
+the largest part of the service's CPU. With `INGEST_DECISION_WORKERS=N` (default:
+one per core but one), N child processes (`python -m ingest.decider`) decide while
+the service process does the I/O (consuming, PostgreSQL claims, producing) and joins
+the outgoing messages, so a batch uses two cores instead of one. With 0, the service
+process decides itself (`LocalDecider`).
 
 Protocol: the service writes length-prefixed frames to a worker's stdin and reads
 its answers, in the same order, from its stdout. The first frame is the pickled
@@ -15,13 +15,13 @@ record. The answer (`Deciding.answer`) gives, per accepted record, its ids and t
 serialized parts of its messages, from which the service derives its content hash
 and event ids and joins its messages (`Deciding.assemble`: cheaper than sending
 them whole, and it moves that work to the service process, which has time to spare
-while it waits for the worker and for claims); per rejection, the decision
-(pickled) and its messages. Only the service and its own
-children exchange these frames (pickle is not for untrusted input; the submissions
-travel inside as bytes). A worker ignores SIGINT/SIGTERM: the service finishes its
-batches first, then closes the worker's stdin and the worker exits. If a worker
-dies, every chunk it had not answered fails, the batch is worked again (the inbound
-worker's redelivery) and the next request starts a new worker.
+while it waits for the worker and for claims); per rejection, the decision (pickled)
+and its messages. Only the service and its own children exchange these frames
+(pickle is not for untrusted input; the submissions travel inside as bytes). A
+worker ignores SIGINT/SIGTERM: the service finishes its batches first, then closes
+the worker's stdin and the worker exits. If a worker dies, every chunk it had not
+answered fails, the batch is worked again (the inbound worker's redelivery) and the
+next request starts a new worker.
 """
 
 from __future__ import annotations
@@ -103,10 +103,9 @@ class Deciding:
     def answer(self, inbounds: Sequence[Inbound], now: datetime,
                traces: Sequence[TraceHeaders]) -> list[Any]:
         """A worker's answer for a chunk, in plain values (marshal): per accepted record,
-        its ids and serialized parts (the service derives its content hash and event ids
-        and assembles its messages, `assemble`: that is cheaper than sending the messages,
-        and moves work to the service process, which has time to spare); per rejection,
-        the decision pickled and its messages."""
+        its ids and the serialized parts of its messages (see `assemble`); per rejection,
+        the decision pickled and its messages. Decided by an ingestor that leaves content
+        hashes and event ids to the service (`derive_ids=False`)."""
         receivers = {ds: active_grants(grants, now) for ds, grants in self._receivers.items()}
         decide = self.ingestor.decide
         out: list[Any] = []

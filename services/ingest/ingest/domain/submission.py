@@ -37,8 +37,12 @@ def record_json(record: dict[str, Any]) -> bytes:
 
 
 def content_hash(record: dict[str, Any], serialized: bytes | None = None) -> str:
-    return hashlib.blake2b(record_json(record) if serialized is None else serialized,
-                           digest_size=16).hexdigest()
+    return digest_of(record_json(record) if serialized is None else serialized)
+
+
+def digest_of(serialized: bytes) -> str:
+    """The content hash of a record's canonical JSON (`record_json`)."""
+    return hashlib.blake2b(serialized, digest_size=16).hexdigest()
 
 
 def accepted_event_id(unit: str, dataset: str, record_id: str, digest: str) -> str:
@@ -48,7 +52,7 @@ def accepted_event_id(unit: str, dataset: str, record_id: str, digest: str) -> s
 
 def accepted_ids(unit: str, dataset: str, record_id: str, serialized: bytes) -> tuple[str, str]:
     """An accepted record's content hash and event id, from its `record_json`."""
-    digest = content_hash({}, serialized)
+    digest = digest_of(serialized)
     return digest, accepted_event_id(unit, dataset, record_id, digest)
 
 
