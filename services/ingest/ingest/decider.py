@@ -249,11 +249,14 @@ class WorkerDecider:
 
     ahead = 1 << 30
 
-    def __init__(self, config: DecisionConfig, assembler: Deciding, *, workers: int = 1,
-                 start_timeout_s: float = 60.0) -> None:
+    def __init__(self, config: DecisionConfig, deciding: Deciding, *, workers: int = 1,
+                 in_process_below: int = 0, start_timeout_s: float = 60.0) -> None:
         self.config = config
-        # Assembles the messages of the accepted records from a worker's answers.
-        self.assembler = assembler
+        # Decides chunks smaller than `in_process_below` here (a trickle: the hop to a
+        # worker would cost more CPU than deciding them, and add to their latency), and
+        # assembles the messages of the accepted records from the workers' answers.
+        self.deciding = deciding
+        self.in_process_below = in_process_below
         self.start_timeout_s = start_timeout_s
         self._slots: list[_Worker | None] = [None] * max(1, workers)
         self._next = 0
@@ -300,6 +303,10 @@ class WorkerDecider:
 
     async def request(self, inbounds: Sequence[Inbound], now: datetime,
                       traces: Sequence[TraceHeaders]) -> asyncio.Future[list[Decided]]:
+        if len(inbounds) < self.in_process_below:
+            decided: asyncio.Future[list[Decided]] = asyncio.get_running_loop().create_future()
+            decided.set_result(self.deciding.chunk(inbounds, now, traces))
+            return decided
         n = self._next
         self._next = (n + 1) % len(self._slots)
         worker = await self._worker(n)
@@ -326,7 +333,7 @@ class WorkerDecider:
                 answer = marshal.loads(await _read_frame(stdout))
                 asked = worker.pending.popleft()
                 if not asked.future.done():
-                    asked.future.set_result(self.assembler.assemble(
+                    asked.future.set_result(self.deciding.assemble(
                         answer, asked.inbounds, asked.now, asked.traces))
         except asyncio.CancelledError:
             raise

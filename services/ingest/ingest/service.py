@@ -78,7 +78,8 @@ class IngestService:
             self._sink = KafkaSink(self._producer)
             if s.decision_worker_count() > 0:
                 self.decider = WorkerDecider(config, config.deciding(ingestor),
-                                             workers=s.decision_worker_count())
+                                             workers=s.decision_worker_count(),
+                                             in_process_below=s.decision_worker_min_records)
                 await self.decider.start()
             self.pipeline = IngestPipeline(
                 ingestor, repository, self._sink, self.topics,

@@ -38,6 +38,9 @@ class IngestSettings(ServiceSettings):
     # With decision workers: batches taken from the fetched records ahead of the one being
     # worked, their decisions asked for at once (the workers go on meanwhile).
     decision_lookahead: int = 2
+    # Smaller chunks (a trickle: a fetch every few ms brings a few records) are decided in
+    # the service process: the round trip to a worker costs more CPU than deciding them.
+    decision_worker_min_records: int = 32
 
     def decision_worker_count(self) -> int:
         if self.decision_workers is not None:

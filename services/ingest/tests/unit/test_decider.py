@@ -137,3 +137,14 @@ async def test_workers_exit_when_the_service_closes_them(
     await decider.close()
     assert process.returncode == 0
     await asyncio.sleep(0)
+
+
+async def test_a_trickle_is_decided_in_the_service_process(
+        registry: Registry, ingestor: Ingestor) -> None:
+    config = decision_config(registry)
+    decider = WorkerDecider(config, config.deciding(ingestor), in_process_below=3)
+    chunk = mixed_chunk()[:2]
+    decided = await (await decider.request(chunk, NOW, [[], []]))
+    assert decider.pids == []   # no worker was needed (nor started)
+    assert comparable(decided) == comparable(config.deciding(ingestor).chunk(chunk, NOW, [[], []]))
+    await decider.close()
