@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
-from ioc_shared.platform.producer import murmur2
+from ioc_shared.platform.kafka import murmur2
 from ioc_shared.platform.telemetry import inject_trace_headers
 from opentelemetry.context import Context
 

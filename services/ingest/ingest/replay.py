@@ -19,7 +19,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from ioc_shared.platform.producer import make_producer
+from ioc_shared.platform.kafka import make_producer
 
 from ingest.messages import (
     H_Q_CODE,

@@ -13,9 +13,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from ioc_shared.platform.kafka import make_producer
 from ioc_shared.platform.logging import get_logger
 from ioc_shared.platform.outbox import OutboxRelay
-from ioc_shared.platform.producer import make_producer
 from ioc_shared.platform.runtime import ServiceRuntime
 from ioc_shared.registry import load_registry
 from opentelemetry import trace

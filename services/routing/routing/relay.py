@@ -19,9 +19,9 @@ from typing import Any
 
 import asyncpg
 from ioc_shared.platform.db import create_pool
+from ioc_shared.platform.kafka import make_producer
 from ioc_shared.platform.logging import get_logger
 from ioc_shared.platform.outbox import OutboxRelay
-from ioc_shared.platform.producer import make_producer
 
 from routing.publishing import RoutingTopics
 from routing.settings import RoutingSettings

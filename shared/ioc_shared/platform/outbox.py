@@ -35,9 +35,8 @@ from aiokafka.errors import KafkaError
 
 from ioc_shared.contracts.envelope import Envelope
 from ioc_shared.contracts.headers import H_EVENT_ID
-from ioc_shared.platform.kafka import envelope_headers
+from ioc_shared.platform.kafka import envelope_headers, partition_for
 from ioc_shared.platform.logging import get_logger
-from ioc_shared.platform.producer import partition_for
 
 log = get_logger(__name__)
 

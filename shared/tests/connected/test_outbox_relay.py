@@ -11,9 +11,8 @@ import asyncpg
 import pytest
 from ioc_shared.contracts import Envelope, TopicSpec
 from ioc_shared.contracts.headers import H_EVENT_ID
-from ioc_shared.platform.kafka import declare_topics, envelope_headers
+from ioc_shared.platform.kafka import declare_topics, envelope_headers, make_producer
 from ioc_shared.platform.outbox import OutboxRelay, enqueue, enqueue_many
-from ioc_shared.platform.producer import make_producer
 from ioc_shared.testing import headers_of, kafka_bootstrap, read_topic, unique
 
 pytestmark = pytest.mark.connected

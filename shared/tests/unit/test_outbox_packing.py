@@ -7,8 +7,8 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 from hypothesis import given
 from hypothesis import strategies as st
+from ioc_shared.platform.kafka import partition_for
 from ioc_shared.platform.outbox import pack_messages, unpack_messages
-from ioc_shared.platform.producer import partition_for
 
 
 class Serialized:

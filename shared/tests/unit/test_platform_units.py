@@ -80,7 +80,7 @@ def test_murmur2_matches_aiokafkas() -> None:
     import random
 
     from aiokafka.partitioner import murmur2 as reference
-    from ioc_shared.platform.producer import murmur2
+    from ioc_shared.platform.kafka import murmur2
 
     rng = random.Random(7)
     samples = [b"", b"a", b"ab", b"abc", b"abcd", "Lộc Ninh".encode(), bytes(range(256))]
