@@ -30,10 +30,10 @@ class IngestSettings(ServiceSettings):
     commit_interval_ms: int = 20
     # A batch is worked in chunks so database and broker waits overlap with work.
     chunk_records: int = 500
-    # Child processes that decide submissions and build their messages while the service
-    # process consumes, records and produces (`ingest.decider`); 0: decide in-process.
-    # None: one per core but one, at most 4 (one on 2 cores: measured 7-13 % faster there,
-    # for ~50 MB more memory); none on a single core.
+    # Child processes that decide submissions while the service process consumes, joins
+    # the messages, records and produces (`ingest.decider`); 0: decide in-process.
+    # None: one per core but one, at most 4 (one on 2 cores, for ~46 MB more memory);
+    # none on a single core.
     decision_workers: int | None = None
     # With decision workers: batches taken from the fetched records ahead of the one being
     # worked, their decisions asked for at once (the workers go on meanwhile).
