@@ -10,18 +10,18 @@ process decides itself (`LocalDecider`).
 Protocol: the service writes length-prefixed frames to a worker's stdin and reads
 its answers, in the same order, from its stdout. The first frame is the pickled
 `DecisionConfig`; the worker answers "ready". Each later frame is one chunk of raw
-submissions (`marshal`), with the batch's `now` and the trace headers of each
-record. The answer (`Deciding.answer`) gives, per accepted record, its ids and the
-serialized parts of its messages, from which the service derives its content hash
-and event ids and joins its messages (`Deciding.assemble`: cheaper than sending
-them whole, and it moves that work to the service process, which has time to spare
-while it waits for the worker and for claims); per rejection, the decision (pickled)
-and its messages. Only the service and its own children exchange these frames
-(pickle is not for untrusted input; the submissions travel inside as bytes). A
-worker ignores SIGINT/SIGTERM: the service finishes its batches first, then closes
-the worker's stdin and the worker exits. If a worker dies, every chunk it had not
-answered fails, the batch is worked again (the inbound worker's redelivery) and the
-next request starts a new worker.
+submissions (`marshal`), with the batch's `now`. The answer (`Deciding.answer`)
+gives, per accepted record, its ids and the serialized parts of its messages, from
+which the service derives its content hash and event ids and joins its messages
+(`Deciding.assemble`: cheaper than sending them whole, and it moves that work to the
+service process, which has time to spare while it waits for the worker and for
+claims); per rejection, the decision (pickled), whose messages the service builds
+too. Only the service and its own children exchange these frames (pickle is not for
+untrusted input; the submissions travel inside as bytes). A worker ignores
+SIGINT/SIGTERM: the service finishes its batches first, then closes the worker's
+stdin and the worker exits. If a worker dies, every chunk it had not answered fails,
+the batch is worked again (the inbound worker's redelivery) and the next request
+starts a new worker.
 """
 
 from __future__ import annotations
@@ -83,10 +83,13 @@ class Deciding:
             ds: special_receivers(registry, ds) for ds in registry.datasets}
         self._grants = {g.id: g for grants in self._receivers.values() for g in grants}
 
+    def _active_receivers(self, now: datetime) -> dict[str, tuple[Grant, ...]]:
+        # Special-request expiry is judged once per batch, at the batch's `now`.
+        return {ds: active_grants(grants, now) for ds, grants in self._receivers.items()}
+
     def chunk(self, inbounds: Sequence[Inbound], now: datetime,
               traces: Sequence[TraceHeaders]) -> list[Decided]:
-        # Special-request expiry is judged once per batch, at the batch's `now`.
-        receivers = {ds: active_grants(grants, now) for ds, grants in self._receivers.items()}
+        receivers = self._active_receivers(now)
         outputs = Outputs(now, self.canonical, self.special)
         decide = self.ingestor.decide
         out: list[Decided] = []
@@ -100,16 +103,15 @@ class Deciding:
                 out.append((decision, self.rejection(inbound, decision, now, trace)))
         return out
 
-    def answer(self, inbounds: Sequence[Inbound], now: datetime,
-               traces: Sequence[TraceHeaders]) -> list[Any]:
+    def answer(self, inbounds: Sequence[Inbound], now: datetime) -> list[Any]:
         """A worker's answer for a chunk, in plain values (marshal): per accepted record,
         its ids and the serialized parts of its messages (see `assemble`); per rejection,
-        the decision pickled and its messages. Decided by an ingestor that leaves content
+        the decision pickled (the service builds its messages). Decided by an ingestor that leaves content
         hashes and event ids to the service (`derive_ids=False`)."""
-        receivers = {ds: active_grants(grants, now) for ds, grants in self._receivers.items()}
+        receivers = self._active_receivers(now)
         decide = self.ingestor.decide
         out: list[Any] = []
-        for inbound, trace in zip(inbounds, traces, strict=True):
+        for inbound in inbounds:
             d = decide(inbound, now)
             if isinstance(d, Accepted):
                 record = d.record
@@ -119,8 +121,7 @@ class Deciding:
                              d.canonical_version, d.record_id, d.client_event_id),
                             occurred_json(d, now), d.record_json, shared))
             else:
-                out.append((pickle.dumps(d, protocol=5),
-                            [tuple(m) for m in self.rejection(inbound, d, now, trace)]))
+                out.append(pickle.dumps(d, protocol=5))
         return out
 
     def assemble(self, answer: list[Any], inbounds: Sequence[Inbound], now: datetime,
@@ -133,9 +134,9 @@ class Deciding:
         grants = self._grants
         out: list[Decided] = []
         for sent, inbound, trace in zip(answer, inbounds, traces, strict=True):
-            if len(sent) == 2:   # a rejection
-                decision: Decision = pickle.loads(sent[0])
-                out.append((decision, [_outgoing(Outgoing, m) for m in sent[1]]))
+            if sent.__class__ is bytes:   # a rejection
+                rejected: Rejected = pickle.loads(sent)
+                out.append((rejected, self.rejection(inbound, rejected, now, trace)))
                 continue
             ids, occurred, record_json, shared = sent
             unit, principal, dataset, source, canonical, record_id, client = ids
@@ -320,7 +321,7 @@ class WorkerDecider:
         try:
             # No `drain()`: it would wait until the worker reads this chunk, i.e. until it
             # decided the ones before; what is buffered is bounded by the batches in flight.
-            _write_frame(stdin, marshal.dumps((now.isoformat(), rows, list(traces))))
+            _write_frame(stdin, marshal.dumps((now.isoformat(), rows)))
         except (ConnectionError, RuntimeError) as exc:
             self._lost(worker, exc)
         return future
@@ -385,9 +386,6 @@ class WorkerDecider:
                 asked.future.cancel()
 
 
-_outgoing = tuple.__new__   # `Outgoing._make` without its Python-level call
-
-
 def _write_frame(stream: asyncio.StreamWriter, payload: bytes) -> None:
     stream.writelines((len(payload).to_bytes(_FRAME_HEADER, "big"), payload))
 
@@ -437,9 +435,9 @@ def serve(source: BinaryIO, sink: BinaryIO) -> None:
             frame = _read_exactly(source, int.from_bytes(header, "big"))
             if frame is None:
                 return
-            now, rows, traces = marshal.loads(frame)
+            now, rows = marshal.loads(frame)
             answers.put(marshal.dumps(deciding.answer(
-                [Inbound(*row) for row in rows], datetime.fromisoformat(now), traces)))
+                [Inbound(*row) for row in rows], datetime.fromisoformat(now))))
     finally:
         answers.put(None)
         writer.join()
