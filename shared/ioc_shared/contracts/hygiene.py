@@ -1,0 +1,134 @@
+"""Input hygiene shared by every door (Kafka and HTTP intake, routing's commands).
+
+Two checks, both pure:
+
+- `loads_strict`: JSON that a lenient parser would silently change is refused
+  (duplicate keys: the last one would win, so a dataset could be swapped); a
+  leading UTF-8 byte-order mark is stripped.
+- `find_forbidden`: text that PostgreSQL cannot store (NUL), that cannot be
+  encoded (lone surrogates) or that misleads people reading an operator's
+  screen (C0/C1 controls, bidi overrides, zero-width characters) is found in
+  any string, key or value, of a decoded document, with the path where it is.
+
+Each problem has a machine-readable code, for rejections.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+BOM = b"\xef\xbb\xbf"
+
+# Tab, newline and carriage return are allowed; every other C0 control, DEL and the C1
+# controls; zero-width and bidi formatting characters (U+200B-U+200F, U+202A-U+202E,
+# U+2060-U+2064, U+2066-U+2069, U+FEFF); interlinear annotations (U+FFF9-U+FFFB);
+# noncharacters U+FFFE/U+FFFF; lone surrogates (a Python str can hold them, UTF-8 cannot).
+_FORBIDDEN = re.compile(
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2064"
+    "\u2066-\u2069\ufeff\ufff9-\ufffb\ufffe\uffff\ud800-\udfff]")
+
+# A key is `"` + optional white space + `:`; any `":` inside a string value only adds to
+# this count, so "count == distinct keys parsed" proves there is no duplicate key.
+_KEY_ENDS = re.compile(rb'"\s*:')
+
+
+@dataclass(frozen=True, slots=True)
+class HygieneError(ValueError):
+    """Why a document was refused: `code` for machines, `detail` for people."""
+
+    code: str      # malformed_json | duplicate_key | forbidden_character
+    detail: str
+    path: str = "$"
+
+    def __str__(self) -> str:
+        return f"{self.code} at {self.path}: {self.detail}"
+
+
+def strip_bom(raw: bytes) -> bytes:
+    return raw[3:] if raw.startswith(BOM) else raw
+
+
+def loads_strict(raw: bytes | bytearray | memoryview | str) -> Any:
+    """Decode JSON, refusing duplicate keys; a leading UTF-8 BOM is ignored.
+
+    Fast path: orjson, then a count of key endings in the raw bytes against the keys
+    parsed. Only when they differ (a value contains `":`, or there is a duplicate)
+    is the document parsed again pair by pair to tell which.
+    """
+    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else bytes(raw)
+    data = strip_bom(data)
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise HygieneError("malformed_json", str(exc)) from None
+    if _key_count(value) != len(_KEY_ENDS.findall(data)):
+        _find_duplicate(data)
+    return value
+
+
+def _key_count(value: Any) -> int:
+    count = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if item.__class__ is dict:
+            count += len(item)
+            stack.extend(v for v in item.values() if v.__class__ in (dict, list))
+        elif item.__class__ is list:
+            stack.extend(v for v in item if v.__class__ in (dict, list))
+    return count
+
+
+def _find_duplicate(data: bytes) -> None:
+    path: list[str] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        for key, val in items:
+            if key in seen:
+                raise HygieneError("duplicate_key", f"key {key[:60]!r} appears twice",
+                                   "$" + "".join(path) + f".{key[:60]}")
+            seen[key] = val
+        return seen
+
+    try:
+        json.loads(data, object_pairs_hook=pairs)
+    except HygieneError:
+        raise
+    except ValueError as exc:   # orjson accepted it; the stdlib should too
+        raise HygieneError("malformed_json", str(exc)) from None
+
+
+def find_forbidden(value: Any, path: str = "$") -> HygieneError | None:
+    """The first forbidden character in any string of `value` (keys included), or None."""
+    stack: list[tuple[Any, str]] = [(value, path)]
+    search = _FORBIDDEN.search
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, str):
+            found = search(item)
+            if found is not None:
+                return _forbidden(found.group(), where)
+        elif isinstance(item, Mapping):
+            for key, val in item.items():
+                if isinstance(key, str) and (found := search(key)) is not None:
+                    return _forbidden(found.group(), f"{where}.<key>")
+                stack.append((val, f"{where}.{key}"))
+        elif isinstance(item, Sequence) and not isinstance(item, bytes | bytearray):
+            stack.extend((v, f"{where}[{i}]") for i, v in enumerate(item))
+    return None
+
+
+def _forbidden(char: str, where: str) -> HygieneError:
+    return HygieneError("forbidden_character", f"U+{ord(char):04X} is not allowed in text", where)
+
+
+def is_clean(text: str) -> bool:
+    """True when `text` has no forbidden character."""
+    return _FORBIDDEN.search(text) is None

@@ -1,0 +1,80 @@
+"""Input hygiene: strict JSON and forbidden characters."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from ioc_shared.contracts.hygiene import HygieneError, find_forbidden, is_clean, loads_strict
+
+
+def test_duplicate_keys_are_refused_at_any_depth() -> None:
+    with pytest.raises(HygieneError) as err:
+        loads_strict(b'{"a": 1, "b": {"dataset": "x", "dataset": "y"}}')
+    assert err.value.code == "duplicate_key"
+    assert err.value.path == "$.dataset"
+
+
+def test_a_colon_inside_a_value_is_not_a_duplicate() -> None:
+    assert loads_strict(b'{"a": "x\\": y", "b": "\\":"}') == {"a": 'x": y', "b": '":'}
+
+
+def test_white_space_before_the_colon_still_counts() -> None:
+    with pytest.raises(HygieneError):
+        loads_strict(b'{"a" :1, "a"\n:2}')
+
+
+def test_a_leading_bom_is_stripped() -> None:
+    assert loads_strict(b"\xef\xbb\xbf{\"a\": 1}") == {"a": 1}
+
+
+def test_malformed_json_has_its_code() -> None:
+    with pytest.raises(HygieneError) as err:
+        loads_strict(b"{nope")
+    assert err.value.code == "malformed_json"
+
+
+@pytest.mark.parametrize("char", ["\x00", "\x1b", "\x7f", "\x85", "\u202e", "\u200b", "\u2066",
+                                  "\ufeff", "\ud800", "\udfff"])
+def test_forbidden_characters_are_found_with_their_path(char: str) -> None:
+    problem = find_forbidden({"payload": {"record": {"title": f"a{char}b"}}})
+    assert problem is not None and problem.code == "forbidden_character"
+    assert problem.path == "$.payload.record.title"
+    assert f"U+{ord(char):04X}" in problem.detail
+
+
+def test_keys_and_list_items_are_checked() -> None:
+    assert find_forbidden({"a\x00": 1}) is not None
+    problem = find_forbidden({"tags": ["ok", "b\x00"]})
+    assert problem is not None and problem.path == "$.tags[1]"
+
+
+def test_vietnamese_text_tabs_and_newlines_are_clean() -> None:
+    assert find_forbidden({"title": "Đường ĐT.759 sạt lở\tgần cầu\r\nấp 3", "n": 1.5}) is None
+    assert is_clean("Phường Lộc Ninh")
+
+
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(),
+                    lambda children: st.lists(children, max_size=4)
+                    | st.dictionaries(st.text(max_size=5), children, max_size=4), max_leaves=20))
+def test_strict_loading_agrees_with_the_standard_parser(value: object) -> None:
+    raw = json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    try:
+        parsed = loads_strict(raw)
+    except HygieneError as exc:
+        # Only orjson's refusal of lone surrogates may stop a document without duplicates.
+        assert exc.code == "malformed_json"
+        return
+    assert parsed == value
+
+
+@given(st.dictionaries(st.sampled_from("abc"), st.integers(), min_size=1))
+def test_any_repeated_key_is_found(value: dict[str, int]) -> None:
+    key = next(iter(value))
+    body = json.dumps(value)[1:-1]
+    raw = ("{" + body + f', "{key}": 0' + "}").encode()
+    with pytest.raises(HygieneError) as err:
+        loads_strict(raw)
+    assert err.value.code == "duplicate_key"
