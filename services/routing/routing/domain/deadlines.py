@@ -17,10 +17,10 @@ from typing import Any, Literal
 from routing.domain.calendar import WorkingCalendar
 from routing.domain.organisation import Organisation
 from routing.domain.policy import (
+    IOC_STAGE_STATES,
     RECIPIENT_ASSIGNED,
     RECIPIENT_DISTRICT,
     RECIPIENT_IOC,
-    IOC_STAGE_STATES,
     Automation,
     CalendarConfig,
     Duration,
