@@ -33,6 +33,10 @@ class DueRow:
     deadline: str
     step: int
     due_at: datetime
+    # An IOC step's plan (None for unit deadlines) and whether a later entry of the
+    # incident into an IOC waiting state superseded this row's sequence.
+    plan: dict[str, Any] | None = None
+    superseded: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,7 +191,7 @@ class RoutingRepository:
         """
         versions = self._new_versions([i.policy for i in incidents])
         rows = orjson.dumps([_incident_row(i, now) for i in incidents], default=str).decode()
-        due_rows = orjson.dumps([(i, n, w.kind, w.deadline, w.step, w.due_at)
+        due_rows = orjson.dumps([(i, n, w.kind, w.deadline, w.step, w.due_at, w.plan, w.stage_at)
                                  for i, n, w in due]).decode()
         audit_rows = orjson.dumps([_audit_row(event_id, e) for event_id, e in audit],
                                   default=str).decode()
@@ -213,8 +217,9 @@ class RoutingRepository:
                     FROM jsonb_array_elements($3::jsonb) AS r),
                 dw AS (
                     INSERT INTO {self.s}.due_work (incident_id, assignment_no, kind, deadline,
-                                                   step, due_at)
-                    SELECT r->>0, (r->>1)::int, r->>2, r->>3, (r->>4)::int, (r->>5)::timestamptz
+                                                   step, due_at, plan, stage_at)
+                    SELECT r->>0, (r->>1)::int, r->>2, r->>3, (r->>4)::int, (r->>5)::timestamptz,
+                           nullif(r->6, 'null'::jsonb), (r->>7)::timestamptz
                     FROM jsonb_array_elements($4::jsonb) AS r
                     ON CONFLICT DO NOTHING),
                 audit AS (
@@ -250,8 +255,8 @@ class RoutingRepository:
         for p in policies:
             if (p is not None and p.get("version") and p["version"] not in versions
                     and p["version"] not in self._versions):
-                versions[p["version"]] = json.dumps({k: p[k] for k in SHARED_SNAPSHOT_KEYS},
-                                                    ensure_ascii=False)
+                versions[p["version"]] = json.dumps(
+                    {k: p[k] for k in SHARED_SNAPSHOT_KEYS if k in p}, ensure_ascii=False)
         return versions
 
     async def _save_policy_versions(self, conn: asyncpg.Connection,
@@ -353,22 +358,32 @@ class RoutingRepository:
         if not work:
             return
         await conn.execute(
-            f"INSERT INTO {self.s}.due_work (incident_id, assignment_no, kind, deadline, step, due_at) "
-            "SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::int[], "
-            "$6::timestamptz[]) ON CONFLICT DO NOTHING",
+            f"INSERT INTO {self.s}.due_work (incident_id, assignment_no, kind, deadline, step, "
+            "due_at, plan, stage_at) "
+            "SELECT i, n, k, d, st, at, p::jsonb, sa FROM unnest($1::text[], $2::int[], "
+            "$3::text[], $4::text[], $5::int[], $6::timestamptz[], $7::text[], "
+            "$8::timestamptz[]) AS x(i, n, k, d, st, at, p, sa) ON CONFLICT DO NOTHING",
             [i for i, _, _ in work], [n for _, n, _ in work], [w.kind for _, _, w in work],
             [w.deadline for _, _, w in work], [w.step for _, _, w in work],
-            [w.due_at for _, _, w in work])
+            [w.due_at for _, _, w in work],
+            [None if w.plan is None else _dumps(w.plan) for _, _, w in work],
+            [w.stage_at for _, _, w in work])
 
     async def claim_due_work(self, conn: asyncpg.Connection, now: datetime,
                              limit: int) -> list[DueRow]:
         """Due rows locked for this transaction; rows another instance holds are skipped."""
         rows = await conn.fetch(
-            f"SELECT id, incident_id, assignment_no, kind, deadline, step, due_at "
-            f"FROM {self.s}.due_work WHERE fired_at IS NULL AND skipped_at IS NULL "
-            "AND due_at <= $1 ORDER BY due_at, id LIMIT $2 FOR UPDATE SKIP LOCKED", now, limit)
+            f"""SELECT w.id, w.incident_id, w.assignment_no, w.kind, w.deadline, w.step,
+                       w.due_at, w.plan,
+                       w.stage_at IS NOT NULL AND EXISTS (
+                           SELECT 1 FROM {self.s}.due_work later
+                           WHERE later.incident_id = w.incident_id
+                             AND later.stage_at > w.stage_at) AS superseded
+                FROM {self.s}.due_work w WHERE w.fired_at IS NULL AND w.skipped_at IS NULL
+                AND w.due_at <= $1 ORDER BY w.due_at, w.id LIMIT $2 FOR UPDATE OF w SKIP LOCKED""",
+            now, limit)
         return [DueRow(r["id"], r["incident_id"], r["assignment_no"], r["kind"], r["deadline"],
-                       r["step"], r["due_at"]) for r in rows]
+                       r["step"], r["due_at"], _json(r["plan"]), r["superseded"]) for r in rows]
 
     async def finish_due_work(self, conn: asyncpg.Connection, fired: Sequence[int],
                               skipped: Sequence[int], now: datetime, instance: str) -> None:
@@ -389,22 +404,43 @@ class RoutingRepository:
     # --- overdue and survey ----------------------------------------------------
     async def overdue(self, conn: asyncpg.Connection, now: datetime,
                       limit: int = 500) -> list[asyncpg.Record]:
-        """Incidents past a deadline they still wait on, with the highest escalation fired."""
+        """One row per deadline an incident still waits on and has missed, with the
+        highest escalation step fired for that deadline (0 when none yet).
+
+        Unit deadlines come from the incident; the IOC's own steps from the plan of the
+        latest entry into the state that waits for them."""
         return list(await conn.fetch(
-            f"""SELECT i.id, i.dataset, i.record_id, i.category, i.priority, i.commune, i.state,
-                       i.assigned_unit,
-                       CASE WHEN i.state = 'assigned' AND i.ack_due_at < $1 THEN 'acknowledge'
-                            ELSE 'resolve' END AS deadline,
-                       CASE WHEN i.state = 'assigned' AND i.ack_due_at < $1 THEN i.ack_due_at
-                            ELSE i.resolve_due_at END AS due_at,
-                       (SELECT max(w.step) FROM {self.s}.due_work w
-                         WHERE w.incident_id = i.id AND w.assignment_no = i.assignment_no
-                           AND w.kind = 'escalation' AND w.fired_at IS NOT NULL) AS escalation_step
-                FROM {self.s}.incidents i
-                WHERE (i.state = 'assigned' AND i.ack_due_at < $1)
-                   OR (i.state IN ('assigned', 'acknowledged', 'in_progress')
-                       AND i.resolve_due_at < $1)
-                ORDER BY due_at LIMIT $2""", now, limit))
+            f"""WITH missed AS (
+                    SELECT i.id, 'acknowledge' AS deadline, i.ack_due_at AS due_at,
+                           NULL::timestamptz AS stage_at
+                    FROM {self.s}.incidents i WHERE i.state = 'assigned' AND i.ack_due_at < $1
+                    UNION ALL
+                    SELECT i.id, 'resolve', i.resolve_due_at, NULL
+                    FROM {self.s}.incidents i
+                    WHERE i.state IN ('assigned', 'acknowledged', 'in_progress')
+                      AND i.resolve_due_at < $1
+                    UNION ALL
+                    SELECT i.id, w.deadline, (w.plan->>'due_at')::timestamptz, w.stage_at
+                    FROM {self.s}.incidents i
+                    CROSS JOIN LATERAL (
+                        SELECT s.deadline, s.plan, s.stage_at FROM {self.s}.due_work s
+                        WHERE s.incident_id = i.id AND s.stage_at IS NOT NULL
+                        ORDER BY s.stage_at DESC, s.id DESC LIMIT 1) w
+                    WHERE i.state IN ('received', 'verified', 'approved', 'returned')
+                      AND (w.deadline, i.state) IN (('verify', 'received'),
+                          ('approve', 'verified'), ('dispatch', 'approved'),
+                          ('dispatch', 'returned'))
+                      AND (w.plan->>'due_at')::timestamptz < $1)
+                SELECT i.id, i.dataset, i.record_id, i.category, i.priority, i.commune, i.state,
+                       i.assigned_unit, m.deadline, m.due_at,
+                       coalesce((SELECT max(w.step) FROM {self.s}.due_work w
+                                 WHERE w.incident_id = i.id AND w.assignment_no = i.assignment_no
+                                   AND w.deadline = m.deadline
+                                   AND w.stage_at IS NOT DISTINCT FROM m.stage_at
+                                   AND w.kind = 'escalation' AND w.fired_at IS NOT NULL), 0)
+                           AS escalation_step
+                FROM missed m JOIN {self.s}.incidents i ON i.id = m.id
+                ORDER BY m.due_at, i.id, m.deadline LIMIT $2""", now, limit))
 
     async def record_survey(self, conn: asyncpg.Connection, incident_id: str, unit: str | None,
                             score: int, comment: str | None, principal: str,

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from routing.domain.geo import DuplicateCandidate, Point, likely_duplicates
-from routing.domain.lifecycle import assign
+from routing.domain.lifecycle import assign, with_ioc_deadline
 from routing.domain.model import Context, Incident, IncidentEvent, Outcome, incident_id_for
 from routing.domain.states import RECEIVED_EVENT, Actor, State
 
@@ -84,7 +84,7 @@ def receive(incident: Incident, ctx: Context, system: Actor) -> Outcome:
          "priority": incident.priority, "commune": incident.commune,
          "reported_at": incident.reported_at.isoformat(), "title": incident.title})])
     outcome.extend(automate(incident, ctx, system))
-    return outcome
+    return with_ioc_deadline(outcome, incident, ctx)
 
 
 def flag_duplicates(incident: Incident, ctx: Context, system: Actor,

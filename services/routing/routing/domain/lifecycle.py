@@ -103,7 +103,21 @@ def decide(incident: Incident, cmd: Command, actor: Actor, ctx: Context,
     invalid = _validate(cmd, incident, ctx, primary)
     if invalid is not None:
         return invalid
-    return _apply(incident, cmd, actor, ctx, primary)
+    before = incident.state
+    outcome = _apply(incident, cmd, actor, ctx, primary)
+    if incident.state is not before:
+        with_ioc_deadline(outcome, incident, ctx)
+    return outcome
+
+
+def with_ioc_deadline(outcome: Outcome, incident: Incident, ctx: Context) -> Outcome:
+    """Schedule the deadline of the IOC step the incident now waits for (Đ13.2: verify,
+    approve, forward quickly), unless the decision gave it to a unit. The work of the state
+    it left is skipped when due (`still_due`, or a later entry supersedes it)."""
+    if outcome.schedule is None:
+        outcome.schedule = ctx.planner.stage_work(incident.category, incident.priority,
+                                                  incident.state.value)
+    return outcome
 
 
 def _apply(incident: Incident, cmd: Command, actor: Actor, ctx: Context,

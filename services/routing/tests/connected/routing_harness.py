@@ -40,8 +40,9 @@ def tiny_deadlines(raw: dict[str, Any]) -> dict[str, Any]:
     """The seed policy with wall-clock seconds, so escalations happen during a test."""
     raw = json.loads(json.dumps(raw))
     raw["deadlines"] = [{"acknowledge": {"seconds": 3}, "resolve": {"seconds": 600}}]
-    raw["escalation"]["reminders_before"] = [{"seconds": 1}]
-    for i, step in enumerate(raw["escalation"]["chain"]):
+    raw["escalation"] = [raw["escalation"][-1]]
+    raw["escalation"][0]["reminders_before"] = [{"seconds": 1}]
+    for i, step in enumerate(raw["escalation"][0]["chain"]):
         step["after"] = {"seconds": i}
     return raw
 
