@@ -217,16 +217,17 @@ async def test_transient_errors_retry_the_batch_without_counting_attempts() -> N
 async def test_stop_ends_a_retry_wait_at_once_and_nothing_is_done() -> None:
     slow = FailurePolicy(backoff_initial_s=3600, backoff_max_s=3600, jitter_s=0)
     attempts = 0
+    called = asyncio.Event()
 
     async def handler(batch) -> None:
         nonlocal attempts
         attempts += 1
+        called.set()
         raise asyncpg.exceptions.CannotConnectNowError("the database system is starting up")
 
     c, pool = consumer(handler, policy=slow)
     task = asyncio.create_task(c.consume([delivery(0)]))
-    while attempts == 0:
-        await asyncio.sleep(0.001)
+    await called.wait()
     assert c.health() == (False, "waiting for postgresql")
     c.stop()
     with pytest.raises(ConsumerStopped):
@@ -238,17 +239,15 @@ async def test_stop_ends_a_retry_wait_at_once_and_nothing_is_done() -> None:
 
 async def test_stop_between_attempts_of_a_failing_record_parks_nothing() -> None:
     slow = FailurePolicy(max_attempts=3, backoff_initial_s=3600, backoff_max_s=3600, jitter_s=0)
-    calls = 0
+    called = asyncio.Event()
 
     async def handler(batch) -> None:
-        nonlocal calls
-        calls += 1
+        called.set()
         raise ValueError("bad")
 
     c, pool = consumer(handler, policy=slow)
     task = asyncio.create_task(c.consume([delivery(0)]))
-    while calls == 0:
-        await asyncio.sleep(0.001)
+    await called.wait()
     c.stop()
     with pytest.raises(ConsumerStopped):
         await asyncio.wait_for(task, 5)
