@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import socket
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
@@ -139,7 +140,10 @@ def transient_dependency(exc: BaseException) -> str | None:
             return None
         if isinstance(current, ConnectionError | TimeoutError):
             return "network"
-        if isinstance(current, OSError) and current.errno in _TRANSIENT_ERRNOS:
+        if isinstance(current, OSError) and (
+                current.errno in _TRANSIENT_ERRNOS or isinstance(current, socket.gaierror)
+                # asyncio's connect to a name with several addresses, each refused
+                or str(current).startswith("Multiple exceptions: ")):
             return "network"
         current = current.__cause__
     return None

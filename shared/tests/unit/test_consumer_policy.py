@@ -4,10 +4,12 @@ parking, stop and health (the parked row goes to a recording fake of the pool)."
 import asyncio
 import errno
 import json
+import socket
+from types import SimpleNamespace
 
 import asyncpg
 import pytest
-from aiokafka import ConsumerRecord
+from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import (
     KafkaConnectionError,
     KafkaTimeoutError,
@@ -56,6 +58,9 @@ def consumer(handler, *, policy: FailurePolicy = FAST, on_parked=None, metrics=N
     (ConnectionResetError(), "network"),
     (OSError(errno.EHOSTUNREACH, "no route"), "network"),
     (TimeoutError(), "network"),
+    (OSError("Multiple exceptions: [Errno 111] Connect call failed ('::1', 5432), "
+             "[Errno 111] Connect call failed ('127.0.0.1', 5432)"), "network"),
+    (socket.gaierror(-3, "Temporary failure in name resolution"), "network"),
     (asyncpg.exceptions.CannotConnectNowError("starting up"), "postgresql"),
     (asyncpg.exceptions.ConnectionFailureError("gone"), "postgresql"),
     (asyncpg.exceptions.AdminShutdownError("terminating"), "postgresql"),
@@ -294,3 +299,33 @@ def test_parked_headers_round_trip_exact_bytes_through_json() -> None:
     assert "\\u0000" not in stored   # jsonb refuses NUL
     assert json.loads(stored)[0] == {"name": "plain", "value": "Lộc Ninh"}
     assert headers_from_json(stored) == list(headers)
+
+
+class FakeKafkaConsumer:
+    """What health reads of aiokafka's consumer: the assignment and the fetched highwater."""
+
+    def __init__(self, highwater: int) -> None:
+        self.tp = TopicPartition("t", 0)
+        self.hw = highwater
+
+    def assignment(self) -> frozenset[TopicPartition]:
+        return frozenset({self.tp})
+
+    def highwater(self, tp: TopicPartition) -> int:
+        return self.hw
+
+
+async def test_health_is_not_ready_when_a_partition_lags_without_progress() -> None:
+    async def handler(batch) -> None:
+        return None
+
+    c, _ = consumer(handler, policy=FailurePolicy(stuck_after_s=0.0))
+    kafka = FakeKafkaConsumer(highwater=10)
+    c._subscriber = SimpleNamespace(consumer=kafka)   # what register() keeps
+    await c.consume([delivery(i) for i in range(5)])  # handled up to offset 4 of 10
+    await asyncio.sleep(0.01)
+    ready, why = c.health()
+    assert not ready and why is not None and why.startswith("lag without progress")
+    assert why.endswith("on t:0")
+    await c.consume([delivery(i) for i in range(5, 10)])  # caught up: highwater 10 = 9 + 1
+    assert c.health() == (True, None)
