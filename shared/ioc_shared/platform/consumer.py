@@ -304,6 +304,7 @@ class DurableConsumer:
             except Exception as exc:
                 dependency = transient_dependency(exc)
                 if dependency is None:
+                    self._dependency_back()   # it answered: the error is of another kind
                     raise
                 failures += 1
                 self._dependency_down(dependency, exc)

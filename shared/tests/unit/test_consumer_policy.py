@@ -329,3 +329,20 @@ async def test_health_is_not_ready_when_a_partition_lags_without_progress() -> N
     assert why.endswith("on t:0")
     await c.consume([delivery(i) for i in range(5, 10)])  # caught up: highwater 10 = 9 + 1
     assert c.health() == (True, None)
+
+
+async def test_health_stops_waiting_once_the_dependency_answers_with_another_error() -> None:
+    errors = [ConnectionResetError(), ValueError("bad"), ValueError("bad"), ValueError("bad")]
+    health_at_park: list[tuple[bool, str | None]] = []
+    c: DurableConsumer
+
+    async def handler(batch) -> None:
+        raise errors.pop(0)
+
+    async def on_parked(d: Delivery, error: BaseException) -> None:
+        health_at_park.append(c.health())
+
+    c, pool = consumer(handler, on_parked=on_parked)
+    await c.consume([delivery(0)])
+    assert [row[3] for row in pool.parked] == [0]
+    assert health_at_park == [(True, None)]
