@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import asyncpg
 import pytest
+import structlog.testing
 from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import (
     KafkaConnectionError,
@@ -346,3 +347,35 @@ async def test_health_stops_waiting_once_the_dependency_answers_with_another_err
     await c.consume([delivery(0)])
     assert [row[3] for row in pool.parked] == [0]
     assert health_at_park == [(True, None)]
+
+
+async def test_an_outage_logs_once_when_it_starts_and_once_when_it_ends() -> None:
+    failures = 25
+
+    async def handler(batch) -> None:
+        nonlocal failures
+        if failures:
+            failures -= 1
+            raise asyncpg.exceptions.CannotConnectNowError("the database system is starting up")
+
+    c, _ = consumer(handler)
+    with structlog.testing.capture_logs() as logs:
+        await c.consume([delivery(0)])
+    events = [(e["event"], e.get("dependency")) for e in logs]
+    assert events == [("waiting for a dependency", "postgresql"),
+                      ("dependency back", "postgresql")]
+    assert logs[1]["retries"] == 25
+
+
+async def test_a_parked_record_is_logged_once_without_its_payload() -> None:
+    async def handler(batch) -> None:
+        raise ValueError("Nguyễn Văn A, 0912345678")   # an error may quote the payload
+
+    c, _ = consumer(handler)
+    with structlog.testing.capture_logs() as logs:
+        await c.consume([delivery(3, b'{"reporter_phone": "0912345678"}')])
+    (parked,) = [e for e in logs if e["log_level"] == "error"]
+    assert parked["event"] == "internal error: record parked"
+    assert (parked["topic"], parked["partition"], parked["offset"]) == ("t", 0, 3)
+    assert parked["error_class"] == "ValueError"
+    assert "0912345678" not in repr(logs)
