@@ -23,7 +23,7 @@ Failure policy:
 - `health()` is not ready while waiting for a dependency, while a batch has been in
   the handler longer than `stuck_after_s`, or when a partition has lag (the highwater
   aiokafka last fetched is past the last offset handled) and no batch completed for
-  longer than `stuck_after_s`. Partitions not yet handled since the assignment are not
+  longer than `stuck_after_s`. Partitions not handled since the last rebalance are not
   judged: their position is not known without I/O.
 """
 
@@ -40,7 +40,7 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import asyncpg
-from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 from faststream import AckPolicy
 from faststream.exceptions import NackMessage
@@ -167,6 +167,20 @@ def _parked_counter(registry: CollectorRegistry | None) -> Counter:
     return _PARKED[registry]
 
 
+class _ForgetOnRebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Offsets handled before a rebalance say nothing of the position after it (another
+    member may have gone on meanwhile): forget them, so lag is judged afresh."""
+
+    def __init__(self, handled: dict[tuple[str, int], int]) -> None:
+        self._handled = handled
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        self._handled.clear()
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        self._handled.clear()
+
+
 async def _deliveries(msg: StreamMessage[Any]) -> tuple[Delivery, ...]:
     """FastStream decoder: the raw records, as a batch (a single-record subscriber too)."""
     raw = msg.raw_message
@@ -214,7 +228,7 @@ class DurableConsumer:
         subscriber = broker.subscriber(
             *self.topics, group_id=self.group_id, ack_policy=AckPolicy.NACK_ON_ERROR,
             auto_offset_reset="earliest", parser=tolerant_parser, decoder=_deliveries,
-            title=self.name, **options)
+            listener=_ForgetOnRebalance(self._handled), title=self.name, **options)
 
         async def on_records(batch: Any) -> None:
             await self.consume(batch)
