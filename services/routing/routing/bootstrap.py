@@ -23,7 +23,7 @@ from routing.publishing import RoutingTopics, incident_topic_specs
 from routing.relay import start_relay
 from routing.repository import RoutingRepository
 from routing.settings import RoutingSettings
-from routing.subscribers import register_subscribers
+from routing.subscribers import routing_consumers
 from routing.timers import TimerWorker
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -64,11 +64,14 @@ async def run_routing(settings: RoutingSettings, stop: asyncio.Event, *,
         today = core.clock().date()
         for year in (today.year, today.year + 1):
             core.calendar.is_working_day(today.replace(year=year, month=1, day=1))
-        register_subscribers(rt.broker, intake=IntakeHandler(core), commands=CommandHandler(core),
-                             incident_topics=incident_topics, commands_topic=topics.commands,
-                             group=group, max_records=settings.batch_max_records,
-                             batch_timeout_ms=settings.batch_timeout_ms,
-                             intake_consumers=settings.intake_consumers)
+        consumers = routing_consumers(
+            core, intake=IntakeHandler(core), commands=CommandHandler(core),
+            incident_topics=incident_topics, commands_topic=topics.commands, group=group,
+            max_records=settings.batch_max_records, batch_timeout_ms=settings.batch_timeout_ms,
+            metrics=rt.metrics)
+        for consumer in consumers:
+            consumer.register(rt.broker)
+            rt.add_check(consumer.name, consumer.ready)
         stop_relay, relay_task = await start_relay(settings, rt.pool, rt.spawn)
         timers = TimerWorker(core, poll_s=settings.timer_poll_s, batch=settings.timer_batch)
         rt.spawn(timers.run())
@@ -83,6 +86,8 @@ async def run_routing(settings: RoutingSettings, stop: asyncio.Event, *,
             await _until(stop, rt)
         finally:
             timers.stop()
+            for consumer in consumers:
+                consumer.stop()   # a batch waiting to retry stops now, uncommitted
             # Stop consuming first so the outbox can drain what was already decided.
             await rt.broker.stop()
             await _drain(core)

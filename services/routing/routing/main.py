@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 from ioc_shared.platform.db import create_pool
+from ioc_shared.platform.parking import parked_cli
 from ioc_shared.registry import RegistryError, load_registry
 
 from routing.bootstrap import run_routing
@@ -22,6 +23,7 @@ from routing.repository import RoutingRepository
 from routing.settings import RoutingSettings
 
 cli = typer.Typer(add_completion=False, help="IOC routing: dispatch incidents and follow them up.")
+cli.add_typer(parked_cli(RoutingSettings, lambda s: s.db_schema), name="parked")
 
 
 def _load(settings: RoutingSettings):  # type: ignore[no-untyped-def]

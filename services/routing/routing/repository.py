@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 import orjson
+from ioc_shared.platform.idempotency import claim_events
 from ioc_shared.platform.outbox import OutboxMessage, notify_channel, outbox_insert
 
 from routing.domain.deadlines import SHARED_SNAPSHOT_KEYS, DueWork
@@ -113,11 +114,7 @@ class RoutingRepository:
     async def claim_events(self, conn: asyncpg.Connection, consumer: str,
                            event_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
         """Claim a batch of event ids in the caller's transaction; returns the new ones."""
-        rows = await conn.fetch(
-            f"INSERT INTO {self.s}.processed_events (consumer, event_id) "
-            "SELECT $1, unnest($2::uuid[]) ON CONFLICT DO NOTHING RETURNING event_id",
-            consumer, list(event_ids))
-        return {r["event_id"] for r in rows}
+        return await claim_events(conn, self.s, consumer, event_ids)
 
     async def claim_command(self, conn: asyncpg.Connection, principal: str,
                             command_id: uuid.UUID) -> bool:

@@ -22,10 +22,6 @@ class RoutingSettings(ServiceSettings):
     batch_max_records: int = 500
     # aiokafka returns at once when records are buffered; this bounds the idle wait only.
     batch_timeout_ms: int = 10
-    # Intake consumers per process (same group). Two overlap decision work with database
-    # waits (~2,500 against ~2,350 incidents/s in BENCH routing) but split the batches and
-    # wait for each other's duplicate-check locks: p99 at 500/s went from ~70 to ~120-190 ms.
-    intake_consumers: int = 1
     relay_batch_size: int = 2000
     # "process": the outbox relay runs as a child process on another core; "inline": a task.
     relay_mode: Literal["process", "inline"] = "process"

@@ -1,0 +1,209 @@
+"""Parked records of durable consumers: the SQL, and the operator's `parked` commands.
+
+`DurableConsumer` parks a record it gave up on (see `ioc_shared.platform.consumer`).
+An operator lists them and, once the cause is fixed, replays them: the raw key, value
+and headers go back to their topic with a header `ioc-replay-of:
+<consumer>/<topic>:<partition>:<offset>`. Consumers are idempotent by event id, so a
+replay of a record that was handled meanwhile changes nothing.
+
+A service mounts the commands in its `main.py`:
+
+    cli.add_typer(parked_cli(RoutingSettings, lambda s: s.db_schema), name="parked")
+
+    python -m routing parked list [--consumer C] [--json]
+    python -m routing parked replay --id 3 --id 4 | --consumer C | --all
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+import asyncpg
+import typer
+from aiokafka import AIOKafkaProducer
+
+from ioc_shared.platform.db import create_pool
+from ioc_shared.platform.kafka import make_producer
+from ioc_shared.platform.settings import ServiceSettings
+
+if TYPE_CHECKING:
+    from ioc_shared.platform.consumer import Delivery
+
+H_REPLAY_OF = "ioc-replay-of"
+_ERROR_CHARS = 2000
+
+S = TypeVar("S", bound=ServiceSettings)
+
+
+def _text_or_b64(field: str, raw: bytes) -> dict[str, str]:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is None or "\x00" in text:  # jsonb holds no NUL
+        return {f"{field}_b64": base64.b64encode(raw).decode()}
+    return {field: text}
+
+
+def headers_to_json(headers: Sequence[tuple[str, bytes]]) -> str:
+    """Headers as a JSON array that keeps their order, duplicates and exact bytes."""
+    return json.dumps([{**_text_or_b64("name", k.encode("utf-8", "surrogateescape")),
+                        **_text_or_b64("value", v)} for k, v in headers])
+
+
+def headers_from_json(stored: str | list[dict[str, str]]) -> list[tuple[str, bytes]]:
+    items = json.loads(stored) if isinstance(stored, str) else stored
+    out = []
+    for item in items:
+        name = (item["name"] if "name" in item
+                else base64.b64decode(item["name_b64"]).decode("utf-8", "surrogateescape"))
+        value = (item["value"].encode() if "value" in item
+                 else base64.b64decode(item["value_b64"]))
+        out.append((name, value))
+    return out
+
+
+def _error_text(error: BaseException) -> str:
+    """Class and message, storable as text whatever the message holds (NUL, surrogates)."""
+    text = f"{type(error).__name__}: {error}"[:_ERROR_CHARS]
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+
+
+async def park(pool: asyncpg.Pool, schema: str, consumer: str, delivery: Delivery,
+               error: BaseException, attempts: int) -> None:
+    """Keep `delivery` for an operator; a record parked before is left as it was."""
+    await pool.execute(
+        f"INSERT INTO {schema}.consumer_parked (consumer, topic, partition, \"offset\", key, "
+        "value, headers, error, attempts) VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9) "
+        "ON CONFLICT (consumer, topic, partition, \"offset\") DO NOTHING",
+        consumer, delivery.topic, delivery.partition, delivery.offset, delivery.key,
+        delivery.value, headers_to_json(delivery.headers), _error_text(error), attempts)
+
+
+@dataclass(frozen=True, slots=True)
+class ParkedRecord:
+    """What an operator sees of a parked record (not its payload: it may hold personal data)."""
+
+    id: int
+    consumer: str
+    topic: str
+    partition: int
+    offset: int
+    error: str
+    attempts: int
+    size: int
+    parked_at: datetime
+    replayed_at: datetime | None
+
+
+async def list_parked(pool: asyncpg.Pool, schema: str, consumer: str | None = None,
+                      limit: int = 100, *, include_replayed: bool = False) -> list[ParkedRecord]:
+    """Parked records, oldest first; those replayed already only with `include_replayed`."""
+    rows = await pool.fetch(
+        f"SELECT id, consumer, topic, partition, \"offset\", error, attempts, "
+        f"octet_length(value) AS size, parked_at, replayed_at FROM {schema}.consumer_parked "
+        "WHERE ($1::text IS NULL OR consumer = $1) AND ($2 OR replayed_at IS NULL) "
+        "ORDER BY id LIMIT $3", consumer, include_replayed, limit)
+    return [ParkedRecord(**dict(r)) for r in rows]
+
+
+async def replay_parked(pool: asyncpg.Pool, schema: str, producer: AIOKafkaProducer, *,
+                        ids: Sequence[int] = (), consumer: str | None = None,
+                        all: bool = False) -> list[int]:
+    """Re-publish parked records to their topics and mark them replayed; returns their ids.
+
+    Exactly one of: `ids` (replayed again even if they were before), `consumer` (its
+    records not replayed yet), `all` (every record not replayed yet).
+    """
+    if sum((bool(ids), consumer is not None, all)) != 1:
+        raise ValueError("replay takes exactly one of ids, consumer or all")
+    rows = await pool.fetch(
+        f"SELECT id, consumer, topic, partition, \"offset\", key, value, headers "
+        f"FROM {schema}.consumer_parked WHERE "
+        + ("id = ANY($1::bigint[])" if ids else
+           "($1::text IS NULL OR consumer = $1) AND replayed_at IS NULL")
+        + " ORDER BY id", list(ids) if ids else consumer)
+    sent = []
+    for r in rows:
+        origin = f"{r['consumer']}/{r['topic']}:{r['partition']}:{r['offset']}"
+        headers = [h for h in headers_from_json(r["headers"]) if h[0] != H_REPLAY_OF]
+        headers.append((H_REPLAY_OF, origin.encode()))
+        sent.append(await producer.send(r["topic"], r["value"], key=r["key"], headers=headers))
+    await asyncio.gather(*sent)
+    replayed = [r["id"] for r in rows]
+    if replayed:
+        await pool.execute(f"UPDATE {schema}.consumer_parked SET replayed_at = now() "
+                           "WHERE id = ANY($1::bigint[])", replayed)
+    return replayed
+
+
+def parked_cli(settings: Callable[[], S], schema_of: Callable[[S], str]) -> typer.Typer:
+    """The `parked list | replay` commands for a service whose settings `settings()` builds."""
+    app = typer.Typer(no_args_is_help=True,
+                      help="Records a consumer gave up on: list them, replay them.")
+
+    async def with_pool(work: Callable[[S, asyncpg.Pool], Any]) -> Any:
+        s = settings()
+        pool = await create_pool(s.database_url, max_size=1)
+        try:
+            return await work(s, pool)
+        finally:
+            await pool.close()
+
+    @app.command("list")
+    def list_command(
+        consumer: Annotated[str | None, typer.Option(help="only this consumer")] = None,
+        limit: Annotated[int, typer.Option()] = 100,
+        replayed: Annotated[bool, typer.Option("--replayed", help="also replayed ones")] = False,
+        as_json: Annotated[bool, typer.Option("--json")] = False,
+    ) -> None:
+        """Parked records, oldest first (position and error, never the payload)."""
+        async def work(s: S, pool: asyncpg.Pool) -> list[ParkedRecord]:
+            return await list_parked(pool, schema_of(s), consumer, limit,
+                                     include_replayed=replayed)
+
+        found: list[ParkedRecord] = asyncio.run(with_pool(work))
+        if as_json:
+            json.dump([asdict(p) for p in found], sys.stdout, default=str, indent=2)
+            typer.echo()
+            return
+        if not found:
+            typer.echo("no parked record")
+        for p in found:
+            state = f"replayed {p.replayed_at:%Y-%m-%d %H:%M}Z" if p.replayed_at else "waiting"
+            typer.echo(f"{p.id}  {p.consumer}  {p.topic}:{p.partition}:{p.offset}  {p.size} B  "
+                       f"{p.attempts} attempts  parked {p.parked_at:%Y-%m-%d %H:%M}Z  {state}  "
+                       f"{p.error}")
+
+    @app.command("replay")
+    def replay_command(
+        id: Annotated[list[int] | None, typer.Option("--id", help="a parked record's id")] = None,
+        consumer: Annotated[str | None, typer.Option(help="every waiting record of it")] = None,
+        all_: Annotated[bool, typer.Option("--all", help="every waiting record")] = False,
+    ) -> None:
+        """Re-publish parked records to their topics (after the cause is fixed)."""
+        if sum((bool(id), consumer is not None, all_)) != 1:
+            typer.echo("give one of --id N (repeatable), --consumer NAME or --all", err=True)
+            raise typer.Exit(2)
+
+        async def work(s: S, pool: asyncpg.Pool) -> list[int]:
+            producer = make_producer(s.kafka_bootstrap, client_id=f"{s.service_name}-replay")
+            await producer.start()
+            try:
+                return await replay_parked(pool, schema_of(s), producer, ids=id or (),
+                                           consumer=consumer, all=all_)
+            finally:
+                await producer.stop()
+
+        replayed: list[int] = asyncio.run(with_pool(work))
+        typer.echo(f"replayed {len(replayed)} record(s)" +
+                   (f": {', '.join(map(str, replayed))}" if replayed else ""))
+
+    return app
