@@ -10,6 +10,7 @@ command-results topic, read from its end as it was before the command was sent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from typing import Any
 
@@ -111,7 +112,5 @@ def _result_for(value: bytes | None, command_id: str) -> dict[str, Any] | None:
 
 async def _stop(consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
     for stopping in (consumer.stop(), producer.stop()):
-        try:
+        with contextlib.suppress(Exception):  # stopping what never started
             await asyncio.wait_for(stopping, 5)
-        except Exception:  # stopping what never started
-            pass

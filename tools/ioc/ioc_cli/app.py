@@ -17,6 +17,7 @@ from typing import Annotated, Any, TypeVar
 
 import asyncpg
 import typer
+from ioc_shared.platform.settings import ServiceSettings
 from rich.live import Live
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -42,10 +43,10 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 @contextlib.asynccontextmanager
-async def database(settings: OperatorSettings) -> AsyncIterator[asyncpg.Connection]:
+async def database(settings: ServiceSettings) -> AsyncIterator[asyncpg.Connection]:
     try:
         conn = await asyncpg.connect(settings.database_url, timeout=5)
-    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
         raise postgres_unreachable(settings.database_url, exc) from None
     try:
         yield conn
@@ -435,12 +436,12 @@ def main() -> None:
         raise SystemExit(130) from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            raise SystemExit(exc.exit_code) from None
-        raise
+    except typer.TyperException as exc:  # usage errors: a bad option, a missing argument
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            output.errors.print(f"error: {exc}", markup=False)
+        raise SystemExit(getattr(exc, "exit_code", 2)) from None
     if isinstance(code, int) and code:
         raise SystemExit(code)

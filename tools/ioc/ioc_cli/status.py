@@ -7,13 +7,14 @@ health and the database's backlogs show (and the other way round).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 import httpx
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from ioc_shared.contracts.topics import TOPICS, TopicSpec, canonical_topic
 from ioc_shared.registry import RegistryError, load_registry
@@ -106,10 +107,8 @@ async def kafka_status(settings: OperatorSettings, services: Sequence[ServiceInf
 
 async def _close(admin: AIOKafkaAdminClient, consumer: AIOKafkaConsumer) -> None:
     for closing in (consumer.stop(), admin.close()):
-        try:
+        with contextlib.suppress(Exception):  # closing what never connected
             await asyncio.wait_for(closing, TIMEOUT_S)
-        except Exception:  # closing what never connected
-            pass
 
 
 async def postgres_status(settings: OperatorSettings,
@@ -117,7 +116,7 @@ async def postgres_status(settings: OperatorSettings,
     out: dict[str, Any] = {"url": _no_password(settings.database_url), "reachable": False}
     try:
         conn = await asyncpg.connect(settings.database_url, timeout=TIMEOUT_S)
-    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
         out["error"] = f"{type(exc).__name__}: {exc}"
         out["hint"] = "start it (bash scripts/platform.sh start) or set IOC_DATABASE_URL"
         return out

@@ -7,17 +7,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
 from rich.tree import Tree
 
 from ioc_cli.errors import OperatorError
 
-# Attributes worth a column: where a message was and which event it was.
-SHOWN_ATTRIBUTES = (
-    "messaging.destination.name", "messaging.destination_publish.name",
-    "messaging.kafka.destination.partition",
-    "messaging.kafka.message.offset", "messaging.kafka.offset", "messaging.message.id",
-    "ioc.event_id", "ioc.origin", "db.query.text",
-)
+# Attributes worth showing (where a message was, which event it was), with their short names.
+SHOWN_ATTRIBUTES = {
+    "messaging.destination.name": "topic", "messaging.destination_publish.name": "topic",
+    "messaging.kafka.destination.partition": "partition",
+    "messaging.kafka.message.offset": "offset", "messaging.kafka.offset": "offset",
+    "messaging.message.id": "message_id", "ioc.event_id": "event_id", "ioc.origin": "origin",
+    "db.query.text": "query",
+}
 _STATUS = {0: "unset", 1: "ok", 2: "error"}
 
 
@@ -95,7 +97,7 @@ def read_spans(path: Path, trace_id: str) -> list[SpanNode]:
 def build_tree(spans: list[SpanNode]) -> list[SpanNode]:
     """Roots (spans whose parent is not in the file: the sender's, or none), children by time."""
     by_id = {s.span_id: s for s in spans}
-    roots = []
+    roots: list[SpanNode] = []
     for span in sorted(spans, key=lambda s: s.start_ns):
         parent = by_id.get(span.parent_id or "")
         (parent.children if parent is not None and parent is not span else roots).append(span)
@@ -103,12 +105,12 @@ def build_tree(spans: list[SpanNode]) -> list[SpanNode]:
 
 
 def label(span: SpanNode) -> str:
-    shown = "  ".join(f"{k.rsplit('.', 1)[-1]}={span.attributes[k]}" for k in SHOWN_ATTRIBUTES
-                      if k in span.attributes)
+    shown = "  ".join(f"{short}={escape(str(span.attributes[k]))}"
+                      for k, short in SHOWN_ATTRIBUTES.items() if k in span.attributes)
     status = ""
     if span.status == "error":
-        status = f" [bold red]ERROR[/] {span.status_message}"
-    return (f"[cyan]{span.service}[/] [bold]{span.name}[/] {span.duration_ms:.1f} ms"
+        status = f" [bold red]ERROR[/] {escape(span.status_message)}"
+    return (f"[cyan]{escape(span.service)}[/] [bold]{escape(span.name)}[/] {span.duration_ms:.1f} ms"
             f"{status}" + (f"  [dim]{shown}[/]" if shown else ""))
 
 
