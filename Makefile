@@ -4,11 +4,11 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 PYTEST := $(PY) -m pytest
 WITH_PLATFORM := bash scripts/with-platform.sh
-UNIT := shared/tests/unit $(wildcard services/*/tests/unit)
-CONNECTED := shared/tests/connected $(wildcard services/*/tests/connected)
+UNIT := shared/tests/unit $(wildcard services/*/tests/unit tools/*/tests/unit)
+CONNECTED := shared/tests/connected $(wildcard services/*/tests/connected tools/*/tests/connected)
 E2E := $(wildcard tests/e2e)
 # Every package; pyproject.toml makes shared/ and the services' domain packages strict.
-TYPED := shared/ioc_shared $(wildcard services/ingest/ingest services/routing/routing)
+TYPED := shared/ioc_shared $(wildcard services/ingest/ingest services/routing/routing tools/ioc/ioc_cli)
 
 .PHONY: up test test-unit test-connected test-e2e lint typecheck bench bootstrap platform-start platform-stop clean
 
@@ -28,7 +28,7 @@ test-e2e: bootstrap
 	$(WITH_PLATFORM) $(PYTEST) -q $(E2E)
 
 lint: bootstrap
-	$(PY) -m ruff check $(wildcard conftest.py shared services tests bench)
+	$(PY) -m ruff check $(wildcard conftest.py shared services tests bench tools)
 	$(PY) -m mypy $(TYPED)
 
 typecheck: lint
