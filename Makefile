@@ -10,7 +10,7 @@ E2E := $(wildcard tests/e2e)
 # Every package; pyproject.toml makes shared/ and the services' domain packages strict.
 TYPED := shared/ioc_shared $(wildcard services/ingest/ingest services/routing/routing tools/ioc/ioc_cli)
 
-.PHONY: up test test-unit test-connected test-e2e lint typecheck bench bootstrap platform-start platform-stop clean
+.PHONY: up test test-unit test-connected test-e2e lint typecheck bench bootstrap platform-start platform-stop clean docs
 
 up: bootstrap
 	bash scripts/up.sh
@@ -38,6 +38,9 @@ bench: bootstrap
 
 bootstrap:
 	@bash scripts/bootstrap.sh
+
+docs: bootstrap
+	$(PY) -m ioc_shared.contracts docs/contracts
 
 platform-start:
 	bash scripts/platform.sh start
