@@ -28,7 +28,7 @@ test-e2e: bootstrap
 	$(WITH_PLATFORM) $(PYTEST) -q $(E2E)
 
 lint: bootstrap
-	$(PY) -m ruff check $(wildcard conftest.py shared services tests bench tools)
+	$(PY) -m ruff check $(wildcard conftest.py shared services tests bench tools examples)
 	$(PY) -m mypy $(TYPED)
 
 typecheck: lint
