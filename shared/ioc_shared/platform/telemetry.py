@@ -114,7 +114,7 @@ _db_patched = False
 
 
 def trace_database_calls(provider: TracerProvider | None) -> None:
-    """Record each asyncpg query as a span (a child of the current one); None stops it.
+    """Record each asyncpg query as a child span of the current one; None stops it.
 
     The wrappers are installed once and cost one global read while switched off.
     """
@@ -132,17 +132,24 @@ def trace_database_calls(provider: TracerProvider | None) -> None:
 
 
 def _traced(method: str, original: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    copy = method.startswith("copy_")
+
     @functools.wraps(original)
     async def call(self: Any, *args: Any, **kwargs: Any) -> Any:
         tracer = _db_tracer
-        if tracer is None:
+        # Only as a child: a query outside any span (pollers, start-up) is not worth a trace.
+        if tracer is None or not trace.get_current_span().get_span_context().is_valid:
             return await original(self, *args, **kwargs)
-        statement = args[0] if args and isinstance(args[0], str) else method
-        verb = statement.split(None, 1)[0].upper() if statement.strip() else method
-        attributes = {"db.system.name": "postgresql", "db.operation.name": verb,
-                      "db.query.text": statement[:2000]}
-        with tracer.start_as_current_span(f"postgresql {verb}", kind=SpanKind.CLIENT,
-                                          attributes=attributes):
+        first = args[0] if args and isinstance(args[0], str) else ""
+        if copy:
+            name, attributes = "postgresql COPY", {"db.operation.name": "COPY",
+                                                  "db.collection.name": first}
+        else:
+            verb = first.split(None, 1)[0].rstrip(";").upper() if first.strip() else method
+            name, attributes = f"postgresql {verb}", {"db.operation.name": verb,
+                                                       "db.query.text": first[:2000]}
+        attributes["db.system.name"] = "postgresql"
+        with tracer.start_as_current_span(name, kind=SpanKind.CLIENT, attributes=attributes):
             return await original(self, *args, **kwargs)
 
     return call

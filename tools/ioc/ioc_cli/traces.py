@@ -18,7 +18,7 @@ SHOWN_ATTRIBUTES = {
     "messaging.kafka.destination.partition": "partition",
     "messaging.kafka.message.offset": "offset", "messaging.kafka.offset": "offset",
     "messaging.message.id": "message_id", "ioc.event_id": "event_id", "ioc.origin": "origin",
-    "db.query.text": "query",
+    "db.collection.name": "table", "db.query.text": "query",
 }
 _STATUS = {0: "unset", 1: "ok", 2: "error"}
 
@@ -105,13 +105,18 @@ def build_tree(spans: list[SpanNode]) -> list[SpanNode]:
 
 
 def label(span: SpanNode) -> str:
-    shown = "  ".join(f"{short}={escape(str(span.attributes[k]))}"
+    shown = "  ".join(f"{short}={escape(_short(str(span.attributes[k])))}"
                       for k, short in SHOWN_ATTRIBUTES.items() if k in span.attributes)
     status = ""
     if span.status == "error":
         status = f" [bold red]ERROR[/] {escape(span.status_message)}"
     return (f"[cyan]{escape(span.service)}[/] [bold]{escape(span.name)}[/] {span.duration_ms:.1f} ms"
             f"{status}" + (f"  [dim]{shown}[/]" if shown else ""))
+
+
+def _short(text: str, limit: int = 80) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def render(trace_id: str, roots: list[SpanNode]) -> Tree:
