@@ -15,15 +15,15 @@ import uuid
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from ioc_shared.contracts import Envelope
 from ioc_shared.contracts.headers import H_PRINCIPAL, H_SIGNATURE
 from ioc_shared.contracts.topics import ROUTING_COMMAND_RESULTS, ROUTING_COMMANDS
 from ioc_shared.platform.kafka import envelope_headers
 from ioc_shared.registry import RegistryError, load_registry, sign
 
+from ioc_cli.brokers import partitions_of
 from ioc_cli.environment import Credential, OperatorSettings
-from ioc_cli.errors import OperatorError, Unreachable, kafka_unreachable
+from ioc_cli.errors import Unreachable, kafka_unreachable
 
 COMMAND_PREFIX = "routing.command."
 RESULT_TYPE = "routing.command.result"
@@ -68,11 +68,7 @@ async def send_and_wait(settings: OperatorSettings, envelope: Envelope, credenti
         await _stop(consumer, producer)
         raise kafka_unreachable(settings.kafka_bootstrap, exc) from None
     try:
-        partitions = await _partitions(settings.kafka_bootstrap, results)
-        if not partitions:
-            raise OperatorError(f"topic {results} does not exist", where=settings.kafka_bootstrap,
-                                hint="start routing once (it declares its topics), or check "
-                                     "IOC_TOPIC_NAMESPACE")
+        partitions = await partitions_of(settings.kafka_bootstrap, results)
         tps = [TopicPartition(results, p) for p in sorted(partitions)]
         consumer.assign(tps)
         await consumer.seek_to_end(*tps)
@@ -96,17 +92,6 @@ async def send_and_wait(settings: OperatorSettings, envelope: Envelope, credenti
                           hint="is routing running and caught up? see 'ioc status'")
     finally:
         await _stop(consumer, producer)
-
-
-async def _partitions(bootstrap: str, topic: str) -> list[int]:
-    # A consumer's metadata covers only what it subscribed to: ask the admin API.
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="ioc-cli")
-    await admin.start()
-    try:
-        described = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    return [p["partition"] for t in described if not t.get("error_code") for p in t["partitions"]]
 
 
 def _result_for(value: bytes | None, command_id: str) -> dict[str, Any] | None:

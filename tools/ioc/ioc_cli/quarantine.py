@@ -10,6 +10,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from ingest.messages import H_Q_AT, H_Q_CODE, H_Q_DATASET, H_Q_EVENT_ID, H_Q_ORIGIN, H_Q_UNIT
 
+from ioc_cli.brokers import partitions_of
 from ioc_cli.errors import kafka_unreachable
 
 MARKS = {H_Q_CODE: "code", H_Q_UNIT: "unit", H_Q_DATASET: "dataset", H_Q_ORIGIN: "origin",
@@ -19,6 +20,7 @@ MARKS = {H_Q_CODE: "code", H_Q_UNIT: "unit", H_Q_DATASET: "dataset", H_Q_ORIGIN:
 async def list_quarantined(bootstrap: str, topic: str, since: datetime, *, limit: int = 200,
                            progress: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
     """Quarantined copies from `since` on, oldest first, at most `limit`; `progress(done, total)`."""
+    partitions = await partitions_of(bootstrap, topic)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
                                 request_timeout_ms=5000)
     try:
@@ -28,10 +30,7 @@ async def list_quarantined(bootstrap: str, topic: str, since: datetime, *, limit
         raise kafka_unreachable(bootstrap, exc) from None
     found: list[dict[str, Any]] = []
     try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        if not tps:
-            return found
+        tps = [TopicPartition(topic, p) for p in partitions]
         consumer.assign(tps)
         starts = await consumer.offsets_for_times({tp: int(since.timestamp() * 1000) for tp in tps})
         ends = await consumer.end_offsets(tps)
