@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import uuid
 from typing import Any
 
@@ -38,9 +39,16 @@ def command_envelope(verb: str, incident_id: str, source_unit: str,
 
 
 def signed_headers(envelope: Envelope, value: bytes, credential: Credential) -> list[tuple[str, bytes]]:
+    """Principal, signature and a trace context: the command starts a trace of its own
+    (`ioc trace` shows it, and routing's answer is in it)."""
     headers = envelope_headers(envelope, {H_PRINCIPAL: credential.principal,
                                           H_SIGNATURE: sign(credential.secret, value)})
+    headers.setdefault("traceparent", f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01")
     return [(k, v.encode()) for k, v in headers.items()]
+
+
+def trace_id_of(headers: list[tuple[str, bytes]]) -> str:
+    return dict(headers)["traceparent"].decode().split("-")[1]
 
 
 def unit_of(settings: OperatorSettings, principal: str) -> str:
@@ -75,8 +83,8 @@ async def send_and_wait(settings: OperatorSettings, envelope: Envelope, credenti
         for tp in tps:
             await consumer.position(tp)  # resolve "end" now, before the command goes out
         value = envelope.to_bytes()
-        await producer.send_and_wait(commands, value, key=envelope.key,
-                                     headers=signed_headers(envelope, value, credential))
+        headers = signed_headers(envelope, value, credential)
+        await producer.send_and_wait(commands, value, key=envelope.key, headers=headers)
         command_id = envelope.payload["command_id"]
         deadline = asyncio.get_running_loop().time() + timeout_s
         while (left := deadline - asyncio.get_running_loop().time()) > 0:
@@ -85,7 +93,7 @@ async def send_and_wait(settings: OperatorSettings, envelope: Envelope, credenti
                 for record in records:
                     found = _result_for(record.value, command_id)
                     if found is not None:
-                        return found
+                        return {**found, "trace_id": trace_id_of(headers)}
         raise Unreachable(f"no answer from routing within {timeout_s:.0f} s "
                           f"(command {command_id} was sent to {commands})",
                           where=settings.kafka_bootstrap,

@@ -19,6 +19,7 @@ import asyncpg
 import typer
 from ioc_shared.platform.settings import ServiceSettings
 from rich.live import Live
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from ioc_cli import output, queries, traces
@@ -254,10 +255,11 @@ def act(
         output.print_json(result)
     else:
         colour = "green" if result.get("status") == "accepted" else "bold red"
-        output.console.print(f"[{colour}]{result.get('status')}[/] {verb} {incident_id} as "
-                             f"{credential.principal}: state {result.get('state')}"
-                             + (f", {result.get('reason_code')}: {result.get('message')}"
-                                if result.get("reason_code") else ""))
+        detail = (f", {result.get('reason_code')}: {result.get('message')}"
+                  if result.get("reason_code") else "")
+        output.console.print(f"[{colour}]{result.get('status')}[/] " + escape(
+            f"{verb} {incident_id} as {credential.principal}: state {result.get('state')}{detail}"
+            f"  (trace {result['trace_id']})"))
     if result.get("status") != "accepted":
         raise typer.Exit(1)
 

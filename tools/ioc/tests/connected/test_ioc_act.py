@@ -41,6 +41,7 @@ async def test_an_operator_verifies_and_a_non_leader_cannot_approve(world: World
     assert verified.code == 0, verified.stderr
     answer = json.loads(verified.stdout)
     assert (answer["status"], answer["state"], answer["incident_id"]) == ("accepted", "verified", incident)
+    assert len(answer["trace_id"]) == 32  # the command's own trace, for `ioc trace`
 
     refused = await run_ioc("act", "approve", incident, "--as", "ioc-operator",
                             "--credentials", CREDENTIALS, env=env)

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import typer
 from ioc_cli import app as app_module
-from ioc_cli.act import _result_for, command_envelope, signed_headers
+from ioc_cli.act import _result_for, command_envelope, signed_headers, trace_id_of
 from ioc_cli.app import app, main, render_status
 from ioc_cli.environment import OperatorSettings, discover_services, load_operator_credential
 from ioc_cli.errors import MissingCredential, OperatorError, postgres_unreachable
@@ -65,6 +65,8 @@ def test_a_command_is_signed_as_routing_verifies_it() -> None:
     headers = dict(signed_headers(env, value, credential))
     assert env.type == "routing.command.assign" and env.subject == "INC-1" and env.key == b"INC-1"
     assert env.payload["unit"] == "phong-kt-ht" and "reason" not in env.payload
+    trace_id = headers["traceparent"].decode().split("-")[1]
+    assert len(trace_id) == 32 and trace_id == trace_id_of(list(headers.items()))
     principal = registry.verify_signature(headers["ioc-principal"].decode(), value,
                                           headers["ioc-signature"].decode())
     assert principal is not None and principal.id == "ioc-operator"
