@@ -77,8 +77,8 @@ def render_status(report: dict[str, Any]) -> Any:
                                                                               "partitions"], [
             (g["group"], g["service"], g["lag"], len(g["partitions"])) for g in kafka.get("groups", [])]))
     else:
-        parts.append(f"[bold red]Kafka unreachable[/] at {kafka['bootstrap']}: {kafka.get('error')}\n"
-                     f"  what to do: {kafka.get('hint')}")
+        parts.append("[bold red]Kafka unreachable[/] " + escape(
+            f"at {kafka['bootstrap']}: {kafka.get('error')}\n  what to do: {kafka.get('hint')}"))
     postgres = report["postgres"]
     if postgres["reachable"]:
         parts.append(output.table(f"outbox backlog ({postgres['url']})",
@@ -86,8 +86,8 @@ def render_status(report: dict[str, Any]) -> Any:
             (o["service"], o["schema"], "no outbox" if o.get("missing") else o["rows"], o["messages"],
              o["oldest"]) for o in postgres.get("outbox", [])]))
     else:
-        parts.append(f"[bold red]PostgreSQL unreachable[/] at {postgres['url']}: {postgres.get('error')}\n"
-                     f"  what to do: {postgres.get('hint')}")
+        parts.append("[bold red]PostgreSQL unreachable[/] " + escape(
+            f"at {postgres['url']}: {postgres.get('error')}\n  what to do: {postgres.get('hint')}"))
     parts.append("[green]healthy[/]" if report["healthy"] else "[bold red]NOT healthy[/]")
     return Group(*parts)
 
@@ -193,7 +193,7 @@ def incidents_show(incident_id: str, as_json: JsonFlag = False) -> None:
         output.print_json({"incident": found, "history": history})
         return
     for key, value in found.items():
-        output.console.print(f"[bold]{key:>15}[/] {output.cell(value)}")
+        output.console.print(f"[bold]{key:>15}[/] " + escape(output.cell(value)))
     output.console.print(output.table("history", ["at", "event", "from", "to", "by", "reason"], [
         (h["occurred_at"], h["event_type"], h["from_state"], h["to_state"],
          f"{h['actor_principal']} ({h['actor_unit']})", h["reason"]) for h in history]))
@@ -380,11 +380,11 @@ def check_config(as_json: JsonFlag = False) -> None:
     else:
         for name, part in report.items():
             mark = "[bold red]ERRORS[/]" if part["errors"] else "[green]OK[/]"
-            output.console.print(f"{name}: {part['file']} {mark}")
+            output.console.print(escape(f"{name}: {part['file']} ") + mark)
             for line in part["errors"]:
-                output.console.print(f"  ERROR {line}")
+                output.console.print(f"  ERROR {line}", markup=False)
             for line in part.get("warnings", []):
-                output.console.print(f"  WARNING {line}")
+                output.console.print(f"  WARNING {line}", markup=False)
     if failed:
         raise typer.Exit(1)
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 console = Console(highlight=False)
 errors = Console(stderr=True, highlight=False)
@@ -45,5 +46,5 @@ def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> 
     for column in columns:
         out.add_column(column)
     for row in rows:
-        out.add_row(*(cell(v) for v in row))
+        out.add_row(*(Text(cell(v)) for v in row))  # data, never markup
     return out

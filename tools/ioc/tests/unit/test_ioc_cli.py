@@ -88,7 +88,7 @@ def down_report() -> dict[str, Any]:
     return {"at": None, "healthy": False,
             "services": [{"name": "ingest", "url": "http://127.0.0.1:1/health", "status": "down",
                           "error": "ConnectError"}],
-            "kafka": {"bootstrap": "k:9092", "reachable": False, "error": "KafkaConnectionError",
+            "kafka": {"bootstrap": "k:9092", "reachable": False, "error": "[red]refused[/red]",
                       "hint": "start it"},
             "postgres": {"url": "postgresql://ioc@db/ioc", "reachable": True,
                          "outbox": [{"service": "ingest", "schema": "ingest", "rows": 3, "messages": 40,
@@ -102,7 +102,8 @@ def test_status_shows_what_is_down_and_exits_non_zero(monkeypatch: pytest.Monkey
     monkeypatch.setattr("ioc_cli.status.gather_status", fake_gather)
     result = CliRunner().invoke(app, ["status"])
     assert result.exit_code == 1
-    for text in ("ingest", "down", "Kafka unreachable", "k:9092", "start it", "40", "NOT healthy"):
+    for text in ("ingest", "down", "Kafka unreachable", "k:9092", "start it", "40", "NOT healthy",
+                 "[red]refused[/red]"):  # data is shown as it is, never read as markup
         assert text in result.output
     as_json = CliRunner().invoke(app, ["status", "--json"])
     assert as_json.exit_code == 1 and '"healthy": false' in as_json.output
