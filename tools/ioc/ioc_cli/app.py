@@ -17,6 +17,7 @@ from typing import Annotated, Any, TypeVar
 
 import asyncpg
 import typer
+from aiokafka.errors import KafkaError
 from ioc_shared.platform.settings import ServiceSettings
 from rich.live import Live
 from rich.markup import escape
@@ -438,6 +439,10 @@ def main() -> None:
         raise SystemExit(130) from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None
+    except (asyncpg.PostgresError, KafkaError, OSError) as exc:  # what no command foresaw
+        output.errors.print(f"error: {type(exc).__name__}: {exc}\n  what to do: check the "
+                            "service's settings (IOC_*) and 'ioc status'", markup=False)
+        raise SystemExit(3) from None
     except typer.TyperException as exc:  # usage errors: a bad option, a missing argument
         show = getattr(exc, "show", None)
         if callable(show):
