@@ -25,7 +25,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 
 from ioc_cli import output, queries, traces
 from ioc_cli.environment import OperatorSettings, discover_services, load_operator_credential
-from ioc_cli.errors import OperatorError, _no_password, postgres_unreachable
+from ioc_cli.errors import OperatorError, _no_password, kafka_unreachable, postgres_unreachable
 from ioc_cli.plugins import mount_plugins
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -349,13 +349,8 @@ def quarantine_replay(
         try:
             summary = run(replay_quarantine(settings, topics, selection, note=note, dry_run=dry_run,
                                             limit=limit))
-        except Exception as exc:
-            from aiokafka.errors import KafkaError
-
-            from ioc_cli.errors import kafka_unreachable
-            if isinstance(exc, KafkaError | OSError):
-                raise kafka_unreachable(settings.kafka_bootstrap, exc) from None
-            raise
+        except (KafkaError, OSError) as exc:
+            raise kafka_unreachable(settings.kafka_bootstrap, exc) from None
     if as_json:
         output.print_json(summary.to_json())
     else:
