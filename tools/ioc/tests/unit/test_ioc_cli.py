@@ -171,3 +171,24 @@ def test_replay_refuses_unknown_codes_before_touching_kafka() -> None:
                                                  "--reason", "no_such_code"])
     assert isinstance(result.exception, OperatorError)
     assert "no_such_code" in result.exception.what
+
+
+def test_status_watch_refreshes_until_interrupted(monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    calls = []
+
+    async def fake_gather(*_: Any) -> dict[str, Any]:
+        calls.append(1)
+        return down_report()
+
+    def sleep(_: float) -> None:
+        if len(calls) >= 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr("ioc_cli.status.gather_status", fake_gather)
+    monkeypatch.setattr(app_module.time, "sleep", sleep)
+    monkeypatch.setattr(sys, "argv", ["ioc", "status", "--watch", "0.01"])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == 130 and len(calls) == 2
+    assert "Traceback" not in capsys.readouterr().err
