@@ -44,6 +44,7 @@ def check_routing_policy(settings: RoutingSettings) -> dict[str, Any]:
         out["errors"] = list(getattr(exc, "problems", [str(exc)]))
         return out
     out.update(rules=len(policy.rules), deadlines=len(policy.deadlines),
-               escalation_steps=len(policy.escalation.chain),
+               escalation_entries=len(policy.escalation),
+               escalation_steps=sum(len(e.chain) for e in policy.escalation),
                incident_datasets=sorted(org.incident_datasets))
     return out
