@@ -46,6 +46,7 @@ def organisation_from_registry(registry: Registry) -> Organisation:
         contacts={u.id: tuple(ContactInfo(c.role, c.title, c.name) for c in u.contacts)
                   for u in units.values()},
         unit_names={u.id: u.name for u in units.values()},
+        incident_units=frozenset(u.id for u in units.values() if u.may_handle_incidents),
     )
 
 

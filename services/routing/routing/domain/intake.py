@@ -6,6 +6,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from ioc_shared.contracts.hygiene import find_forbidden
+
 from routing.domain.geo import DuplicateCandidate, Point, likely_duplicates
 from routing.domain.lifecycle import assign
 from routing.domain.model import Context, Incident, IncidentEvent, Outcome, incident_id_for
@@ -17,7 +19,14 @@ _UPDATE_FIELDS = ("category", "priority", "commune", "title", "location")
 
 
 class RecordError(ValueError):
-    """The record lacks what routing needs (ingest validated it, so this is rare)."""
+    """A canonical record routing cannot use (ingest validated it, so this means a fault
+    upstream or a hostile producer). `code` is machine-readable; `detail` names fields,
+    never their values (records carry citizens' reports)."""
+
+    def __init__(self, detail: str, code: str = "unusable_record") -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
 
 
 def _text(record: dict[str, Any], name: str, *, required: bool = True) -> str | None:
@@ -47,8 +56,8 @@ def _reported_at(record: dict[str, Any]) -> datetime:
     assert raw is not None
     try:
         value = datetime.fromisoformat(raw)
-    except ValueError as exc:
-        raise RecordError(f"record field 'reported_at' is not a datetime: {raw!r}") from exc
+    except ValueError:
+        raise RecordError("record field 'reported_at' is not a datetime") from None
     if value.tzinfo is None:
         raise RecordError("record field 'reported_at' has no time zone")
     return value.astimezone(UTC)
@@ -56,11 +65,18 @@ def _reported_at(record: dict[str, Any]) -> datetime:
 
 def incident_from_record(dataset: str, source_unit: str, record: dict[str, Any],
                          record_id_field: str = "record_id") -> Incident:
-    """The incident of a canonical record; personal fields of the reporter are not read."""
+    """The incident of a canonical record; personal fields of the reporter are not read.
+
+    Every string of the record must be storable and harmless on a screen (no NUL, no
+    bidi override...): `RecordError` with the hygiene code otherwise.
+    """
+    problem = find_forbidden(record, "$.record")
+    if problem is not None:
+        raise RecordError(f"{problem.path}: {problem.detail}", problem.code)
     record_id = _text(record, record_id_field)
     assert record_id is not None
     return Incident(
-        id=incident_id_for(dataset, record_id),
+        id=incident_id_for(source_unit, dataset, record_id),
         dataset=dataset,
         record_id=record_id,
         source_unit=source_unit,
