@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import unicodedata
 import uuid
-
-import json
 
 import pytest
 from routing.domain.commands import Command, bounded_text, parse_command, screen_command
@@ -70,7 +69,7 @@ def _doc(**payload: object) -> dict[str, object]:
      "U+0000 tại $.payload.comment"),
     (json.dumps(_doc(comment="a\u202eb")).encode(), Reason.FORBIDDEN_CHARACTER, "U+202E"),
     (json.dumps(_doc(comment="\ud800")).encode(), Reason.MALFORMED_JSON, ""),
-    ('{"type": "routing.command.verify", "type": "routing.command.approve"}'.encode(),
+    (b'{"type": "routing.command.verify", "type": "routing.command.approve"}',
      Reason.DUPLICATE_KEY, "$.type"),
     (b"\xff\xfe not json", Reason.MALFORMED_JSON, ""),
     (b"[1, 2]", Reason.MALFORMED, "không phải một đối tượng JSON"),
