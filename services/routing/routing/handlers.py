@@ -391,24 +391,29 @@ class CommandHandler:
         claim_id = deterministic_event_id("command", actor.principal, env.event_id)
 
         def answer(status: str, reason: Reason | None, message: str, state: str | None = None,
-                   duplicate: bool = False) -> None:
-            command_result(effects, unit=actor.unit, cause_id=claim_id, cause=env,
+                   duplicate: bool = False, cause_id: uuid.UUID = claim_id) -> None:
+            command_result(effects, unit=actor.unit, cause_id=cause_id, cause=env,
                            status=status, reason_code=reason.value if reason else None,
                            message=message, command_id=cmd.command_id, verb=cmd.verb.value,
                            incident_id=cmd.incident_id, principal=actor.principal, state=state,
                            duplicate=duplicate)
 
         async with core.pool.acquire() as conn, conn.transaction():
-            if not await repo.claim_events(conn, COMMAND_CONSUMER, [claim_id]):
-                return  # redelivery of a command already answered
-            if not await repo.claim_command(conn, actor.principal, cmd.command_id, claim_id,
-                                            refusal.origin):
+            first = await repo.claim_events(conn, COMMAND_CONSUMER, [claim_id])
+            if not first and await repo.command_recorded_at(conn, refusal.origin):
+                return  # a redelivery of this very record: answered and recorded then
+            # A copy of an envelope already handled (at another offset), or a command id
+            # already decided: answered with the earlier decision, recorded as a repeat.
+            if not first or not await repo.claim_command(conn, actor.principal, cmd.command_id,
+                                                         claim_id, refusal.origin):
                 earlier = await repo.command_status(conn, actor.principal, cmd.command_id)
                 no = reject(Reason.DUPLICATE_COMMAND)
                 status = earlier[0] if earlier else "rejected"
-                answer(status, Reason.DUPLICATE_COMMAND, no.message, duplicate=True)
+                cause_id = claim_id if first else refusal.cause_id
+                answer(status, Reason.DUPLICATE_COMMAND, no.message, duplicate=True,
+                       cause_id=cause_id)
                 await repo.record_command_receipt(conn, refusal.receipt(
-                    status, Reason.DUPLICATE_COMMAND.value, cause_id=claim_id, raw=False))
+                    status, Reason.DUPLICATE_COMMAND.value, cause_id=cause_id, raw=False))
                 await enqueue_many(conn, repo.s, effects.messages)
                 return
             ids = [cmd.incident_id] + ([cmd.primary_id] if cmd.primary_id else [])

@@ -171,6 +171,11 @@ class RoutingRepository:
             r.principal, r.command_id, r.incident_id, r.verb, r.status, r.reason_code,
             r.cause_id, r.claimed_principal, r.origin, r.raw)
 
+    async def command_recorded_at(self, conn: asyncpg.Connection, origin: str) -> bool:
+        """Whether the command record at `origin` (topic/partition/offset) was recorded."""
+        return bool(await conn.fetchval(
+            f"SELECT EXISTS (SELECT 1 FROM {self.s}.commands WHERE origin = $1)", origin))
+
     async def command_status(self, conn: asyncpg.Connection, principal: str,
                              command_id: uuid.UUID) -> tuple[str, str | None] | None:
         row = await conn.fetchrow(

@@ -20,6 +20,8 @@ ALTER TABLE commands ADD COLUMN id bigserial PRIMARY KEY,
                      ADD COLUMN origin text,
                      ADD COLUMN raw bytea;
 CREATE UNIQUE INDEX commands_decision ON commands (principal, command_id) WHERE decided;
+-- A redelivered record (same topic/partition/offset) is told from a copy at another offset.
+CREATE INDEX commands_origin ON commands (origin);
 
 -- Canonical records the intake refused (not from ingest, unreadable, unusable): an
 -- internal error upstream or a hostile producer. Where to find each one again (the
