@@ -335,14 +335,14 @@ class CommandHandler:
         principal = (core.registry.verify_signature(principal_id, record.value, signature)
                      if principal_id and signature and signature.isascii() else None)
         # Text that cannot be stored or shown safely is refused before anything reads it.
-        screened = screen_command(record.value)
+        doc, problem = screen_command(record.value)
         env: Envelope | None = None
-        if isinstance(screened, dict):
+        if doc is not None and problem is None:
             try:
-                env = Envelope.model_validate(screened)
+                env = Envelope.model_validate(doc)
             except ValidationError:
                 env = None
-        refusal = _Refusal(record, env, principal.id if principal else None,
+        refusal = _Refusal(record, doc, env, principal.id if principal else None,
                            bounded_text(principal_id, 100))
         if principal is None:
             # Answer to the unit the sender claims to be: it learns nothing but the refusal.
@@ -353,8 +353,8 @@ class CommandHandler:
                                claimed.unit if claimed else "unknown", effects)
             return
         actor = Actor(principal.id, principal.unit, frozenset(principal.roles))
-        if isinstance(screened, Rejection):
-            parsed: Command | Rejection = screened
+        if problem is not None:
+            parsed: Command | Rejection = problem
         elif env is None:
             parsed = reject(Reason.MALFORMED, "không phải một envelope hợp lệ")
         else:
@@ -470,7 +470,8 @@ class _Refusal:
     """What can be said of a command record before (or without) a decision."""
 
     record: Inbound
-    env: Envelope | None
+    doc: dict[str, Any] | None     # strict JSON, possibly with forbidden characters
+    env: Envelope | None           # only when the document passed every check
     principal: str | None          # verified
     claimed_principal: str | None  # the header, bounded and cleaned
 
@@ -486,15 +487,17 @@ class _Refusal:
 
     @property
     def command_id(self) -> uuid.UUID | None:
-        return command_id_of(self.env.payload) if self.env is not None else None
+        return command_id_of(self.doc.get("payload")) if self.doc is not None else None
 
     @property
     def verb(self) -> str | None:
-        return bounded_text(self.env.type.rsplit(".", 1)[-1], 40) if self.env else None
+        kind = self.doc.get("type") if self.doc is not None else None
+        return bounded_text(kind.rsplit(".", 1)[-1], 40) if isinstance(kind, str) else None
 
     @property
     def incident_id(self) -> str | None:
-        return bounded_text(self.env.subject, 200) if self.env else None
+        subject = self.doc.get("subject") if self.doc is not None else None
+        return bounded_text(subject, 200) if isinstance(subject, str) else None
 
     def receipt(self, status: str, reason_code: str, *, cause_id: uuid.UUID | None = None,
                 raw: bool = True) -> CommandReceipt:

@@ -24,21 +24,24 @@ _HYGIENE_REASONS = {"malformed_json": Reason.MALFORMED_JSON, "duplicate_key": Re
                     "forbidden_character": Reason.FORBIDDEN_CHARACTER}
 
 
-def screen_command(raw: bytes) -> dict[str, Any] | Rejection:
-    """The command document if it can be read and stored as it is: strict JSON (no duplicate
-    key, which a lenient parser would silently resolve), an object, and no forbidden
-    character (NUL, controls, bidi overrides, lone surrogates...) in any key or value."""
+def screen_command(raw: bytes) -> tuple[dict[str, Any] | None, Rejection | None]:
+    """(the command document, why it is refused): strict JSON (no duplicate key, which a
+    lenient parser would silently resolve), an object, and no forbidden character (NUL,
+    controls, bidi overrides, lone surrogates...) in any key or value. A document with a
+    forbidden character is still returned, for the answer to say which command it was
+    (read only through `bounded_text` and `command_id_of`)."""
     try:
         doc = loads_strict(raw)
     except HygieneError as exc:
-        return reject(_HYGIENE_REASONS[exc.code], bounded_text(exc.path, 120) or "$")
+        return None, reject(_HYGIENE_REASONS[exc.code], bounded_text(exc.path, 120) or "$")
     if not isinstance(doc, dict):
-        return reject(Reason.MALFORMED, "không phải một đối tượng JSON")
+        return None, reject(Reason.MALFORMED, "không phải một đối tượng JSON")
     problem = find_forbidden(doc)
     if problem is not None:
-        return reject(Reason.FORBIDDEN_CHARACTER,
-                      f"{problem.detail.split(' ', 1)[0]} tại {bounded_text(problem.path, 120)}")
-    return doc
+        return doc, reject(Reason.FORBIDDEN_CHARACTER,
+                           f"{problem.detail.split(' ', 1)[0]} tại "
+                           f"{bounded_text(problem.path, 120)}")
+    return doc, None
 
 
 def bounded_text(value: object, limit: int) -> str | None:
@@ -116,8 +119,10 @@ def parse_command(event_type: str, subject: str | None,
     )
 
 
-def command_id_of(payload: dict[str, Any]) -> uuid.UUID | None:
+def command_id_of(payload: object) -> uuid.UUID | None:
     """The command id if one can be read, to answer even a malformed command."""
+    if not isinstance(payload, dict):
+        return None
     try:
         return uuid.UUID(str(payload.get("command_id")))
     except (ValueError, TypeError):

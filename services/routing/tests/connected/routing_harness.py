@@ -92,11 +92,13 @@ class World:
     async def publish_record(self, record: dict[str, Any], *, dataset: str = FIELD_REPORTS,
                              source_unit: str = "tt-loc-ninh",
                              headers: dict[str, str] | None = None,
-                             producer: str | None = "ingest", legacy_key: bool = False) -> str:
+                             producer: str | None = "ingest", legacy_key: bool = False,
+                             key: str | None = None) -> str:
         """Publish a canonical record as ingest does: key and subject `<unit>/<record id>`
         (`legacy_key`: the record id alone, as before), header `ioc-producer: ingest`
         (`producer=None`: none, as a hostile producer would)."""
-        key = record["record_id"] if legacy_key else f"{source_unit}/{record['record_id']}"
+        if key is None:
+            key = record["record_id"] if legacy_key else f"{source_unit}/{record['record_id']}"
         env = Envelope(type="ingest.record.accepted", source_unit=source_unit, subject=key,
                        payload={"dataset": dataset, "schema_version": 2, "record": record})
         sent = {**({PRODUCER_HEADER: producer} if producer is not None else {}),

@@ -76,7 +76,7 @@ def _doc(**payload: object) -> dict[str, object]:
 ])
 def test_text_that_cannot_be_stored_is_refused_at_the_door(raw: bytes, reason: Reason,
                                                          where: str) -> None:
-    result = screen_command(raw)
+    _, result = screen_command(raw)
     assert isinstance(result, Rejection) and result.reason is reason
     assert where in result.message
     assert bounded_text(result.message, 1000) == result.message   # the answer itself is clean
@@ -84,7 +84,7 @@ def test_text_that_cannot_be_stored_is_refused_at_the_door(raw: bytes, reason: R
 
 def test_a_clean_command_passes_the_door_with_its_bom_stripped() -> None:
     doc = _doc(comment="Rất hài lòng\nCảm ơn")
-    assert screen_command(b"\xef\xbb\xbf" + json.dumps(doc).encode()) == doc
+    assert screen_command(b"\xef\xbb\xbf" + json.dumps(doc).encode()) == (doc, None)
 
 
 def test_bounded_text_keeps_length_and_replaces_what_cannot_be_stored() -> None:
