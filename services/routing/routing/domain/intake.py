@@ -14,6 +14,8 @@ from routing.domain.model import Context, Incident, IncidentEvent, Outcome, inci
 from routing.domain.states import RECEIVED_EVENT, Actor, State
 
 DEFAULT_PRIORITY = "binh-thuong"
+_EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+_LATEST = datetime(2100, 1, 1, tzinfo=UTC)
 # Record fields that change nothing for routing but are worth passing on.
 _UPDATE_FIELDS = ("category", "priority", "commune", "title", "location")
 
@@ -44,7 +46,7 @@ def _location(record: dict[str, Any]) -> Point | None:
         return None
     try:
         lat, lon = float(raw["lat"]), float(raw["lon"])
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError):
         return None
     if not (-90 <= lat <= 90 and -180 <= lon <= 180):
         return None
@@ -56,11 +58,17 @@ def _reported_at(record: dict[str, Any]) -> datetime:
     assert raw is not None
     try:
         value = datetime.fromisoformat(raw)
-    except ValueError:
+        if value.tzinfo is None:
+            raise RecordError("record field 'reported_at' has no time zone")
+        value = value.astimezone(UTC)
+    except (ValueError, OverflowError) as exc:
+        if isinstance(exc, RecordError):
+            raise
         raise RecordError("record field 'reported_at' is not a datetime") from None
-    if value.tzinfo is None:
-        raise RecordError("record field 'reported_at' has no time zone")
-    return value.astimezone(UTC)
+    # Deadlines and the duplicate window do arithmetic on it: keep it where that is safe.
+    if not _EARLIEST <= value <= _LATEST:
+        raise RecordError("record field 'reported_at' is out of range")
+    return value
 
 
 def incident_from_record(dataset: str, source_unit: str, record: dict[str, Any],

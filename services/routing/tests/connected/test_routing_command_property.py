@@ -239,3 +239,52 @@ async def test_any_text_in_any_field_of_any_command_is_answered_and_the_next_pas
     rows, results = await fx.answers(nxt)
     assert [r["status"] for r in rows] == ["accepted"]
     assert results[0]["status"] == "accepted"
+
+
+RECORD_FIELDS = ["record_id", "reported_at", "commune", "category", "priority", "title",
+                 "description", "location", "reporter_ref", "channel"]
+
+
+@st.composite
+def hostile_records(draw: st.DrawFn, n: int) -> tuple[bytes, dict[str, str]]:
+    unit = draw(st.sampled_from(["xa-loc-an", "tt-loc-ninh"] * 4
+                                + ["phong-noi-vu", "xa-loc-\u202ean", "xa-loc-an\x00"]))
+    body: dict[str, Any] = record(f"PROP-REC-{n}")
+    for name in draw(st.lists(st.sampled_from(RECORD_FIELDS), min_size=1, max_size=3,
+                              unique=True)):
+        body[name] = draw(HOSTILE | _values(["PROP-0"]) | st.just({"lat": 1e308, "lon": -1e308}))
+    doc: dict[str, Any] = {
+        "envelope_version": 1, "event_id": str(uuid.uuid4()), "type": "ingest.record.accepted",
+        "schema_version": 1, "source_unit": unit, "subject": f"{unit}/PROP-REC-{n}",
+        "payload": {"dataset": draw(st.sampled_from([FIELD_REPORTS] * 5 + ["canh-bao-y-te"])),
+                    "schema_version": 2, "record": body}}
+    if draw(st.sampled_from([False] * 4 + [True])):
+        doc[draw(st.sampled_from(["event_id", "type", "source_unit", "payload"]))] = draw(
+            HOSTILE | _values(["PROP-0"]))
+    raw = json.dumps(doc, ensure_ascii=draw(st.booleans())).encode("utf-8", "surrogatepass")
+    if draw(st.sampled_from([False] * 9 + [True])):
+        raw = raw[:-1] + b', "type": "ingest.record.accepted"}'
+    headers = {PRODUCER_HEADER: draw(st.sampled_from([CANONICAL_PRODUCER] * 6 + ["xa-loc-an"]))}
+    return raw, headers
+
+
+@settings(max_examples=150, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.data())
+async def test_any_canonical_record_is_taken_or_refused_and_the_next_one_is_taken(
+        fx: Fixture, data: st.DataObject) -> None:
+    fx.prepared += 1
+    raw, headers = data.draw(hostile_records(fx.prepared))
+    offset = fx.next_offset()
+    await fx.intake.handle_batch([Inbound(fx.canonical, 0, offset, raw, headers)])  # no raise
+    s = fx.core.repo.s
+    async with fx.core.pool.acquire() as conn:
+        refused = await conn.fetchval(
+            f"SELECT reason_code FROM {s}.refused_records WHERE kafka_offset = $1", offset)
+        taken = await conn.fetchval(
+            f"SELECT count(*) FROM {s}.incidents WHERE record_id = $1",
+            f"PROP-REC-{fx.prepared}")
+    event(f"refused {refused}" if refused else f"taken {taken}")
+    assert refused is None or taken == 0
+    # The next valid record, right behind it, becomes an incident.
+    await fx.new_incident(f"PROP-NEXT-{fx.prepared}", unit="tt-loc-ninh")

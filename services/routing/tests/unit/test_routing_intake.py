@@ -47,7 +47,9 @@ def test_record_becomes_an_incident_without_personal_data() -> None:
 
 
 @pytest.mark.parametrize("broken", [{"record_id": None}, {"reported_at": "yesterday"},
-                                    {"reported_at": "2026-06-03T09:00:00"}, {"category": ""}])
+                                    {"reported_at": "2026-06-03T09:00:00"}, {"category": ""},
+                                    {"reported_at": "0001-01-01T00:00:00+00:00"},
+                                    {"reported_at": "9999-12-31T23:59:59-05:00"}])
 def test_unusable_records_are_refused(broken: dict[str, Any]) -> None:
     with pytest.raises(RecordError):
         incident_from_record("field-reports", "xa-c", raw(**broken))
