@@ -247,3 +247,18 @@ def test_merge_notes_the_duplicate_on_the_primary() -> None:
 def test_close_requests_the_satisfaction_survey() -> None:
     out = decide(in_state(S.RESOLVED), command(V.CLOSE), OPERATOR, ctx())
     assert isinstance(out, Outcome) and out.survey_requested
+
+
+def test_the_seed_registry_says_which_units_handle_incidents() -> None:
+    from ioc_shared.platform.settings import REPO_ROOT
+    from ioc_shared.registry import load_registry
+    from routing.config import organisation_from_registry
+
+    registry = load_registry(REPO_ROOT / "config" / "registry.yaml",
+                             REPO_ROOT / "config" / "credentials.dev.yaml")
+    org = organisation_from_registry(registry)
+    for unit in ("ioc-loc-ninh", "ioc-binh-phuoc", "so-tt-tt", "ubnd-huyen"):
+        assert not org.handles_incidents(unit), unit
+    for unit in ("xa-loc-an", "tt-loc-ninh", "phong-tn-mt", "vp-hdnd-ubnd", "cong-an-huyen"):
+        assert org.handles_incidents(unit), unit
+    assert not org.handles_incidents("nowhere")
