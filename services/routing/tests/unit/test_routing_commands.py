@@ -73,6 +73,8 @@ def _doc(**payload: object) -> dict[str, object]:
      Reason.DUPLICATE_KEY, "$.type"),
     (b"\xff\xfe not json", Reason.MALFORMED_JSON, ""),
     (b"[1, 2]", Reason.MALFORMED, "không phải một đối tượng JSON"),
+    # Deep enough for the stdlib's duplicate-key pass to recurse out (orjson accepts it).
+    (b'{"a": "x\\":", "b": ' + b"[" * 1000 + b"]" * 1000 + b"}", Reason.MALFORMED_JSON, ""),
 ])
 def test_text_that_cannot_be_stored_is_refused_at_the_door(raw: bytes, reason: Reason,
                                                          where: str) -> None:
