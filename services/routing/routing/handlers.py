@@ -342,14 +342,14 @@ class CommandHandler:
                 env = Envelope.model_validate(doc)
             except ValidationError:
                 env = None
-        refusal = _Refusal(record, doc, env, principal.id if principal else None,
+        received = _Received(record, doc, env, principal.id if principal else None,
                            bounded_text(principal_id, 100))
         if principal is None:
             # Answer to the unit the sender claims to be: it learns nothing but the refusal.
             claimed = core.registry.principals.get(principal_id or "")
-            log.warning("command: unauthenticated", claimed_principal=refusal.claimed_principal,
+            log.warning("command: unauthenticated", claimed_principal=received.claimed_principal,
                         topic=record.topic, partition=record.partition, offset=record.offset)
-            await self._refuse(refusal, reject(Reason.UNAUTHENTICATED),
+            await self._refuse(received, reject(Reason.UNAUTHENTICATED),
                                claimed.unit if claimed else "unknown", effects)
             return
         actor = Actor(principal.id, principal.unit, frozenset(principal.roles))
@@ -362,29 +362,29 @@ class CommandHandler:
         if isinstance(parsed, Rejection):
             log.info("command refused", principal=actor.principal, reason=parsed.reason.value,
                      topic=record.topic, partition=record.partition, offset=record.offset)
-            await self._refuse(refusal, parsed, actor.unit, effects)
+            await self._refuse(received, parsed, actor.unit, effects)
             return
         assert env is not None
-        await self._execute(parsed, actor, env, effects, refusal)
+        await self._execute(parsed, actor, env, effects, received)
 
-    async def _refuse(self, refusal: _Refusal, no: Rejection, unit: str,
+    async def _refuse(self, received: _Received, no: Rejection, unit: str,
                       effects: Effects) -> None:
         """Answer a command refused before any decision, and record it (once per record)."""
         core = self.core
-        command_result(effects, unit=unit, cause_id=refusal.cause_id, cause=refusal.env,
+        command_result(effects, unit=unit, cause_id=received.cause_id, cause=received.env,
                        status="rejected", reason_code=no.reason.value, message=no.message,
-                       command_id=refusal.command_id, verb=refusal.verb,
-                       incident_id=refusal.incident_id, principal=refusal.principal)
+                       command_id=received.command_id, verb=received.verb,
+                       incident_id=received.incident_id, principal=received.principal)
         async with core.pool.acquire() as conn, conn.transaction():
-            if not await core.repo.claim_events(conn, COMMAND_CONSUMER, [refusal.cause_id]):
+            if not await core.repo.claim_events(conn, COMMAND_CONSUMER, [received.cause_id]):
                 return   # a redelivery: answered and recorded the first time
-            await core.repo.record_command_receipt(conn, refusal.receipt("rejected",
+            await core.repo.record_command_receipt(conn, received.receipt("rejected",
                                                                          no.reason.value))
             await enqueue_many(conn, core.repo.s, effects.messages)
         core.refused.labels("command", no.reason.value).inc()
 
     async def _execute(self, cmd: Command, actor: Actor, env: Envelope, effects: Effects,
-                       refusal: _Refusal) -> None:
+                       received: _Received) -> None:
         core, repo = self.core, self.core.repo
         ctx = core.context()
         # Claimed per principal: an envelope id chosen by one sender cannot shadow another's.
@@ -400,19 +400,19 @@ class CommandHandler:
 
         async with core.pool.acquire() as conn, conn.transaction():
             first = await repo.claim_events(conn, COMMAND_CONSUMER, [claim_id])
-            if not first and await repo.command_recorded_at(conn, refusal.origin):
+            if not first and await repo.command_recorded_at(conn, received.origin):
                 return  # a redelivery of this very record: answered and recorded then
             # A copy of an envelope already handled (at another offset), or a command id
             # already decided: answered with the earlier decision, recorded as a repeat.
             if not first or not await repo.claim_command(conn, actor.principal, cmd.command_id,
-                                                         claim_id, refusal.origin):
+                                                         claim_id, received.origin):
                 earlier = await repo.command_status(conn, actor.principal, cmd.command_id)
                 no = reject(Reason.DUPLICATE_COMMAND)
                 status = earlier[0] if earlier else "rejected"
-                cause_id = claim_id if first else refusal.cause_id
+                cause_id = claim_id if first else received.cause_id
                 answer(status, Reason.DUPLICATE_COMMAND, no.message, duplicate=True,
                        cause_id=cause_id)
-                await repo.record_command_receipt(conn, refusal.receipt(
+                await repo.record_command_receipt(conn, received.receipt(
                     status, Reason.DUPLICATE_COMMAND.value, cause_id=cause_id, raw=False))
                 await enqueue_many(conn, repo.s, effects.messages)
                 return
@@ -466,8 +466,8 @@ _RAW_LIMIT = 16 * 1024
 
 
 @dataclass(frozen=True, slots=True)
-class _Refusal:
-    """What can be said of a command record before (or without) a decision."""
+class _Received:
+    """A command record as received: what can be said of it before (or without) a decision."""
 
     record: Inbound
     doc: dict[str, Any] | None     # strict JSON, possibly with forbidden characters
