@@ -262,3 +262,14 @@ def test_the_seed_registry_says_which_units_handle_incidents() -> None:
     for unit in ("xa-loc-an", "tt-loc-ninh", "phong-tn-mt", "vp-hdnd-ubnd", "cong-an-huyen"):
         assert org.handles_incidents(unit), unit
     assert not org.handles_incidents("nowhere")
+
+
+def test_a_rule_may_not_send_incidents_to_a_unit_that_does_not_handle_them() -> None:
+    from routing.config import RoutingConfigError, parse_policy
+    from routing_examples import ORG, POLICY_RAW
+
+    raw = {**POLICY_RAW, "default": {"unit": "ioc"}}
+    with pytest.raises(RoutingConfigError) as caught:
+        parse_policy(raw, "routing.yaml", ORG)
+    assert caught.value.problems == [
+        "routing.yaml: default: unit 'ioc' does not handle incidents (registry: handles_incidents)"]
