@@ -16,7 +16,7 @@ from ioc_shared.platform.outbox import OutboxMessage, notify_channel, outbox_ins
 
 from routing.domain.deadlines import SHARED_SNAPSHOT_KEYS, DueWork
 from routing.domain.geo import DuplicateCandidate, Point
-from routing.domain.model import Incident, IncidentEvent
+from routing.domain.model import Incident, IncidentEvent, RecordKey
 from routing.domain.states import State
 
 _INCIDENT_COLUMNS = (
@@ -38,6 +38,33 @@ class DueRow:
     # incident into an IOC waiting state superseded this row's sequence.
     plan: dict[str, Any] | None = None
     superseded: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CommandReceipt:
+    """A command answered without a decision of its own; text fields bounded and clean."""
+
+    status: str
+    reason_code: str
+    cause_id: uuid.UUID
+    origin: str
+    principal: str | None = None
+    claimed_principal: str | None = None
+    command_id: uuid.UUID | None = None
+    incident_id: str | None = None
+    verb: str | None = None
+    raw: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RefusedRecord:
+    topic: str
+    partition: int
+    offset: int
+    reason_code: str
+    detail: str
+    event_id: uuid.UUID | None = None
+    source_unit: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,10 +144,13 @@ class RoutingRepository:
         return await claim_events(conn, self.s, consumer, event_ids)
 
     async def claim_command(self, conn: asyncpg.Connection, principal: str,
-                            command_id: uuid.UUID) -> bool:
+                            command_id: uuid.UUID, cause_id: uuid.UUID | None = None,
+                            origin: str | None = None) -> bool:
+        """Claim the decision of (principal, command id); False if it was decided before."""
         row = await conn.fetchval(
-            f"INSERT INTO {self.s}.commands (principal, command_id, status) VALUES ($1, $2, 'pending') "
-            "ON CONFLICT DO NOTHING RETURNING 1", principal, command_id)
+            f"INSERT INTO {self.s}.commands (principal, command_id, status, cause_id, origin) "
+            "VALUES ($1, $2, 'pending', $3, $4) ON CONFLICT DO NOTHING RETURNING 1",
+            principal, command_id, cause_id, origin)
         return row is not None
 
     async def record_command(self, conn: asyncpg.Connection, principal: str, command_id: uuid.UUID,
@@ -128,15 +158,47 @@ class RoutingRepository:
                              reason_code: str | None) -> None:
         await conn.execute(
             f"UPDATE {self.s}.commands SET incident_id = $3, verb = $4, status = $5, "
-            "reason_code = $6 WHERE principal = $1 AND command_id = $2",
+            "reason_code = $6 WHERE principal = $1 AND command_id = $2 AND decided",
             principal, command_id, incident_id, verb, status, reason_code)
+
+    async def record_command_receipt(self, conn: asyncpg.Connection, receipt: CommandReceipt) -> None:
+        """A command answered without a decision of its own (refused at the door, or a
+        repeat of a decided one): recorded with its outcome all the same."""
+        r = receipt
+        await conn.execute(
+            f"INSERT INTO {self.s}.commands (principal, command_id, incident_id, verb, status, "
+            "reason_code, decided, cause_id, claimed_principal, origin, raw) "
+            "VALUES ($1, $2, $3, $4, $5, $6, false, $7, $8, $9, $10)",
+            r.principal, r.command_id, r.incident_id, r.verb, r.status, r.reason_code,
+            r.cause_id, r.claimed_principal, r.origin, r.raw)
+
+    async def command_recorded_at(self, conn: asyncpg.Connection, origin: str) -> bool:
+        """Whether the command record at `origin` (topic/partition/offset) was recorded."""
+        return bool(await conn.fetchval(
+            f"SELECT EXISTS (SELECT 1 FROM {self.s}.commands WHERE origin = $1)", origin))
 
     async def command_status(self, conn: asyncpg.Connection, principal: str,
                              command_id: uuid.UUID) -> tuple[str, str | None] | None:
         row = await conn.fetchrow(
             f"SELECT status, reason_code FROM {self.s}.commands WHERE principal = $1 "
-            "AND command_id = $2", principal, command_id)
+            "AND command_id = $2 AND decided", principal, command_id)
         return (row["status"], row["reason_code"]) if row else None
+
+    async def record_refused(self, conn: asyncpg.Connection, refused: Sequence[RefusedRecord]
+                             ) -> set[tuple[str, int, int]]:
+        """Canonical records the intake refused; returns the positions new to the table
+        (a redelivered one is there already)."""
+        rows = await conn.fetch(
+            f"INSERT INTO {self.s}.refused_records (topic, kafka_partition, kafka_offset, "
+            "event_id, source_unit, reason_code, detail) "
+            "SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::uuid[], $5::text[], "
+            "$6::text[], $7::text[]) ON CONFLICT DO NOTHING "
+            "RETURNING topic, kafka_partition, kafka_offset",
+            [r.topic for r in refused], [r.partition for r in refused],
+            [r.offset for r in refused], [r.event_id for r in refused],
+            [r.source_unit for r in refused], [r.reason_code for r in refused],
+            [r.detail for r in refused])
+        return {(r["topic"], r["kafka_partition"], r["kafka_offset"]) for r in rows}
 
     # --- incidents -------------------------------------------------------------
     async def load_incidents(self, conn: asyncpg.Connection, ids: Iterable[str], *,
@@ -147,28 +209,34 @@ class RoutingRepository:
         return {r["id"]: _incident(r) for r in rows}
 
     async def claim_and_load(self, conn: asyncpg.Connection, consumer: str,
-                             arrivals: Sequence[tuple[uuid.UUID, str]]
-                             ) -> tuple[set[uuid.UUID], dict[str, Incident]]:
-        """`claim_events`, then `load_incidents(for_update=True)` of the incidents whose
-        event was new, in one round trip: (new event ids, locked incidents by id)."""
+                             arrivals: Sequence[tuple[uuid.UUID, RecordKey]]
+                             ) -> tuple[set[uuid.UUID], dict[RecordKey, Incident]]:
+        """`claim_events`, then the incidents (locked) of the records whose event was new,
+        found by (source unit, dataset, record id), in one round trip: (new event ids,
+        locked incidents by record key). The key, not the id, finds incidents recorded
+        before ids were scoped to the unit."""
         rows = await conn.fetch(
             f"""WITH claimed AS (
                     INSERT INTO {self.s}.processed_events (consumer, event_id)
                     SELECT $1, unnest($2::uuid[]) ON CONFLICT DO NOTHING RETURNING event_id),
                 locked AS (
                     SELECT i.* FROM {self.s}.incidents i
-                    WHERE i.id IN (SELECT a.incident_id
-                                   FROM unnest($2::uuid[], $3::text[]) AS a(event_id, incident_id)
-                                   JOIN claimed c ON c.event_id = a.event_id)
+                    WHERE (i.source_unit, i.dataset, i.record_id) IN (
+                        SELECT a.source_unit, a.dataset, a.record_id
+                        FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[])
+                             AS a(event_id, source_unit, dataset, record_id)
+                        JOIN claimed c ON c.event_id = a.event_id)
                     ORDER BY i.id FOR UPDATE)
                 SELECT (SELECT array_agg(event_id) FROM claimed) AS fresh,
                        {", ".join(f"i.{c.strip()}" for c in _INCIDENT_COLUMNS.split(","))},
                        v.body AS shared_policy
                 FROM (SELECT 1) AS one LEFT JOIN locked i ON true
                 LEFT JOIN {self.s}.policy_versions v ON v.version = i.policy->>'version'""",
-            consumer, [e for e, _ in arrivals], [i for _, i in arrivals])
+            consumer, [e for e, _ in arrivals], [k[0] for _, k in arrivals],
+            [k[1] for _, k in arrivals], [k[2] for _, k in arrivals])
         fresh = set(rows[0]["fresh"] or ()) if rows else set()
-        return fresh, {r["id"]: _incident(r) for r in rows if r["id"] is not None}
+        found = (_incident(r) for r in rows if r["id"] is not None)
+        return fresh, {i.record_key: i for i in found}
 
     async def write_intake(self, conn: asyncpg.Connection, incidents: Sequence[Incident],
                            now: datetime, due: Sequence[tuple[str, int, DueWork]],

@@ -69,8 +69,11 @@ def _validate(cmd: Command, incident: Incident, ctx: Context,
             return reject(Reason.MALFORMED, "thiếu đơn vị nhận chuyển (unit)")
         if cmd.unit == incident.assigned_unit:
             return reject(Reason.SAME_UNIT, cmd.unit)
-    if verb in (Verb.ASSIGN, Verb.TRANSFER) and cmd.unit and cmd.unit not in ctx.org.unit_ids:
-        return reject(Reason.UNKNOWN_UNIT, cmd.unit)
+    if verb in (Verb.ASSIGN, Verb.TRANSFER) and cmd.unit:
+        if cmd.unit not in ctx.org.unit_ids:
+            return reject(Reason.UNKNOWN_UNIT, cmd.unit)
+        if not ctx.org.handles_incidents(cmd.unit):
+            return reject(Reason.UNIT_DOES_NOT_HANDLE_INCIDENTS, ctx.org.name_of(cmd.unit))
     if verb is Verb.MERGE:
         if not cmd.primary_id:
             return reject(Reason.MALFORMED, "thiếu mã sự cố chính (primary_id)")
