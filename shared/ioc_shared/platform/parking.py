@@ -37,7 +37,7 @@ import asyncpg
 import orjson
 import typer
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import MessageSizeTooLargeError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
 from ioc_shared.platform.db import create_pool
 from ioc_shared.platform.kafka import make_producer
@@ -202,15 +202,20 @@ async def republish_outbox_parked(pool: asyncpg.Pool, schema: str, producer: AIO
     Only waiting messages are sent: a second run sends nothing again. Rows are locked
     while they are sent, so two operators do not both send one. A message over
     `max_message_bytes` (the limit the broker now has), or refused by the broker as too
-    large, stays parked. The producer must accept that size (`max_request_size`).
+    large, stays parked. Sent one at a time, each acknowledged before the next; on another
+    Kafka error the ones sent are marked, then the error is raised. Use
+    `republish_producer`: an idempotent producer fails every later send to a partition
+    once the broker refused one of its batches (out-of-order sequence).
     """
     condition, arg = _outbox_selection(ids, all)
+    sent: list[str] = []
+    too_large: list[str] = []
+    failed: KafkaError | None = None
     async with pool.acquire() as conn, conn.transaction():
         rows = await conn.fetch(
             f"SELECT event_id, topic, key, headers, payload FROM {schema}.outbox_parked "
             f"WHERE {condition} AND republished_at IS NULL AND dropped_at IS NULL "
             "ORDER BY parked_at, row_id, event_id FOR UPDATE SKIP LOCKED", arg)
-        too_large, pending = [], []
         for r in rows:
             stored = _json_object(r["headers"])
             # Measured as the relay measures it (it parked the message by this size).
@@ -220,23 +225,30 @@ async def republish_outbox_parked(pool: asyncpg.Pool, schema: str, producer: AIO
                 continue
             headers = [(k, str(v).encode()) for k, v in stored.items()]
             try:
-                pending.append((r["event_id"], await producer.send(
-                    r["topic"], r["payload"], key=r["key"], headers=headers)))
-            except MessageSizeTooLargeError:  # over the producer's max_request_size
+                await producer.send_and_wait(r["topic"], r["payload"], key=r["key"],
+                                             headers=headers)
+            except MessageSizeTooLargeError:   # by the producer's or the broker's limit
                 too_large.append(r["event_id"])
-        sent = []
-        for event_id, future in pending:
-            try:
-                await future
-            except MessageSizeTooLargeError:
-                too_large.append(event_id)
-            else:
-                sent.append(event_id)
+                continue
+            except KafkaError as exc:
+                failed = exc
+                break
+            sent.append(r["event_id"])
         if sent:
             await conn.execute(f"UPDATE {schema}.outbox_parked SET republished_at = now() "
                                "WHERE event_id = ANY($1::text[])", sent)
+    if failed is not None:
+        raise failed
     handled = {r["event_id"] for r in rows}
     return Republished(sent, too_large, [i for i in ids if i not in handled])
+
+
+def republish_producer(bootstrap: str, *, client_id: str,
+                       max_message_bytes: int) -> AIOKafkaProducer:
+    """A producer for `republish_outbox_parked`: acks=all, not idempotent (see there),
+    requests large enough for `max_message_bytes`."""
+    return make_producer(bootstrap, client_id=client_id, enable_idempotence=False,
+                         max_request_size=max_message_bytes + 64 * 1024)
 
 
 async def drop_outbox_parked(pool: asyncpg.Pool, schema: str, ids: Sequence[str],
@@ -364,8 +376,9 @@ def _outbox_cli(settings: Callable[[], S], schema_of: Callable[[S], str],
             raise typer.Exit(2)
 
         async def work(s: S, pool: asyncpg.Pool) -> Republished:
-            producer = make_producer(s.kafka_bootstrap, client_id=f"{s.service_name}-republish",
-                                     max_request_size=max_message_bytes + 64 * 1024)
+            producer = republish_producer(s.kafka_bootstrap,
+                                          client_id=f"{s.service_name}-republish",
+                                          max_message_bytes=max_message_bytes)
             await producer.start()
             try:
                 return await republish_outbox_parked(pool, schema_of(s), producer, ids=id or (),
