@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from ioc_shared.contracts.topics import ROUTING_COMMANDS, TopicSpec, canonical_topic
+from ioc_shared.contracts.topics import ROUTING_COMMANDS, canonical_topic
 from ioc_shared.platform.retention import RetentionJob, RetentionPolicy, platform_policies
 from ioc_shared.platform.runtime import ServiceRuntime
 from ioc_shared.registry import load_registry
@@ -77,10 +77,8 @@ async def run_routing(settings: RoutingSettings, stop: asyncio.Event, *,
         stop_relay, relay_task = await start_relay(settings, rt.pool, rt.spawn)
         timers = TimerWorker(core, poll_s=settings.timer_poll_s, batch=settings.timer_batch)
         rt.spawn(timers.run())
-        consumed = [settings.topic(ROUTING_COMMANDS),
-                    *(settings.topic(canonical_topic(d)) for d in datasets)]
         retention = RetentionJob(rt.pool, settings.db_schema,
-                                 retention_policies(settings, consumed), registry=rt.metrics,
+                                 retention_policies(settings, datasets), registry=rt.metrics,
                                  interval_s=settings.retention_interval_s,
                                  slice_rows=settings.retention_slice_rows)
         rt.spawn(retention.run())
@@ -112,10 +110,14 @@ _NOT_WAITING = ", ".join(f"'{s.value}'" for s in
                          (State.RESOLVED, State.CLOSED, State.REJECTED, State.MERGED))
 
 
-def retention_policies(settings: RoutingSettings,
-                       consumed: list[TopicSpec]) -> list[RetentionPolicy]:
+def retention_policies(settings: RoutingSettings, datasets: list[str]) -> list[RetentionPolicy]:
     """What routing deletes, when (deploy/README.md, "Retention"). Incidents, their
-    transitions (the audit trail) and survey answers are kept: they are the record."""
+    transitions (the audit trail) and survey answers are kept: they are the record.
+
+    Processed events are claimed by the consumers of the commands topic and of the
+    incident datasets' canonical topics: kept longer than both keep their records."""
+    consumed = [settings.topic(ROUTING_COMMANDS),
+                *(settings.topic(canonical_topic(d)) for d in datasets)]
     processed = settings.retention_processed_events_days
     return [
         *platform_policies(consumed,
