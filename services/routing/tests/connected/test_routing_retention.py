@@ -6,7 +6,6 @@ import pytest
 from ioc_shared.platform.db import create_pool, migrate
 from ioc_shared.platform.retention import RetentionJob
 from ioc_shared.testing import database_url, unique
-
 from routing.bootstrap import MIGRATIONS, retention_policies
 from routing.settings import RoutingSettings
 
