@@ -268,9 +268,11 @@ def _json_object(stored: str | dict[str, Any]) -> dict[str, Any]:
 
 
 def parked_cli(settings: Callable[[], S], schema_of: Callable[[S], str]) -> typer.Typer:
-    """The `parked list | replay` commands for a service whose settings `settings()` builds."""
+    """The `parked list | replay` and `parked outbox list | replay | drop` commands for a
+    service whose settings `settings()` builds."""
     app = typer.Typer(no_args_is_help=True,
-                      help="Records a consumer gave up on: list them, replay them.")
+                      help="Records a consumer gave up on: list them, replay them. "
+                      "`outbox`: messages the outbox relay parked as too large.")
 
     async def with_pool(work: Callable[[S, asyncpg.Pool], Any]) -> Any:
         s = settings()
