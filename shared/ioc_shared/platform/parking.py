@@ -173,7 +173,8 @@ class Republished:
 
     sent: list[str]
     too_large: list[str]          # still over the limit, or refused by the broker: kept
-    not_waiting: list[str]        # unknown, or re-published or dropped before: left alone
+    # Unknown, re-published or dropped before, or being sent by another run: left alone.
+    not_waiting: list[str]
 
 
 async def list_outbox_parked(pool: asyncpg.Pool, schema: str, limit: int = 100, *,
