@@ -27,3 +27,14 @@ class RoutingSettings(ServiceSettings):
     relay_mode: Literal["process", "inline"] = "process"
     timer_poll_s: float = 1.0
     timer_batch: int = 200
+    # Retention (ioc_shared.platform.retention; deploy/README.md "Retention"). The interval
+    # also reads the common IOC_RETENTION_INTERVAL_S.
+    retention_interval_s: float = 3600.0
+    retention_slice_rows: int = 1000
+    # None: the longest retention of the consumed topics + 7 days (a shorter one is refused).
+    retention_processed_events_days: float | None = None
+    retention_parked_days: float = 90.0
+    # Fired or skipped reminders and escalation steps of incidents no longer waiting.
+    retention_due_work_days: float = 90.0
+    # The answer given to each command (its idempotency key and audit trail).
+    retention_commands_days: float = 400.0
