@@ -59,7 +59,8 @@ async def run_routing(settings: RoutingSettings, stop: asyncio.Event, *,
     async with runtime as rt:
         assert rt.pool is not None
         core = RoutingCore(rt.pool, RoutingRepository(settings.db_schema), topics, policy,
-                           policy.calendar.build(), org, rt.registry, settings.instance_id)
+                           policy.calendar.build(), org, rt.registry, settings.instance_id,
+                           metrics=rt.metrics)
         if clock is not None:
             core.clock = clock
         # Load this year's and next year's holidays now, not in the first batch's deadlines.
