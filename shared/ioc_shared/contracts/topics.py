@@ -73,6 +73,11 @@ ROUTING_NOTIFICATIONS = _spec(
 ROUTING_REPORTER_UPDATES = _spec(
     "ioc.routing.reporter-updates.v1", 3, 90, "incident id",
     "Status updates and satisfaction survey requests for the original reporter.")
+ROUTING_UNAUTHENTICATED_COMMANDS = _spec(
+    "ioc.routing.unauthenticated-commands.v1", 3, 30, "origin topic:partition of the command",
+    "Operators only: the answer to every command that failed authentication (missing or "
+    "bad signature, unknown principal), with its origin and the principal it claimed; "
+    "never addressed to a unit.")
 
 # --- province mirror --------------------------------------------------------
 SYNC_PROVINCE_STATUS = _spec(
@@ -82,7 +87,7 @@ SYNC_PROVINCE_STATUS = _spec(
 TOPICS: tuple[TopicSpec, ...] = (
     INGEST_INBOUND, INGEST_REJECTED, INGEST_QUARANTINE, INGEST_FRESHNESS, INGEST_QUALITY,
     ROUTING_COMMANDS, ROUTING_COMMAND_RESULTS, ROUTING_EVENTS, ROUTING_NOTIFICATIONS,
-    ROUTING_REPORTER_UPDATES, SYNC_PROVINCE_STATUS,
+    ROUTING_REPORTER_UPDATES, ROUTING_UNAUTHENTICATED_COMMANDS, SYNC_PROVINCE_STATUS,
 )
 
 _NAME_PART = re.compile(r"[^a-z0-9\-]")
