@@ -12,6 +12,7 @@ import contextlib
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaTimeoutError
 from ioc_shared.platform.kafka import decode_headers
 
 
@@ -32,10 +33,11 @@ class PositionReader:
         Kafka cannot be reached, so the command is retried rather than refused."""
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None,
                                     enable_auto_commit=False, auto_offset_reset="none",
+                                    request_timeout_ms=int(self.timeout_s * 1000),
                                     client_id="routing-position-reader")
         await consumer.start()
         try:
-            if partition not in (await self._partitions(consumer, topic)):
+            if partition not in await self._partitions(consumer, topic):
                 return None
             tp = TopicPartition(topic, partition)
             consumer.assign([tp])
@@ -57,6 +59,12 @@ class PositionReader:
 
     @staticmethod
     async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
-        if topic not in await consumer.topics():
-            return set()
+        """The topic's partitions (none if there is no such topic). Assigning a partition
+        makes the client load the topic's metadata; its first offset waits for it."""
+        first = TopicPartition(topic, 0)
+        consumer.assign([first])
+        try:
+            await consumer.beginning_offsets([first])
+        except KafkaTimeoutError:
+            return set()   # no such topic (an existing topic answers at once)
         return set(consumer.partitions_for_topic(topic) or ())
