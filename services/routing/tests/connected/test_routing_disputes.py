@@ -143,3 +143,25 @@ async def test_a_forged_position_or_event_id_or_a_consumer_without_a_grant_is_re
     assert await _disputes(world) == []
     assert not [e for e in w.envelopes(world.topics.events)
                 if e.payload.get("category") == "tranh-chap-du-lieu"]
+
+
+async def test_a_dispute_of_data_the_ioc_publishes_goes_to_its_data_officer(
+        world: World, watch) -> None:
+    await world.start()
+    w = await watch()
+    t = world.topics
+    # The citizen app's reports are the IOC's own records; the IOC handles no incidents.
+    at = await world.publish_canonical(record("PA-DISPUTE-IOC"), source_unit="ioc-loc-ninh")
+    cid = await world.command("phong-tn-mt-system", "dispute", "x", **at.dispute())
+    incident = dispute_incident_id(at.event_id, "phong-tn-mt-system")
+    assert (await _answer(w, world, cid))["incident_id"] == incident
+    [assigned] = await w.wait(lambda: w.envelopes(t.events, "routing.incident.assigned",
+                                                  incident), WITHIN_S)
+    assert assigned.payload["unit"] == "ioc-loc-ninh"
+    assert assigned.payload["fallback_from"] == "ioc-loc-ninh"
+    assert assigned.payload["dispute"]["owner_unit"] == "ioc-loc-ninh"
+    [note] = await w.wait(lambda: [n for n in w.envelopes(t.notifications,
+                                                          "routing.notification.assigned")
+                                   if n.payload["incident_id"] == incident], WITHIN_S)
+    assert note.payload["unit"] == "ioc-loc-ninh"
+    assert note.payload["contact_roles"] == ["data-officer", "head"]
