@@ -114,7 +114,7 @@ class RoutingCore:
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     # The service's metrics registry (its /metrics); a private one if not given.
     metrics: CollectorRegistry | None = None
-    # Reads a disputed record at its position (None: disputes cannot be checked, refused).
+    # Reads a disputed record at its position (None, a wiring fault: a dispute fails, parked).
     positions: PositionReader | None = None
 
     @cached_property
