@@ -36,7 +36,8 @@ def decision_config(registry: Registry) -> DecisionConfig:
         future_tolerance_s=limits.future_tolerance.total_seconds(),
         geo_margin_deg=limits.geo_margin_deg, max_message_bytes=MAX_MESSAGE_BYTES,
         canonical=topics.canonical, special=topics.special, rejected=topics.rejected,
-        quarantine=topics.quarantine)
+        quarantine=topics.quarantine, restricted=topics.restricted,
+        unauthenticated=topics.unauthenticated, unit_feeds=topics.unit_rejections)
 
 
 @pytest.fixture
