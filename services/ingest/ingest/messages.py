@@ -8,8 +8,9 @@ message belongs to (one span per inbound record, child of the sender's trace).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import orjson
@@ -42,6 +43,9 @@ H_REPLAY_NOTE = "ioc-replay-note"
 UNKNOWN = "unknown"
 
 
+_NO_FEEDS: Mapping[str, str] = MappingProxyType({})
+
+
 class RejectionTopics(NamedTuple):
     """Where rejections go: `rejected` (IOC-internal, every authenticated rejection), the
     unit's own feed (`unit_feeds`, unit id -> topic), `unauthenticated` (operators: inputs
@@ -50,7 +54,7 @@ class RejectionTopics(NamedTuple):
     rejected: str
     quarantine: str
     unauthenticated: str = ""
-    unit_feeds: dict[str, str] = {}
+    unit_feeds: Mapping[str, str] = _NO_FEEDS
 
 
 def record_key(unit: str, record_id: str) -> str:

@@ -41,12 +41,12 @@ REPORTER_REF = "reporter_ref"
 _log = structlog.get_logger("ingest.decide")
 
 # Any byte sequence of a JSON document that may decode to a character `find_forbidden`
-# refuses: raw controls (but tab, CR, LF), every `\u` escape, and the UTF-8 forms of C1
+# refuses: raw controls (but tab, CR, LF), every `\u`, `\b` and `\f` escape, and the UTF-8 forms of C1
 # controls, zero-width and bidi characters, U+FEFF, U+FFF9-U+FFFB, U+FFFE/F, surrogates.
 # One scan of the bytes; only a document with a match is walked by `find_forbidden`
 # (the usual submission has none). A property test checks it misses nothing.
 _MAYBE_FORBIDDEN = re.compile(
-    rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\\u|\xc2[\x80-\x9f]|\xe2\x80[\x8b-\x8f\xaa-\xae]"
+    rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\\[ubf]|\xc2[\x80-\x9f]|\xe2\x80[\x8b-\x8f\xaa-\xae]"
     rb"|\xe2\x81[\xa0-\xa4\xa6-\xa9]|\xef\xbb\xbf|\xef\xbf[\xb9-\xbb\xbe\xbf]|\xed[\xa0-\xbf]")
 
 
@@ -166,8 +166,8 @@ class Ingestor:
 
     def _forbidden(self, found: HygieneError, body: Any, unit: str, principal: str) -> Rejected:
         """A forbidden character somewhere: addressed with only what is known to be clean."""
-        ds = self.registry.datasets.get(body.get("dataset")) if isinstance(body, dict) and \
-            isinstance(body.get("dataset"), str) else None
+        dataset_id = body.get("dataset") if isinstance(body, dict) else None
+        ds = self.registry.datasets.get(dataset_id) if isinstance(dataset_id, str) else None
         record = body.get("record") if isinstance(body, dict) else None
         record_id = _raw_record_id(record, ds) if isinstance(record, dict) else None
         code_point = found.detail.split(" ", 1)[0]
