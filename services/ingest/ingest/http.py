@@ -162,8 +162,7 @@ class HttpIntake:
         async for chunk in request.stream():
             received.size += len(chunk)
             if kept + len(chunk) > limit:
-                chunks.append(chunk[:limit - kept])
-                received.body = b"".join(chunks)
+                received.body = _head([*chunks, chunk], QUARANTINE_MAX_BYTES)  # for the audit
                 return False
             chunks.append(chunk)
             kept += len(chunk)
@@ -200,6 +199,17 @@ class HttpIntake:
                           origin=f"http:{who}:{received.request_id}", channel="http")
         await pipeline.reject_whole(inbound, rejection)
         return rejection
+
+
+def _head(chunks: list[bytes], size: int) -> bytes:
+    """The first `size` bytes of `chunks`, without joining the rest."""
+    out, total = [], 0
+    for chunk in chunks:
+        if total >= size:
+            break
+        out.append(chunk[:size - total])
+        total += len(out[-1])
+    return b"".join(out)
 
 
 def _records(body: bytes, csv_body: bool) -> list[Any]:
