@@ -238,15 +238,15 @@ async def test_http_refusals_answer_json_and_leave_the_same_audit(service: Inges
         assert answer.status_code == status, (code, answer.text)
         assert answer.headers["content-type"].startswith("application/json")
         assert answer.json()["code"] == code
-        request_id = answer.json()["request_id"]
-        (copy,) = await wait_raw(service.topics.quarantine, lambda r: dict(r.headers).get(
-            "ioc-quarantine-origin", b"").endswith(request_id.encode()))
+        origin_end = answer.json()["request_id"].encode()
+        (copy,) = await wait_raw(service.topics.quarantine, lambda r, end=origin_end: dict(
+            r.headers).get("ioc-quarantine-origin", b"").endswith(end))
         assert copy.value == body
         marks = dict(copy.headers)
         assert marks["ioc-quarantine-code"] == code.encode()
         topic = service.topics.unauthenticated if status == 401 else service.topics.rejected
-        (rejection,) = await wait_for(topic, lambda v, r: v and v["event_id"] == marks[
-            "ioc-quarantine-event-id"].decode())
+        event_id = marks["ioc-quarantine-event-id"].decode()
+        (rejection,) = await wait_for(topic, lambda v, r, e=event_id: v and v["event_id"] == e)
         assert orjson.loads(rejection.value)["payload"]["channel"] == "http"
         if status == 401:
             assert orjson.loads(rejection.value)["payload"]["unit"] is None

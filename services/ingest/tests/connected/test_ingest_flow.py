@@ -92,7 +92,8 @@ async def test_redelivery_republishes_same_event_and_repeat_is_duplicate(service
     value = submission(field_report(record_id))
     headers = signed_headers("xa-loc-an-system", value)
     await publish(service.topics.inbound, [(b"xa-loc-an", value, headers)])
-    await wait_for(service.topics.canonical[CANONICAL], lambda v, r: v and v["payload"]["record_id"] == record_id)
+    await wait_for(service.topics.canonical[CANONICAL],
+        lambda v, r: v and v["payload"]["record_id"] == record_id)
     # Redelivery: the very same inbound record (same topic, partition, offset) processed again,
     # as after a crash between publishing and committing the offset.
     (inbound,) = await wait_for(service.topics.inbound, lambda v, r: r.value == value)
@@ -205,4 +206,5 @@ async def test_undecodable_header_does_not_block_the_partition(service: IngestSe
     assert dict(copy.headers)["ioc-principal"] == b"\xff\xfe"        # exact bytes kept
     assert dict(copy.headers)["ioc-quarantine-code"] == b"unauthenticated"
     await wait_for(service.topics.quarantine, lambda v, r: r.value == b"null header")
-    await wait_for(service.topics.canonical[CANONICAL], lambda v, r: v and v["payload"]["record_id"] == record_id)
+    await wait_for(service.topics.canonical[CANONICAL],
+        lambda v, r: v and v["payload"]["record_id"] == record_id)
