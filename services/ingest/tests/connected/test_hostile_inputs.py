@@ -303,3 +303,48 @@ async def test_http_body_limit_holds_for_a_chunked_body_without_length(
     assert sent < total                       # the server stopped reading long before 50 MB
     assert rss_bytes() - before < 25 * 1024 * 1024
     await valid_http_record_of_another_unit_passes(service)
+
+
+async def test_personal_fields_appear_only_on_the_restricted_topic_and_in_no_log(
+        service: IngestService, capfd: pytest.CaptureFixture[str]) -> None:
+    from structlog.testing import capture_logs
+
+    tag = uuid.uuid4().hex[:8]
+    name = f"Nguyễn Thị Riêng {tag}"
+    digits = f"{uuid.uuid4().int % 10**8:08d}"
+    phone, e164 = f"09{digits}", f"+849{digits}"
+    kafka_id, http_id, bad_id = rid(), rid(), rid()
+    good = submission(field_report(kafka_id, reporter_name=name, reporter_phone=phone))
+    bad = submission(field_report(bad_id, reporter_name=name, reporter_phone=phone,
+                                  category="không có"))
+    with capture_logs() as logs:
+        await publish_on(service.topics.inbound, 4, [
+            (b"xa-loc-an", good, signed_headers("xa-loc-an-system", good)),
+            (b"xa-loc-an", bad, signed_headers("xa-loc-an-system", bad))])
+        answer = await post(service, orjson.dumps(
+            field_report(http_id, reporter_name=name, reporter_phone=phone)))
+        assert answer.json()["results"][0]["status"] == "accepted", answer.text
+        restricted = await wait_for(
+            service.topics.restricted[CANONICAL],   # type: ignore[index]
+            lambda v, r: v and v["payload"]["record_id"] in (kafka_id, http_id), count=2)
+        await wait_for(service.topics.quarantine, lambda v, r: r.value == bad)
+    for record in restricted:
+        fields = orjson.loads(record.value)["payload"]["fields"]
+        assert fields == {"reporter_name": name, "reporter_phone": e164}
+    canonical = await wait_for(service.topics.canonical[CANONICAL], lambda v, r: v and v[
+        "payload"]["record_id"] in (kafka_id, http_id), count=2)
+    refs = {orjson.loads(r.value)["payload"]["record"]["reporter_ref"] for r in canonical}
+    assert len(refs) == 1      # same person, same unit: the same pseudonym
+    secrets = (name.encode(), phone.encode(), e164.encode(), digits.encode())
+    # Every topic ingest writes but the restricted one and quarantine (raw bytes, operators
+    # only); the inbound topic holds what the units sent.
+    others = [s.name for s in service.topics.specs
+              if s.name not in (service.topics.quarantine, service.topics.inbound,
+                                *(service.topics.restricted or {}).values())]
+    for topic in others:
+        for record in await read_topic(topic, timeout=0.5, until=lambda r: False):
+            blob = (record.value or b"") + (record.key or b"") + b"".join(
+                v or b"" for _, v in record.headers)
+            assert not any(s in blob for s in secrets), topic
+    out, err = capfd.readouterr()
+    assert not any(s.decode() in out + err + repr(logs) for s in secrets)
