@@ -112,10 +112,15 @@ class QualityPublisher:
             type=QUALITY_TYPE, source_unit=self.registry.centre.unit,
             subject=f"{unit or 'unknown'}/{dataset or 'unknown'}/{day.isoformat()}",
             occurred_at=as_of, payload={
-                "day": day.isoformat(), "unit": unit or None, "dataset": dataset or None,
+                # `unknown`: an unverified sender, or a dataset not in the registry.
+                "day": day.isoformat(), "unit": _known(unit), "dataset": _known(dataset),
                 "accepted": accepted, "rejected": rejected, "rejected_total": sum(rejected.values()),
                 "as_of": iso_utc(as_of), "cumulative": True})
         return (self.topic, envelope, (unit or "unknown").encode(), envelope_headers(envelope))
+
+
+def _known(value: str) -> str | None:
+    return None if value in ("", "unknown") else value
 
 
 async def every(interval_s: float, action: Callable[[], Any], name: str) -> None:

@@ -171,7 +171,8 @@ async def test_quality_round_survives_a_huge_dataset_name(service: IngestService
         await asyncio.sleep(0.25)
     snapshots = await wait_for(service.topics.quality, lambda v, r: v and v["payload"]["unit"]
                                == "xa-loc-an" and v["payload"]["dataset"] is None)
-    assert all("q" * 100 not in r.value.decode() for r in snapshots)
+    assert snapshots and all("q" * 100 not in r.value.decode() for r in snapshots)
+    assert all(orjson.loads(r.value)["subject"].startswith("xa-loc-an/unknown/") for r in snapshots)
 
 
 # --- HTTP ------------------------------------------------------------------------
@@ -328,11 +329,13 @@ async def test_personal_fields_appear_only_on_the_restricted_topic_and_in_no_log
             service.topics.restricted[CANONICAL],   # type: ignore[index]
             lambda v, r: v and v["payload"]["record_id"] in (kafka_id, http_id), count=2)
         await wait_for(service.topics.quarantine, lambda v, r: r.value == bad)
+    assert len(restricted) == 2
     for record in restricted:
         fields = orjson.loads(record.value)["payload"]["fields"]
         assert fields == {"reporter_name": name, "reporter_phone": e164}
     canonical = await wait_for(service.topics.canonical[CANONICAL], lambda v, r: v and v[
         "payload"]["record_id"] in (kafka_id, http_id), count=2)
+    assert len(canonical) == 2
     refs = {orjson.loads(r.value)["payload"]["record"]["reporter_ref"] for r in canonical}
     assert len(refs) == 1      # same person, same unit: the same pseudonym
     secrets = (name.encode(), phone.encode(), e164.encode(), digits.encode())
