@@ -276,6 +276,9 @@ class Registry:
         pid = self._token_hashes.get(token_hash(token))
         return self.principals.get(pid) if pid is not None else None
 
+    def has_token(self, principal_id: str) -> bool:
+        return principal_id in self._token_hashes.values()
+
     # --- personal fields ---------------------------------------------------
     def personal_fields(self, dataset_id: str, version: int | None = None) -> tuple[str, ...]:
         """Fields marked `personal: true` in a schema of a dataset (canonical by default)."""

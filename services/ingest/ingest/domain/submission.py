@@ -95,6 +95,11 @@ class Ingestor:
         self._permanent: dict[tuple[str, str], bool] = {}
         self._hmac_keys: dict[str, tuple[Any, Any]] = {}
         self._plans: dict[tuple[str, int], _Plan | None] = {}
+        with_personal = [ds for ds in self.registry.datasets if self.registry.personal_fields(ds)]
+        if with_personal and self.registry.pseudonym_key is None:
+            # Refuse to start rather than reject every record of these datasets.
+            raise ValueError("the credentials file has no pseudonym_key, needed for the "
+                             f"personal fields of {', '.join(with_personal)}")
 
     def _may_publish(self, unit: str, dataset: str, now: datetime) -> bool:
         """Registry decision, memoized while no grant involved can expire."""
@@ -201,9 +206,6 @@ class Ingestor:
                 self.registry.personal_fields(dataset.id))
             if len(self._plans) < 1000:
                 self._plans[key] = plan
-            if plan is not None and plan.personal and self.registry.pseudonym_key is None:
-                raise RuntimeError("the credentials file has no pseudonym_key (needed for "
-                                   f"the personal fields of {dataset.id})")
         return plan
 
     def _submission(self, body: Any, size: int, unit: str, principal: str,
@@ -273,7 +275,7 @@ class Ingestor:
             personal = {n: full[n] for n in plan.personal if n in full}
             shared = {k: v for k, v in full.items() if k not in personal}
             key = self.registry.pseudonym_key
-            assert key is not None   # checked with the plan
+            assert key is not None   # checked at start
             shared[REPORTER_REF] = reporter_ref(key, unit, ds.id, tuple(
                 str(full.get(n, "")) for n in plan.personal))
             serialized = record_json(shared)
