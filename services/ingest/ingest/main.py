@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 from ioc_shared.platform.logging import configure_logging
 from ioc_shared.registry import RegistryError, load_registry
+from pydantic import ValidationError
 
 from ingest.contract import submission_json_schema
 from ingest.decider import build_catalog
