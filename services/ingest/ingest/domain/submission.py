@@ -41,17 +41,24 @@ REPORTER_REF = "reporter_ref"
 _log = structlog.get_logger("ingest.decide")
 
 # Any byte sequence of a JSON document that may decode to a character `find_forbidden`
-# refuses: raw controls (but tab, CR, LF), every `\u`, `\b` and `\f` escape, and the UTF-8 forms of C1
-# controls, zero-width and bidi characters, U+FEFF, U+FFF9-U+FFFB, U+FFFE/F, surrogates.
-# One scan of the bytes; only a document with a match is walked by `find_forbidden`
-# (the usual submission has none). A property test checks it misses nothing.
+# refuses: every `\u`, `\b` and `\f` escape, DEL, and the UTF-8 forms of C1 controls,
+# zero-width and bidi characters, U+FEFF, U+FFF9-U+FFFB, U+FFFE/F, surrogates (raw C0
+# controls cannot be in JSON text that parsed). Only a document with a match is walked
+# by `find_forbidden` (the usual submission has none). A property test checks it misses
+# nothing.
 _MAYBE_FORBIDDEN = re.compile(
     rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\\[ubf]|\xc2[\x80-\x9f]|\xe2\x80[\x8b-\x8f\xaa-\xae]"
     rb"|\xe2\x81[\xa0-\xa4\xa6-\xa9]|\xef\xbb\xbf|\xef\xbf[\xb9-\xbb\xbe\xbf]|\xed[\xa0-\xbf]")
 
 
 def may_hold_forbidden(serialized: bytes) -> bool:
-    """False only when JSON bytes certainly decode to text without forbidden characters."""
+    """False only when JSON bytes (that parsed) certainly decode to text without forbidden
+    characters. First the bytes every candidate starts with, each found by `memchr` (the
+    regex alone cost ~10 µs per record): Vietnamese text has none of them."""
+    if (b"\\" not in serialized and b"\xe2" not in serialized and b"\xc2" not in serialized
+            and b"\xef" not in serialized and b"\xed" not in serialized
+            and b"\x7f" not in serialized):
+        return False
     return _MAYBE_FORBIDDEN.search(serialized) is not None
 
 
@@ -163,7 +170,7 @@ class Ingestor:
                                 principal=principal)
             return rejected(Code.MALFORMED_JSON, expected="một đối tượng JSON", unit=unit,
                             principal=principal)
-        if _MAYBE_FORBIDDEN.search(value) is not None:
+        if may_hold_forbidden(value):
             found = find_forbidden(body)
             if found is not None:
                 return self._forbidden(found, body, unit, principal)
