@@ -351,3 +351,29 @@ async def test_personal_fields_appear_only_on_the_restricted_topic_and_in_no_log
             assert not any(s in blob for s in secrets), topic
     out, err = capfd.readouterr()
     assert not any(s.decode() in out + err + repr(logs) for s in secrets)
+
+
+async def test_http_internal_error_answers_json_with_a_trace_id_and_is_audited(
+        service: IngestService, monkeypatch: pytest.MonkeyPatch) -> None:
+    from structlog.testing import capture_logs
+
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(service.intake.pipeline, "process", broken)
+    record = field_report(rid())
+    with capture_logs() as logs:
+        answer = await post(service, orjson.dumps(record))
+    assert answer.status_code == 500
+    body = answer.json()
+    assert body["code"] == "internal_error" and len(body["trace_id"]) == 32
+    (entry,) = [e for e in logs if e["event"] == "internal error in HTTP intake"]
+    assert entry["log_level"] == "error" and entry["trace_id"] == body["trace_id"]
+    assert entry["error"] == "RuntimeError"
+    end = body["request_id"].encode()
+    (copy,) = await wait_raw(service.topics.quarantine, lambda r: dict(r.headers).get(
+        "ioc-quarantine-origin", b"").endswith(end))
+    assert copy.value == orjson.dumps(record)
+    assert dict(copy.headers)["ioc-quarantine-code"] == b"internal_error"
+    monkeypatch.undo()
+    await valid_http_record_of_another_unit_passes(service)
