@@ -34,8 +34,13 @@ H_Q_UNIT = "ioc-quarantine-unit"
 H_Q_DATASET = "ioc-quarantine-dataset"
 H_Q_EVENT_ID = "ioc-quarantine-event-id"
 H_Q_AT = "ioc-quarantine-at"
-# On an HTTP body cut to what quarantine keeps: how many bytes were received.
+# On a value cut to what quarantine keeps: how many bytes were received.
 H_Q_TRUNCATED = "ioc-quarantine-truncated"
+# A quarantine copy keeps at most this much of the value: an input just under the broker's
+# 1 MiB limit plus the quarantine headers would not be accepted back, its batch would fail
+# again and again and stall the partition. Inputs this large are too large for every
+# dataset anyway, so the cut loses nothing a replay could use.
+QUARANTINE_MAX_VALUE = 960 * 1024
 # Set by `ingest replay` on re-published inputs: a replay rejected again is not re-quarantined.
 H_REPLAY_ID = "ioc-replay-id"
 H_REPLAY_OF = "ioc-replay-of"
@@ -241,6 +246,7 @@ def rejection_payload(rej: Rejected, inbound: Inbound, quarantined: bool) -> dic
         "unit": rej.unit, "code": rej.code.value, "message_vi": rej.message_vi,
         "field": first.field if first else None, "expected": first.expected if first else None,
         "problems": [p.to_json() for p in rej.problems],
+        "problems_total": rej.extra.get("problems_total", len(rej.problems)),
         "record_index": inbound.index, "record_id": rej.record_id, "dataset": rej.dataset,
         "schema_version": rej.schema_version, "client_event_id": rej.client_event_id,
         "origin": inbound.origin, "channel": inbound.channel,
@@ -284,8 +290,16 @@ def rejection_messages(topics: RejectionTopics | tuple[str, str], rej: Rejected,
     if quarantine:
         marks = {H_Q_CODE: rej.code.value, H_Q_ORIGIN: inbound.origin, H_Q_UNIT: address,
                  H_Q_DATASET: rej.dataset or "", H_Q_EVENT_ID: event_id, H_Q_AT: iso_utc(now)}
+        value = inbound.value or b""
+        cut = inbound.header(H_Q_TRUNCATED) if inbound.channel == "http" else None
+        if len(value) > QUARANTINE_MAX_VALUE:
+            cut, value = str(len(value)), value[:QUARANTINE_MAX_VALUE]
+        if cut:
+            marks[H_Q_TRUNCATED] = cut     # set by the HTTP door on a body it stopped reading
         headers = [(k, v) for k, v in inbound.headers if not k.startswith(QUARANTINE_PREFIX)]
         headers += [(k, v.encode()) for k, v in marks.items()]
-        out.append(Outgoing(topics.quarantine, inbound.value or b"",
-                            inbound.key if inbound.key is not None else address.encode(), headers))
+        # The original key, unless it is absurdly long (it counts against the same limit).
+        key = inbound.key if inbound.key is not None and len(inbound.key) <= 1024 else None
+        out.append(Outgoing(topics.quarantine, value,
+                            key if key is not None else address.encode(), headers))
     return out

@@ -37,6 +37,10 @@ MAX_CLIENT_EVENT_ID = 128
 # no "/") + "/" + this stays within the envelope's 200-character subject.
 MAX_RECORD_ID = 128
 MAX_PATH = 200
+# A rejection lists at most this many problems (with the total): a record of thousands
+# of unknown keys must not make a rejection larger than the broker takes (that would
+# fail its batch again and again and stall the partition).
+MAX_PROBLEMS = 20
 REPORTER_REF = "reporter_ref"
 _log = structlog.get_logger("ingest.decide")
 
@@ -268,7 +272,8 @@ class Ingestor:
         if checked.problems:
             codes = {p.code for p in checked.problems}
             code = checked.problems[0].code if codes <= _TIME_CODES else Code.SCHEMA_VIOLATION
-            return Rejected(code, tuple(checked.problems), **ctx())
+            problems, extra = _bounded_problems(checked.problems)
+            return Rejected(code, problems, extra=extra, **ctx())
         record_id = str(checked.record[ds.record_id_field])
         if len(record_id) > MAX_RECORD_ID:
             # The record id is the Kafka key and the envelope subject: bounded whatever the schema.
@@ -356,6 +361,15 @@ def _raw_record_id(record: dict[str, Any], ds: Any) -> str | None:
         text = str(value)
         return text if 0 < len(text) <= MAX_RECORD_ID else None
     return None
+
+
+def _bounded_problems(problems: list[Problem]) -> tuple[tuple[Problem, ...], dict[str, Any]]:
+    """The first `MAX_PROBLEMS` problems, field names bounded (a key is sender-controlled),
+    and the total when some were left out."""
+    kept = tuple(p if p.field is None or len(p.field) <= MAX_PATH else
+                 Problem(p.code, _bounded_path(p.field), p.expected, p.detail)
+                 for p in problems[:MAX_PROBLEMS])
+    return kept, ({"problems_total": len(problems)} if len(problems) > MAX_PROBLEMS else {})
 
 
 def _bounded_path(path: str) -> str:

@@ -111,7 +111,7 @@ async def test_bom_is_stripped_and_the_record_accepted(service: IngestService) -
     value = BOM + submission(field_report(record_id))
     await publish_on(service.topics.inbound, 0, [
         (b"xa-loc-an", value, signed_headers("xa-loc-an-system", value))])
-    await wait_for(service.topics.canonical[CANONICAL],
+    (_,) = await wait_for(service.topics.canonical[CANONICAL],
                    lambda v, r: v and v["payload"]["record_id"] == record_id, timeout=15)
 
 
@@ -125,7 +125,7 @@ async def test_bad_signature_claiming_another_unit_reaches_only_the_operators(
         (b"xa-loc-an", value, signed_headers("xa-loc-an-system", value,
                                              secret="forged-secret-0000000000")),
         (b"xa-loc-thanh-huyen", valid, signed_headers("xa-loc-thanh-huyen-system", valid))])
-    await wait_for(service.topics.canonical[CANONICAL],
+    (_,) = await wait_for(service.topics.canonical[CANONICAL],
                    lambda v, r: v and v["payload"]["record_id"] == valid_id, timeout=15)
     (copy,) = await wait_for(service.topics.quarantine, lambda v, r: r.value == value)
     marks = dict(copy.headers)
@@ -162,7 +162,7 @@ async def test_quality_round_survives_a_huge_dataset_name(service: IngestService
     value = submission(field_report(rid()), dataset="q" * 10_000)
     await publish_on(service.topics.inbound, 3, [
         (b"xa-loc-an", value, signed_headers("xa-loc-an-system", value))])
-    await wait_for(service.topics.quarantine, lambda v, r: r.value == value)
+    (_,) = await wait_for(service.topics.quarantine, lambda v, r: r.value == value)
     published = 0
     for _ in range(20):
         published = await service.quality.publish_once()   # would fail on a 10,000-char subject
@@ -328,7 +328,7 @@ async def test_personal_fields_appear_only_on_the_restricted_topic_and_in_no_log
         restricted = await wait_for(
             service.topics.restricted[CANONICAL],   # type: ignore[index]
             lambda v, r: v and v["payload"]["record_id"] in (kafka_id, http_id), count=2)
-        await wait_for(service.topics.quarantine, lambda v, r: r.value == bad)
+        (_,) = await wait_for(service.topics.quarantine, lambda v, r: r.value == bad)
     assert len(restricted) == 2
     for record in restricted:
         fields = orjson.loads(record.value)["payload"]["fields"]
@@ -377,3 +377,25 @@ async def test_http_internal_error_answers_json_with_a_trace_id_and_is_audited(
     assert dict(copy.headers)["ioc-quarantine-code"] == b"internal_error"
     monkeypatch.undo()
     await valid_http_record_of_another_unit_passes(service)
+
+
+async def test_an_input_just_under_the_broker_limit_is_quarantined_without_stalling(
+        service: IngestService) -> None:
+    """Its quarantine copy (value + original and quarantine headers) would pass the
+    broker's 1 MiB limit: it is cut, marked, and the partition flows on."""
+    record_id = rid()
+    base = len(submission({**field_report(record_id), "padding": ""}))
+    # As large as the test's producer sends (1 MiB per request, with the batch's overhead).
+    value = submission({**field_report(record_id), "padding": "p" * (1_048_100 - base)})
+    valid_id = rid("OK")
+    valid = submission(field_report(valid_id))
+    await publish_on(service.topics.inbound, 5, [
+        (b"xa-loc-an", value, signed_headers("xa-loc-an-system", value)),
+        (b"xa-loc-thanh-huyen", valid, signed_headers("xa-loc-thanh-huyen-system", valid))])
+    (_,) = await wait_for(service.topics.canonical[CANONICAL],
+                   lambda v, r: v and v["payload"]["record_id"] == valid_id, timeout=15)
+    (copy,) = await wait_raw(service.topics.quarantine,
+                             lambda r: dict(r.headers).get("ioc-quarantine-truncated")
+                             == str(len(value)).encode())
+    assert value.startswith(copy.value) and dict(copy.headers)["ioc-quarantine-code"] == b"too_large"
+    await healthy(service)

@@ -186,3 +186,17 @@ def test_a_bug_is_an_internal_error_logged_without_payload(
     assert entry["log_level"] == "error" and entry["trace_id"] == trace_id
     assert entry["error"] == "ValueError" and entry["origin"] == "in:0:9"
     assert "Nguyễn" not in repr(entry) and "0912345678" not in repr(entry)
+
+
+def test_thousands_of_unknown_keys_make_a_rejection_the_broker_takes(ingestor: Ingestor) -> None:
+    from ingest.messages import rejection_payload
+
+    record = {"x" * 5000: 1, **report()["record"], **{f"k{i}": 0 for i in range(6000)}}
+    inbound = signed({**report(), "record": record})
+    rej = rejected(ingestor.decide(inbound, NOW))
+    assert rej.code is Code.SCHEMA_VIOLATION and len(rej.problems) == 20
+    assert all(len(p.field or "") <= 200 for p in rej.problems)
+    assert any((p.field or "").startswith("x" * 100) for p in rej.problems)
+    body = rejection_payload(rej, inbound, True)
+    assert body["problems_total"] == 6001
+    assert len(orjson.dumps(body)) < 64 * 1024      # far below the broker's 1 MB
