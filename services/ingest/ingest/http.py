@@ -144,9 +144,12 @@ class HttpIntake:
         principal = received.principal
         span.set_attribute("ioc.records", len(records))
         secret = registry.secret_of(principal.id) or b""
-        inbounds = [_inbound(principal.id, secret, dataset, version, record,
-                             f"http:{principal.id}:{batch_key}:{i}", i)
-                    for i, record in enumerate(records)]
+        try:
+            inbounds = [_inbound(principal.id, secret, dataset, version, record,
+                                 f"http:{principal.id}:{batch_key}:{i}", i)
+                        for i, record in enumerate(records)]
+        except orjson.JSONEncodeError:   # nested deeper than a submission can be written
+            raise _Refused(400, Code.MALFORMED_JSON, "JSON lồng nhau quá sâu") from None
         outcomes = await pipeline.process(inbounds)
         results = [_result(o) for o in outcomes]
         accepted = sum(1 for r in results if r["status"] == "accepted")
@@ -225,6 +228,8 @@ def _records(body: bytes, csv_body: bool) -> list[Any]:
         return [{k: v for k, v in row.items() if k and v not in (None, "")} for row in reader]
     try:
         parsed = loads_strict(body)
+    except RecursionError:   # the duplicate-key check's parser on a very deep document
+        raise _Refused(400, Code.MALFORMED_JSON, "JSON lồng nhau quá sâu") from None
     except HygieneError as exc:
         if exc.code == "duplicate_key":
             raise _Refused(400, Code.DUPLICATE_KEY, exc.path[:200]) from None

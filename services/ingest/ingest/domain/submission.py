@@ -162,6 +162,9 @@ class Ingestor:
                             unit=unit, principal=principal)
         try:
             body = loads_strict(value)
+        except RecursionError:   # the duplicate-key check's parser on a very deep document
+            return rejected(Code.MALFORMED_JSON, expected="JSON lồng nhau không quá sâu",
+                            unit=unit, principal=principal)
         except HygieneError as exc:
             if exc.code == "duplicate_key":
                 return rejected(Code.DUPLICATE_KEY, expected="mỗi khóa một lần trong một đối tượng",

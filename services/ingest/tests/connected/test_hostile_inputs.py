@@ -223,6 +223,9 @@ async def test_http_refusals_answer_json_and_leave_the_same_audit(service: Inges
     cases = [
         (duplicate, AUTH, {}, 400, "duplicate_key"),
         (b"{not json", AUTH, {}, 400, "malformed_json"),
+        (b'{"record_id": ' + b'{"a":' * 600 + b"1" + b"}" * 601, AUTH, {}, 400, "malformed_json"),
+        (b'{"a": "x\\":", "b": ' + b"[" * 1000 + b"]" * 1000 + b"}", AUTH, {}, 400,
+         "malformed_json"),
         (b"\xff\xfe\x00", AUTH, {}, 400, "undecodable"),
         (orjson.dumps(record), AUTH, {"Content-Type": "application/xml"}, 415,
          "unsupported_media_type"),

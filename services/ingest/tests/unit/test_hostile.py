@@ -200,3 +200,8 @@ def test_thousands_of_unknown_keys_make_a_rejection_the_broker_takes(ingestor: I
     body = rejection_payload(rej, inbound, True)
     assert body["problems_total"] == 6001
     assert len(orjson.dumps(body)) < 64 * 1024      # far below the broker's 1 MB
+
+
+def test_a_very_deep_document_is_malformed_not_an_internal_error(ingestor: Ingestor) -> None:
+    deep = b'{"a":' * 1000 + b'"x\\":"' + b"}" * 1000
+    assert rejected(ingestor.decide(signed(None, raw=deep), NOW)).code is Code.MALFORMED_JSON
