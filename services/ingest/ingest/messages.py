@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 import orjson
 from ioc_shared.contracts.envelope import ENVELOPE_SCHEMA_VERSION
-from ioc_shared.contracts.headers import H_EVENT_ID, H_EVENT_TYPE
+from ioc_shared.contracts.headers import H_EVENT_ID, H_EVENT_TYPE, H_PRODUCER
 from ioc_shared.registry import Grant
 
 from ingest.domain import ACCEPTED_TYPE, Accepted, Code, Inbound, Rejected, SharedView
@@ -82,11 +82,12 @@ class Outgoing(NamedTuple):
 
 
 TraceHeaders = list[tuple[str, bytes]]
+_PRODUCED_BY = (H_PRODUCER, b"ingest")
 
 
 def _headers(event_id: str, event_type: str, trace: TraceHeaders,
              extra: dict[str, str] | None = None) -> list[tuple[str, bytes]]:
-    headers = [(H_EVENT_ID, event_id.encode()), (H_EVENT_TYPE, event_type.encode())]
+    headers = [(H_EVENT_ID, event_id.encode()), (H_EVENT_TYPE, event_type.encode()), _PRODUCED_BY]
     if extra:
         headers += [(k, v.encode()) for k, v in extra.items()]
     return headers + trace
@@ -153,7 +154,7 @@ class Outputs:
         tail = self._tails.get(key)
         if tail is None:
             tail = self._tails[key] = [(H_EVENT_TYPE, event_type.encode()),
-                                       (H_DATASET, dataset.encode()), *trace]
+                                       (H_DATASET, dataset.encode()), _PRODUCED_BY, *trace]
         return [(H_EVENT_ID, event_id.encode()), *tail]
 
     def _fragments(self, acc: Accepted, channel: str) -> tuple[bytes, bytes, bytes, bytes, bytes]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import asyncpg
 from ioc_shared.contracts.envelope import Envelope, EnvelopeHead, deterministic_event_id
-from ioc_shared.contracts.headers import H_PRINCIPAL, H_SIGNATURE
+from ioc_shared.contracts.headers import H_PRINCIPAL, H_PRODUCER, H_SIGNATURE
 from ioc_shared.contracts.hygiene import HygieneError, loads_strict
 from ioc_shared.contracts.topics import canonical_topic
 from ioc_shared.platform.logging import get_logger
@@ -78,7 +78,7 @@ RECORD_ACCEPTED = "ingest.record.accepted"
 INTAKE_CONSUMER = "routing-intake"
 COMMAND_CONSUMER = "routing-commands"
 # Kafka header ingest sets on canonical records (ingest's side of the contract).
-PRODUCER_HEADER = "ioc-producer"
+PRODUCER_HEADER = H_PRODUCER
 CANONICAL_PRODUCER = "ingest"
 
 
