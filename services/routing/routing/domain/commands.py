@@ -20,7 +20,8 @@ from routing.domain.states import Verb
 COMMAND_TYPE_PREFIX = "routing.command."
 
 # Hygiene codes (ioc_shared.contracts.hygiene) -> reason of the rejected command.
-_HYGIENE_REASONS = {"malformed_json": Reason.MALFORMED_JSON, "duplicate_key": Reason.DUPLICATE_KEY,
+_HYGIENE_REASONS = {"malformed_json": Reason.MALFORMED_JSON, "number_out_of_range": Reason.MALFORMED_JSON,
+                    "duplicate_key": Reason.DUPLICATE_KEY,
                     "forbidden_character": Reason.FORBIDDEN_CHARACTER}
 
 
