@@ -18,7 +18,11 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from ioc_shared.contracts import Envelope
 from ioc_shared.contracts.headers import H_PRINCIPAL, H_SIGNATURE
-from ioc_shared.contracts.topics import ROUTING_COMMAND_RESULTS, ROUTING_COMMANDS
+from ioc_shared.contracts.topics import (
+    ROUTING_COMMAND_RESULTS,
+    ROUTING_COMMANDS,
+    ROUTING_UNAUTHENTICATED_COMMANDS,
+)
 from ioc_shared.platform.kafka import envelope_headers
 from ioc_shared.registry import RegistryError, load_registry, sign
 
@@ -28,6 +32,7 @@ from ioc_cli.errors import Unreachable, kafka_unreachable
 
 COMMAND_PREFIX = "routing.command."
 RESULT_TYPE = "routing.command.result"
+UNAUTHENTICATED_TYPE = "routing.command.unauthenticated"
 
 
 def command_envelope(verb: str, incident_id: str, source_unit: str,
@@ -64,6 +69,8 @@ async def send_and_wait(settings: OperatorSettings, envelope: Envelope, credenti
                         timeout_s: float = 15.0) -> dict[str, Any]:
     commands = settings.topic(ROUTING_COMMANDS).name
     results = settings.topic(ROUTING_COMMAND_RESULTS).name
+    # A command that fails authentication is answered on the operators' topic instead.
+    unauthenticated = settings.topic(ROUTING_UNAUTHENTICATED_COMMANDS).name
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
                                 enable_auto_commit=False, request_timeout_ms=5000)
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
@@ -76,8 +83,8 @@ async def send_and_wait(settings: OperatorSettings, envelope: Envelope, credenti
         await _stop(consumer, producer)
         raise kafka_unreachable(settings.kafka_bootstrap, exc) from None
     try:
-        partitions = await partitions_of(settings.kafka_bootstrap, results)
-        tps = [TopicPartition(results, p) for p in sorted(partitions)]
+        tps = [TopicPartition(topic, p) for topic in (results, unauthenticated)
+               for p in sorted(await partitions_of(settings.kafka_bootstrap, topic))]
         consumer.assign(tps)
         await consumer.seek_to_end(*tps)
         for tp in tps:
@@ -107,7 +114,8 @@ def _result_for(value: bytes | None, command_id: str) -> dict[str, Any] | None:
         env = Envelope.from_bytes(value or b"")
     except ValueError:
         return None
-    if env.type == RESULT_TYPE and str(env.payload.get("command_id")) == command_id:
+    if (env.type in (RESULT_TYPE, UNAUTHENTICATED_TYPE)
+            and str(env.payload.get("command_id")) == command_id):
         return env.payload
     return None
 

@@ -24,7 +24,8 @@ class Ran:
 def base_environment(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("IOC_", "INGEST_", "ROUTING_"))}
     env.update(IOC_KAFKA_BOOTSTRAP=kafka_bootstrap(), IOC_DATABASE_URL=database_url(),
-               IOC_REGISTRY_FILE=str(REPO_ROOT / "config" / "registry.yaml"), COLUMNS="200")
+               IOC_REGISTRY_FILE=str(REPO_ROOT / "config" / "registry.yaml"), COLUMNS="200",
+               IOC_DEV_MODE="1")
     env.update(extra)
     return env
 

@@ -71,5 +71,5 @@ async def test_a_forged_signature_gets_no_acceptance(world: World, tmp_path) -> 
                            IOC_OPERATOR_CREDENTIALS=str(forged))
     ran = await run_ioc("act", "verify", incident, "--timeout", "8", "--json", env=env)
     assert ran.code == 1 and "Traceback" not in ran.stderr
-    answer = json.loads(ran.stdout)  # routing answers to the unit the sender claims to be
+    answer = json.loads(ran.stdout)  # from the operators' topic, not the claimed unit's feed
     assert (answer["status"], answer["reason_code"]) == ("rejected", "unauthenticated")
