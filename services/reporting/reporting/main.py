@@ -1,0 +1,3 @@
+import typer
+
+cli = typer.Typer(add_completion=False)

@@ -1,0 +1,244 @@
+"""All SQL of the reporting service (schema `reporting`, `REPORTING_DB_SCHEMA`)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import date, datetime
+from typing import Any
+
+import asyncpg
+import orjson
+
+from reporting.domain.incidents import Contribution
+from reporting.domain.indicators import IndicatorContribution
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+class ReportingRepository:
+    def __init__(self, schema: str) -> None:
+        self.s = schema
+
+    # --- consumption ---------------------------------------------------------------
+    async def claim(self, conn: asyncpg.Connection, consumer: str,
+                    event_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+        """Claim the batch's event ids in one round trip; returns those not seen before."""
+        rows = await conn.fetch(
+            f"INSERT INTO {self.s}.processed_events (consumer, event_id) "
+            "SELECT $1, unnest($2::uuid[]) ON CONFLICT DO NOTHING RETURNING event_id",
+            consumer, list(event_ids))
+        return {r["event_id"] for r in rows}
+
+    async def load_incidents(self, conn: asyncpg.Connection,
+                             ids: Sequence[str]) -> dict[str, tuple[list[Any], list[Any]]]:
+        rows = await conn.fetch(
+            f"SELECT incident_id, transitions, contribution FROM {self.s}.incidents "
+            "WHERE incident_id = ANY($1::text[]) FOR UPDATE", list(ids))
+        return {r["incident_id"]: (orjson.loads(r["transitions"]), orjson.loads(r["contribution"]))
+                for r in rows}
+
+    async def save_incidents(self, conn: asyncpg.Connection, rows: Sequence[dict[str, Any]]) -> None:
+        """Upsert incident rows given as dicts (one statement, rows as one JSON array)."""
+        if not rows:
+            return
+        await conn.execute(
+            f"""INSERT INTO {self.s}.incidents AS i (incident_id, transitions, contribution, state,
+                    unit, category, commune, received_at, assigned_at, ack_due_at, resolve_due_at,
+                    acknowledged, updated_at)
+                SELECT r.incident_id, r.transitions, r.contribution, r.state, r.unit,
+                       r.category, r.commune, r.received_at, r.assigned_at, r.ack_due_at,
+                       r.resolve_due_at, r.acknowledged, now()
+                FROM jsonb_to_recordset($1::jsonb) AS r(incident_id text, transitions jsonb,
+                    contribution jsonb, state text, unit text, category text, commune text,
+                    received_at timestamptz, assigned_at timestamptz, ack_due_at timestamptz,
+                    resolve_due_at timestamptz, acknowledged boolean)
+                ORDER BY r.incident_id
+                ON CONFLICT (incident_id) DO UPDATE SET transitions = EXCLUDED.transitions,
+                    contribution = EXCLUDED.contribution, state = EXCLUDED.state,
+                    unit = EXCLUDED.unit, category = EXCLUDED.category,
+                    commune = EXCLUDED.commune, received_at = EXCLUDED.received_at,
+                    assigned_at = EXCLUDED.assigned_at, ack_due_at = EXCLUDED.ack_due_at,
+                    resolve_due_at = EXCLUDED.resolve_due_at,
+                    acknowledged = EXCLUDED.acknowledged, updated_at = now()""",
+            _json(rows))
+
+    async def add_incident_deltas(self, conn: asyncpg.Connection, deltas: Contribution) -> None:
+        if not deltas:
+            return
+        # Sorted: two instances updating the same keys take the row locks in one order.
+        keys = sorted(deltas)
+        await conn.execute(
+            f"""INSERT INTO {self.s}.incident_daily AS d
+                    (day, measure, unit, commune, category, source, n)
+                SELECT * FROM unnest($1::date[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                     $6::text[], $7::bigint[])
+                ON CONFLICT (day, measure, unit, commune, category, source)
+                DO UPDATE SET n = d.n + EXCLUDED.n""",
+            [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys],
+            [k[3] for k in keys], [k[4] for k in keys], [k[5] for k in keys],
+            [deltas[k] for k in keys])
+
+    async def upsert_quality(self, conn: asyncpg.Connection,
+                             rows: Sequence[tuple[date, str, str, int, dict[str, int], datetime]]
+                             ) -> None:
+        if not rows:
+            return
+        rows = sorted(rows, key=lambda r: (r[0], r[1], r[2], r[5]))
+        # The latest snapshot of a (day, unit, dataset) wins, whatever order they came in.
+        await conn.execute(
+            f"""INSERT INTO {self.s}.quality_daily AS q (day, unit, dataset, accepted, rejected, as_of)
+                SELECT DISTINCT ON (day, unit, dataset) day, unit, dataset, accepted, rejected, as_of
+                FROM unnest($1::date[], $2::text[], $3::text[], $4::bigint[], $5::jsonb[],
+                            $6::timestamptz[]) AS u(day, unit, dataset, accepted, rejected, as_of)
+                ORDER BY day, unit, dataset, as_of DESC
+                ON CONFLICT (day, unit, dataset) DO UPDATE SET accepted = EXCLUDED.accepted,
+                    rejected = EXCLUDED.rejected, as_of = EXCLUDED.as_of
+                WHERE q.as_of < EXCLUDED.as_of""",
+            [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
+            [r[3] for r in rows], [_json(r[4]) for r in rows], [r[5] for r in rows])
+
+    async def add_rejections(self, conn: asyncpg.Connection,
+                             counts: dict[tuple[date, str, str, str], int]) -> None:
+        if not counts:
+            return
+        keys = sorted(counts)
+        await conn.execute(
+            f"""INSERT INTO {self.s}.rejections_daily AS r (day, unit, dataset, code, n)
+                SELECT * FROM unnest($1::date[], $2::text[], $3::text[], $4::text[], $5::bigint[])
+                ON CONFLICT (day, unit, dataset, code) DO UPDATE SET n = r.n + EXCLUDED.n""",
+            [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys],
+            [k[3] for k in keys], [counts[k] for k in keys])
+
+    async def add_freshness(self, conn: asyncpg.Connection,
+                            counts: dict[tuple[date, str, str], tuple[int, int]]) -> None:
+        if not counts:
+            return
+        keys = sorted(counts)
+        await conn.execute(
+            f"""INSERT INTO {self.s}.freshness_daily AS f (day, unit, dataset, late, recovered)
+                SELECT * FROM unnest($1::date[], $2::text[], $3::text[], $4::bigint[], $5::bigint[])
+                ON CONFLICT (day, unit, dataset) DO UPDATE SET late = f.late + EXCLUDED.late,
+                    recovered = f.recovered + EXCLUDED.recovered""",
+            [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys],
+            [counts[k][0] for k in keys], [counts[k][1] for k in keys])
+
+    async def load_indicator_records(self, conn: asyncpg.Connection,
+                                     keys: Sequence[tuple[str, str]]
+                                     ) -> dict[tuple[str, str], tuple[datetime, uuid.UUID, list[Any]]]:
+        rows = await conn.fetch(
+            f"""SELECT r.dataset, r.record_id, r.occurred_at, r.event_id, r.contribution
+                FROM {self.s}.indicator_records r
+                JOIN unnest($1::text[], $2::text[]) AS k(dataset, record_id)
+                  USING (dataset, record_id) FOR UPDATE OF r""",
+            [k[0] for k in keys], [k[1] for k in keys])
+        return {(r["dataset"], r["record_id"]): (r["occurred_at"], r["event_id"],
+                                                 orjson.loads(r["contribution"])) for r in rows}
+
+    async def save_indicator_records(self, conn: asyncpg.Connection,
+                                     rows: Sequence[tuple[str, str, datetime, uuid.UUID, list[Any]]]
+                                     ) -> None:
+        if not rows:
+            return
+        rows = sorted(rows, key=lambda r: (r[0], r[1]))
+        await conn.execute(
+            f"""INSERT INTO {self.s}.indicator_records AS r
+                    (dataset, record_id, occurred_at, event_id, contribution)
+                SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::uuid[],
+                                     $5::jsonb[])
+                ON CONFLICT (dataset, record_id) DO UPDATE SET occurred_at = EXCLUDED.occurred_at,
+                    event_id = EXCLUDED.event_id, contribution = EXCLUDED.contribution""",
+            [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
+            [r[3] for r in rows], [_json(r[4]) for r in rows])
+
+    async def add_indicator_deltas(self, conn: asyncpg.Connection,
+                                   deltas: IndicatorContribution) -> None:
+        if not deltas:
+            return
+        keys = sorted(deltas)
+        await conn.execute(
+            f"""INSERT INTO {self.s}.indicator_daily AS d
+                    (day, dataset, commune, unit, indicator, n, total)
+                SELECT * FROM unnest($1::date[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                     $6::bigint[], $7::float8[])
+                ON CONFLICT (day, dataset, commune, unit, indicator)
+                DO UPDATE SET n = d.n + EXCLUDED.n, total = d.total + EXCLUDED.total""",
+            [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys],
+            [k[3] for k in keys], [k[4] for k in keys], [deltas[k][0] for k in keys],
+            [deltas[k][1] for k in keys])
+
+    # --- reading rollups for a report ----------------------------------------------
+    async def incident_rows(self, conn: asyncpg.Connection, start: date,
+                            end: date) -> list[asyncpg.Record]:
+        return list(await conn.fetch(
+            f"""SELECT day, measure, unit, commune, category, source, n
+                FROM {self.s}.incident_daily WHERE day BETWEEN $1 AND $2 AND n <> 0""",
+            start, end))
+
+    async def incident_totals_by_month(self, conn: asyncpg.Connection, start: date,
+                                       end: date, measures: Iterable[str]) -> list[asyncpg.Record]:
+        return list(await conn.fetch(
+            f"""SELECT date_trunc('month', day)::date AS month, measure, sum(n)::bigint AS n
+                FROM {self.s}.incident_daily WHERE day BETWEEN $1 AND $2
+                  AND measure = ANY($3::text[])
+                GROUP BY 1, 2 ORDER BY 1""", start, end, list(measures)))
+
+    async def overdue_incidents(self, conn: asyncpg.Connection,
+                                at: datetime, limit: int = 200) -> list[asyncpg.Record]:
+        return list(await conn.fetch(
+            f"""SELECT incident_id, unit, category, commune, state, resolve_due_at
+                FROM {self.s}.incidents
+                WHERE state IN ('assigned', 'acknowledged', 'in_progress')
+                  AND resolve_due_at < $1
+                ORDER BY resolve_due_at, incident_id LIMIT $2""", at, limit))
+
+    async def count_overdue(self, conn: asyncpg.Connection, at: datetime) -> int:
+        return int(await conn.fetchval(
+            f"""SELECT count(*) FROM {self.s}.incidents
+                WHERE state IN ('assigned', 'acknowledged', 'in_progress')
+                  AND resolve_due_at < $1""", at))
+
+    async def quality_rows(self, conn: asyncpg.Connection, start: date,
+                           end: date) -> list[asyncpg.Record]:
+        return list(await conn.fetch(
+            f"""SELECT unit, dataset, sum(accepted)::bigint AS accepted, count(*) AS days
+                FROM {self.s}.quality_daily WHERE day BETWEEN $1 AND $2
+                GROUP BY unit, dataset""", start, end))
+
+    async def quality_reasons(self, conn: asyncpg.Connection, start: date,
+                              end: date) -> list[asyncpg.Record]:
+        return list(await conn.fetch(
+            f"""SELECT q.unit, q.dataset, r.key AS code, sum(r.value::bigint)::bigint AS n
+                FROM {self.s}.quality_daily q, jsonb_each_text(q.rejected) r
+                WHERE q.day BETWEEN $1 AND $2 GROUP BY 1, 2, 3""", start, end))
+
+    async def quality_ever(self, conn: asyncpg.Connection, end: date) -> list[asyncpg.Record]:
+        return list(await conn.fetch(
+            f"""SELECT DISTINCT unit, dataset FROM {self.s}.quality_daily
+                WHERE day <= $1 AND accepted > 0""", end))
+
+    async def rejection_rows(self, conn: asyncpg.Connection, start: date,
+                             end: date) -> list[asyncpg.Record]:
+        return list(await conn.fetch(
+            f"""SELECT unit, dataset, code, sum(n)::bigint AS n FROM {self.s}.rejections_daily
+                WHERE day BETWEEN $1 AND $2 GROUP BY 1, 2, 3""", start, end))
+
+    async def freshness_rows(self, conn: asyncpg.Connection, start: date,
+                             end: date) -> list[asyncpg.Record]:
+        return list(await conn.fetch(
+            f"""SELECT unit, dataset, sum(late)::bigint AS late, sum(recovered)::bigint AS recovered
+                FROM {self.s}.freshness_daily WHERE day BETWEEN $1 AND $2 GROUP BY 1, 2""",
+            start, end))
+
+    async def indicator_rows(self, conn: asyncpg.Connection, start: date,
+                             end: date) -> list[asyncpg.Record]:
+        """Per (dataset, commune, unit, indicator): period totals and the latest day's values."""
+        return list(await conn.fetch(
+            f"""SELECT dataset, commune, unit, indicator, sum(n)::bigint AS n, sum(total) AS total,
+                       (array_agg(day ORDER BY day DESC))[1] AS latest_day,
+                       (array_agg(total ORDER BY day DESC))[1] AS latest_total,
+                       (array_agg(n ORDER BY day DESC))[1] AS latest_n
+                FROM {self.s}.indicator_daily WHERE day BETWEEN $1 AND $2 AND n <> 0
+                GROUP BY 1, 2, 3, 4""", start, end))

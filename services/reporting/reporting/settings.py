@@ -1,0 +1,28 @@
+"""Settings of the reporting service (environment `REPORTING_*`, falling back to `IOC_*`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from ioc_shared.platform.settings import REPO_ROOT, ServiceSettings
+from pydantic_settings import SettingsConfigDict
+
+
+class ReportingSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="REPORTING_", extra="ignore")
+
+    service_prefix: ClassVar[str] = "REPORTING_"
+    service_name: ClassVar[str] = "reporting"
+
+    reporting_config: Path = REPO_ROOT / "config" / "reporting.yaml"
+    db_schema: str = "reporting"
+    consumer_group: str = "ioc-reporting"
+    # Where rendered reports go (PDF, DOCX, XLSX, JSON), one folder per report version.
+    output_dir: Path = REPO_ROOT / ".run" / "reports"
+    batch_max_records: int = 1000
+    batch_timeout_ms: int = 50
+    timer_poll_s: float = 5.0
+    relay_batch_size: int = 500
+    # Render PDF/DOCX/XLSX when a report is generated (tests of figures alone turn it off).
+    render_files: bool = True
