@@ -17,18 +17,28 @@ from ioc_shared.contracts.topics import (
     INGEST_FRESHNESS,
     INGEST_QUALITY,
     INGEST_REJECTED,
+    REPORTING_COMMAND_RESULTS,
+    REPORTING_COMMANDS,
+    REPORTING_NOTIFICATIONS,
+    REPORTING_PUBLISHED,
     ROUTING_EVENTS,
     TopicSpec,
     canonical_topic,
 )
+from ioc_shared.platform.kafka import make_producer
+from ioc_shared.platform.outbox import OutboxRelay
 from ioc_shared.platform.runtime import ServiceRuntime
 from ioc_shared.registry import Registry, load_registry
 
+from reporting.commands import CommandHandler
 from reporting.config import load_config
+from reporting.reports import ReportService, Topics
 from reporting.repository import ReportingRepository
 from reporting.rollups import RollupHandler
+from reporting.scheduler import Scheduler
 from reporting.settings import ReportingSettings
 from reporting.subscribers import register_subscribers
+from reporting.web import routes
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -42,6 +52,18 @@ def consumed_specs(settings: ReportingSettings, registry: Registry) -> list[Topi
     return [settings.topic(s) for s in specs]
 
 
+def topics_of(settings: ReportingSettings) -> Topics:
+    return Topics(settings.topic(REPORTING_COMMANDS).name,
+                  settings.topic(REPORTING_COMMAND_RESULTS).name,
+                  settings.topic(REPORTING_PUBLISHED).name,
+                  settings.topic(REPORTING_NOTIFICATIONS).name)
+
+
+def own_specs(settings: ReportingSettings) -> list[TopicSpec]:
+    return [settings.topic(s) for s in (REPORTING_COMMANDS, REPORTING_COMMAND_RESULTS,
+                                        REPORTING_PUBLISHED, REPORTING_NOTIFICATIONS)]
+
+
 async def run_reporting(settings: ReportingSettings, stop: asyncio.Event, *,
                         ready: asyncio.Event | None = None,
                         clock: Callable[[], datetime] | None = None,
@@ -51,27 +73,52 @@ async def run_reporting(settings: ReportingSettings, stop: asyncio.Event, *,
     config = load_config(settings.reporting_config, registry)
     calendar = config.calendar()
     consumed = consumed_specs(settings, registry)
+    topics = topics_of(settings)
+    holder: dict[str, Any] = {}
     runtime = ServiceRuntime(
         "reporting", settings, schema=settings.db_schema, migrations=MIGRATIONS,
-        topics=consumed, configure_logs=configure_logs,
+        topics=[*consumed, *own_specs(settings)], configure_logs=configure_logs,
+        http_routes=routes(holder),
         consumer_groups=[(f"{settings.consumer_group}-rollups", [s.name for s in consumed])])
     async with runtime as rt:
         assert rt.pool is not None
         repo = ReportingRepository(settings.db_schema)
+        service = ReportService(rt.pool, repo, rt.registry, config, calendar, topics,
+                                settings.output_dir, render_files=settings.render_files,
+                                **({"clock": clock} if clock is not None else {}))
+        holder["service"] = service
+        if extras is not None:
+            extras["service"] = service
+            extras["http_port"] = rt.http_port
         rollups = RollupHandler(rt.pool, repo, rt.registry, calendar)
-        register_subscribers(rt.broker, rollups=rollups.handle, commands=None,
-                             rollup_topics=[s.name for s in consumed], commands_topic="",
-                             group=settings.consumer_group,
+        commands = CommandHandler(service)
+        register_subscribers(rt.broker, rollups=rollups.handle, commands=commands.handle,
+                             rollup_topics=[s.name for s in consumed],
+                             commands_topic=topics.commands, group=settings.consumer_group,
                              max_records=settings.batch_max_records,
                              batch_timeout_ms=settings.batch_timeout_ms)
+        producer = make_producer(settings.kafka_bootstrap,
+                                 client_id=f"reporting-outbox-{settings.instance_id}")
+        await producer.start()
+        relay = OutboxRelay(rt.pool, settings.db_schema, producer, settings.kafka_bootstrap,
+                            batch_size=settings.relay_batch_size, idle_poll_s=0.5,
+                            topics=[topics.results, topics.published, topics.notifications])
+        rt.spawn(relay.run())
+        scheduler = Scheduler(service, instance=settings.instance_id, poll_s=settings.timer_poll_s)
+        rt.spawn(scheduler.run())
         try:
             await rt.start_broker()
-            rt.log.info("reporting ready", schema=settings.db_schema)
+            rt.log.info("reporting ready", schema=settings.db_schema, http_port=rt.http_port)
             if ready is not None:
                 ready.set()
             await _until(stop, rt)
         finally:
+            scheduler.stop()
             await rt.broker.stop()
+            relay.stop()
+            await asyncio.sleep(0)
+            await producer.stop()
+            await relay.close()
 
 
 async def _until(stop: asyncio.Event, rt: ServiceRuntime) -> None:

@@ -242,3 +242,130 @@ class ReportingRepository:
                        (array_agg(n ORDER BY day DESC))[1] AS latest_n
                 FROM {self.s}.indicator_daily WHERE day BETWEEN $1 AND $2 AND n <> 0
                 GROUP BY 1, 2, 3, 4""", start, end))
+
+    async def incident_totals(self, conn: asyncpg.Connection, start: date,
+                              end: date) -> dict[str, int]:
+        rows = await conn.fetch(
+            f"""SELECT measure, sum(n)::bigint AS n FROM {self.s}.incident_daily
+                WHERE day BETWEEN $1 AND $2 AND measure NOT LIKE 'state:%'
+                  AND measure NOT LIKE '%\\_h%' GROUP BY measure""", start, end)
+        return {r["measure"]: int(r["n"]) for r in rows}
+
+    # --- reports -------------------------------------------------------------------
+    async def next_version(self, conn: asyncpg.Connection, period_key: str) -> int:
+        # One writer per period at a time: versions are numbered without gaps or races.
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"{self.s}:{period_key}")
+        return int(await conn.fetchval(
+            f"SELECT coalesce(max(version), 0) + 1 FROM {self.s}.reports WHERE period_key = $1",
+            period_key))
+
+    async def insert_report(self, conn: asyncpg.Connection, row: dict[str, Any]) -> None:
+        await conn.execute(
+            f"""INSERT INTO {self.s}.reports (report_id, kind, period_key, period_start, period_end,
+                    scope, version, status, figures, files, history)
+                VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9::jsonb, $10::jsonb, $11::jsonb)""",
+            row["report_id"], row["kind"], row["period_key"], row["period_start"], row["period_end"],
+            _json(row["scope"]), row["version"], row["status"], _json(row["figures"]),
+            _json(row["files"]), _json(row["history"]))
+
+    async def load_report(self, conn: asyncpg.Connection, report_id: uuid.UUID, *,
+                          for_update: bool = False) -> dict[str, Any] | None:
+        row = await conn.fetchrow(
+            f"SELECT * FROM {self.s}.reports WHERE report_id = $1"
+            + (" FOR UPDATE" if for_update else ""), report_id)
+        return _report(row) if row is not None else None
+
+    async def latest_version(self, conn: asyncpg.Connection, period_key: str) -> int:
+        return int(await conn.fetchval(
+            f"SELECT coalesce(max(version), 0) FROM {self.s}.reports WHERE period_key = $1",
+            period_key))
+
+    async def period_status(self, conn: asyncpg.Connection, period_key: str) -> set[str]:
+        rows = await conn.fetch(f"SELECT DISTINCT status FROM {self.s}.reports WHERE period_key = $1",
+                                period_key)
+        return {r["status"] for r in rows}
+
+    async def update_report(self, conn: asyncpg.Connection, report_id: uuid.UUID, *, status: str,
+                            history_entry: dict[str, Any], number: str | None = None,
+                            number_seq: int | None = None, issued_on: date | None = None,
+                            files: dict[str, str] | None = None,
+                            figures: dict[str, Any] | None = None) -> None:
+        await conn.execute(
+            f"""UPDATE {self.s}.reports SET status = $2, history = history || $3::jsonb,
+                    number = coalesce($4, number), number_seq = coalesce($5, number_seq),
+                    issued_on = coalesce($6, issued_on), files = coalesce($7::jsonb, files),
+                    figures = coalesce($8::jsonb, figures), updated_at = now()
+                WHERE report_id = $1""",
+            report_id, status, _json([history_entry]), number, number_seq, issued_on,
+            _json(files) if files is not None else None,
+            _json(figures) if figures is not None else None)
+
+    async def allocate_number(self, conn: asyncpg.Connection, year: int, type_: str) -> int:
+        return int(await conn.fetchval(
+            f"""INSERT INTO {self.s}.report_numbers AS n (year, type, last) VALUES ($1, $2, 1)
+                ON CONFLICT (year, type) DO UPDATE SET last = n.last + 1 RETURNING last""",
+            year, type_))
+
+    async def list_reports(self, conn: asyncpg.Connection, limit: int = 200) -> list[dict[str, Any]]:
+        rows = await conn.fetch(
+            f"""SELECT report_id, kind, period_key, period_start, period_end, version, status,
+                       number, issued_on, files, created_at, scope
+                FROM {self.s}.reports ORDER BY created_at DESC LIMIT $1""", limit)
+        return [_report(r) for r in rows]
+
+    # --- commands ------------------------------------------------------------------
+    async def claim_command(self, conn: asyncpg.Connection, principal: str,
+                            command_id: uuid.UUID, verb: str) -> bool:
+        return await conn.fetchval(
+            f"""INSERT INTO {self.s}.commands (principal, command_id, verb, status)
+                VALUES ($1, $2, $3, 'pending') ON CONFLICT DO NOTHING RETURNING true""",
+            principal, command_id, verb) is not None
+
+    async def record_command(self, conn: asyncpg.Connection, principal: str,
+                             command_id: uuid.UUID, status: str, reason: str | None) -> None:
+        await conn.execute(
+            f"UPDATE {self.s}.commands SET status = $3, reason = $4 "
+            "WHERE principal = $1 AND command_id = $2", principal, command_id, status, reason)
+
+    async def command_status(self, conn: asyncpg.Connection, principal: str,
+                             command_id: uuid.UUID) -> str | None:
+        value = await conn.fetchval(
+            f"SELECT status FROM {self.s}.commands WHERE principal = $1 AND command_id = $2",
+            principal, command_id)
+        return str(value) if value is not None else None
+
+    async def claim_events(self, conn: asyncpg.Connection, consumer: str,
+                           event_ids: Sequence[uuid.UUID]) -> bool:
+        return bool(await self.claim(conn, consumer, event_ids))
+
+    # --- timers --------------------------------------------------------------------
+    async def plan_timers(self, conn: asyncpg.Connection,
+                          rows: Sequence[tuple[str, str, datetime]]) -> None:
+        if not rows:
+            return
+        await conn.execute(
+            f"""INSERT INTO {self.s}.report_timers (period_key, action, due_at)
+                SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[])
+                ON CONFLICT DO NOTHING""",
+            [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
+
+    async def due_timers(self, conn: asyncpg.Connection, now: datetime,
+                         limit: int) -> list[asyncpg.Record]:
+        return list(await conn.fetch(
+            f"""SELECT period_key, action, due_at FROM {self.s}.report_timers
+                WHERE fired_at IS NULL AND due_at <= $1 ORDER BY due_at
+                LIMIT $2 FOR UPDATE SKIP LOCKED""", now, limit))
+
+    async def mark_timer(self, conn: asyncpg.Connection, period_key: str, action: str,
+                         by: str, outcome: str) -> None:
+        await conn.execute(
+            f"""UPDATE {self.s}.report_timers SET fired_at = now(), fired_by = $3 || ':' || $4
+                WHERE period_key = $1 AND action = $2""", period_key, action, by, outcome)
+
+
+def _report(row: asyncpg.Record) -> dict[str, Any]:
+    out = dict(row)
+    for name in ("figures", "files", "history", "scope"):
+        if name in out and isinstance(out[name], str):
+            out[name] = orjson.loads(out[name])
+    return out
