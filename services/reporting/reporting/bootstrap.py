@@ -105,7 +105,8 @@ async def run_reporting(settings: ReportingSettings, stop: asyncio.Event, *,
                             topics=[topics.results, topics.published, topics.notifications])
         rt.spawn(relay.run())
         scheduler = Scheduler(service, instance=settings.instance_id, poll_s=settings.timer_poll_s)
-        rt.spawn(scheduler.run())
+        if settings.timers_enabled:
+            rt.spawn(scheduler.run())
         try:
             await rt.start_broker()
             rt.log.info("reporting ready", schema=settings.db_schema, http_port=rt.http_port)

@@ -143,7 +143,7 @@ class CommandHandler:
                 answer(earlier or "rejected", Reason.DUPLICATE_COMMAND, no.message, duplicate=True)
                 await enqueue_many(conn, repo.s, messages)
                 return
-            outcome = await self._decide(conn, cmd, principal, roles)
+            outcome = await self.decide(conn, cmd, principal, roles)
             if isinstance(outcome, Rejection):
                 answer("rejected", outcome.reason, outcome.message)
                 await repo.record_command(conn, principal, cmd.command_id, "rejected",
@@ -158,7 +158,7 @@ class CommandHandler:
                          report=str(outcome["report_id"]), status=outcome["status"])
             await enqueue_many(conn, repo.s, messages)
 
-    async def _decide(self, conn: asyncpg.Connection, cmd: Command, principal: str,
+    async def decide(self, conn: asyncpg.Connection, cmd: Command, principal: str,
                       roles: frozenset[str]) -> dict[str, Any] | Rejection:
         denied = authorise(cmd.verb, roles)
         if denied is not None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from ioc_shared.calendar_vn import working_days_before
@@ -36,6 +36,11 @@ DRAFT, SOON, LATE = "draft", "due-soon", "overdue"
 _MORNING = time(8, 0)
 
 
+# A period due longer ago than this is not planned (a first start does not nag about
+# last year's reports).
+PLAN_BACK = timedelta(days=35)
+
+
 def plan(service: ReportService, today: date) -> list[tuple[str, str, datetime]]:
     cfg, rules, cal = service.config.periods, service.config.rules, service.calendar
     rows = []
@@ -43,7 +48,7 @@ def plan(service: ReportService, today: date) -> list[tuple[str, str, datetime]]
         current = pd.containing(kind, today, rules)
         for p in (pd.previous(current, rules), current):
             due = pd.due_date(p, rules, cal)
-            if due is None:
+            if due is None or due < today - PLAN_BACK:
                 continue
             draft = working_days_before(cal, due, cfg.draft_working_days_before)
             soon = working_days_before(cal, due, cfg.due_soon_working_days_before)

@@ -23,6 +23,8 @@ class ReportingSettings(ServiceSettings):
     batch_max_records: int = 1000
     batch_timeout_ms: int = 50
     timer_poll_s: float = 5.0
+    # Report timers (drafts, due-soon, overdue); safe to run in every instance.
+    timers_enabled: bool = True
     relay_batch_size: int = 500
     # Render PDF/DOCX/XLSX when a report is generated (tests of figures alone turn it off).
     render_files: bool = True

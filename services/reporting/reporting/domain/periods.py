@@ -150,7 +150,8 @@ def containing(kind: Kind, day: date, rules: PeriodRules) -> Period:
     if kind is Kind.QUARTERLY:
         return period(kind, year, (month - 1) // 3 + 1, rules)
     if kind is Kind.SIX_MONTHLY:
-        return period(kind, year, 1, rules)
+        # Only the first half has a six-monthly report: after it, the next year's.
+        return period(kind, year + (month > 6), 1, rules)
     return period(Kind.ANNUAL, year, 0, rules)
 
 
