@@ -77,7 +77,7 @@ def seed_sql(s: str, incidents: int, records: int) -> list[str]:
                        [1 + (i / 144) % 3] AS source,
                      ((i * 7919) % 1000) / 100.0 AS ack_h, ((i * 104729) % 10000) / 100.0 AS resolve_h,
                      i % 17 = 0 AS rejected
-              FROM generate_series(0, {incidents - 1}) AS i)
+              FROM generate_series(0::bigint, {incidents - 1}) AS i)
             SELECT i, e.type, t0 + e.after, CASE WHEN e.with_unit THEN unit ELSE '' END, commune,
                    category, source, ack_h, resolve_h
             FROM inc, LATERAL (VALUES
@@ -119,7 +119,7 @@ def seed_sql(s: str, incidents: int, records: int) -> list[str]:
                    (ARRAY[{",".join(f"'{d}'" for _, d in _PAIRS)}])[1 + i % 6],
                    CASE WHEN i % 50 = 0 THEN 'rejected' ELSE 'accepted' END,
                    CASE WHEN i % 100 = 0 THEN 'missing' WHEN i % 50 = 0 THEN 'wrong_type' END
-            FROM generate_series(0, {records - 1}) AS i""",
+            FROM generate_series(0::bigint, {records - 1}) AS i""",
         f"CREATE INDEX ON {s}.raw_records (day)",
         f"""INSERT INTO {s}.quality_daily (day, unit, dataset, accepted, rejected, as_of)
             SELECT day, unit, dataset, count(*) FILTER (WHERE outcome = 'accepted'),

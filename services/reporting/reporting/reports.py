@@ -132,7 +132,9 @@ class ReportService:
         trend_start = trend_start.replace(day=1)
         return ReportInputs(
             period=period, scope=scope,
-            incident_rows=[tuple(r) for r in await repo.incident_rows(conn, period.start, period.end)],
+            incident_rows=[tuple(r) for r in await repo.incident_rows(
+                conn, period.start, period.end, unit=scope.unit, commune=scope.commune,
+                category=scope.category)],
             previous=prev, previous_totals=await repo.incident_totals(conn, prev.start, prev.end),
             last_year=last_year,
             last_year_totals=await repo.incident_totals(conn, last_year.start, last_year.end),

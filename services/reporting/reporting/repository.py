@@ -170,12 +170,24 @@ class ReportingRepository:
             [deltas[k][1] for k in keys])
 
     # --- reading rollups for a report ----------------------------------------------
-    async def incident_rows(self, conn: asyncpg.Connection, start: date,
-                            end: date) -> list[asyncpg.Record]:
+    async def incident_rows(self, conn: asyncpg.Connection, start: date, end: date, *,
+                            unit: str | None = None, commune: str | None = None,
+                            category: str | None = None) -> list[asyncpg.Record]:
+        """The period's sums per measure, and per measure and unit, commune, category or
+        source (NULL: summed over), for a thematic scope if given. `day` is the period's
+        first day. (reporting.domain.figures.group_rows is the same in Python.)"""
         return list(await conn.fetch(
-            f"""SELECT day, measure, unit, commune, category, source, n
-                FROM {self.s}.incident_daily WHERE day BETWEEN $1 AND $2 AND n <> 0""",
-            start, end))
+            f"""SELECT $1::date AS day, measure, unit, commune, category, source,
+                       sum(n)::bigint AS n
+                FROM {self.s}.incident_daily
+                WHERE day BETWEEN $1 AND $2
+                  AND ($3::text IS NULL OR unit IN ($3, ''))
+                  AND ($4::text IS NULL OR commune IN ($4, ''))
+                  AND ($5::text IS NULL OR category IN ($5, ''))
+                GROUP BY GROUPING SETS ((measure), (measure, unit), (measure, commune),
+                                        (measure, category), (measure, source))
+                HAVING sum(n) <> 0""",
+            start, end, unit, commune, category))
 
     async def incident_totals_by_month(self, conn: asyncpg.Connection, start: date,
                                        end: date, measures: Iterable[str]) -> list[asyncpg.Record]:

@@ -15,7 +15,7 @@ from reporting.domain import incidents as inc
 from reporting.domain import indicators as ind
 from reporting.domain.allowances import allowances
 from reporting.domain.document import build_document
-from reporting.domain.figures import ReportInputs, Scope, build_figures
+from reporting.domain.figures import ReportInputs, Scope, build_figures, group_rows
 from reporting.domain.periods import Kind, period, previous
 from reporting.render.office import render_docx, render_xlsx
 from reporting.render.pdf import render_pdf
@@ -65,7 +65,7 @@ def write_sample(out: Path, incidents: int = 400) -> list[Path]:
             indicator[key[1:]].append((key[0], total))
     inputs = ReportInputs(
         period=p, scope=Scope(),
-        incident_rows=[(*k, n) for k, n in rows.items() if p.start <= k[0] <= p.end and n],
+        incident_rows=group_rows([(*k, n) for k, n in rows.items() if p.start <= k[0] <= p.end]),
         previous=before, previous_totals=totals(before.start, before.end),
         trend=[(m, measure, n) for (m, measure), n in sorted(trend.items())],
         quality=[(u, d, n) for (u, d), n in q_accepted.items()],

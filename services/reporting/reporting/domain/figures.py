@@ -37,7 +37,8 @@ FLOW_MEASURES = ("received", "verified", "rejected", "approved", "assigned", "ac
                  "merged", "ack_on_time", "ack_late", "resolve_on_time", "resolve_late",
                  "survey_responses", "survey_score")
 
-IncidentRow = tuple[date, str, str, str, str, str, int]   # day, measure, unit, commune, category, source, n
+# day, measure, unit, commune, category, source, n; None = summed over (see `group_rows`)
+IncidentRow = tuple[date, str, str | None, str | None, str | None, str | None, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,9 +132,29 @@ def _totals(rows: Iterable[IncidentRow]) -> dict[str, int]:
     return out
 
 
+def group_rows(rows: Iterable[IncidentRow], scope: Scope | None = None) -> list[IncidentRow]:
+    """What the repository's GROUPING SETS query returns, from full-dimension rows: the
+    period's sums per measure, and per measure and unit, commune, category or source
+    (the other dimensions None). For tests and the sample report."""
+    sums: dict[tuple[Any, ...], int] = defaultdict(int)
+    day = None
+    for r in rows:
+        day = r[0]
+        if scope is not None and not scope.keeps(r[2] or "", r[3] or "", r[4] or ""):
+            continue
+        m, unit, commune, category, source, n = r[1:]
+        for key in ((m, None, None, None, None), (m, unit, None, None, None),
+                    (m, None, commune, None, None), (m, None, None, category, None),
+                    (m, None, None, None, source)):
+            sums[key] += n
+    return [(day, *k, n) for k, n in sums.items() if n]
+
+
 def incident_figures(inputs: ReportInputs, names: Names) -> dict[str, Any]:
+    """From grouped rows (see `group_rows`): None marks a dimension summed over."""
     scope = inputs.scope
-    rows = [r for r in inputs.incident_rows if scope.keeps(r[2], r[3], r[4])]
+    rows = [r for r in inputs.incident_rows
+            if r[2] is None and r[3] is None and r[4] is None and r[5] is None]
     totals = _totals(rows)
     totals["overdue_open"] = inputs.overdue_count
     totals["overdue"] = totals["resolve_late"] + inputs.overdue_count
@@ -143,17 +164,19 @@ def incident_figures(inputs: ReportInputs, names: Names) -> dict[str, Any]:
     by_source: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     states: dict[str, int] = defaultdict(int)
     for r in rows:
+        if r[1].startswith("state:"):
+            states[r[1][6:]] += r[6]
+    for r in inputs.incident_rows:
         _, measure, unit, commune, category, source, n = r
         if unit:
             by_unit[unit].append(r)
-        if measure in ("received", "resolved", "rejected"):
+        elif measure in ("received", "resolved", "rejected"):
             if commune:
                 by_commune[commune][measure] += n
-            by_category[category][measure] += n
-            if source:
+            elif category is not None:
+                by_category[category][measure] += n
+            elif source:
                 by_source[source][measure] += n
-        if measure.startswith("state:"):
-            states[measure[6:]] += n
     units = []
     for unit, unit_rows in sorted(by_unit.items()):
         t = _totals(unit_rows)

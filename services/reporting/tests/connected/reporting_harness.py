@@ -62,11 +62,11 @@ class World:
         return str(self.settings.topic(spec).name)
 
     async def start(self, instance: str = "a", clock: Callable[[], datetime] | None = None,
-                    **overrides: Any) -> None:
+                    extras: dict[str, Any] | None = None, **overrides: Any) -> None:
         stop, ready = asyncio.Event(), asyncio.Event()
         settings = self.settings.model_copy(update={"instance_id": f"test-{instance}", **overrides})
         task = asyncio.create_task(run_reporting(settings, stop, ready=ready, clock=clock,
-                                                 configure_logs=False))
+                                                 configure_logs=False, extras=extras))
         waiter = asyncio.create_task(ready.wait())
         await asyncio.wait({task, waiter}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
         if task.done():

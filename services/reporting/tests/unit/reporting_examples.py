@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from datetime import date
 
-from reporting.domain.figures import Names, OverdueItem, ReportInputs, Scope, build_figures
+from reporting.domain.figures import (
+    Names,
+    OverdueItem,
+    ReportInputs,
+    Scope,
+    build_figures,
+    group_rows,
+)
 from reporting.domain.histogram import bucket_of
 from reporting.domain.periods import Kind, PeriodRules, period, previous
 
@@ -42,7 +49,9 @@ ROWS = [
 
 
 def figures(**kw: object) -> dict[str, object]:
-    base = dict(period=NOV, scope=Scope(), incident_rows=ROWS, previous=previous(NOV, RULES),
+    scope = kw.get("scope", Scope())
+    base = dict(period=NOV, scope=scope, incident_rows=group_rows(ROWS, scope),  # type: ignore[arg-type]
+                previous=previous(NOV, RULES),
                 previous_totals={"received": 8, "resolved": 5},
                 overdue=[OverdueItem("inc-1", "phong-kt-ht", "giao-thong", "xa-loc-an",
                                      date(2026, 11, 10), 3)], overdue_count=1,
