@@ -112,6 +112,9 @@ def seed_sql(s: str, incidents: int, records: int) -> list[str]:
                    commune, category, source, count(*)
             FROM (SELECT incident_id AS i, at, commune, category, source FROM {s}.raw_events
                   WHERE type = 'received') r GROUP BY 1, 2, 3, 4, 5, 6""",
+        f"""INSERT INTO {s}.incident_monthly
+            SELECT date_trunc('month', day)::date, measure, sum(n) FROM {s}.incident_daily
+            WHERE measure IN ('received', 'resolved') GROUP BY 1, 2""",
         f"""CREATE TABLE {s}.raw_records (day date, unit text, dataset text, outcome text, code text)""",
         f"""INSERT INTO {s}.raw_records
             SELECT date '2025-11-20' + (i::bigint * 365 / {records})::int,

@@ -14,6 +14,10 @@ from reporting.domain.incidents import Contribution
 from reporting.domain.indicators import IndicatorContribution
 
 
+# Measures also kept per calendar month (the trend chart).
+TREND_MEASURES = frozenset({"received", "resolved"})
+
+
 def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
 
@@ -80,6 +84,18 @@ class ReportingRepository:
             [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys],
             [k[3] for k in keys], [k[4] for k in keys], [k[5] for k in keys],
             [deltas[k] for k in keys])
+        monthly: dict[tuple[date, str], int] = {}
+        for k in keys:
+            if k[1] in TREND_MEASURES:
+                month = (k[0].replace(day=1), k[1])
+                monthly[month] = monthly.get(month, 0) + deltas[k]
+        months = sorted(m for m, n in monthly.items() if n)
+        if months:
+            await conn.execute(
+                f"""INSERT INTO {self.s}.incident_monthly AS m (month, measure, n)
+                    SELECT * FROM unnest($1::date[], $2::text[], $3::bigint[])
+                    ON CONFLICT (month, measure) DO UPDATE SET n = m.n + EXCLUDED.n""",
+                [m[0] for m in months], [m[1] for m in months], [monthly[m] for m in months])
 
     async def upsert_quality(self, conn: asyncpg.Connection,
                              rows: Sequence[tuple[date, str, str, int, dict[str, int], datetime]]
@@ -192,10 +208,9 @@ class ReportingRepository:
     async def incident_totals_by_month(self, conn: asyncpg.Connection, start: date,
                                        end: date, measures: Iterable[str]) -> list[asyncpg.Record]:
         return list(await conn.fetch(
-            f"""SELECT date_trunc('month', day)::date AS month, measure, sum(n)::bigint AS n
-                FROM {self.s}.incident_daily WHERE day BETWEEN $1 AND $2
-                  AND measure = ANY($3::text[])
-                GROUP BY 1, 2 ORDER BY 1""", start, end, list(measures)))
+            f"""SELECT month, measure, n FROM {self.s}.incident_monthly
+                WHERE month BETWEEN date_trunc('month', $1::date) AND $2
+                  AND measure = ANY($3::text[]) ORDER BY month""", start, end, list(measures)))
 
     async def overdue_incidents(self, conn: asyncpg.Connection,
                                 at: datetime, limit: int = 200) -> list[asyncpg.Record]:

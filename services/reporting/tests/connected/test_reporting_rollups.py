@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections import Counter
+from datetime import UTC, date, datetime
 
 import pytest
 from ioc_shared.calendar_vn import WorkingCalendar
@@ -27,6 +28,14 @@ async def test_shuffled_duplicated_events_give_the_recount(rworld: World) -> Non
         return await rworld.rollup() == expected
 
     await rworld.wait_for(matches)
+    monthly: Counter[tuple[date, str]] = Counter()
+    for k, n in expected.items():
+        if k[1] in ("received", "resolved"):
+            monthly[(k[0].replace(day=1), k[1])] += n
+    pool = await rworld.db()
+    stored = {(r["month"], r["measure"]): r["n"] for r in await pool.fetch(
+        f"SELECT month, measure, n FROM {rworld.schema}.incident_monthly WHERE n <> 0")}
+    assert stored == dict(monthly)
     received = sum(n for k, n in expected.items() if k[1] == "received")
     assert received == 120
     # Every incident counted in exactly one current state.
