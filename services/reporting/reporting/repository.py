@@ -13,7 +13,6 @@ import orjson
 from reporting.domain.incidents import Contribution
 from reporting.domain.indicators import IndicatorContribution
 
-
 # Measures also kept per calendar month (the trend chart).
 TREND_MEASURES = frozenset({"received", "resolved"})
 
