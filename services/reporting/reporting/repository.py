@@ -35,66 +35,82 @@ class ReportingRepository:
             consumer, list(event_ids))
         return {r["event_id"] for r in rows}
 
-    async def load_incidents(self, conn: asyncpg.Connection,
-                             ids: Sequence[str]) -> dict[str, tuple[list[Any], list[Any]]]:
+    async def claim_and_load(self, conn: asyncpg.Connection, consumer: str,
+                             event_ids: Sequence[uuid.UUID], incident_ids: Sequence[str]
+                             ) -> tuple[set[uuid.UUID], dict[str, tuple[list[Any], list[Any]]]]:
+        """`claim` and `load_incidents` (locked) in one round trip."""
         rows = await conn.fetch(
-            f"SELECT incident_id, transitions, contribution FROM {self.s}.incidents "
-            "WHERE incident_id = ANY($1::text[]) FOR UPDATE", list(ids))
-        return {r["incident_id"]: (orjson.loads(r["transitions"]), orjson.loads(r["contribution"]))
-                for r in rows}
+            f"""WITH claimed AS (
+                    INSERT INTO {self.s}.processed_events (consumer, event_id)
+                    SELECT $1, unnest($2::uuid[]) ON CONFLICT DO NOTHING RETURNING event_id),
+                known AS (
+                    SELECT incident_id, transitions, contribution FROM {self.s}.incidents
+                    WHERE incident_id = ANY($3::text[]) ORDER BY incident_id FOR UPDATE)
+                SELECT event_id::text AS id, NULL::jsonb AS transitions, NULL::jsonb AS contribution
+                FROM claimed
+                UNION ALL SELECT incident_id, transitions, contribution FROM known""",
+            consumer, list(event_ids), sorted(incident_ids))
+        fresh: set[uuid.UUID] = set()
+        stored: dict[str, tuple[list[Any], list[Any]]] = {}
+        for r in rows:
+            if r["transitions"] is None:
+                fresh.add(uuid.UUID(r["id"]))
+            else:
+                stored[r["id"]] = (orjson.loads(r["transitions"]), orjson.loads(r["contribution"]))
+        return fresh, stored
 
-    async def save_incidents(self, conn: asyncpg.Connection, rows: Sequence[dict[str, Any]]) -> None:
-        """Upsert incident rows given as dicts (one statement, rows as one JSON array)."""
-        if not rows:
-            return
-        await conn.execute(
-            f"""INSERT INTO {self.s}.incidents AS i (incident_id, transitions, contribution, state,
-                    unit, category, commune, received_at, assigned_at, ack_due_at, resolve_due_at,
-                    acknowledged, updated_at)
-                SELECT r.incident_id, r.transitions, r.contribution, r.state, r.unit,
-                       r.category, r.commune, r.received_at, r.assigned_at, r.ack_due_at,
-                       r.resolve_due_at, r.acknowledged, now()
-                FROM jsonb_to_recordset($1::jsonb) AS r(incident_id text, transitions jsonb,
-                    contribution jsonb, state text, unit text, category text, commune text,
-                    received_at timestamptz, assigned_at timestamptz, ack_due_at timestamptz,
-                    resolve_due_at timestamptz, acknowledged boolean)
-                ORDER BY r.incident_id
-                ON CONFLICT (incident_id) DO UPDATE SET transitions = EXCLUDED.transitions,
-                    contribution = EXCLUDED.contribution, state = EXCLUDED.state,
-                    unit = EXCLUDED.unit, category = EXCLUDED.category,
-                    commune = EXCLUDED.commune, received_at = EXCLUDED.received_at,
-                    assigned_at = EXCLUDED.assigned_at, ack_due_at = EXCLUDED.ack_due_at,
-                    resolve_due_at = EXCLUDED.resolve_due_at,
-                    acknowledged = EXCLUDED.acknowledged, updated_at = now()""",
-            _json(rows))
-
-    async def add_incident_deltas(self, conn: asyncpg.Connection, deltas: Contribution) -> None:
-        if not deltas:
+    async def save_incidents(self, conn: asyncpg.Connection, rows: Sequence[dict[str, Any]],
+                             deltas: Contribution) -> None:
+        """Upsert the incident rows (as one JSON array) and add the deltas to
+        `incident_daily` and `incident_monthly`, in one statement."""
+        if not rows and not deltas:
             return
         # Sorted: two instances updating the same keys take the row locks in one order.
         keys = sorted(deltas)
-        await conn.execute(
-            f"""INSERT INTO {self.s}.incident_daily AS d
-                    (day, measure, unit, commune, category, source, n)
-                SELECT * FROM unnest($1::date[], $2::text[], $3::text[], $4::text[], $5::text[],
-                                     $6::text[], $7::bigint[])
-                ON CONFLICT (day, measure, unit, commune, category, source)
-                DO UPDATE SET n = d.n + EXCLUDED.n""",
-            [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys],
-            [k[3] for k in keys], [k[4] for k in keys], [k[5] for k in keys],
-            [deltas[k] for k in keys])
         monthly: dict[tuple[date, str], int] = {}
         for k in keys:
             if k[1] in TREND_MEASURES:
                 month = (k[0].replace(day=1), k[1])
                 monthly[month] = monthly.get(month, 0) + deltas[k]
         months = sorted(m for m, n in monthly.items() if n)
-        if months:
-            await conn.execute(
-                f"""INSERT INTO {self.s}.incident_monthly AS m (month, measure, n)
-                    SELECT * FROM unnest($1::date[], $2::text[], $3::bigint[])
-                    ON CONFLICT (month, measure) DO UPDATE SET n = m.n + EXCLUDED.n""",
-                [m[0] for m in months], [m[1] for m in months], [monthly[m] for m in months])
+        await conn.execute(
+            f"""WITH saved AS (
+                  INSERT INTO {self.s}.incidents AS i (incident_id, transitions, contribution, state,
+                      unit, category, commune, received_at, assigned_at, ack_due_at, resolve_due_at,
+                      acknowledged, updated_at)
+                  SELECT r.incident_id, r.transitions, r.contribution, r.state, r.unit,
+                         r.category, r.commune, r.received_at, r.assigned_at, r.ack_due_at,
+                         r.resolve_due_at, r.acknowledged, now()
+                  FROM jsonb_to_recordset($1::jsonb) AS r(incident_id text, transitions jsonb,
+                      contribution jsonb, state text, unit text, category text, commune text,
+                      received_at timestamptz, assigned_at timestamptz, ack_due_at timestamptz,
+                      resolve_due_at timestamptz, acknowledged boolean)
+                  ORDER BY r.incident_id
+                  ON CONFLICT (incident_id) DO UPDATE SET transitions = EXCLUDED.transitions,
+                      contribution = EXCLUDED.contribution, state = EXCLUDED.state,
+                      unit = EXCLUDED.unit, category = EXCLUDED.category,
+                      commune = EXCLUDED.commune, received_at = EXCLUDED.received_at,
+                      assigned_at = EXCLUDED.assigned_at, ack_due_at = EXCLUDED.ack_due_at,
+                      resolve_due_at = EXCLUDED.resolve_due_at,
+                      acknowledged = EXCLUDED.acknowledged, updated_at = now()
+                  RETURNING 1),
+                daily AS (
+                  INSERT INTO {self.s}.incident_daily AS d
+                      (day, measure, unit, commune, category, source, n)
+                  SELECT * FROM unnest($2::date[], $3::text[], $4::text[], $5::text[], $6::text[],
+                                       $7::text[], $8::bigint[])
+                  ON CONFLICT (day, measure, unit, commune, category, source)
+                  DO UPDATE SET n = d.n + EXCLUDED.n RETURNING 1),
+                monthly AS (
+                  INSERT INTO {self.s}.incident_monthly AS m (month, measure, n)
+                  SELECT * FROM unnest($9::date[], $10::text[], $11::bigint[])
+                  ON CONFLICT (month, measure) DO UPDATE SET n = m.n + EXCLUDED.n RETURNING 1)
+                SELECT (SELECT count(*) FROM saved), (SELECT count(*) FROM daily),
+                       (SELECT count(*) FROM monthly)""",
+            _json(rows), [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys],
+            [k[3] for k in keys], [k[4] for k in keys], [k[5] for k in keys],
+            [deltas[k] for k in keys], [m[0] for m in months], [m[1] for m in months],
+            [monthly[m] for m in months])
 
     async def upsert_quality(self, conn: asyncpg.Connection,
                              rows: Sequence[tuple[date, str, str, int, dict[str, int], datetime]]

@@ -104,13 +104,19 @@ class RollupHandler:
             events.setdefault(event.event_id, event)
         if not events:
             return
+        incident_ids = {e.payload["incident_id"] for e in events.values()
+                        if e.type.startswith(inc.EVENT_PREFIX)
+                        and isinstance(e.payload.get("incident_id"), str)}
         async with self.pool.acquire() as conn, conn.transaction():
-            fresh = await self.repo.claim(conn, CONSUMER, list(events))
+            # Round trips: BEGIN; claim + load; the writes; COMMIT (+1 per other rollup kind).
+            fresh, stored = await self.repo.claim_and_load(conn, CONSUMER, list(events),
+                                                           list(incident_ids))
             todo = [e for eid, e in events.items() if eid in fresh]
             if todo:
-                await self._apply(conn, todo)
+                await self._apply(conn, todo, stored)
 
-    async def _apply(self, conn: asyncpg.Connection, todo: list[Event]) -> None:
+    async def _apply(self, conn: asyncpg.Connection, todo: list[Event],
+                     stored: dict[str, tuple[list[Any], list[Any]]]) -> None:
         transitions: dict[str, list[inc.Transition]] = defaultdict(list)
         quality: list[tuple[date, str, str, int, dict[str, int], datetime]] = []
         rejections: dict[tuple[date, str, str, str], int] = defaultdict(int)
@@ -144,7 +150,7 @@ class RollupHandler:
                 log.warning("rollups: event unusable, skipped", event_id=str(e.event_id),
                             type=e.type, problem=str(exc))
         if transitions:
-            await self._incidents(conn, transitions)
+            await self._incidents(conn, transitions, stored)
         await self.repo.upsert_quality(conn, quality)
         await self.repo.add_rejections(conn, rejections)
         await self.repo.add_freshness(conn, freshness)
@@ -167,8 +173,8 @@ class RollupHandler:
             records[key] = (e, contribution)
 
     async def _incidents(self, conn: asyncpg.Connection,
-                         transitions: dict[str, list[inc.Transition]]) -> None:
-        stored = await self.repo.load_incidents(conn, sorted(transitions))
+                         transitions: dict[str, list[inc.Transition]],
+                         stored: dict[str, tuple[list[Any], list[Any]]]) -> None:
         deltas: inc.Contribution = defaultdict(int)
         rows = []
         for incident_id, new in transitions.items():
@@ -193,8 +199,7 @@ class RollupHandler:
                                    if summary.resolve_due_at else None),
                 "acknowledged": summary.acknowledged,
             })
-        await self.repo.save_incidents(conn, rows)
-        await self.repo.add_incident_deltas(conn, {k: n for k, n in deltas.items() if n})
+        await self.repo.save_incidents(conn, rows, {k: n for k, n in deltas.items() if n})
 
     async def _indicators(self, conn: asyncpg.Connection,
                           records: dict[tuple[str, str], tuple[Event, ind.IndicatorContribution]]
