@@ -13,14 +13,16 @@ import orjson
 import pytest
 from docx import Document as open_docx
 from ioc_shared.contracts.topics import (
+    INGEST_FRESHNESS,
     INGEST_QUALITY,
+    INGEST_REJECTED,
     REPORTING_COMMAND_RESULTS,
     REPORTING_PUBLISHED,
     canonical_topic,
 )
 from ioc_shared.testing import read_topic
 from pypdf import PdfReader
-from reporting.sample import incident_events, indicator_events, quality_events
+from reporting.sample import envelope, incident_events, indicator_events, quality_events
 from reporting_harness import World
 
 pytestmark = pytest.mark.connected
@@ -75,13 +77,22 @@ async def test_lifecycle_only_the_leader_approves_and_issued_files_match_the_jso
     await rworld.send_incident_events(events)
     await rworld.send(rworld.topic(INGEST_QUALITY), [("u", q) for q in quality_events(
         START.date(), 31)])
-    await rworld.send(rworld.topic(canonical_topic("chi-so-y-te")),
-                      [("r", v) for v in indicator_events(START.date(), 31)])
+    indicators = list(indicator_events(START.date(), 31))
+    await rworld.send(rworld.topic(canonical_topic("chi-so-y-te")), [("r", v) for v in indicators])
+    late = envelope("ingest.freshness.late", "phong-gd-dt/thong-ke-truong-hoc", {
+        "unit": "phong-gd-dt", "dataset": "thong-ke-truong-hoc", "cadence": "monthly",
+        "detected_at": "2026-11-03T02:00:00+00:00"}, datetime(2026, 11, 3, 2, tzinfo=UTC),
+        uuid.uuid4())
+    rejected = envelope("ingest.record.rejected", "r-1", {
+        "unit": "xa-loc-an", "dataset": "ho-so-dich-vu-cong", "code": "schema_violation"},
+        datetime(2026, 11, 3, 2, tzinfo=UTC), uuid.uuid4())
+    await rworld.send(rworld.topic(INGEST_FRESHNESS), [("f", late)])
+    await rworld.send(rworld.topic(INGEST_REJECTED), [("x", rejected)])
     pool = await rworld.db()
 
     async def consumed() -> bool:
         n = await pool.fetchval(f"SELECT count(*) FROM {rworld.schema}.processed_events")
-        return bool(n >= len(events) + 31 * 6)
+        return bool(n >= len(events) + 31 * 6 + len(indicators) + 2)
 
     await rworld.wait_for(consumed)
     n = 0
@@ -120,6 +131,10 @@ async def test_lifecycle_only_the_leader_approves_and_issued_files_match_the_jso
     assert figures["incidents"]["totals"]["received"] > 0
     assert figures["data_sharing"]["totals"]["accepted"] > 0
     assert figures["indicators"]
+    late_pair = next(p for p in figures["data_sharing"]["pairs"]
+                     if p["dataset"] == "thong-ke-truong-hoc")
+    assert late_pair["late_periods"] == 1
+    assert figures["data_sharing"]["freshness_compliance_rate"] is not None
 
     row = await pool.fetchrow(f"SELECT files, figures FROM {rworld.schema}.reports "
                               "WHERE report_id = $1", uuid.UUID(report_id))
