@@ -4,13 +4,13 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 PYTEST := $(PY) -m pytest
 WITH_PLATFORM := bash scripts/with-platform.sh
-UNIT := shared/tests/unit $(wildcard services/*/tests/unit)
-CONNECTED := shared/tests/connected $(wildcard services/*/tests/connected)
+UNIT := shared/tests/unit $(wildcard services/*/tests/unit tools/*/tests/unit)
+CONNECTED := shared/tests/connected $(wildcard services/*/tests/connected tools/*/tests/connected)
 E2E := $(wildcard tests/e2e)
 # Every package; pyproject.toml makes shared/ and the services' domain packages strict.
-TYPED := shared/ioc_shared $(wildcard services/ingest/ingest services/routing/routing services/reporting/reporting)
+TYPED := shared/ioc_shared $(wildcard services/ingest/ingest services/routing/routing services/reporting/reporting tools/ioc/ioc_cli)
 
-.PHONY: up test test-unit test-connected test-e2e lint typecheck bench bootstrap platform-start platform-stop clean
+.PHONY: up test test-unit test-connected test-e2e lint typecheck bench bootstrap platform-start platform-stop clean docs
 
 up: bootstrap
 	bash scripts/up.sh
@@ -28,7 +28,7 @@ test-e2e: bootstrap
 	$(WITH_PLATFORM) $(PYTEST) -q $(E2E)
 
 lint: bootstrap
-	$(PY) -m ruff check $(wildcard conftest.py shared services tests bench)
+	$(PY) -m ruff check $(wildcard conftest.py shared services tests bench tools examples)
 	$(PY) -m mypy $(TYPED)
 
 typecheck: lint
@@ -38,6 +38,9 @@ bench: bootstrap
 
 bootstrap:
 	@bash scripts/bootstrap.sh
+
+docs: bootstrap
+	$(PY) -m ioc_shared.contracts docs/contracts
 
 platform-start:
 	bash scripts/platform.sh start

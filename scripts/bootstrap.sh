@@ -27,7 +27,7 @@ fi
 
 # The project's own packages: shared/ and every service that has a pyproject.toml.
 packages=()
-for p in shared services/*; do
+for p in shared services/* tools/*; do
   [[ -f "$p/pyproject.toml" ]] && packages+=("$p")
 done
 want="$(for p in requirements.lock "${packages[@]/%//pyproject.toml}"; do cat "$p"; done | sha256sum | cut -d' ' -f1)"

@@ -82,6 +82,19 @@ class Unit(_Strict):
     contacts: tuple[Contact, ...] = ()
     # Approximate centre (lat, lon), used to check coordinates and for areas.
     centre: tuple[float, float] | None = None
+    # May incidents be assigned to this unit? Unset: departments, communes, towns and
+    # cooperating units do; the district, the IOC and provincial bodies do not.
+    handles_incidents: bool | None = None
+
+    @property
+    def may_handle_incidents(self) -> bool:
+        if self.handles_incidents is not None:
+            return self.handles_incidents
+        return self.kind in _HANDLING_KINDS
+
+
+_HANDLING_KINDS = frozenset({UnitKind.DEPARTMENT, UnitKind.COMMUNE, UnitKind.TOWN,
+                             UnitKind.COOPERATING})
 
 
 class Principal(_Strict):

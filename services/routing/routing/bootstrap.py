@@ -10,20 +10,22 @@ import asyncio
 import contextlib
 import gc
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
-from ioc_shared.contracts.topics import canonical_topic
+from ioc_shared.contracts.topics import ROUTING_COMMANDS, canonical_topic
+from ioc_shared.platform.retention import RetentionJob, RetentionPolicy, platform_policies
 from ioc_shared.platform.runtime import ServiceRuntime
 from ioc_shared.registry import load_registry
 
 from routing.config import load_policy, organisation_from_registry
+from routing.domain.states import State
 from routing.handlers import CommandHandler, IntakeHandler, RoutingCore
 from routing.publishing import RoutingTopics, incident_topic_specs
 from routing.relay import start_relay
 from routing.repository import RoutingRepository
 from routing.settings import RoutingSettings
-from routing.subscribers import register_subscribers
+from routing.subscribers import routing_consumers
 from routing.timers import TimerWorker
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -64,14 +66,22 @@ async def run_routing(settings: RoutingSettings, stop: asyncio.Event, *,
         today = core.clock().date()
         for year in (today.year, today.year + 1):
             core.calendar.is_working_day(today.replace(year=year, month=1, day=1))
-        register_subscribers(rt.broker, intake=IntakeHandler(core), commands=CommandHandler(core),
-                             incident_topics=incident_topics, commands_topic=topics.commands,
-                             group=group, max_records=settings.batch_max_records,
-                             batch_timeout_ms=settings.batch_timeout_ms,
-                             intake_consumers=settings.intake_consumers)
+        consumers = routing_consumers(
+            core, intake=IntakeHandler(core), commands=CommandHandler(core),
+            incident_topics=incident_topics, commands_topic=topics.commands, group=group,
+            max_records=settings.batch_max_records, batch_timeout_ms=settings.batch_timeout_ms,
+            metrics=rt.metrics)
+        for consumer in consumers:
+            consumer.register(rt.broker)
+            rt.add_check(consumer.name, consumer.ready)
         stop_relay, relay_task = await start_relay(settings, rt.pool, rt.spawn)
         timers = TimerWorker(core, poll_s=settings.timer_poll_s, batch=settings.timer_batch)
         rt.spawn(timers.run())
+        retention = RetentionJob(rt.pool, settings.db_schema,
+                                 retention_policies(settings, datasets), registry=rt.metrics,
+                                 interval_s=settings.retention_interval_s,
+                                 slice_rows=settings.retention_slice_rows)
+        rt.spawn(retention.run())
         try:
             await rt.start_broker()
             rt.log.info("routing ready", rules=len(policy.rules), datasets=datasets,
@@ -83,12 +93,42 @@ async def run_routing(settings: RoutingSettings, stop: asyncio.Event, *,
             await _until(stop, rt)
         finally:
             timers.stop()
+            retention.stop()
+            for consumer in consumers:
+                consumer.stop()   # a batch waiting to retry stops now, uncommitted
             # Stop consuming first so the outbox can drain what was already decided.
             await rt.broker.stop()
             await _drain(core)
             await stop_relay()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(relay_task, 15)
+
+
+# Due work is history once its incident no longer waits for anything (a reopened
+# incident gets new rows); until then the overdue view reads its latest rows.
+_NOT_WAITING = ", ".join(f"'{s.value}'" for s in
+                         (State.RESOLVED, State.CLOSED, State.REJECTED, State.MERGED))
+
+
+def retention_policies(settings: RoutingSettings, datasets: list[str]) -> list[RetentionPolicy]:
+    """What routing deletes, when (deploy/README.md, "Retention"). Incidents, their
+    transitions (the audit trail) and survey answers are kept: they are the record.
+
+    Processed events are claimed by the consumers of the commands topic and of the
+    incident datasets' canonical topics: kept longer than both keep their records."""
+    consumed = [settings.topic(ROUTING_COMMANDS),
+                *(settings.topic(canonical_topic(d)) for d in datasets)]
+    processed = settings.retention_processed_events_days
+    return [
+        *platform_policies(consumed,
+                           processed_events=None if processed is None else timedelta(processed),
+                           handled_parked=timedelta(settings.retention_parked_days)),
+        RetentionPolicy("due_work", "coalesce(fired_at, skipped_at)",
+                        timedelta(settings.retention_due_work_days),
+                        where="EXISTS (SELECT 1 FROM {schema}.incidents i WHERE "
+                              f"i.id = t.incident_id AND i.state IN ({_NOT_WAITING}))"),
+        RetentionPolicy("commands", "received_at", timedelta(settings.retention_commands_days)),
+    ]
 
 
 def tune_gc() -> None:

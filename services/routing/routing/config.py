@@ -46,6 +46,7 @@ def organisation_from_registry(registry: Registry) -> Organisation:
         contacts={u.id: tuple(ContactInfo(c.role, c.title, c.name) for c in u.contacts)
                   for u in units.values()},
         unit_names={u.id: u.name for u in units.values()},
+        incident_units=frozenset(u.id for u in units.values() if u.may_handle_incidents),
     )
 
 
@@ -70,6 +71,11 @@ def parse_policy(raw: Any, source: str, org: Organisation) -> RoutingPolicy:
         problems = [f"{source}: {_label(raw, tuple(e['loc']))}: {e['msg']}" for e in exc.errors()]
         raise RoutingConfigError(problems) from exc
     problems = [f"{source}: {p}" for p in validate_policy(policy, org)]
+    targets = [(f"rules[{i}] (id={r.id})", r.unit) for i, r in enumerate(policy.rules)]
+    problems += [f"{source}: {label}: unit '{unit}' does not handle incidents "
+                 "(registry: handles_incidents)"
+                 for label, unit in [*targets, ("default", policy.default.unit)]
+                 if unit in org.unit_ids and not org.handles_incidents(unit)]
     if problems:
         raise RoutingConfigError(problems)
     return policy

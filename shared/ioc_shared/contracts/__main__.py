@@ -1,7 +1,7 @@
 """`python -m ioc_shared.contracts DIR`: write the bus contract documents.
 
-Writes `envelope.schema.json` (JSON Schema of the envelope) and `topics.md`
-(every topic with partitions, retention, cleanup policy and key).
+Writes `envelope.schema.json` (JSON Schema of the envelope), `topics.md`
+(every topic with partitions, retention, cleanup policy and key) and `asyncapi.yaml`.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from ioc_shared.contracts.asyncapi import asyncapi_yaml
 from ioc_shared.contracts.envelope import envelope_json_schema
 from ioc_shared.contracts.topics import DAY_MS, TOPICS, canonical_topic, special_topic
 
@@ -39,6 +40,7 @@ def main(out: Annotated[Path, typer.Argument()] = Path("docs/contracts")) -> Non
     out.mkdir(parents=True, exist_ok=True)
     (out / "envelope.schema.json").write_text(envelope_json_schema() + "\n", encoding="utf-8")
     (out / "topics.md").write_text(topics_markdown(), encoding="utf-8")
+    (out / "asyncapi.yaml").write_text(asyncapi_yaml(), encoding="utf-8")
     typer.echo(f"contract documents written to {out}")
 
 

@@ -103,6 +103,8 @@ def _find_duplicate(data: bytes) -> None:
         raise
     except ValueError as exc:   # orjson accepted it; the stdlib should too
         raise HygieneError("malformed_json", str(exc)) from None
+    except RecursionError:      # orjson's limit is deeper than the stdlib's
+        raise HygieneError("malformed_json", "nested too deeply") from None
 
 
 def find_forbidden(value: Any, path: str = "$") -> HygieneError | None:

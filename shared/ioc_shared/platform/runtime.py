@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -60,6 +60,7 @@ class ServiceRuntime:
         self._http: HttpServer | None = None
         self._stop = asyncio.Event()
         self._broker_started = False
+        self._health_checks: dict[str, Any] = {}
 
     async def __aenter__(self) -> Self:
         s = self.settings
@@ -79,8 +80,9 @@ class ServiceRuntime:
                                   metrics_registry=self.metrics)
         for group, topics in self._groups:
             self.spawn(LagMonitor(s.kafka_bootstrap, group, topics, self.metrics).run())
-        self._http = HttpServer(make_http_app(self.metrics, self._checks(), self._http_routes),
-                                s.http_host, s.http_port)
+        self._health_checks.update(self._checks())
+        self._http = HttpServer(make_http_app(self.metrics, self._health_checks,
+                                              self._http_routes), s.http_host, s.http_port)
         self.http_port = await self._http.start()
         return self
 
@@ -94,6 +96,10 @@ class ServiceRuntime:
 
             checks["postgres"] = postgres
         return checks
+
+    def add_check(self, name: str, check: Callable[[], Awaitable[bool]]) -> None:
+        """Add a readiness check to `/health` (e.g. a `DurableConsumer`'s `ready`)."""
+        self._health_checks[name] = check
 
     async def start_broker(self) -> None:
         await self.broker.start()

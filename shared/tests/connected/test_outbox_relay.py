@@ -230,7 +230,8 @@ async def test_rows_pending_in_the_old_layout_are_migrated_and_published() -> No
                     None if i == 1 else env.key, f'{{"{H_EVENT_ID}": "{env.event_id}"}}',
                     env.to_bytes(), None)
         assert await migrate(pool, schema, None) == [
-            "platform/0001_batched_outbox.sql", "platform/0002_outbox_parked.sql"]
+            "platform/0001_batched_outbox.sql", "platform/0002_outbox_parked.sql",
+            "platform/0003_consumer_parked.sql", "platform/0004_retention.sql"]
         async with started_relay(pool, schema) as relay:
             assert await relay.drain_once() == 3
         records = await read_topic(topic, until=lambda r: len(r) >= 3)

@@ -11,12 +11,49 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from ioc_shared.contracts.hygiene import HygieneError, find_forbidden, is_clean, loads_strict
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from routing.domain.reasons import Reason, Rejection, reject
 from routing.domain.states import Verb
 
 COMMAND_TYPE_PREFIX = "routing.command."
+
+# Hygiene codes (ioc_shared.contracts.hygiene) -> reason of the rejected command.
+_HYGIENE_REASONS = {"malformed_json": Reason.MALFORMED_JSON, "duplicate_key": Reason.DUPLICATE_KEY,
+                    "forbidden_character": Reason.FORBIDDEN_CHARACTER}
+
+
+def screen_command(raw: bytes) -> tuple[dict[str, Any] | None, Rejection | None]:
+    """(the command document, why it is refused): strict JSON (no duplicate key, which a
+    lenient parser would silently resolve), an object, and no forbidden character (NUL,
+    controls, bidi overrides, lone surrogates...) in any key or value. A document with a
+    forbidden character is still returned, for the answer to say which command it was
+    (read only through `bounded_text` and `command_id_of`)."""
+    try:
+        doc = loads_strict(raw)
+    except HygieneError as exc:
+        return None, reject(_HYGIENE_REASONS[exc.code], bounded_text(exc.path, 120) or "$")
+    if not isinstance(doc, dict):
+        return None, reject(Reason.MALFORMED, "không phải một đối tượng JSON")
+    problem = find_forbidden(doc)
+    if problem is not None:
+        return doc, reject(Reason.FORBIDDEN_CHARACTER,
+                           f"{problem.detail.split(' ', 1)[0]} tại "
+                           f"{bounded_text(problem.path, 120)}")
+    return doc, None
+
+
+def bounded_text(value: object, limit: int) -> str | None:
+    """`value` as text fit to store and show whatever it held: at most `limit` characters,
+    each forbidden character replaced by U+FFFD. For the record of a refused command."""
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else str(value)
+    text = text[:limit]
+    if is_clean(text):
+        return text
+    return "".join(ch if is_clean(ch) else "\ufffd" for ch in text)
 
 
 class _Payload(BaseModel):
@@ -82,8 +119,10 @@ def parse_command(event_type: str, subject: str | None,
     )
 
 
-def command_id_of(payload: dict[str, Any]) -> uuid.UUID | None:
+def command_id_of(payload: object) -> uuid.UUID | None:
     """The command id if one can be read, to answer even a malformed command."""
+    if not isinstance(payload, dict):
+        return None
     try:
         return uuid.UUID(str(payload.get("command_id")))
     except (ValueError, TypeError):

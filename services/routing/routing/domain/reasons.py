@@ -6,12 +6,15 @@ import unicodedata
 from dataclasses import dataclass
 from enum import StrEnum
 
-from routing.domain.states import State, Verb
+from routing.domain.states import TRANSITIONS, State, Verb
 
 
 class Reason(StrEnum):
     UNAUTHENTICATED = "unauthenticated"
     MALFORMED = "malformed_command"
+    MALFORMED_JSON = "malformed_json"
+    DUPLICATE_KEY = "duplicate_key"
+    FORBIDDEN_CHARACTER = "forbidden_character"
     UNKNOWN_VERB = "unknown_command"
     UNKNOWN_INCIDENT = "unknown_incident"
     ROLE_REQUIRED = "role_required"
@@ -21,6 +24,7 @@ class Reason(StrEnum):
     RESOLUTION_NOTE_REQUIRED = "resolution_note_required"
     NOTE_REQUIRED = "note_required"
     UNKNOWN_UNIT = "unknown_unit"
+    UNIT_DOES_NOT_HANDLE_INCIDENTS = "unit_does_not_handle_incidents"
     SAME_UNIT = "same_unit"
     UNKNOWN_PRIMARY = "unknown_primary"
     MERGE_INTO_SELF = "merge_into_self"
@@ -36,7 +40,7 @@ STATE_NAMES: dict[State, str] = {
     State.VERIFIED: "đã xác minh",
     State.REJECTED: "bị từ chối do thông tin không xác thực",
     State.APPROVED: "đã được lãnh đạo IOC phê duyệt",
-    State.ASSIGNED: "đã chuyển đơn vị xử lý",
+    State.ASSIGNED: "đã được giao cho đơn vị xử lý",
     State.ACKNOWLEDGED: "đơn vị đã tiếp nhận",
     State.IN_PROGRESS: "đang xử lý",
     State.RESOLVED: "đã xử lý xong",
@@ -64,15 +68,21 @@ VERB_NAMES: dict[Verb, str] = {
 _MESSAGES: dict[Reason, str] = {
     Reason.UNAUTHENTICATED: "Lệnh không được xác thực: thiếu hoặc sai chữ ký của bên gửi.",
     Reason.MALFORMED: "Lệnh không đúng định dạng: {detail}.",
+    Reason.MALFORMED_JSON: "Lệnh không phải JSON hợp lệ.",
+    Reason.DUPLICATE_KEY: "Lệnh có khóa JSON bị lặp ({detail}): không rõ giá trị nào là đúng.",
+    Reason.FORBIDDEN_CHARACTER: "Lệnh chứa ký tự không được phép ({detail}): ký tự NUL, ký tự "
+                                "điều khiển, ký tự đảo chiều hoặc ký tự vô hình.",
     Reason.UNKNOWN_VERB: "Lệnh '{detail}' không được hỗ trợ.",
     Reason.UNKNOWN_INCIDENT: "Không tìm thấy sự cố {detail}.",
     Reason.ROLE_REQUIRED: "Chỉ {detail} mới được thực hiện thao tác này.",
     Reason.NOT_ASSIGNED_TO_UNIT: "Sự cố không được giao cho đơn vị của bạn.",
-    Reason.ILLEGAL_TRANSITION: "Không thể {detail}.",
+    Reason.ILLEGAL_TRANSITION: "Không thể {detail}",
     Reason.REASON_REQUIRED: "Phải nêu lý do.",
     Reason.RESOLUTION_NOTE_REQUIRED: "Phải có nội dung kết quả xử lý.",
     Reason.NOTE_REQUIRED: "Phải có nội dung cập nhật tiến độ.",
     Reason.UNKNOWN_UNIT: "Đơn vị '{detail}' không có trong danh mục.",
+    Reason.UNIT_DOES_NOT_HANDLE_INCIDENTS: "Đơn vị '{detail}' không tiếp nhận xử lý sự cố; hãy "
+                                           "giao cho cơ quan chuyên môn hoặc UBND xã, thị trấn.",
     Reason.SAME_UNIT: "Sự cố đang do chính đơn vị '{detail}' xử lý.",
     Reason.UNKNOWN_PRIMARY: "Không tìm thấy sự cố chính {detail} để gộp vào.",
     Reason.MERGE_INTO_SELF: "Không thể gộp một sự cố vào chính nó.",
@@ -97,8 +107,31 @@ def reject(reason: Reason, detail: str = "") -> Rejection:
 
 
 def illegal(verb: Verb, state: State) -> Rejection:
-    return reject(Reason.ILLEGAL_TRANSITION,
-                  f"{VERB_NAMES[verb]} khi sự cố {STATE_NAMES[state]}")
+    """Why `verb` cannot be done now and, when a step or two would allow it, which first."""
+    text = f"{VERB_NAMES[verb]} khi sự cố {STATE_NAMES[state]}."
+    steps = steps_before(verb, state)
+    if steps:
+        text += " Cần " + ", rồi ".join(VERB_NAMES[s] for s in steps) + " sự cố trước."
+    return reject(Reason.ILLEGAL_TRANSITION, text)
+
+
+# Steps that lead an incident forward (corrections such as return or reopen are not advice).
+_FORWARD = (Verb.VERIFY, Verb.APPROVE, Verb.ASSIGN, Verb.ACKNOWLEDGE, Verb.RESOLVE, Verb.CLOSE)
+
+
+def steps_before(verb: Verb, state: State, depth: int = 2) -> tuple[Verb, ...]:
+    """The shortest chain (at most `depth`) of forward steps from `state` to a state where
+    `verb` is allowed: resolve when assigned -> (acknowledge,). Derived from TRANSITIONS."""
+    allowed = TRANSITIONS[verb][0]
+    paths: list[tuple[State, tuple[Verb, ...]]] = [(state, ())]
+    for _ in range(depth):
+        paths = [(target, (*path, step)) for at, path in paths for step in _FORWARD
+                 if at in TRANSITIONS[step][0]
+                 and (target := TRANSITIONS[step][1]) is not None]
+        for at, path in paths:
+            if at in allowed:
+                return path
+    return ()
 
 
 ACCEPTED_MESSAGE = "Đã thực hiện: {verb}."

@@ -29,6 +29,7 @@ from ioc_shared.testing import database_url, kafka_bootstrap, unique
 from opentelemetry import trace
 from routing.bootstrap import run_routing
 from routing.domain.model import incident_id_for
+from routing.handlers import PRODUCER_HEADER
 from routing.publishing import RoutingTopics
 from routing.settings import RoutingSettings
 
@@ -40,8 +41,9 @@ def tiny_deadlines(raw: dict[str, Any]) -> dict[str, Any]:
     """The seed policy with wall-clock seconds, so escalations happen during a test."""
     raw = json.loads(json.dumps(raw))
     raw["deadlines"] = [{"acknowledge": {"seconds": 3}, "resolve": {"seconds": 600}}]
-    raw["escalation"]["reminders_before"] = [{"seconds": 1}]
-    for i, step in enumerate(raw["escalation"]["chain"]):
+    raw["escalation"] = [raw["escalation"][-1]]
+    raw["escalation"][0]["reminders_before"] = [{"seconds": 1}]
+    for i, step in enumerate(raw["escalation"][0]["chain"]):
         step["after"] = {"seconds": i}
     return raw
 
@@ -90,15 +92,36 @@ class World:
 
     async def publish_record(self, record: dict[str, Any], *, dataset: str = FIELD_REPORTS,
                              source_unit: str = "tt-loc-ninh",
-                             headers: dict[str, str] | None = None) -> str:
-        env = Envelope(type="ingest.record.accepted", source_unit=source_unit,
-                       subject=record["record_id"],
+                             headers: dict[str, str] | None = None,
+                             producer: str | None = "ingest", legacy_key: bool = False,
+                             key: str | None = None) -> str:
+        """Publish a canonical record as ingest does: key and subject `<unit>/<record id>`
+        (`legacy_key`: the record id alone, as before), header `ioc-producer: ingest`
+        (`producer=None`: none, as a hostile producer would)."""
+        if key is None:
+            key = record["record_id"] if legacy_key else f"{source_unit}/{record['record_id']}"
+        env = Envelope(type="ingest.record.accepted", source_unit=source_unit, subject=key,
                        payload={"dataset": dataset, "schema_version": 2, "record": record})
+        sent = {**({PRODUCER_HEADER: producer} if producer is not None else {}),
+                **(headers or {})}
+        await self.publish_raw(dataset, env.to_bytes(), key=key, headers=sent)
+        return incident_id_for(source_unit, dataset, record["record_id"])
+
+    async def publish_raw(self, dataset: str, value: bytes, *, key: str,
+                          headers: dict[str, str]) -> None:
         topic = self.settings.topic(canonical_topic(dataset)).name
         producer = await self._producer()
-        await producer.send_and_wait(topic, env.to_bytes(), key=record["record_id"].encode(),
-                                     headers=[(k, v.encode()) for k, v in (headers or {}).items()])
-        return incident_id_for(dataset, record["record_id"])
+        await producer.send_and_wait(topic, value, key=key.encode(),
+                                     headers=[(k, v.encode()) for k, v in headers.items()])
+
+    async def command_raw(self, principal: str, value: bytes, *, key: str,
+                          sign_with: str | None = None) -> None:
+        """Put `value` on the commands topic, signed as `principal` (or with another's secret)."""
+        secret = SECRETS[sign_with or principal]
+        headers = [(H_PRINCIPAL, principal.encode()), (H_SIGNATURE, sign(secret, value).encode())]
+        producer = await self._producer()
+        await producer.send_and_wait(self.topics.commands, value, key=key.encode(),
+                                     headers=headers)
 
     async def command(self, principal: str, verb: str, incident_id: str, *,
                       sign_with: str | None = None, command_id: str | None = None,
