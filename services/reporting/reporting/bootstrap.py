@@ -37,7 +37,7 @@ from reporting.repository import ReportingRepository
 from reporting.rollups import RollupHandler
 from reporting.scheduler import Scheduler
 from reporting.settings import ReportingSettings
-from reporting.subscribers import register_subscribers
+from reporting.subscribers import reporting_consumers
 from reporting.web import routes
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -92,11 +92,15 @@ async def run_reporting(settings: ReportingSettings, stop: asyncio.Event, *,
             extras["http_port"] = rt.http_port
         rollups = RollupHandler(rt.pool, repo, rt.registry, calendar)
         commands = CommandHandler(service)
-        register_subscribers(rt.broker, rollups=rollups.handle, commands=commands.handle,
-                             rollup_topics=[s.name for s in consumed],
-                             commands_topic=topics.commands, group=settings.consumer_group,
-                             max_records=settings.batch_max_records,
-                             batch_timeout_ms=settings.batch_timeout_ms)
+        consumers = reporting_consumers(
+            pool=rt.pool, schema=settings.db_schema, rollups=rollups.handle,
+            commands=commands.handle, on_parked_command=commands.answer_parked,
+            rollup_topics=[s.name for s in consumed], commands_topic=topics.commands,
+            group=settings.consumer_group, max_records=settings.batch_max_records,
+            batch_timeout_ms=settings.batch_timeout_ms, metrics=rt.metrics)
+        for consumer in consumers:
+            consumer.register(rt.broker)
+            rt.add_check(consumer.name, consumer.ready)
         producer = make_producer(settings.kafka_bootstrap,
                                  client_id=f"reporting-outbox-{settings.instance_id}")
         await producer.start()
@@ -115,6 +119,8 @@ async def run_reporting(settings: ReportingSettings, stop: asyncio.Event, *,
             await _until(stop, rt)
         finally:
             scheduler.stop()
+            for consumer in consumers:
+                consumer.stop()   # a batch waiting to retry stops now, uncommitted
             await rt.broker.stop()
             relay.stop()
             await asyncio.sleep(0)

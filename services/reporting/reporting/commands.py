@@ -16,6 +16,7 @@ import asyncpg
 from ioc_shared.contracts.envelope import deterministic_event_id
 from ioc_shared.contracts.headers import H_PRINCIPAL, H_SIGNATURE
 from ioc_shared.contracts.hygiene import HygieneError, find_forbidden, loads_strict
+from ioc_shared.platform.consumer import Delivery
 from ioc_shared.platform.logging import get_logger
 from ioc_shared.platform.outbox import enqueue_many
 
@@ -37,7 +38,6 @@ from reporting.domain.lifecycle import (
     transition,
 )
 from reporting.reports import ReportService, outgoing
-from reporting.subscribers import RawDelivery
 
 log = get_logger(__name__)
 
@@ -49,7 +49,7 @@ class CommandHandler:
     def __init__(self, service: ReportService) -> None:
         self.service = service
 
-    async def handle(self, deliveries: Sequence[RawDelivery]) -> None:
+    async def handle(self, deliveries: Sequence[Delivery]) -> None:
         for d in deliveries:
             await self._one(d)
 
@@ -73,10 +73,10 @@ class CommandHandler:
                         deterministic_event_id(cause, "result"), self.service.ioc_unit,
                         self.service.clock())
 
-    async def _one(self, d: RawDelivery) -> None:
+    async def _one(self, d: Delivery) -> None:
         svc = self.service
-        principal_id = d.headers.get(H_PRINCIPAL)
-        signature = d.headers.get(H_SIGNATURE)
+        principal_id = d.header(H_PRINCIPAL)
+        signature = d.header(H_SIGNATURE)
         principal = (svc.registry.verify_signature(principal_id, d.value, signature)
                      if principal_id and signature else None)
         env: dict[str, Any] | None = None
@@ -115,6 +115,22 @@ class CommandHandler:
                 principal=principal.id))
             return
         await self._execute(parsed, principal.id, principal.unit, frozenset(principal.roles), cause)
+
+    async def answer_parked(self, d: Delivery, _: BaseException) -> None:
+        """Tell the sender of a parked command that it failed on our side (`internal_error`),
+        once (its own answer id, claimed)."""
+        svc = self.service
+        principal_id = d.header(H_PRINCIPAL) or ""
+        signature = d.header(H_SIGNATURE)
+        principal = (svc.registry.verify_signature(principal_id, d.value, signature)
+                     if principal_id and signature else None)
+        claimed = svc.registry.principals.get(principal_id)
+        unit = principal.unit if principal else (claimed.unit if claimed else "unknown")
+        answer_id = deterministic_event_id("parked", d.origin)
+        await self._answer_only(answer_id, self._answer(
+            unit=unit, cause=answer_id, status="rejected", reason=Reason.INTERNAL_ERROR,
+            message=reject(Reason.INTERNAL_ERROR).message, command_id=None, verb=None,
+            principal=principal.id if principal else None))
 
     async def _answer_only(self, cause: uuid.UUID, message: Any) -> None:
         svc = self.service

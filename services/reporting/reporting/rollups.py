@@ -14,11 +14,12 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any, Protocol
+from typing import Any
 
 import asyncpg
 import orjson
 from ioc_shared.calendar_vn import WorkingCalendar
+from ioc_shared.platform.consumer import Delivery
 from ioc_shared.platform.logging import get_logger
 from ioc_shared.registry import Registry
 
@@ -36,28 +37,13 @@ LATE = "ingest.freshness.late"
 RECOVERED = "ingest.freshness.recovered"
 
 
-class Delivery(Protocol):
-    """A raw Kafka record as the kit consumer hands it over."""
-
-    @property
-    def topic(self) -> str: ...
-
-    @property
-    def partition(self) -> int: ...
-
-    @property
-    def offset(self) -> int: ...
-
-    @property
-    def value(self) -> bytes: ...
-
-
 @dataclass(frozen=True, slots=True)
 class Event:
     event_id: uuid.UUID
     type: str
     occurred_at: datetime
     payload: dict[str, Any]
+    source_unit: str = ""
 
 
 def parse(value: bytes) -> Event | None:
@@ -67,11 +53,12 @@ def parse(value: bytes) -> Event | None:
         occurred = datetime.fromisoformat(str(data["occurred_at"]))
         payload = data.get("payload") or {}
         kind = data["type"]
+        source_unit = str(data.get("source_unit") or "")
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         return None
     if not isinstance(payload, dict) or not isinstance(kind, str) or occurred.tzinfo is None:
         return None
-    return Event(event_id, kind, occurred.astimezone(UTC), payload)
+    return Event(event_id, kind, occurred.astimezone(UTC), payload, source_unit)
 
 
 def _day(value: Any, fallback: datetime) -> date:
@@ -167,7 +154,8 @@ class RollupHandler:
         if not record_id:
             raise ind.RecordError("no record id")
         contribution = ind.contribution_of(dataset, record)
-        key = (dataset, record_id)
+        # Record ids are the publishing unit's own: two units may use the same one.
+        key = (dataset, f"{e.source_unit}/{record_id}")
         known = records.get(key)
         if known is None or (e.occurred_at, e.event_id) > (known[0].occurred_at, known[0].event_id):
             records[key] = (e, contribution)

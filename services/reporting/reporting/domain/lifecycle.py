@@ -61,6 +61,7 @@ class Reason(StrEnum):
     FUTURE_PERIOD = "future_period"
     EMPTY_PERIOD = "empty_period"
     DUPLICATE_COMMAND = "duplicate_command"
+    INTERNAL_ERROR = "internal_error"
 
 
 STATUS_NAMES = {Status.DRAFT: "dự thảo", Status.SUBMITTED: "đã trình", Status.APPROVED: "đã duyệt",
@@ -86,6 +87,8 @@ _MESSAGES = {
     Reason.FUTURE_PERIOD: "Kỳ báo cáo {detail} chưa kết thúc hoặc ở tương lai.",
     Reason.EMPTY_PERIOD: "Kỳ báo cáo {detail} không có số liệu nào để báo cáo.",
     Reason.DUPLICATE_COMMAND: "Lệnh này đã được xử lý trước đó.",
+    Reason.INTERNAL_ERROR: ("Hệ thống gặp lỗi nội bộ khi xử lý lệnh này; lệnh đã được lưu lại "
+                            "để xử lý lại sau khi khắc phục."),
 }
 
 
