@@ -22,7 +22,7 @@ from ioc_shared.platform.outbox import enqueue_many
 
 from reporting.domain import periods as pd
 from reporting.domain.figures import Scope, build_figures, is_empty
-from reporting.domain.formatting import CATEGORY_NAMES, DOMAIN_NAMES
+from reporting.domain.formatting import CATEGORY_NAMES, DOMAIN_CATEGORY, DOMAIN_NAMES
 from reporting.domain.incidents import LOCAL
 from reporting.domain.lifecycle import (
     Command,
@@ -234,4 +234,6 @@ class CommandHandler:
             return reject(Reason.UNKNOWN_CATEGORY, cmd.category)
         if cmd.domain and cmd.domain not in DOMAIN_NAMES:
             return reject(Reason.UNKNOWN_DOMAIN, cmd.domain)
-        return Scope(cmd.domain, cmd.commune, cmd.unit, cmd.category)
+        # A domain with an incident category of its own also narrows the incidents.
+        category = cmd.category or DOMAIN_CATEGORY.get(cmd.domain or "")
+        return Scope(cmd.domain, cmd.commune, cmd.unit, category)

@@ -75,6 +75,9 @@ DOMAIN_NAMES = {"health": "Y tế", "education": "Giáo dục", "socio-economic"
                 "public-service": "Dịch vụ công", "field-report": "Phản ánh hiện trường",
                 "general": "Chung"}
 
+# Data domains whose incidents have a category of their own.
+DOMAIN_CATEGORY = {"health": "y-te", "education": "giao-duc", "public-service": "dich-vu-cong"}
+
 INDICATOR_NAMES = {
     "ca-sot-xuat-huyet": "Ca sốt xuất huyết", "ca-tay-chan-mieng": "Ca tay chân miệng",
     "tiem-chung-day-du": "Trẻ tiêm chủng đầy đủ", "kham-chua-benh": "Lượt khám chữa bệnh",
