@@ -50,7 +50,9 @@ async def answer(w: World, command_id: str, count: int) -> dict[str, Any]:
 
 def check_files(files: dict[str, str], figures: dict[str, Any]) -> None:
     """The rendered PDF has the expected text; DOCX and XLSX open and match the JSON."""
-    pdf_text = "".join(page.extract_text() for page in PdfReader(files["pdf"]).pages)
+    # Lines as laid out: a phrase may wrap, so whitespace is compared as single spaces.
+    pdf_text = " ".join(" ".join(page.extract_text() for page in PdfReader(files["pdf"]).pages)
+                        .split())
     for expected in ("CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM", "Độc lập - Tự do - Hạnh phúc",
                      "Số: 01/BC-IOC", "BÁO CÁO", "Nơi nhận:", "tháng 11 năm 2026",
                      "Lộc Ninh, ngày 20 tháng 11 năm 2026", "PHÓ CHÁNH VĂN PHÒNG"):
