@@ -270,8 +270,9 @@ TOPIC_MESSAGES: dict[str, Callable[[Registry], list[Message]]] = {
     ROUTING_REPORTER_UPDATES.name: _generic("routing.reporter.*", "Status update for the reporter"),
     REPORTING_COMMANDS.name: _report_commands,
     REPORTING_COMMAND_RESULTS.name: _generic("reporting.command.result", "The answer to a command"),
-    REPORTING_PUBLISHED.name: _generic("report.published", "A report version with every figure "
-                                       "(contract ioc.reporting.report/1)"),
+    REPORTING_PUBLISHED.name: lambda _: [envelope_message(
+        "report.published", "A report version with every figure (ioc.reporting.report/1)",
+        _external("reporting.contract:published_json_schema"))],
     REPORTING_NOTIFICATIONS.name: _generic("report.*", "report.due-soon and report.overdue"),
 }
 

@@ -21,7 +21,6 @@ from reporting.domain.formatting import (
     DOMAIN_NAMES,
     INDICATOR_NAMES,
     REASON_NAMES,
-    STATE_NAMES,
     change,
     nfc,
     number,
@@ -376,7 +375,6 @@ def build_figures(inputs: ReportInputs, names: Names) -> dict[str, Any]:
         "data_sharing": sharing,
         "indicators": indicator_figures(inputs, names),
         "allowances": allowance_figures(inputs, names),
-        "state_names": STATE_NAMES,
     }
 
 

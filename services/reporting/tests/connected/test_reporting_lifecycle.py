@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import openpyxl
 import orjson
 import pytest
@@ -22,6 +23,7 @@ from ioc_shared.contracts.topics import (
 )
 from ioc_shared.testing import read_topic
 from pypdf import PdfReader
+from reporting.contract import published_json_schema
 from reporting.sample import envelope, incident_events, indicator_events, quality_events
 from reporting_harness import World
 
@@ -128,6 +130,7 @@ async def test_lifecycle_only_the_leader_approves_and_issued_files_match_the_jso
     published = await read_topic(rworld.topic(REPORTING_PUBLISHED), until=lambda r: len(r) >= 2)
     bodies = [orjson.loads(r.value)["payload"] for r in published]
     final = next(b for b in bodies if b["status"] == "issued")
+    jsonschema.validate(final, published_json_schema())
     figures = final["figures"]
     assert figures["contract"] == "ioc.reporting.report/1" and final["number"] == "01/BC-IOC"
     assert figures["incidents"]["totals"]["received"] > 0
