@@ -50,6 +50,8 @@ class WorkingCalendar:
     extra_working_days: frozenset[date] = frozenset()
     _holiday_years: dict[int, holidays.HolidayBase] = field(
         default_factory=dict, compare=False, repr=False)
+    # Answers of is_working_day: a duration of days asks about each of them, every time.
+    _working: dict[date, bool] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         for start, end in self.periods:
@@ -88,6 +90,12 @@ class WorkingCalendar:
         return str(name) if name is not None else None
 
     def is_working_day(self, day: date) -> bool:
+        known = self._working.get(day)
+        if known is None:
+            known = self._working[day] = self._is_working_day(day)
+        return known
+
+    def _is_working_day(self, day: date) -> bool:
         if day in self.extra_working_days:
             return True
         if day in self.extra_days_off:
