@@ -66,7 +66,9 @@ def figures_json_schema() -> dict[str, Any]:
                                 "dataset_name": _STR}),
         "province_sync": {"type": ["array", "null"],
                           "description": "null: no figures yet (sync-province not running)"},
-    })
+        "rejection_notices": _obj({"total": _INT, "unidentified": _INT}),
+    }, required=["totals", "reasons", "freshness_compliance_rate", "pairs", "not_connected",
+                 "province_sync"])
     indicator = _obj({"domain": _STR, "domain_name": _STR, "dataset": _STR, "dataset_name": _STR,
                       "commune": _STR, "commune_name": _STR, "unit": _STR, "unit_name": _STR,
                       "indicator": _STR, "indicator_name": _STR, "records": _INT,

@@ -147,6 +147,8 @@ class ReportService:
                      for r in await repo.quality_reasons(conn, period.start, period.end)],
             freshness=[(r["unit"], r["dataset"], r["late"], r["recovered"])
                        for r in await repo.freshness_rows(conn, period.start, period.end)],
+            rejections=[(r["unit"], r["dataset"], r["code"], r["n"])
+                        for r in await repo.rejection_rows(conn, period.start, period.end)],
             expected_pairs=expected_publishers(self.registry),
             connected_pairs={(r["unit"], r["dataset"]) for r in await repo.quality_ever(conn, period.end)},
             province_sync=None,

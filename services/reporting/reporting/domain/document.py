@@ -206,6 +206,12 @@ def _sharing_section(f: dict[str, Any]) -> Section:
         f"{number(d['totals']['rejected'])} bản ghi bị từ chối; {number(d['totals']['late_periods'])} "
         f"lượt chậm cập nhật so với tần suất đã thống nhất; tỷ lệ cặp đơn vị - bộ dữ liệu cập "
         f"nhật đúng tần suất {percent(d['freshness_compliance_rate'])}."))
+    notices = d["rejection_notices"]
+    if notices["total"]:
+        s.paragraphs.append(nfc(
+            f"Hệ thống đã gửi {number(notices['total'])} thông báo từ chối kèm lý do cho bên gửi"
+            f" (trong đó {number(notices['unidentified'])} thông báo cho nguồn chưa xác định "
+            "được đơn vị)."))
     pairs = d["pairs"]
     s.tables.append(Table(
         "1. Theo đơn vị và bộ dữ liệu",

@@ -84,6 +84,8 @@ class ReportInputs:
     quality: list[tuple[str, str, int]] = field(default_factory=list)        # unit, dataset, accepted
     reasons: list[tuple[str, str, str, int]] = field(default_factory=list)   # unit, dataset, code, n
     freshness: list[tuple[str, str, int, int]] = field(default_factory=list)  # late, recovered
+    # Rejections as sent to the units (ingest.record.rejected): unit, dataset, code, n.
+    rejections: list[tuple[str, str, str, int]] = field(default_factory=list)
     expected_pairs: list[tuple[str, str]] = field(default_factory=list)
     connected_pairs: set[tuple[str, str]] = field(default_factory=set)
     province_sync: list[dict[str, Any]] | None = None
@@ -274,6 +276,9 @@ def data_sharing_figures(inputs: ReportInputs, names: Names) -> dict[str, Any]:
         "pairs": rows,
         "not_connected": not_connected,
         "province_sync": inputs.province_sync,
+        "rejection_notices": {
+            "total": sum(n for *_, n in inputs.rejections),
+            "unidentified": sum(n for u, *_, n in inputs.rejections if not u or u == "unknown")},
     }
 
 

@@ -140,6 +140,7 @@ async def test_lifecycle_only_the_leader_approves_and_issued_files_match_the_jso
                      if p["dataset"] == "thong-ke-truong-hoc")
     assert late_pair["late_periods"] == 1
     assert figures["data_sharing"]["freshness_compliance_rate"] is not None
+    assert figures["data_sharing"]["rejection_notices"] == {"total": 1, "unidentified": 0}
 
     row = await pool.fetchrow(f"SELECT files, figures FROM {rworld.schema}.reports "
                               "WHERE report_id = $1", uuid.UUID(report_id))

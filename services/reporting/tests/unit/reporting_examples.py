@@ -59,6 +59,8 @@ def figures(**kw: object) -> dict[str, object]:
                 reasons=[("xa-loc-an", "phan-anh-hien-truong", "missing", 30),
                          ("xa-loc-an", "phan-anh-hien-truong", "wrong_type", 10)],
                 freshness=[("xa-loc-an", "phan-anh-hien-truong", 2, 1)],
+                rejections=[("xa-loc-an", "phan-anh-hien-truong", "missing", 3),
+                            ("unknown", "", "unauthenticated", 2)],
                 expected_pairs=[("xa-loc-an", "phan-anh-hien-truong"),
                                 ("trung-tam-y-te", "chi-so-y-te")],
                 connected_pairs={("xa-loc-an", "phan-anh-hien-truong")},

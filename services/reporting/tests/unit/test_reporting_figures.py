@@ -52,6 +52,7 @@ def test_data_sharing_and_indicators() -> None:
                                    "dataset": "chi-so-y-te", "dataset_name": "Chỉ số y tế"}]
     assert d["freshness_compliance_rate"] == 0.0              # the one watched pair was late
     assert d["province_sync"] is None
+    assert d["rejection_notices"] == {"total": 5, "unidentified": 2}
     i = f["indicators"][0]
     assert (i["domain"], i["total"], i["mean"], i["latest_value"]) == ("health", 40.0, 10.0, 12.0)
 
