@@ -118,6 +118,8 @@ class RollupHandler:
                     p = e.payload
                     rejected = {str(k): int(v) for k, v in (p.get("rejected") or {}).items()}
                     as_of = datetime.fromisoformat(str(p.get("as_of") or e.occurred_at.isoformat()))
+                    if as_of.tzinfo is None:
+                        raise ValueError("as_of without offset")
                     quality.append((_day(p.get("day"), e.occurred_at), str(p.get("unit") or ""),
                                     str(p.get("dataset") or ""), int(p.get("accepted") or 0),
                                     rejected, as_of))
@@ -133,7 +135,8 @@ class RollupHandler:
                     freshness[key] = (late + (e.type == LATE), recovered + (e.type == RECOVERED))
                 elif e.type == RECORD_ACCEPTED:
                     self._record(e, records)
-            except (inc.EventError, ind.RecordError, ValueError, TypeError) as exc:
+            except (inc.EventError, ind.RecordError, ValueError, TypeError, AttributeError,
+                    KeyError) as exc:
                 log.warning("rollups: event unusable, skipped", event_id=str(e.event_id),
                             type=e.type, problem=str(exc))
         if transitions:
