@@ -266,6 +266,9 @@ def _allowance_section(f: dict[str, Any]) -> Section:
     return s
 
 
+_REVIEW = {"six-monthly": "Sơ kết", "annual": "Tổng kết, đánh giá"}
+
+
 def build_document(figures: dict[str, Any], *, parent_body: str, issuing_body: str,
                    place: str, number_suffix: str, subject: str, recipients: list[str],
                    signer: tuple[str, str, str], number_text: str | None,
@@ -277,6 +280,9 @@ def build_document(figures: dict[str, Any], *, parent_body: str, issuing_body: s
         focus = ", ".join(CATEGORY_NAMES.get(v, v) for v in scope.values())
         subject_line = (f"{'Chuyên đề' if kind == 'thematic' else 'Báo cáo đột xuất'}"
                         f"{': ' + focus if focus else ''} {label}")
+    elif kind in _REVIEW:
+        # The six-monthly review and the annual evaluation (Đ14.2) say so in their subject.
+        subject_line = f"{_REVIEW[kind]} {subject[:1].lower()}{subject[1:]} {label}"
     else:
         subject_line = f"{subject} {label}"
     sections = [_incident_section(figures), _comparison_section(figures),

@@ -52,6 +52,23 @@ def test_document_has_the_decree_30_parts_in_nfc() -> None:
     assert draft.place_date == "Lộc Ninh, ngày 20 tháng 11 năm 2026"
 
 
+def test_six_monthly_review_and_annual_evaluation_say_so() -> None:
+    from reporting.domain.periods import Kind, PeriodRules, period
+
+    for kind, index, expected in ((Kind.SIX_MONTHLY, 1, "Sơ kết tình hình hoạt động Trung tâm IOC "
+                                   "6 tháng đầu năm 2026"),
+                                  (Kind.ANNUAL, 0, "Tổng kết, đánh giá tình hình hoạt động "
+                                   "Trung tâm IOC năm 2026")):
+        p = period(kind, 2026, index, PeriodRules())
+        f = {**figures(), "kind": kind.value, "period": {"key": p.key, "label": p.label}}
+        d = build_document(f, parent_body="UBND HUYỆN LỘC NINH", issuing_body="VĂN PHÒNG",
+                           place="Lộc Ninh", number_suffix="BC-IOC",
+                           subject="Tình hình hoạt động Trung tâm IOC", recipients=[],
+                           signer=("", "CHÁNH VĂN PHÒNG", "A"), number_text=None,
+                           issued_on=None, today=date(2026, 12, 20))
+        assert d.subject == expected
+
+
 def test_tables_keep_numbers_and_totals_equal_the_figures() -> None:
     f = figures()
     d = doc()
