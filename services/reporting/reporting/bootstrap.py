@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from ioc_shared.contracts.topics import (
 )
 from ioc_shared.platform.kafka import make_producer
 from ioc_shared.platform.outbox import OutboxRelay
+from ioc_shared.platform.retention import RetentionJob, RetentionPolicy, platform_policies
 from ioc_shared.platform.runtime import ServiceRuntime
 from ioc_shared.registry import Registry, load_registry
 
@@ -62,6 +63,16 @@ def topics_of(settings: ReportingSettings) -> Topics:
 def own_specs(settings: ReportingSettings) -> list[TopicSpec]:
     return [settings.topic(s) for s in (REPORTING_COMMANDS, REPORTING_COMMAND_RESULTS,
                                         REPORTING_PUBLISHED, REPORTING_NOTIFICATIONS)]
+
+
+def retention_policies(settings: ReportingSettings,
+                       consumed: list[TopicSpec]) -> list[RetentionPolicy]:
+    """What reporting deletes, when. Reports and rollups are kept: they are the record."""
+    return [
+        *platform_policies([*consumed, settings.topic(REPORTING_COMMANDS)],
+                           handled_parked=timedelta(settings.retention_parked_days)),
+        RetentionPolicy("commands", "at", timedelta(settings.retention_commands_days)),
+    ]
 
 
 async def run_reporting(settings: ReportingSettings, stop: asyncio.Event, *,
@@ -111,6 +122,11 @@ async def run_reporting(settings: ReportingSettings, stop: asyncio.Event, *,
         scheduler = Scheduler(service, instance=settings.instance_id, poll_s=settings.timer_poll_s)
         if settings.timers_enabled:
             rt.spawn(scheduler.run())
+        retention = RetentionJob(rt.pool, settings.db_schema,
+                                 retention_policies(settings, consumed), registry=rt.metrics,
+                                 interval_s=settings.retention_interval_s,
+                                 slice_rows=settings.retention_slice_rows)
+        rt.spawn(retention.run())
         try:
             await rt.start_broker()
             rt.log.info("reporting ready", schema=settings.db_schema, http_port=rt.http_port)
@@ -119,6 +135,7 @@ async def run_reporting(settings: ReportingSettings, stop: asyncio.Event, *,
             await _until(stop, rt)
         finally:
             scheduler.stop()
+            retention.stop()
             for consumer in consumers:
                 consumer.stop()   # a batch waiting to retry stops now, uncommitted
             await rt.broker.stop()

@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 from ioc_shared.platform.db import create_pool, migrate
+from ioc_shared.platform.parking import parked_cli
 from ioc_shared.registry import RegistryError, load_registry
 
 from reporting.bootstrap import MIGRATIONS, run_reporting, topics_of
@@ -22,6 +23,7 @@ from reporting.repository import ReportingRepository
 from reporting.settings import ReportingSettings
 
 cli = typer.Typer(add_completion=False, help="IOC reporting: rollups and reports in Vietnamese.")
+cli.add_typer(parked_cli(ReportingSettings, lambda s: s.db_schema), name="parked")
 
 
 @cli.command()

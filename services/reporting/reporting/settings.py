@@ -26,5 +26,12 @@ class ReportingSettings(ServiceSettings):
     # Report timers (drafts, due-soon, overdue); safe to run in every instance.
     timers_enabled: bool = True
     relay_batch_size: int = 500
+    # Retention (ioc_shared.platform.retention): processed events as long as the consumed
+    # topics keep their records (+ margin), handled parked records, answered commands.
+    # Reports, their versions and the rollups are the record: kept.
+    retention_interval_s: float = 3600.0
+    retention_slice_rows: int = 1000
+    retention_parked_days: float = 90.0
+    retention_commands_days: float = 400.0
     # Render PDF/DOCX/XLSX when a report is generated (tests of figures alone turn it off).
     render_files: bool = True

@@ -33,3 +33,19 @@ def test_the_november_report_is_drafted_reminded_and_watched() -> None:
 def test_timer_keys_read_back_as_their_periods() -> None:
     for key in ("monthly:2026-11", "quarterly:2026-Q4", "six-monthly:2027-H1", "annual:2026"):
         assert period_of(key, SERVICE).key == key
+
+
+def test_retention_keeps_claims_as_long_as_the_consumed_topics_keep_events() -> None:
+    from datetime import timedelta
+
+    from ioc_shared.registry import load_registry as registry_of
+    from reporting.bootstrap import consumed_specs, retention_policies
+    from reporting.settings import ReportingSettings
+
+    settings = ReportingSettings()
+    registry = registry_of(REPO_ROOT / "config" / "registry.yaml", None)
+    policies = {p.table: p for p in retention_policies(settings,
+                                                       consumed_specs(settings, registry))}
+    assert policies["processed_events"].keep >= timedelta(days=400)   # incident events: 400 days
+    assert policies["commands"].keep == timedelta(days=400)
+    assert "reports" not in policies and "incident_daily" not in policies
