@@ -1,4 +1,5 @@
-"""The one entry point: `python -m reporting serve | check-config | request | sample`."""
+"""The one entry point: `python -m reporting serve | check-config | request | list | sample | parked`
+(also `ioc reports ...`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
+import asyncpg
 import typer
 from ioc_shared.platform.db import create_pool, migrate
 from ioc_shared.platform.parking import parked_cli
@@ -103,6 +105,37 @@ def request(
         "report_id", "period_key", "version", "status", "files")}, sys.stdout, ensure_ascii=False,
         indent=2)
     typer.echo()
+
+
+@cli.command("list")
+def list_reports(limit: Annotated[int, typer.Option()] = 50,
+                 as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Report versions, newest first: period, version, status, number, files."""
+    settings = ReportingSettings()
+
+    async def main() -> list[dict[str, object]]:
+        pool = await create_pool(settings.database_url, max_size=1)
+        try:
+            async with pool.acquire() as conn:
+                return await ReportingRepository(settings.db_schema).list_reports(conn, limit)
+        finally:
+            await pool.close()
+
+    try:
+        rows = asyncio.run(main())
+    except asyncpg.UndefinedTableError as exc:
+        typer.echo(f"no reports: schema {settings.db_schema} has no reporting tables (the service "
+                   "creates them when it starts)", err=True)
+        raise typer.Exit(1) from exc
+    if as_json:
+        json.dump(rows, sys.stdout, default=str, ensure_ascii=False, indent=2)
+        typer.echo()
+        return
+    if not rows:
+        typer.echo("no report yet")
+    for r in rows:
+        typer.echo(f"{r['report_id']}  {r['period_key']:<24} v{r['version']:<3} {r['status']:<9} "
+                   f"{r['number'] or '-':<12} {r['files'].get('pdf', '-')}")  # type: ignore[attr-defined]
 
 
 @cli.command()
