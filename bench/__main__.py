@@ -79,6 +79,7 @@ def main(
     only: Annotated[list[str] | None, typer.Option(help="service benchmarks to run")] = None,
 ) -> None:
     configure_logging("bench", os.environ.get("IOC_LOG_LEVEL", "WARNING"))
+    os.environ.setdefault("IOC_DEV_MODE", "1")   # benchmarks run on the development credentials
     results = asyncio.run(run_all(count, repeats, only or []))
     RESULTS.write_text(json.dumps({r.name: r.figures for r in results}, indent=2,
                                   ensure_ascii=False) + "\n", encoding="utf-8")

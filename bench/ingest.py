@@ -72,7 +72,7 @@ async def _latency(bootstrap: str) -> tuple[list[float], dict[str, float]]:
         canonical = svc.topic(canonical_topic(DATASET).name)
 
         def record_id_of_output(rec: Any) -> str | None:
-            return str(json.loads(rec.value)["subject"])
+            return str(json.loads(rec.value)["payload"]["record_id"])
 
         def record_id_of_input(value: bytes) -> str:
             return str(json.loads(value)["record"]["record_id"])

@@ -9,6 +9,7 @@ bash scripts/platform.sh status >/dev/null 2>&1 && platform_was_running=1
 bash scripts/platform.sh start
 eval "$(bash scripts/platform.sh env)"
 export IOC_LOG_LEVEL="${IOC_LOG_LEVEL:-INFO}"
+export IOC_DEV_MODE=1
 
 pids=()
 stop_all() {

@@ -109,7 +109,7 @@ async def test_field_report_is_assigned_acknowledged_and_traced(deployment) -> N
         assert body.payload["record"]["commune"] == "xa-loc-an"
         assert "reporter_phone" not in body.payload["record"]
         assert "912345678" not in record.value.decode()
-        assert body.payload["record"]["reporter_ref"]
+        assert body.payload["record"]["reporter_ref"].startswith("r-")
 
         events_topic = deployment.topic(ROUTING_EVENTS.name)
         events = await read_topic(

@@ -61,7 +61,14 @@ from ingest.domain import (
     shared_event_id,
     special_receivers,
 )
-from ingest.messages import Outgoing, Outputs, TraceHeaders, occurred_json, rejection_messages
+from ingest.messages import (
+    Outgoing,
+    Outputs,
+    RejectionTopics,
+    TraceHeaders,
+    occurred_json,
+    rejection_messages,
+)
 
 Decided = tuple[Decision, list[Outgoing]]
 _FRAME_HEADER = 4
@@ -72,12 +79,15 @@ class Deciding:
     """Pure: decides a chunk of submissions and builds each one's messages (as if new)."""
 
     def __init__(self, ingestor: Ingestor, *, canonical: dict[str, str], special: dict[str, str],
-                 rejected: str, quarantine: str) -> None:
+                 rejected: str, quarantine: str, restricted: dict[str, str] | None = None,
+                 unauthenticated: str = "", unit_feeds: dict[str, str] | None = None) -> None:
         self.ingestor = ingestor
         registry = ingestor.registry
         self.canonical = canonical
         self.special = special
-        self.rejection_topics = (rejected, quarantine)
+        self.restricted = restricted or {}
+        self.rejection_topics = RejectionTopics(rejected, quarantine, unauthenticated,
+                                                unit_feeds or {})
         self.centre_unit = registry.centre.unit
         self._receivers: dict[str, tuple[Grant, ...]] = {
             ds: special_receivers(registry, ds) for ds in registry.datasets}
@@ -90,7 +100,7 @@ class Deciding:
     def chunk(self, inbounds: Sequence[Inbound], now: datetime,
               traces: Sequence[TraceHeaders]) -> list[Decided]:
         receivers = self._active_receivers(now)
-        outputs = Outputs(now, self.canonical, self.special)
+        outputs = Outputs(now, self.canonical, self.special, self.restricted)
         decide = self.ingestor.decide
         out: list[Decided] = []
         for inbound, trace in zip(inbounds, traces, strict=True):
@@ -119,7 +129,7 @@ class Deciding:
                           for g in receivers.get(d.dataset, ())]
                 out.append(((d.unit, d.principal, d.dataset, d.source_version,
                              d.canonical_version, d.record_id, d.client_event_id),
-                            occurred_json(d, now), d.record_json, shared))
+                            occurred_json(d, now), d.record_json, shared, d.personal_json))
             else:
                 out.append(pickle.dumps(d, protocol=5))
         return out
@@ -130,7 +140,7 @@ class Deciding:
 
         An `Accepted` from a worker carries its ids, keys, versions and `record_json`; its
         `record` is empty and it has no `occurred_at` (the messages have them)."""
-        outputs = Outputs(now, self.canonical, self.special)
+        outputs = Outputs(now, self.canonical, self.special, self.restricted)
         grants = self._grants
         out: list[Decided] = []
         for sent, inbound, trace in zip(answer, inbounds, traces, strict=True):
@@ -138,11 +148,11 @@ class Deciding:
                 rejected: Rejected = pickle.loads(sent)
                 out.append((rejected, self.rejection(inbound, rejected, now, trace)))
                 continue
-            ids, occurred, record_json, shared = sent
+            ids, occurred, record_json, shared, personal_json = sent
             unit, principal, dataset, source, canonical, record_id, client = ids
             digest, event_id = accepted_ids(unit, dataset, record_id, record_json)
             acc = Accepted(unit, principal, dataset, source, canonical, record_id, {}, digest,
-                           event_id, client, None, record_json)
+                           event_id, client, None, record_json, personal_json)
             views = [(grants[g], shared_event_id(event_id, g), r) for g, r in shared]
             out.append((acc, outputs.assemble(acc, inbound.channel, inbound.origin, trace,
                                               occurred, views)))
@@ -207,6 +217,9 @@ class DecisionConfig:
     special: dict[str, str]
     rejected: str
     quarantine: str
+    restricted: dict[str, str] | None = None
+    unauthenticated: str = ""
+    unit_feeds: dict[str, str] | None = None
 
     def ingestor(self, registry: Registry, *, derive_ids: bool = True) -> Ingestor:
         catalog = build_catalog(registry, self.future_tolerance_s, self.geo_margin_deg)
@@ -217,7 +230,9 @@ class DecisionConfig:
         if ingestor is None:
             ingestor = self.ingestor(load_registry(self.registry_file, self.credentials_file))
         return Deciding(ingestor, canonical=self.canonical, special=self.special,
-                        rejected=self.rejected, quarantine=self.quarantine)
+                        rejected=self.rejected, quarantine=self.quarantine,
+                        restricted=self.restricted, unauthenticated=self.unauthenticated,
+                        unit_feeds=self.unit_feeds)
 
 
 class DecisionWorkerLost(RuntimeError):

@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from ingest.decider import Decided, Decider, Deciding, LocalDecider
 from ingest.domain import Accepted, Code, Decision, Inbound, Ingestor, Rejected, as_duplicate
-from ingest.messages import Outgoing, TraceHeaders
+from ingest.messages import UNKNOWN, Outgoing, TraceHeaders
 from ingest.outgoing import Sink, trace_headers
 from ingest.repository import Claim, CounterKey, IngestRepository
 from ingest.topics import IngestTopics
@@ -116,7 +116,10 @@ class IngestPipeline:
         self.chunk_records = chunk_records
         self.local: tzinfo = ZoneInfo(self.registry.centre.timezone)
         self.deciding = Deciding(ingestor, canonical=topics.canonical, special=topics.special,
-                                 rejected=topics.rejected, quarantine=topics.quarantine)
+                                 rejected=topics.rejected, quarantine=topics.quarantine,
+                                 restricted=topics.restricted,
+                                 unauthenticated=topics.unauthenticated,
+                                 unit_feeds=topics.unit_rejections)
         # Deciding and building: here, or in decision worker processes (`ingest.decider`).
         self.decider: Decider = decider or LocalDecider(self.deciding)
 
@@ -214,6 +217,19 @@ class IngestPipeline:
             raise
         return Submitted(outcomes, confirmations, prepared.spans, prepared.started)
 
+    async def reject_whole(self, inbound: Inbound, rejected: Rejected) -> None:
+        """A rejection decided at a door before the pipeline (HTTP: token, media type, size,
+        body): the same messages (rejection, quarantine copy) and counters as any other;
+        returns once the broker confirmed them."""
+        now = self.clock()
+        messages = self.deciding.rejection(inbound, rejected, now, trace_headers(None))
+        counter = CounterKey(*_labels(rejected), "rejected", rejected.code.value)
+        await self.repository.record_batch([], [counter], now, now.astimezone(self.local).date())
+        confirmations = await self.sink.enqueue(messages)
+        if confirmations:
+            await asyncio.gather(*confirmations)
+        self._count([Outcome(inbound, "rejected", rejected)], 0.0)
+
     def _span_for(self, inbound: Inbound) -> Span | None:
         """A span per record that carries the sender's trace context, as the parent of its outputs.
 
@@ -237,8 +253,7 @@ class IngestPipeline:
         seen_events: set[tuple[str, str]] = set()
         for n, (inbound, decision) in enumerate(zip(inbounds, decisions, strict=True)):
             if isinstance(decision, Rejected):
-                counters.append(CounterKey(decision.unit or "", decision.dataset or "", "rejected",
-                                           decision.code.value))
+                counters.append(CounterKey(*_labels(decision), "rejected", decision.code.value))
                 continue
             key = (decision.unit, decision.dataset, decision.record_id, decision.content_hash)
             event = (decision.unit, decision.client_event_id or "")
@@ -264,11 +279,18 @@ class IngestPipeline:
         for o in outcomes:
             d = o.decision
             if isinstance(d, Rejected):
-                tally[(d.unit or "", d.dataset or "", o.status, d.code.value)] += 1
+                tally[(*_labels(d), o.status, d.code.value)] += 1
             else:
                 tally[(d.unit, d.dataset, o.status, "")] += 1
         for labels, count in tally.items():
             self.metrics.records.labels(*labels).inc(count)
+
+
+def _labels(rejected: Rejected) -> tuple[str, str]:
+    """Unit and dataset of a rejection as counted (metric labels, quality counters): the
+    verified unit and a registry dataset id, else `unknown` (never a raw string)."""
+    unit = rejected.unit if rejected.principal is not None and rejected.unit else UNKNOWN
+    return unit, rejected.dataset or UNKNOWN
 
 
 def _public_status(status: str, decision: Decision) -> Status:

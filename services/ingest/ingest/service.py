@@ -110,7 +110,9 @@ class IngestService:
             credentials_file=str(s.credentials_file) if s.credentials_file else None,
             future_tolerance_s=s.future_tolerance_s, geo_margin_deg=s.geo_margin_deg,
             max_message_bytes=s.max_message_bytes, canonical=dict(t.canonical),
-            special=dict(t.special), rejected=t.rejected, quarantine=t.quarantine)
+            special=dict(t.special), rejected=t.rejected, quarantine=t.quarantine,
+            restricted=dict(t.restricted or {}), unauthenticated=t.unauthenticated,
+            unit_feeds=dict(t.unit_rejections or {}))
 
     def _spawn(self, coro: Any) -> None:
         task = self.runtime.spawn(coro)

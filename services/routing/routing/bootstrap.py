@@ -21,6 +21,7 @@ from ioc_shared.registry import load_registry
 from routing.config import load_policy, organisation_from_registry
 from routing.domain.states import State
 from routing.handlers import CommandHandler, IntakeHandler, RoutingCore
+from routing.positions import PositionReader
 from routing.publishing import RoutingTopics, incident_topic_specs
 from routing.relay import start_relay
 from routing.repository import RoutingRepository
@@ -59,7 +60,9 @@ async def run_routing(settings: RoutingSettings, stop: asyncio.Event, *,
     async with runtime as rt:
         assert rt.pool is not None
         core = RoutingCore(rt.pool, RoutingRepository(settings.db_schema), topics, policy,
-                           policy.calendar.build(), org, rt.registry, settings.instance_id)
+                           policy.calendar.build(), org, rt.registry, settings.instance_id,
+                           metrics=rt.metrics,
+                           positions=PositionReader(settings.kafka_bootstrap))
         if clock is not None:
             core.clock = clock
         # Load this year's and next year's holidays now, not in the first batch's deadlines.

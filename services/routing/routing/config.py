@@ -13,6 +13,7 @@ import yaml
 from ioc_shared.registry import Registry, UnitKind
 from pydantic import ValidationError
 
+from routing.domain.disputes import DISPUTE_CATEGORY
 from routing.domain.organisation import ContactInfo, Organisation
 from routing.domain.policy import RoutingPolicy, validate_policy
 
@@ -28,7 +29,8 @@ def organisation_from_registry(registry: Registry) -> Organisation:
     district = next((u.id for u in units.values() if u.kind is UnitKind.DISTRICT),
                     registry.centre.unit)
     incident_datasets = [d for d in registry.datasets.values() if d.incident]
-    categories: set[str] = set()
+    # Routing's own category: data disputes (Đ4.5), whatever the dataset.
+    categories: set[str] = {DISPUTE_CATEGORY}
     for ds in incident_datasets:
         schema = ds.schema_for(ds.canonical_version)
         spec = schema.fields.get("category") if schema else None

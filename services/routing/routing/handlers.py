@@ -15,7 +15,7 @@ from typing import Any
 
 import asyncpg
 from ioc_shared.contracts.envelope import Envelope, EnvelopeHead, deterministic_event_id
-from ioc_shared.contracts.headers import H_PRINCIPAL, H_SIGNATURE
+from ioc_shared.contracts.headers import H_PRINCIPAL, H_PRODUCER, H_SIGNATURE
 from ioc_shared.contracts.hygiene import HygieneError, loads_strict
 from ioc_shared.contracts.topics import canonical_topic
 from ioc_shared.platform.logging import get_logger
@@ -34,6 +34,16 @@ from routing.domain.commands import (
     parse_command,
     screen_command,
 )
+from routing.domain.disputes import (
+    DISPUTE_TYPE,
+    DISPUTE_VERB,
+    DisputeCommand,
+    ReadRecord,
+    admit,
+    open_dispute,
+    parse_dispute,
+    provenance,
+)
 from routing.domain.geo import CandidateIndex, DuplicateCandidate, bounding_box, cells_of_box
 from routing.domain.intake import (
     RecordError,
@@ -46,9 +56,19 @@ from routing.domain.lifecycle import decide
 from routing.domain.model import Context, Incident
 from routing.domain.organisation import Organisation
 from routing.domain.policy import RoutingPolicy
-from routing.domain.reasons import Reason, Rejection, accepted_message, reject
+from routing.domain.reasons import (
+    DISPUTE_EXISTS,
+    DISPUTE_OPENED,
+    STATE_NAMES,
+    Reason,
+    Rejection,
+    accepted_message,
+    dispute_message,
+    reject,
+)
 from routing.domain.states import Actor, State, Verb
-from routing.publishing import Effects, RoutingTopics, command_result
+from routing.positions import PositionReader
+from routing.publishing import Effects, RoutingTopics, command_result, unauthenticated_answer
 from routing.repository import CommandReceipt, DuplicateQuery, RefusedRecord, RoutingRepository
 
 log = get_logger(__name__)
@@ -58,7 +78,7 @@ RECORD_ACCEPTED = "ingest.record.accepted"
 INTAKE_CONSUMER = "routing-intake"
 COMMAND_CONSUMER = "routing-commands"
 # Kafka header ingest sets on canonical records (ingest's side of the contract).
-PRODUCER_HEADER = "ioc-producer"
+PRODUCER_HEADER = H_PRODUCER
 CANONICAL_PRODUCER = "ingest"
 
 
@@ -94,6 +114,8 @@ class RoutingCore:
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     # The service's metrics registry (its /metrics); a private one if not given.
     metrics: CollectorRegistry | None = None
+    # Reads a disputed record at its position (None, a wiring fault: a dispute fails, parked).
+    positions: PositionReader | None = None
 
     @cached_property
     def refused(self) -> Counter:
@@ -345,18 +367,23 @@ class CommandHandler:
         received = _Received(record, doc, env, principal.id if principal else None,
                            bounded_text(principal_id, 100))
         if principal is None:
-            # Answer to the unit the sender claims to be: it learns nothing but the refusal.
-            claimed = core.registry.principals.get(principal_id or "")
+            # Answered to the IOC's operators only: never into the feed of the unit the
+            # sender claims to be (anyone who can write the commands topic could).
             log.warning("command: unauthenticated", claimed_principal=received.claimed_principal,
                         topic=record.topic, partition=record.partition, offset=record.offset)
-            await self._refuse(received, reject(Reason.UNAUTHENTICATED),
-                               claimed.unit if claimed else "unknown", effects)
+            await self._refuse(received, reject(Reason.UNAUTHENTICATED), None, effects)
             return
         actor = Actor(principal.id, principal.unit, frozenset(principal.roles))
         if problem is not None:
             parsed: Command | Rejection = problem
         elif env is None:
             parsed = reject(Reason.MALFORMED, "không phải một envelope hợp lệ")
+        elif env.type == DISPUTE_TYPE:
+            dispute = parse_dispute(env.payload)
+            if not isinstance(dispute, Rejection):
+                await self._dispute(dispute, actor, env, effects, received)
+                return
+            parsed = dispute
         else:
             parsed = parse_command(env.type, env.subject, env.payload)
         if isinstance(parsed, Rejection):
@@ -367,14 +394,24 @@ class CommandHandler:
         assert env is not None
         await self._execute(parsed, actor, env, effects, received)
 
-    async def _refuse(self, received: _Received, no: Rejection, unit: str,
+    async def _refuse(self, received: _Received, no: Rejection, unit: str | None,
                       effects: Effects) -> None:
-        """Answer a command refused before any decision, and record it (once per record)."""
+        """Answer a command refused before any decision, and record it (once per record).
+        `unit` None: the sender is not authenticated; the answer goes to the operators."""
         core = self.core
-        command_result(effects, unit=unit, cause_id=received.cause_id, cause=received.env,
-                       status="rejected", reason_code=no.reason.value, message=no.message,
-                       command_id=received.command_id, verb=received.verb,
-                       incident_id=received.incident_id, principal=received.principal)
+        if unit is None:
+            r = received.record
+            unauthenticated_answer(effects, cause_id=received.cause_id, origin_topic=r.topic,
+                                   origin_partition=r.partition, origin_offset=r.offset,
+                                   reason_code=no.reason.value, message=no.message,
+                                   claimed_principal=received.claimed_principal,
+                                   command_id=received.command_id, verb=received.verb,
+                                   incident_id=received.incident_id)
+        else:
+            command_result(effects, unit=unit, cause_id=received.cause_id, cause=received.env,
+                           status="rejected", reason_code=no.reason.value, message=no.message,
+                           command_id=received.command_id, verb=received.verb,
+                           incident_id=received.incident_id, principal=received.principal)
         async with core.pool.acquire() as conn, conn.transaction():
             if not await core.repo.claim_events(conn, COMMAND_CONSUMER, [received.cause_id]):
                 return   # a redelivery: answered and recorded the first time
@@ -399,22 +436,8 @@ class CommandHandler:
                            duplicate=duplicate)
 
         async with core.pool.acquire() as conn, conn.transaction():
-            first = await repo.claim_events(conn, COMMAND_CONSUMER, [claim_id])
-            if not first and await repo.command_recorded_at(conn, received.origin):
-                return  # a redelivery of this very record: answered and recorded then
-            # A copy of an envelope already handled (at another offset), or a command id
-            # already decided: answered with the earlier decision, recorded as a repeat.
-            if not first or not await repo.claim_command(conn, actor.principal, cmd.command_id,
-                                                         claim_id, received.origin):
-                earlier = await repo.command_status(conn, actor.principal, cmd.command_id)
-                no = reject(Reason.DUPLICATE_COMMAND)
-                status = earlier[0] if earlier else "rejected"
-                cause_id = claim_id if first else received.cause_id
-                answer(status, Reason.DUPLICATE_COMMAND, no.message, duplicate=True,
-                       cause_id=cause_id)
-                await repo.record_command_receipt(conn, received.receipt(
-                    status, Reason.DUPLICATE_COMMAND.value, cause_id=cause_id, raw=False))
-                await enqueue_many(conn, repo.s, effects.messages)
+            if not await self._claim(conn, actor, cmd.command_id, claim_id, received,
+                                     effects, answer):
                 return
             ids = [cmd.incident_id] + ([cmd.primary_id] if cmd.primary_id else [])
             loaded = await repo.load_incidents(conn, ids, for_update=True)
@@ -447,6 +470,106 @@ class CommandHandler:
             await core.write(conn, effects)
         log.info("command accepted", verb=cmd.verb.value, incident_id=cmd.incident_id,
                  principal=actor.principal, state=incident.state.value)
+
+    async def _claim(self, conn: asyncpg.Connection, actor: Actor, command_id: uuid.UUID,
+                     claim_id: uuid.UUID, received: _Received, effects: Effects,
+                     answer: Callable[..., None]) -> bool:
+        """Claim the decision of this command; False (answered, recorded) when it was
+        handled before: a redelivery, a copy at another offset, a command id decided."""
+        repo = self.core.repo
+        first = await repo.claim_events(conn, COMMAND_CONSUMER, [claim_id])
+        if not first and await repo.command_recorded_at(conn, received.origin):
+            return False  # a redelivery of this very record: answered and recorded then
+        # A copy of an envelope already handled (at another offset), or a command id
+        # already decided: answered with the earlier decision, recorded as a repeat.
+        if not first or not await repo.claim_command(conn, actor.principal, command_id,
+                                                     claim_id, received.origin):
+            earlier = await repo.command_status(conn, actor.principal, command_id)
+            no = reject(Reason.DUPLICATE_COMMAND)
+            status = earlier[0] if earlier else "rejected"
+            cause_id = claim_id if first else received.cause_id
+            answer(status, Reason.DUPLICATE_COMMAND, no.message, duplicate=True,
+                   cause_id=cause_id)
+            await repo.record_command_receipt(conn, received.receipt(
+                status, Reason.DUPLICATE_COMMAND.value, cause_id=cause_id, raw=False))
+            await enqueue_many(conn, repo.s, effects.messages)
+            return False
+        return True
+
+    async def _dispute(self, cmd: DisputeCommand, actor: Actor, env: Envelope,
+                       effects: Effects, received: _Received) -> None:
+        """Đ4.5: open an incident for the owner of the disputed record, the owner read from
+        the record at the named position (its provenance), never from the command."""
+        core, repo = self.core, self.core.repo
+        ctx = core.context()
+        claim_id = deterministic_event_id("command", actor.principal, env.event_id)
+        incident_id = cmd.incident_id(actor)
+        dataset = core.registry.datasets.get(cmd.dataset)
+        may = dataset is not None and any(
+            core.registry.may(actor.unit, cmd.dataset, action, ctx.now)
+            for action in (Action.READ, Action.RECEIVE))
+        verdict: Any = admit(cmd, actor, dataset_known=dataset is not None, may_receive=may,
+                             canonical_topic=core.topics.canonical(cmd.dataset))
+        if verdict is None:
+            assert dataset is not None
+            verdict = provenance(cmd, await self._read(cmd), dataset.record_id_field,
+                                 core.org.unit_ids)
+
+        def answer(status: str, reason: Reason | None, message: str, state: str | None = None,
+                   duplicate: bool = False, cause_id: uuid.UUID = claim_id) -> None:
+            command_result(effects, unit=actor.unit, cause_id=cause_id, cause=env,
+                           status=status, reason_code=reason.value if reason else None,
+                           message=message, command_id=cmd.command_id, verb=DISPUTE_VERB,
+                           incident_id=incident_id if status == "accepted" else None,
+                           principal=actor.principal, state=state, duplicate=duplicate)
+
+        async with core.pool.acquire() as conn, conn.transaction():
+            if not await self._claim(conn, actor, cmd.command_id, claim_id, received,
+                                     effects, answer):
+                return
+            if isinstance(verdict, Rejection):
+                answer("rejected", verdict.reason, verdict.message)
+                await repo.record_command(conn, actor.principal, cmd.command_id, None,
+                                          DISPUTE_VERB, "rejected", verdict.reason.value)
+                await enqueue_many(conn, repo.s, effects.messages)
+                log.info("dispute refused", principal=actor.principal, dataset=cmd.dataset,
+                         position=cmd.position, reason=verdict.reason.value)
+                return
+            existing = (await repo.load_incidents(conn, [incident_id], for_update=True)
+                        ).get(incident_id)
+            if existing is not None:
+                # The same principal disputing the same record again: the incident it has.
+                answer("accepted", None, dispute_message(
+                    DISPUTE_EXISTS, incident=incident_id,
+                    state=STATE_NAMES[existing.state]), existing.state.value)
+                await repo.record_command(conn, actor.principal, cmd.command_id, incident_id,
+                                          DISPUTE_VERB, "accepted", None)
+                await enqueue_many(conn, repo.s, effects.messages)
+                return
+            incident, outcome = open_dispute(cmd, actor, verdict, ctx, core.system)
+            await repo.insert_incident(conn, incident, ctx.now)
+            effects.record(outcome, incident, seed=claim_id, cause=env)
+            answer("accepted", None, dispute_message(
+                DISPUTE_OPENED, incident=incident.id,
+                unit=core.org.name_of(incident.assigned_unit or "")), incident.state.value)
+            await repo.record_command(conn, actor.principal, cmd.command_id, incident.id,
+                                      DISPUTE_VERB, "accepted", None)
+            await core.write(conn, effects)
+        log.info("dispute opened", incident_id=incident.id, principal=actor.principal,
+                 dataset=cmd.dataset, position=cmd.position, unit=incident.assigned_unit)
+
+    async def _read(self, cmd: DisputeCommand) -> ReadRecord | None:
+        positions = self.core.positions
+        if positions is None:   # wiring fault: fail (and park) rather than refuse wrongly
+            raise RuntimeError("routing: no position reader to check a disputed record")
+        found = await positions.read(cmd.topic, cmd.partition, cmd.offset)
+        if found is None:
+            return None
+        try:
+            doc = loads_strict(found.value)
+        except HygieneError:
+            doc = None
+        return ReadRecord(found.headers.get(PRODUCER_HEADER), doc)
 
     async def _relay_to_duplicates(self, conn: asyncpg.Connection, incident: Incident,
                                    events: Sequence[Any], effects: Effects, seed: uuid.UUID,

@@ -22,6 +22,7 @@ from ioc_shared.contracts.topics import (
     ROUTING_EVENTS,
     ROUTING_NOTIFICATIONS,
     ROUTING_REPORTER_UPDATES,
+    ROUTING_UNAUTHENTICATED_COMMANDS,
     canonical_topic,
 )
 from ioc_shared.platform.settings import ServiceSettings
@@ -39,6 +40,7 @@ from routing.domain.reporter import (
 )
 
 COMMAND_RESULT = "routing.command.result"
+UNAUTHENTICATED_COMMAND = "routing.command.unauthenticated"
 NOTIFICATION_PREFIX = "routing.notification."
 
 class Cause(Protocol):
@@ -99,17 +101,24 @@ class RoutingTopics:
     notifications: str
     reporter: str
     namespace: str
+    # Operators only: answers to commands that failed authentication.
+    unauthenticated: str = ""
 
     @classmethod
     def from_settings(cls, settings: ServiceSettings) -> RoutingTopics:
         return cls(settings.topic(ROUTING_COMMANDS).name, settings.topic(ROUTING_COMMAND_RESULTS).name,
                    settings.topic(ROUTING_EVENTS).name, settings.topic(ROUTING_NOTIFICATIONS).name,
-                   settings.topic(ROUTING_REPORTER_UPDATES).name, settings.topic_namespace)
+                   settings.topic(ROUTING_REPORTER_UPDATES).name, settings.topic_namespace,
+                   settings.topic(ROUTING_UNAUTHENTICATED_COMMANDS).name)
+
+    def canonical(self, dataset: str) -> str:
+        """The name of `dataset`'s canonical topic in this namespace."""
+        return (f"{self.namespace}." if self.namespace else "") + canonical_topic(dataset).name
 
 
 def incident_topic_specs(settings: ServiceSettings, datasets: list[str]) -> list[Any]:
     own = [ROUTING_COMMANDS, ROUTING_COMMAND_RESULTS, ROUTING_EVENTS, ROUTING_NOTIFICATIONS,
-           ROUTING_REPORTER_UPDATES]
+           ROUTING_REPORTER_UPDATES, ROUTING_UNAUTHENTICATED_COMMANDS]
     return [settings.topic(s) for s in own] + [settings.topic(canonical_topic(d)) for d in datasets]
 
 
@@ -176,10 +185,14 @@ class Effects:
         if trace is None:
             trace = current_trace()
         base = str(deterministic_event_id(seed))
+        dispute = incident.dispute.as_data() if incident.dispute is not None else None
         for i, event in enumerate(outcome.events):
             event_id = _derive(base, _EVENTS + i)
             self.audit.append((event_id, event))
-            self.publish(self.topics.events, event.type, event.incident_id, event_payload(event),
+            payload = event_payload(event)
+            if dispute is not None and event.incident_id == incident.id:
+                payload["dispute"] = dispute   # which record, at which position (Đ4.5)
+            self.publish(self.topics.events, event.type, event.incident_id, payload,
                          event_id=event_id, cause=cause, trace=trace)
         latest: tuple[int, dict[str, Any]] | None = None
         for i in range(len(outcome.events) - 1, -1, -1):
@@ -232,3 +245,25 @@ def command_result(effects: Effects, *, unit: str, cause_id: uuid.UUID, cause: C
         payload["duplicate"] = True
     effects.publish(effects.topics.results, COMMAND_RESULT, unit, payload,
                     event_id=deterministic_event_id(cause_id, "result"), cause=cause)
+
+
+def unauthenticated_answer(effects: Effects, *, cause_id: uuid.UUID, origin_topic: str,
+                           origin_partition: int, origin_offset: int, reason_code: str,
+                           message: str, claimed_principal: str | None,
+                           command_id: uuid.UUID | None, verb: str | None,
+                           incident_id: str | None) -> None:
+    """The answer to a command that failed authentication, for the IOC's operators only.
+
+    Keyed by the command's origin (topic:partition), never by the unit the sender claims:
+    whoever can write the commands topic must not be able to write into a unit's feed.
+    Everything from the sender is bounded, cleaned text (the caller's `bounded_text`)."""
+    payload: dict[str, Any] = {
+        "command_id": str(command_id) if command_id else None, "command": verb,
+        "incident_id": incident_id, "status": "rejected", "reason_code": reason_code,
+        "message": message, "claimed_principal": claimed_principal,
+        "origin": {"topic": origin_topic, "partition": origin_partition,
+                   "offset": origin_offset},
+    }
+    effects.publish(effects.topics.unauthenticated, UNAUTHENTICATED_COMMAND,
+                    f"{origin_topic}:{origin_partition}", payload,
+                    event_id=deterministic_event_id(cause_id, "result"), cause=None)

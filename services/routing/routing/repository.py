@@ -16,7 +16,7 @@ from ioc_shared.platform.outbox import OutboxMessage, notify_channel, outbox_ins
 
 from routing.domain.deadlines import SHARED_SNAPSHOT_KEYS, DueWork
 from routing.domain.geo import DuplicateCandidate, Point
-from routing.domain.model import Incident, IncidentEvent, RecordKey
+from routing.domain.model import Dispute, Incident, IncidentEvent, RecordKey
 from routing.domain.states import State
 
 _INCIDENT_COLUMNS = (
@@ -81,7 +81,7 @@ class DuplicateQuery:
 
 _SELECT_INCIDENTS = (
     "SELECT " + ", ".join(f"i.{c.strip()}" for c in _INCIDENT_COLUMNS.split(",")) +
-    ", v.body AS shared_policy FROM {s}.incidents i "
+    ", i.dispute, v.body AS shared_policy FROM {s}.incidents i "
     "LEFT JOIN {s}.policy_versions v ON v.version = i.policy->>'version' ")
 
 
@@ -101,6 +101,7 @@ def _incident(row: asyncpg.Record) -> Incident:
     policy = _json(row["policy"])
     if policy is not None and row["shared_policy"] is not None:
         policy = {**_json(row["shared_policy"]), **policy}
+    dispute = _json(row.get("dispute"))
     return Incident(
         id=row["id"], dataset=row["dataset"], record_id=row["record_id"],
         source_unit=row["source_unit"], category=row["category"], priority=row["priority"],
@@ -112,6 +113,7 @@ def _incident(row: asyncpg.Record) -> Incident:
         policy=policy,
         ack_due_at=row["ack_due_at"], resolve_due_at=row["resolve_due_at"],
         survey_answered=row["survey_answered"], created_at=row["created_at"],
+        dispute=Dispute.from_data(dispute) if dispute is not None else None,
     )
 
 
@@ -221,7 +223,7 @@ class RoutingRepository:
                     SELECT $1, unnest($2::uuid[]) ON CONFLICT DO NOTHING RETURNING event_id),
                 locked AS (
                     SELECT i.* FROM {self.s}.incidents i
-                    WHERE (i.source_unit, i.dataset, i.record_id) IN (
+                    WHERE i.dispute IS NULL AND (i.source_unit, i.dataset, i.record_id) IN (
                         SELECT a.source_unit, a.dataset, a.record_id
                         FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[])
                              AS a(event_id, source_unit, dataset, record_id)
@@ -300,6 +302,18 @@ class RoutingRepository:
             list(versions), list(versions.values()), rows, due_rows, audit_rows,
             notify_channel(self.s), locks, *outbox_args)
         return list(versions)
+
+    async def insert_incident(self, conn: asyncpg.Connection, incident: Incident,
+                              now: datetime) -> None:
+        """One incident opened by a command (a data dispute), with its dispute."""
+        await self._save_policy_versions(conn, [incident.policy])
+        row = list(_incident_row(incident, now))
+        row[17] = _stored_policy(incident.policy)
+        dispute = _dumps(incident.dispute.as_data()) if incident.dispute else None
+        await conn.execute(
+            f"INSERT INTO {self.s}.incidents ({_INCIDENT_COLUMNS}, updated_at, dispute) VALUES "
+            "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, "
+            "$18::jsonb, $19, $20, $21, $22, $23, $24::jsonb)", *row, dispute)
 
     def _category_lock(self, category: str) -> str:
         return f"routing-duplicates:{self.s}:{category}"

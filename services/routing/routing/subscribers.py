@@ -22,7 +22,7 @@ from ioc_shared.platform.kafka import decode_headers
 from ioc_shared.platform.outbox import enqueue_many
 from prometheus_client import CollectorRegistry
 
-from routing.domain.commands import command_id_of
+from routing.domain.commands import bounded_text, command_id_of
 from routing.handlers import (
     COMMAND_CONSUMER,
     INTAKE_CONSUMER,
@@ -31,7 +31,7 @@ from routing.handlers import (
     IntakeHandler,
     RoutingCore,
 )
-from routing.publishing import command_result
+from routing.publishing import command_result, unauthenticated_answer
 
 INTERNAL_ERROR = "internal_error"
 INTERNAL_ERROR_MESSAGE = ("Hệ thống gặp lỗi nội bộ khi xử lý lệnh này; lệnh đã được lưu lại "
@@ -86,17 +86,24 @@ async def answer_internal_error(core: RoutingCore, delivery: Delivery) -> None:
     signature = record.headers.get(H_SIGNATURE)
     principal = (core.registry.verify_signature(principal_id, record.value, signature)
                  if principal_id and signature else None)
-    claimed = core.registry.principals.get(principal_id)
-    unit = principal.unit if principal else (claimed.unit if claimed else "unknown")
     cause_id = env.event_id if env is not None else record.position_id
     answer_id = deterministic_event_id(cause_id, "parked", delivery.origin)
     effects = core.effects()
-    command_result(effects, unit=unit, cause_id=answer_id, cause=env, status="rejected",
-                   reason_code=INTERNAL_ERROR, message=INTERNAL_ERROR_MESSAGE,
-                   command_id=command_id_of(env.payload) if env else None,
-                   verb=env.type.rsplit(".", 1)[-1] if env else None,
-                   incident_id=env.subject if env else None,
-                   principal=principal.id if principal else None)
+    command_id = command_id_of(env.payload) if env else None
+    verb = bounded_text(env.type.rsplit(".", 1)[-1], 40) if env else None
+    incident_id = bounded_text(env.subject, 200) if env else None
+    if principal is None:
+        # Not authenticated: to the operators, never to the unit the sender claims.
+        unauthenticated_answer(effects, cause_id=answer_id, origin_topic=record.topic,
+                               origin_partition=record.partition, origin_offset=record.offset,
+                               reason_code=INTERNAL_ERROR, message=INTERNAL_ERROR_MESSAGE,
+                               claimed_principal=bounded_text(principal_id, 100),
+                               command_id=command_id, verb=verb, incident_id=incident_id)
+    else:
+        command_result(effects, unit=principal.unit, cause_id=answer_id, cause=env,
+                       status="rejected", reason_code=INTERNAL_ERROR,
+                       message=INTERNAL_ERROR_MESSAGE, command_id=command_id, verb=verb,
+                       incident_id=incident_id, principal=principal.id)
     async with core.pool.acquire() as conn, conn.transaction():
         if await core.repo.claim_events(conn, COMMAND_CONSUMER, [answer_id]):
             await enqueue_many(conn, core.repo.s, effects.messages)

@@ -13,14 +13,23 @@ import typer
 
 from ioc_shared.contracts.asyncapi import asyncapi_yaml
 from ioc_shared.contracts.envelope import envelope_json_schema
-from ioc_shared.contracts.topics import DAY_MS, TOPICS, canonical_topic, special_topic
+from ioc_shared.contracts.topics import (
+    DAY_MS,
+    TOPICS,
+    canonical_topic,
+    restricted_topic,
+    special_topic,
+    unit_rejections_topic,
+)
 
 app = typer.Typer(add_completion=False)
 
 
 def topics_markdown() -> str:
     rows = ["| topic | partitions | retention | cleanup | key | carries |", "|---|---|---|---|---|---|"]
-    examples = (canonical_topic("<dataset>"), special_topic("<requester>", "<dataset>", "<grant>"))
+    examples = (canonical_topic("<dataset>"), restricted_topic("<dataset>"),
+                special_topic("<requester>", "<dataset>", "<grant>"),
+                unit_rejections_topic("<unit>"))
     for spec in (*TOPICS, *examples):
         cfg = spec.config()
         rows.append(f"| `{spec.name}` | {spec.partitions} | {spec.retention_ms // DAY_MS} days "
@@ -32,7 +41,13 @@ def topics_markdown() -> str:
         "and quarantine topics, which carry what units sent. Headers carry `traceparent` "
         "(W3C trace context), `ioc-event-id` and `ioc-event-type`; unit submissions and "
         "commands carry `ioc-principal` and `ioc-signature` (HMAC-SHA256 of the value).\n\n"
-        + "\n".join(rows) + "\n")
+        + "\n".join(rows) + "\n\n"
+        "Read access (ACLs to set on the broker): each unit READ on its own "
+        "`ioc.ingest.rejections.<unit>.v1` only; IOC services (operators, reporting) READ on "
+        "`ioc.ingest.rejected.v1`; operators only on `ioc.ingest.unauthenticated.v1` and "
+        "`ioc.ingest.quarantine.v1` (raw bytes as sent, personal data included); "
+        "`ioc.restricted.<dataset>.v1` only for the services named to handle citizens' "
+        "personal data (routing's reporter updates).\n")
 
 
 @app.command()

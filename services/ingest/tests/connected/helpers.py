@@ -17,6 +17,8 @@ REPO = Path(__file__).resolve().parents[4]
 SEED_REGISTRY = REPO / "config" / "registry.yaml"
 SEED_CREDENTIALS = REPO / "config" / "credentials.dev.yaml"
 SECRETS = yaml.safe_load(SEED_CREDENTIALS.read_text(encoding="utf-8"))["secrets"]
+# HTTP bearer tokens of the development credentials (the file holds their hashes).
+TOKENS = {principal: f"dev-token-{principal}-0001" for principal in SECRETS}
 
 
 def isolated_settings(registry_file: Path = SEED_REGISTRY, **overrides: Any) -> IngestSettings:

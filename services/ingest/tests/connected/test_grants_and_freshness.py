@@ -43,8 +43,8 @@ async def send_report(service: IngestService, record_id: str) -> None:
 
 async def subjects(topic: str, wanted: set[str], timeout: float) -> set[str]:
     records = await read_topic(topic, timeout=timeout, until=lambda rs: wanted <= {
-        orjson.loads(r.value)["subject"] for r in rs})
-    return {orjson.loads(r.value)["subject"] for r in records}
+        orjson.loads(r.value)["payload"]["record_id"] for r in rs})
+    return {orjson.loads(r.value)["payload"]["record_id"] for r in records}
 
 
 async def test_special_request_stream_stops_at_expiry(tmp_path: Path) -> None:
@@ -71,7 +71,7 @@ async def test_special_request_stream_stops_at_expiry(tmp_path: Path) -> None:
         assert after in await subjects(service.topics.canonical[DATASET], {after}, 20)
         await asyncio.sleep(1.0)
         final = await read_topic(shared_topic, timeout=2, until=lambda rs: False)
-        assert [orjson.loads(r.value)["subject"] for r in final] == [before]
+        assert [orjson.loads(r.value)["payload"]["record_id"] for r in final] == [before]
     await drop_schema(settings)
 
 

@@ -36,7 +36,8 @@ def decision_config(registry: Registry) -> DecisionConfig:
         future_tolerance_s=limits.future_tolerance.total_seconds(),
         geo_margin_deg=limits.geo_margin_deg, max_message_bytes=MAX_MESSAGE_BYTES,
         canonical=topics.canonical, special=topics.special, rejected=topics.rejected,
-        quarantine=topics.quarantine)
+        quarantine=topics.quarantine, restricted=topics.restricted,
+        unauthenticated=topics.unauthenticated, unit_feeds=topics.unit_rejections)
 
 
 @pytest.fixture
@@ -58,7 +59,8 @@ def mixed_chunk() -> list[Inbound]:
         signed(report(record_id="PA-3"), secret="wrong-secret", origin="t:0:3"),
         signed(None, raw=b"\xff\xfe not json", origin="t:0:4"),
         signed({**report(record_id="PA-5"), "dataset": "khong-co"}, origin="t:0:5"),
-        signed(report(record_id="PA-6", location="11,85;106,60"),
+        signed(report(record_id="PA-6", location="11,85;106,60", reporter_name="Lê Thị C",
+                      reporter_phone="0912345678"),
                principal="xa-loc-thanh-huyen-system", origin="t:0:6"),
         replay,
     ]
@@ -95,6 +97,10 @@ async def test_worker_decides_and_builds_exactly_as_the_service_process(
     # The canonical message carries the whole record, decided by the worker.
     canonical = orjson.loads(there[0][1][0][1])
     assert canonical["payload"]["record"]["commune"] == "xa-loc-an"
+    # Personal fields: out of the canonical record, on the restricted topic (same bytes).
+    personal = [m for m in there[5][1] if ".restricted." in m.topic]
+    assert len(personal) == 1 and b"+84912345678" in personal[0].value
+    assert b"912345678" not in there[5][1][0].value and b"reporter_ref" in there[5][1][0].value
 
 
 async def test_chunks_go_round_robin_and_come_back_in_order(workers: WorkerDecider) -> None:

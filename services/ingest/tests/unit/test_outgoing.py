@@ -93,18 +93,19 @@ def test_batch_outputs_build_the_same_envelopes_as_the_generic_builder() -> None
             acc, inbound, trace_headers(None), [view])
         expected = envelope_bytes(
             event_id=acc.event_id, type="ingest.record.accepted", source_unit=acc.unit,
-            subject=acc.record_id, occurred_at=occurred or now, produced_at=now, payload={
+            subject=f"xa-loc-an/{acc.record_id}", occurred_at=occurred or now, produced_at=now,
+            payload={
                 "dataset": acc.dataset, "schema_version": 2, "source_schema_version": 1,
                 "record_id": acc.record_id, "record": record, "client_event_id": client_event_id,
                 "provenance": {"principal": acc.principal, "channel": "kafka", "origin": "in:3:17",
                                "content_hash": acc.content_hash}})
         assert orjson.loads(canonical.value) == orjson.loads(expected)
         assert Envelope.from_bytes(canonical.value) == Envelope.from_bytes(expected)
-        assert (canonical.topic, canonical.key) == ("c", acc.record_id.encode())
+        assert (canonical.topic, canonical.key) == ("c", f"xa-loc-an/{acc.record_id}".encode())
         assert dict(canonical.headers)["ioc-event-id"] == acc.event_id.encode()
         expected = envelope_bytes(
             event_id=view.event_id, type="ingest.record.shared", source_unit=acc.unit,
-            subject=acc.record_id, occurred_at=occurred or now, produced_at=now,
+            subject=f"xa-loc-an/{acc.record_id}", occurred_at=occurred or now, produced_at=now,
             causation_id=acc.event_id, payload={
                 "dataset": acc.dataset, "schema_version": 2, "record_id": acc.record_id,
                 "record": view.record, "grant_id": "sr-1", "requester": "cong-an-huyen",

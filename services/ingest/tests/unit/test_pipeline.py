@@ -93,12 +93,16 @@ async def test_batch_routes_each_record_to_exactly_one_place(parts: Any) -> None
     outcomes = await pipeline.process([good, bad])
     assert [o.status for o in outcomes] == ["accepted", "rejected"]
     (canonical,) = on(sink, "ioc.data.phan-anh-hien-truong.v1")
-    assert canonical.key == b"PA-1"
+    assert canonical.key == b"xa-loc-an/PA-1"     # record ids are unique per unit only
     envelope = Envelope.from_bytes(canonical.value)
-    assert envelope.source_unit == "xa-loc-an" and envelope.subject == "PA-1"
+    assert envelope.source_unit == "xa-loc-an" and envelope.subject == "xa-loc-an/PA-1"
+    assert envelope.payload["record_id"] == "PA-1"
     assert envelope.payload["schema_version"] == 2 and envelope.payload["record"]["commune"] == "xa-loc-an"
     (rejection,) = on(sink, "ioc.ingest.rejected.v1")
     assert rejection.key == b"xa-loc-an"
+    (feed,) = on(sink, "ioc.ingest.rejections.xa-loc-an.v1")   # the unit's own copy
+    assert feed.value == rejection.value and feed.key == b"xa-loc-an"
+    assert on(sink, "ioc.ingest.unauthenticated.v1") == []
     body = payload(rejection)
     assert body["code"] == "schema_violation" and body["field"] == "priority"
     assert body["record_id"] == "PA-1" and "Trường 'priority'" in body["problems"][0]["message_vi"]

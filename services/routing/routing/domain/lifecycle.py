@@ -183,7 +183,8 @@ def _move(incident: Incident, target: State, event_type: str, actor: Actor, ctx:
 def assign(incident: Incident, actor: Actor, ctx: Context, *, unit: str | None,
            reason: str | None, event_type: str = EVENT_TYPES[Verb.ASSIGN],
            automation: Automation | None = None,
-           extra: dict[str, object] | None = None) -> Outcome:
+           extra: dict[str, object] | None = None,
+           roles: tuple[str, ...] = ("incident-officer", "head")) -> Outcome:
     """Give the incident to exactly one unit and freeze the policy in force (snapshot)."""
     match = ctx.planner.match(ctx.org, incident.facts())
     chosen = unit or match.unit
@@ -206,7 +207,7 @@ def assign(incident: Incident, actor: Actor, ctx: Context, *, unit: str | None,
     }
     event = IncidentEvent(event_type, incident.id, before, State.ASSIGNED, actor, ctx.now, reason,
                           data)
-    note = Notification("assigned", chosen, incident.id, ("incident-officer", "head"), {
+    note = Notification("assigned", chosen, incident.id, roles, {
         "assignment_no": incident.assignment_no, "category": incident.category,
         "priority": incident.priority, "commune": incident.commune, "title": incident.title,
         "acknowledge_due_at": snapshot["acknowledge_due_at"],

@@ -41,6 +41,36 @@ def incident_id_for(source_unit: str, dataset: str, record_id: str) -> str:
 
 _VARIANT = "89ab"
 
+
+def dispute_incident_id(event_id: uuid.UUID, principal: str) -> str:
+    """Stable id of the dispute one principal raised about one canonical record (its
+    event id): disputing it again finds the same incident."""
+    return str(uuid.uuid5(_INCIDENT_NAMESPACE, f"dispute\x1f{event_id}\x1f{principal}"))
+
+
+@dataclass(frozen=True, slots=True)
+class Dispute:
+    """Đ4.5: the canonical record a data dispute is about, where it was read, and whose it
+    is. `owner_unit` comes from the record's provenance (its envelope's source unit, as
+    ingest verified it), never from the command."""
+
+    event_id: str
+    topic: str
+    partition: int
+    offset: int
+    owner_unit: str
+    principal: str
+
+    def as_data(self) -> dict[str, Any]:
+        return {"event_id": self.event_id, "topic": self.topic, "partition": self.partition,
+                "offset": self.offset, "owner_unit": self.owner_unit,
+                "disputed_by": self.principal}
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> Dispute:
+        return cls(data["event_id"], data["topic"], int(data["partition"]), int(data["offset"]),
+                   data["owner_unit"], data["disputed_by"])
+
 # (source unit, dataset, record id): the identity of a published record.
 RecordKey = tuple[str, str, str]
 
@@ -69,6 +99,9 @@ class Incident:
     resolve_due_at: datetime | None = None
     survey_answered: bool = False
     created_at: datetime | None = None
+    # Set on a data dispute (category tranh-chap-du-lieu): `source_unit` is then the unit
+    # that raised it, and the record it names is `dispute.owner_unit`'s.
+    dispute: Dispute | None = None
 
     @property
     def record_key(self) -> RecordKey:
@@ -77,7 +110,8 @@ class Incident:
 
     def facts(self) -> IncidentFacts:
         return IncidentFacts(self.dataset, self.category, self.priority, self.commune,
-                             self.source_unit, self.location)
+                             self.source_unit, self.location,
+                             self.dispute.owner_unit if self.dispute else self.source_unit)
 
 
 @dataclass(frozen=True, slots=True)

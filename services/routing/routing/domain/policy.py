@@ -25,6 +25,8 @@ PRIORITIES = ("thap", "binh-thuong", "cao", "khan-cap")
 # Unit targets resolved per incident rather than named in advance.
 TARGET_COMMUNE = "@commune"    # the commune (or town) where it happened, by commune id
 TARGET_AREA = "@area"          # the commune whose centre is nearest to the coordinates
+TARGET_OWNER = "@owner"        # the unit whose record it is about (a data dispute's owner)
+TARGETS = (TARGET_COMMUNE, TARGET_AREA, TARGET_OWNER)
 RECIPIENT_ASSIGNED = "@assigned"
 RECIPIENT_IOC = "@ioc"
 RECIPIENT_DISTRICT = "@district"
@@ -116,7 +118,7 @@ class Rule(_Strict):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9\-]{0,62}$")
     description: str = ""
     when: Conditions = Conditions()
-    unit: str = Field(min_length=1)   # unit id, @commune or @area
+    unit: str = Field(min_length=1)   # unit id, @commune, @area or @owner
 
 
 class DefaultRule(_Strict):
@@ -231,6 +233,16 @@ class Duplicates(_Strict):
     max_candidates: int = Field(default=3, ge=1, le=20)
 
 
+class Disputes(_Strict):
+    """Data disputes (Đ4.5): routed by the rules (stock: `@owner`, the record's owner).
+    When the unit found does not handle incidents (the IOC itself, the district, a
+    provincial body), the dispute goes to `fallback_unit` (default: the IOC), whose
+    `contact_roles` (stock: its data officer) are told."""
+
+    fallback_unit: str | None = None
+    contact_roles: tuple[str, ...] = ("data-officer", "head")
+
+
 class Survey(_Strict):
     question: str = "Ông/Bà có hài lòng với kết quả xử lý phản ánh không?"
     min_score: int = 1
@@ -255,6 +267,7 @@ class RoutingPolicy(_Strict):
     ioc_deadlines: tuple[IocDeadlines, ...] = ()
     automation: tuple[Automation, ...] = ()
     duplicates: Duplicates = Duplicates()
+    disputes: Disputes = Disputes()
     survey: Survey = Survey()
 
     @field_validator("escalation", mode="before")
@@ -292,9 +305,9 @@ def validate_policy(policy: RoutingPolicy, org: Organisation) -> list[str]:
             problems.append(f"{label}: unknown {kind} {bad}")
 
     def check_target(label: str, unit: str) -> None:
-        if unit not in (TARGET_COMMUNE, TARGET_AREA) and unit not in org.unit_ids:
+        if unit not in TARGETS and unit not in org.unit_ids:
             problems.append(f"{label}: unit '{unit}' is not a unit of the registry "
-                            f"(nor {TARGET_COMMUNE} / {TARGET_AREA})")
+                            f"(nor {' / '.join(TARGETS)})")
 
     seen: set[str] = set()
     for i, rule in enumerate(policy.rules):
@@ -367,6 +380,9 @@ def validate_policy(policy: RoutingPolicy, org: Organisation) -> list[str]:
         unknown(label, "category", auto.category, categories)
         unknown(label, "priority", auto.priority, priorities)
         unknown(label, "incident dataset", auto.dataset, org.incident_datasets)
+    fallback = policy.disputes.fallback_unit
+    if fallback is not None and fallback not in org.unit_ids:
+        problems.append(f"disputes.fallback_unit: '{fallback}' is not a unit of the registry")
     if policy.survey.min_score >= policy.survey.max_score:
         problems.append("survey: min_score must be below max_score")
     try:

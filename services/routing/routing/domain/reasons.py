@@ -33,6 +33,14 @@ class Reason(StrEnum):
     INVALID_SCORE = "invalid_score"
     MERGED = "incident_merged"
     DUPLICATE_COMMAND = "duplicate_command"
+    # Data disputes (routing.domain.disputes).
+    UNKNOWN_DATASET = "unknown_dataset"
+    DATASET_NOT_PERMITTED = "dataset_not_permitted"
+    NOT_THE_DATASET_TOPIC = "not_the_dataset_topic"
+    RECORD_NOT_FOUND = "record_not_found"
+    RECORD_NOT_FROM_INGEST = "record_not_from_ingest"
+    EVENT_ID_MISMATCH = "event_id_mismatch"
+    RECORD_UNUSABLE = "record_unusable"
 
 
 STATE_NAMES: dict[State, str] = {
@@ -91,6 +99,17 @@ _MESSAGES: dict[Reason, str] = {
     Reason.INVALID_SCORE: "Điểm hài lòng phải từ {detail}.",
     Reason.MERGED: "Sự cố đã được gộp vào sự cố {detail}; hãy thao tác trên sự cố chính.",
     Reason.DUPLICATE_COMMAND: "Lệnh này đã được xử lý trước đó.",
+    Reason.UNKNOWN_DATASET: "Bộ dữ liệu '{detail}' không có trong danh mục.",
+    Reason.DATASET_NOT_PERMITTED: "Đơn vị của bạn không được cấp quyền nhận bộ dữ liệu "
+                                  "'{detail}' nên không thể khiếu nại dữ liệu này.",
+    Reason.NOT_THE_DATASET_TOPIC: "Chủ đề '{detail}' không phải chủ đề dữ liệu chuẩn của bộ "
+                                  "dữ liệu đã nêu.",
+    Reason.RECORD_NOT_FOUND: "Không tìm thấy bản ghi tại vị trí {detail}.",
+    Reason.RECORD_NOT_FROM_INGEST: "Bản ghi tại vị trí {detail} không do hệ thống tiếp nhận "
+                                   "dữ liệu (ingest) phát hành.",
+    Reason.EVENT_ID_MISMATCH: "Bản ghi tại vị trí đã nêu không có mã sự kiện {detail}.",
+    Reason.RECORD_UNUSABLE: "Bản ghi tại vị trí đã nêu không phải bản ghi chuẩn hợp lệ của bộ "
+                            "dữ liệu '{detail}'.",
 }
 
 ROLE_NAMES = {"ioc-leader": "lãnh đạo Trung tâm IOC", "ioc-operator": "cán bộ vận hành IOC"}
@@ -135,6 +154,12 @@ def steps_before(verb: Verb, state: State, depth: int = 2) -> tuple[Verb, ...]:
 
 
 ACCEPTED_MESSAGE = "Đã thực hiện: {verb}."
+DISPUTE_OPENED = "Đã ghi nhận khiếu nại dữ liệu: sự cố {incident} được giao cho đơn vị {unit}."
+DISPUTE_EXISTS = "Khiếu nại này đã được ghi nhận trước đó: sự cố {incident} ({state})."
+
+
+def dispute_message(text: str, **values: str) -> str:
+    return unicodedata.normalize("NFC", text.format(**values))
 
 
 def accepted_message(verb: Verb) -> str:

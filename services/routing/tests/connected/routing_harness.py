@@ -20,6 +20,7 @@ import asyncpg
 import pytest
 import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka.structs import RecordMetadata
 from ioc_shared.contracts import Envelope, canonical_topic
 from ioc_shared.contracts.headers import H_PRINCIPAL, H_SIGNATURE
 from ioc_shared.platform.kafka import decode_headers
@@ -46,6 +47,22 @@ def tiny_deadlines(raw: dict[str, Any]) -> dict[str, Any]:
     for i, step in enumerate(raw["escalation"][0]["chain"]):
         step["after"] = {"seconds": i}
     return raw
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a canonical record is: what a consumer reading it knows."""
+
+    event_id: uuid.UUID
+    topic: str
+    partition: int
+    offset: int
+
+    def dispute(self, dataset: str = FIELD_REPORTS, **overrides: Any) -> dict[str, Any]:
+        """The payload of a `dispute` of this record (without the command id)."""
+        return {"dataset": dataset, "event_id": str(self.event_id), "topic": self.topic,
+                "partition": self.partition, "offset": self.offset,
+                "reason": "Tọa độ và xã không khớp", **overrides}
 
 
 @dataclass
@@ -107,12 +124,24 @@ class World:
         await self.publish_raw(dataset, env.to_bytes(), key=key, headers=sent)
         return incident_id_for(source_unit, dataset, record["record_id"])
 
+    async def publish_canonical(self, record: dict[str, Any], *, dataset: str = FIELD_REPORTS,
+                                source_unit: str = "tt-loc-ninh",
+                                producer: str | None = "ingest") -> Position:
+        """Publish a canonical record as ingest does (key `<unit>/<record id>`, header
+        `ioc-producer: ingest`, unless `producer` says otherwise); where it landed."""
+        key = f"{source_unit}/{record['record_id']}"
+        env = Envelope(type="ingest.record.accepted", source_unit=source_unit, subject=key,
+                       payload={"dataset": dataset, "schema_version": 2, "record": record})
+        meta = await self.publish_raw(dataset, env.to_bytes(), key=key,
+                                      headers={PRODUCER_HEADER: producer} if producer else {})
+        return Position(env.event_id, meta.topic, meta.partition, meta.offset)
+
     async def publish_raw(self, dataset: str, value: bytes, *, key: str,
-                          headers: dict[str, str]) -> None:
+                          headers: dict[str, str]) -> RecordMetadata:
         topic = self.settings.topic(canonical_topic(dataset)).name
         producer = await self._producer()
-        await producer.send_and_wait(topic, value, key=key.encode(),
-                                     headers=[(k, v.encode()) for k, v in headers.items()])
+        return await producer.send_and_wait(topic, value, key=key.encode(),
+                                            headers=[(k, v.encode()) for k, v in headers.items()])
 
     async def command_raw(self, principal: str, value: bytes, *, key: str,
                           sign_with: str | None = None) -> None:
@@ -238,7 +267,8 @@ async def watch(world: World) -> AsyncIterator[Callable[..., Any]]:
 
     async def start() -> TopicWatch:
         t = world.topics
-        w = await TopicWatch(t.events, t.results, t.notifications, t.reporter).start()
+        w = await TopicWatch(t.events, t.results, t.notifications, t.reporter,
+                             t.unauthenticated).start()
         watches.append(w)
         return w
 

@@ -34,7 +34,7 @@ from routing.handlers import (
     IntakeHandler,
     RoutingCore,
 )
-from routing.publishing import COMMAND_RESULT, RoutingTopics
+from routing.publishing import COMMAND_RESULT, UNAUTHENTICATED_COMMAND, RoutingTopics
 from routing.repository import RoutingRepository
 from routing.settings import RoutingSettings
 from routing_harness import FIELD_REPORTS, SECRETS, record
@@ -109,8 +109,10 @@ class Fixture:
                        payload={"command_id": str(uuid.uuid4()), **payload})
         return await self.send(env.to_bytes(), principal)
 
-    async def answers(self, offset: int) -> tuple[list[asyncpg.Record], list[dict[str, Any]]]:
-        """The commands rows and the results of the command at `offset`."""
+    async def answers(self, offset: int) -> tuple[list[asyncpg.Record], list[dict[str, Any]],
+                                                  list[dict[str, Any]]]:
+        """The commands rows, the results and the operators' unauthenticated answers of the
+        command at `offset`."""
         s = self.core.repo.s
         async with self.core.pool.acquire() as conn:
             rows = await conn.fetch(f"SELECT * FROM {s}.commands WHERE origin = $1",
@@ -118,11 +120,14 @@ class Fixture:
             # Commands are handled one at a time here: the newest outbox row is this one's.
             packed = await conn.fetchval(
                 f"SELECT messages FROM {s}.outbox ORDER BY id DESC LIMIT 1")
-        results = [Envelope.from_bytes(value).payload
-                   for _, topic, _, _, value in unpack_messages(packed)
-                   if topic == self.core.topics.results
-                   and Envelope.from_bytes(value).type == COMMAND_RESULT]
-        return list(rows), results
+        messages = [(topic, Envelope.from_bytes(value))
+                    for _, topic, _, _, value in unpack_messages(packed)]
+        results = [e.payload for topic, e in messages
+                   if topic == self.core.topics.results and e.type == COMMAND_RESULT]
+        unauthenticated = [e.payload for topic, e in messages
+                           if topic == self.core.topics.unauthenticated
+                           and e.type == UNAUTHENTICATED_COMMAND]
+        return list(rows), results, unauthenticated
 
 
 @pytest.fixture
@@ -226,17 +231,24 @@ async def test_any_text_in_any_field_of_any_command_is_answered_and_the_next_pas
     incident = await fx.in_state_for(verb)
     raw, principal, signature = data.draw(hostile_commands(incident, fx.primary, verb))
     offset = await fx.send(raw, principal, signature=signature)     # never raises
-    rows, results = await fx.answers(offset)
+    rows, results, unauthenticated = await fx.answers(offset)
     assert len(rows) == 1, "every command is recorded once"
     event(f"{rows[0]['status']} {rows[0]['reason_code'] or ''}")   # the spread of outcomes
     assert rows[0]["status"] in ("accepted", "rejected")
     assert rows[0]["status"] == "accepted" or rows[0]["reason_code"]
-    assert len(results) == 1
-    assert results[0]["status"] == rows[0]["status"]
-    assert results[0]["message"]
+    if rows[0]["reason_code"] == "unauthenticated":
+        # Answered to the operators only, never into the feed of the unit it claims.
+        assert rows[0]["principal"] is None
+        assert results == [] and len(unauthenticated) == 1
+        answer = unauthenticated[0]
+    else:
+        assert unauthenticated == [] and len(results) == 1
+        answer = results[0]
+    assert answer["status"] == rows[0]["status"]
+    assert answer["message"]
     # The next valid command, on the same partition, passes.
     nxt = await fx.command("xa-loc-an-system", "update_status", fx.canary, note="Đang xử lý")
-    rows, results = await fx.answers(nxt)
+    rows, results, _ = await fx.answers(nxt)
     assert [r["status"] for r in rows] == ["accepted"]
     assert results[0]["status"] == "accepted"
 

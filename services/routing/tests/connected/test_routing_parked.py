@@ -27,10 +27,10 @@ async def test_a_failing_command_is_parked_answered_and_replayed(world: World, w
     execute = CommandHandler._execute
     bug = {"on": True}
 
-    async def buggy(self, cmd, actor, env, effects):  # type: ignore[no-untyped-def]
+    async def buggy(self, cmd, actor, env, *args):  # type: ignore[no-untyped-def]
         if bug["on"] and env.payload.get("note") == BUG:
             raise RuntimeError("a bug in this version")
-        return await execute(self, cmd, actor, env, effects)
+        return await execute(self, cmd, actor, env, *args)
 
     monkeypatch.setattr(CommandHandler, "_execute", buggy)
     await world.start()
