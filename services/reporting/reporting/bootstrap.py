@@ -21,6 +21,7 @@ from ioc_shared.contracts.topics import (
     REPORTING_COMMANDS,
     REPORTING_NOTIFICATIONS,
     REPORTING_PUBLISHED,
+    REPORTING_UNAUTHENTICATED_COMMANDS,
     ROUTING_EVENTS,
     TopicSpec,
     canonical_topic,
@@ -57,12 +58,14 @@ def topics_of(settings: ReportingSettings) -> Topics:
     return Topics(settings.topic(REPORTING_COMMANDS).name,
                   settings.topic(REPORTING_COMMAND_RESULTS).name,
                   settings.topic(REPORTING_PUBLISHED).name,
-                  settings.topic(REPORTING_NOTIFICATIONS).name)
+                  settings.topic(REPORTING_NOTIFICATIONS).name,
+                  settings.topic(REPORTING_UNAUTHENTICATED_COMMANDS).name)
 
 
 def own_specs(settings: ReportingSettings) -> list[TopicSpec]:
     return [settings.topic(s) for s in (REPORTING_COMMANDS, REPORTING_COMMAND_RESULTS,
-                                        REPORTING_PUBLISHED, REPORTING_NOTIFICATIONS)]
+                                        REPORTING_PUBLISHED, REPORTING_NOTIFICATIONS,
+                                        REPORTING_UNAUTHENTICATED_COMMANDS)]
 
 
 def retention_policies(settings: ReportingSettings,
@@ -117,7 +120,8 @@ async def run_reporting(settings: ReportingSettings, stop: asyncio.Event, *,
         await producer.start()
         relay = OutboxRelay(rt.pool, settings.db_schema, producer, settings.kafka_bootstrap,
                             batch_size=settings.relay_batch_size, idle_poll_s=0.5,
-                            topics=[topics.results, topics.published, topics.notifications])
+                            topics=[topics.results, topics.published, topics.notifications,
+                                    topics.unauthenticated])
         rt.spawn(relay.run())
         scheduler = Scheduler(service, instance=settings.instance_id, poll_s=settings.timer_poll_s)
         if settings.timers_enabled:

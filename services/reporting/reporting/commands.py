@@ -42,6 +42,7 @@ from reporting.reports import ReportService, outgoing
 log = get_logger(__name__)
 
 RESULT = "reporting.command.result"
+UNAUTHENTICATED = "reporting.command.unauthenticated"
 CONSUMER = "reporting-commands"
 
 
@@ -97,14 +98,25 @@ class CommandHandler:
         command_id = command_id_of(payload)
         event_type = str(env.get("type")) if env is not None else ""
         verb_text = event_type.rsplit(".", 1)[-1] if env is not None else None
-        claimed = svc.registry.principals.get(principal_id or "")
+        claimed_principal = (principal_id or "")[:100] or None
+        if claimed_principal is not None and find_forbidden(claimed_principal) is not None:
+            claimed_principal = "<not printable>"
         if principal is None:
+            # Answered to the operators only, keyed by the command's origin: whoever can
+            # write the commands topic must not write into a unit's feed.
             no = reject(Reason.UNAUTHENTICATED)
-            log.warning("report command: unauthenticated", claimed_principal=principal_id)
-            await self._answer_only(cause, self._answer(
-                unit=claimed.unit if claimed else "unknown", cause=cause, status="rejected",
-                reason=no.reason, message=no.message, command_id=command_id, verb=verb_text,
-                principal=None))
+            log.warning("report command: unauthenticated", claimed_principal=claimed_principal,
+                        topic=d.topic, partition=d.partition, offset=d.offset)
+            payload_out = {
+                "command_id": str(command_id) if command_id else None,
+                "command": verb_text[:60] if verb_text else None, "status": "rejected",
+                "reason_code": no.reason.value, "message": no.message,
+                "claimed_principal": claimed_principal,
+                "origin": {"topic": d.topic, "partition": d.partition, "offset": d.offset}}
+            await self._answer_only(cause, outgoing(
+                svc.topics.unauthenticated, UNAUTHENTICATED, f"{d.topic}:{d.partition}",
+                payload_out, deterministic_event_id(cause, "result"), svc.ioc_unit,
+                svc.clock()))
             return
         parsed = (parse_command(event_type, payload) if env is not None
                   else reject(Reason.MALFORMED, "không phải một envelope hợp lệ"))
@@ -118,19 +130,28 @@ class CommandHandler:
 
     async def answer_parked(self, d: Delivery, _: BaseException) -> None:
         """Tell the sender of a parked command that it failed on our side (`internal_error`),
-        once (its own answer id, claimed)."""
+        once (its own answer id, claimed); an unverified sender is answered to the operators."""
         svc = self.service
         principal_id = d.header(H_PRINCIPAL) or ""
         signature = d.header(H_SIGNATURE)
         principal = (svc.registry.verify_signature(principal_id, d.value, signature)
                      if principal_id and signature else None)
-        claimed = svc.registry.principals.get(principal_id)
-        unit = principal.unit if principal else (claimed.unit if claimed else "unknown")
         answer_id = deterministic_event_id("parked", d.origin)
-        await self._answer_only(answer_id, self._answer(
-            unit=unit, cause=answer_id, status="rejected", reason=Reason.INTERNAL_ERROR,
-            message=reject(Reason.INTERNAL_ERROR).message, command_id=None, verb=None,
-            principal=principal.id if principal else None))
+        no = reject(Reason.INTERNAL_ERROR)
+        if principal is None:
+            message = outgoing(svc.topics.unauthenticated, UNAUTHENTICATED,
+                               f"{d.topic}:{d.partition}",
+                               {"status": "rejected", "reason_code": no.reason.value,
+                                "message": no.message, "origin": {
+                                    "topic": d.topic, "partition": d.partition,
+                                    "offset": d.offset}},
+                               deterministic_event_id(answer_id, "result"), svc.ioc_unit,
+                               svc.clock())
+        else:
+            message = self._answer(unit=principal.unit, cause=answer_id, status="rejected",
+                                   reason=no.reason, message=no.message, command_id=None,
+                                   verb=None, principal=principal.id)
+        await self._answer_only(answer_id, message)
 
     async def _answer_only(self, cause: uuid.UUID, message: Any) -> None:
         svc = self.service

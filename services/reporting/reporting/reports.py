@@ -77,6 +77,7 @@ class Topics:
     results: str
     published: str
     notifications: str
+    unauthenticated: str = ""
 
 
 def end_of_day_utc(day: date) -> datetime:

@@ -45,6 +45,7 @@ from ioc_shared.contracts.topics import (
     REPORTING_COMMANDS,
     REPORTING_NOTIFICATIONS,
     REPORTING_PUBLISHED,
+    REPORTING_UNAUTHENTICATED_COMMANDS,
     ROUTING_COMMAND_RESULTS,
     ROUTING_COMMANDS,
     ROUTING_EVENTS,
@@ -274,6 +275,9 @@ TOPIC_MESSAGES: dict[str, Callable[[Registry], list[Message]]] = {
         "report.published", "A report version with every figure (ioc.reporting.report/1)",
         _external("reporting.contract:published_json_schema"))],
     REPORTING_NOTIFICATIONS.name: _generic("report.*", "report.due-soon and report.overdue"),
+    REPORTING_UNAUTHENTICATED_COMMANDS.name: _generic(
+        "reporting.command.unauthenticated", "The answer to a report command that failed "
+        "authentication (operators only)"),
 }
 
 

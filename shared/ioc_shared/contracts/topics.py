@@ -109,8 +109,12 @@ REPORTING_PUBLISHED = _spec(
 REPORTING_NOTIFICATIONS = _spec(
     "ioc.reporting.notifications.v1", 3, 90, "recipient unit id",
     "report.due-soon and report.overdue reminders to the IOC leader.")
+REPORTING_UNAUTHENTICATED_COMMANDS = _spec(
+    "ioc.reporting.unauthenticated-commands.v1", 3, 30, "origin topic:partition of the command",
+    "Operators only: the answer to every report command that failed authentication, with "
+    "its origin and the principal it claimed; never addressed to a unit.")
 TOPICS += (REPORTING_COMMANDS, REPORTING_COMMAND_RESULTS, REPORTING_PUBLISHED,
-           REPORTING_NOTIFICATIONS)
+           REPORTING_NOTIFICATIONS, REPORTING_UNAUTHENTICATED_COMMANDS)
 
 _NAME_PART = re.compile(r"[^a-z0-9\-]")
 

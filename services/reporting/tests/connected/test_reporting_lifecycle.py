@@ -18,7 +18,9 @@ from ioc_shared.contracts.topics import (
     INGEST_QUALITY,
     INGEST_REJECTED,
     REPORTING_COMMAND_RESULTS,
+    REPORTING_COMMANDS,
     REPORTING_PUBLISHED,
+    REPORTING_UNAUTHENTICATED_COMMANDS,
     canonical_topic,
 )
 from ioc_shared.testing import read_topic
@@ -173,6 +175,13 @@ async def test_requests_are_answered_with_a_report_or_a_clear_rejection(rworld: 
         got = answers[cid]
         assert (got["status"], got["reason_code"]) == (status, reason), (payload, got)
         assert got["message"]
-    assert answers[forged]["reason_code"] == "unauthenticated"
+    # A forged command is answered to the operators only, never to the unit it claims.
+    assert forged not in answers
+    refused = await read_topic(rworld.topic(REPORTING_UNAUTHENTICATED_COMMANDS),
+                               until=lambda r: len(r) >= 1)
+    [only] = [orjson.loads(r.value)["payload"] for r in refused]
+    assert (only["command_id"], only["reason_code"], only["claimed_principal"]) == (
+        forged, "unauthenticated", "ioc-leader")
+    assert refused[0].key.decode().startswith(rworld.topic(REPORTING_COMMANDS))
     ok = answers[ids[0]]
     assert ok["report_status"] == "draft" and ok["period"].startswith("thematic:")
