@@ -8,7 +8,7 @@ UNIT := shared/tests/unit $(wildcard services/*/tests/unit tools/*/tests/unit)
 CONNECTED := shared/tests/connected $(wildcard services/*/tests/connected tools/*/tests/connected)
 E2E := $(wildcard tests/e2e)
 # Every package; pyproject.toml makes shared/ and the services' domain packages strict.
-TYPED := shared/ioc_shared $(wildcard services/ingest/ingest services/routing/routing tools/ioc/ioc_cli)
+TYPED := shared/ioc_shared $(wildcard services/ingest/ingest services/routing/routing services/reporting/reporting tools/ioc/ioc_cli)
 
 .PHONY: up test test-unit test-connected test-e2e lint typecheck bench bootstrap platform-start platform-stop clean docs
 

@@ -41,6 +41,11 @@ from ioc_shared.contracts.topics import (
     INGEST_QUALITY,
     INGEST_QUARANTINE,
     INGEST_REJECTED,
+    REPORTING_COMMAND_RESULTS,
+    REPORTING_COMMANDS,
+    REPORTING_NOTIFICATIONS,
+    REPORTING_PUBLISHED,
+    REPORTING_UNAUTHENTICATED_COMMANDS,
     ROUTING_COMMAND_RESULTS,
     ROUTING_COMMANDS,
     ROUTING_EVENTS,
@@ -241,6 +246,13 @@ def _commands(_: Registry) -> list[Message]:
                              headers=SIGNED_HEADERS) for verb in verbs]
 
 
+def _report_commands(_: Registry) -> list[Message]:
+    payload = _external("reporting.domain.lifecycle:_Payload.model_json_schema")
+    verbs = importlib.import_module("reporting.domain.lifecycle").Verb
+    return [envelope_message(f"reporting.command.{verb.value}", f"Report command: {verb.value}",
+                             payload, headers=SIGNED_HEADERS) for verb in verbs]
+
+
 def _generic(event_type: str, title: str) -> Callable[[Registry], list[Message]]:
     return lambda _: [envelope_message(event_type, title)]
 
@@ -257,6 +269,15 @@ TOPIC_MESSAGES: dict[str, Callable[[Registry], list[Message]]] = {
     ROUTING_EVENTS.name: _generic("routing.incident.*", "An incident's state transition"),
     ROUTING_NOTIFICATIONS.name: _generic("routing.notification.*", "Assignment, reminder, escalation"),
     ROUTING_REPORTER_UPDATES.name: _generic("routing.reporter.*", "Status update for the reporter"),
+    REPORTING_COMMANDS.name: _report_commands,
+    REPORTING_COMMAND_RESULTS.name: _generic("reporting.command.result", "The answer to a command"),
+    REPORTING_PUBLISHED.name: lambda _: [envelope_message(
+        "report.published", "A report version with every figure (ioc.reporting.report/1)",
+        _external("reporting.contract:published_json_schema"))],
+    REPORTING_NOTIFICATIONS.name: _generic("report.*", "report.due-soon and report.overdue"),
+    REPORTING_UNAUTHENTICATED_COMMANDS.name: _generic(
+        "reporting.command.unauthenticated", "The answer to a report command that failed "
+        "authentication (operators only)"),
 }
 
 

@@ -96,6 +96,26 @@ TOPICS: tuple[TopicSpec, ...] = (
     ROUTING_REPORTER_UPDATES, ROUTING_UNAUTHENTICATED_COMMANDS, SYNC_PROVINCE_STATUS,
 )
 
+# --- reporting (a block of its own, appended to TOPICS) ---------------------
+REPORTING_COMMANDS = _spec(
+    "ioc.reporting.commands.v1", 3, 30, "report period key",
+    "Signed report commands: generate, submit, approve, issue, send, request thematic/ad-hoc.")
+REPORTING_COMMAND_RESULTS = _spec(
+    "ioc.reporting.command-results.v1", 3, 30, "acting unit id",
+    "Accepted / rejected answer to every report command, with the Vietnamese reason.")
+REPORTING_PUBLISHED = _spec(
+    "ioc.reporting.reports.v1", 3, 3650, "report period key",
+    "report.published: every generated report version with all its figures (versioned JSON).")
+REPORTING_NOTIFICATIONS = _spec(
+    "ioc.reporting.notifications.v1", 3, 90, "recipient unit id",
+    "report.due-soon and report.overdue reminders to the IOC leader.")
+REPORTING_UNAUTHENTICATED_COMMANDS = _spec(
+    "ioc.reporting.unauthenticated-commands.v1", 3, 30, "origin topic:partition of the command",
+    "Operators only: the answer to every report command that failed authentication, with "
+    "its origin and the principal it claimed; never addressed to a unit.")
+TOPICS += (REPORTING_COMMANDS, REPORTING_COMMAND_RESULTS, REPORTING_PUBLISHED,
+           REPORTING_NOTIFICATIONS, REPORTING_UNAUTHENTICATED_COMMANDS)
+
 _NAME_PART = re.compile(r"[^a-z0-9\-]")
 
 
