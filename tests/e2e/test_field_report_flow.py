@@ -157,5 +157,7 @@ async def test_field_report_is_assigned_acknowledged_and_traced(deployment) -> N
     finally:
         await producer.stop()
     for name, proc in deployment.services.items():
-        assert "Traceback" not in proc.log_tail(200_000), f"{name} logged a traceback"
+        log = proc.log_tail(200_000)
+        at = log.find("Traceback")
+        assert at < 0, f"{name} logged a traceback:\n{log[max(0, at - 1500):at + 2500]}"
         assert "912345678" not in proc.log_tail(1_000_000), f"{name} logged a phone number"
