@@ -14,10 +14,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from ioc_shared.platform.telemetry import extract_trace_context
@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from ingest.domain import Accepted, Code, Decision, Inbound, Ingestor, Rejected, as_duplicate
 from ingest.domain.model import rejected as rejection_of
-from ingest.messages import UNKNOWN, Deciding, Outgoing
+from ingest.messages import UNKNOWN, Decided, Deciding, Outgoing, TraceHeaders
 from ingest.outgoing import Sink, trace_headers
 from ingest.repository import Claim, CounterKey, IngestRepository
 from ingest.topics import IngestTopics
@@ -53,6 +53,16 @@ class Outcome:
         return self.decision if isinstance(self.decision, Rejected) else None
 
 
+@dataclass(slots=True)
+class _Claiming:
+    """A decided chunk whose claim statement is on its way."""
+
+    inbounds: Sequence[Inbound]
+    traces: Sequence[TraceHeaders]
+    decided: list[Decided]
+    statuses: asyncio.Future[dict[int, str]]
+
+
 class IngestMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.records = Counter("ingest_records", "Submissions by outcome",
@@ -69,8 +79,10 @@ class IngestPipeline:
     def __init__(self, ingestor: Ingestor, repository: IngestRepository, sink: Sink,
                  topics: IngestTopics, *, metrics: IngestMetrics | None = None,
                  tracer: Tracer | None = None,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 chunk_records: int = 250) -> None:
         self.ingestor = ingestor
+        self.chunk_records = chunk_records
         self.registry: Registry = ingestor.registry
         self.repository = repository
         self.sink = sink
@@ -87,37 +99,64 @@ class IngestPipeline:
 
     async def process(self, inbounds: Sequence[Inbound]) -> list[Outcome]:
         """Decide, record and publish a batch; returns once every output is confirmed
-        (acks=all). Raises if any output failed: then nothing of the batch may be committed."""
+        (acks=all). Raises if any output failed: then nothing of the batch may be committed.
+
+        In chunks of `chunk_records`, so that waiting overlaps with work: chunk k's claim
+        statement is in PostgreSQL while chunk k+1 is decided, and its outputs are on their
+        way to the broker while the chunks after it are worked; only the last chunk's
+        waits are not hidden. Claims run one chunk after the other, so a key repeated
+        across chunks is still seen."""
         started = time.perf_counter()
         now = self.clock()
         spans = [self._span_for(i) for i in inbounds]
+        outcomes: list[Outcome] = []
+        confirmations: list[Awaitable[Any]] = []
+        claiming: _Claiming | None = None
         try:
             batch_trace = trace_headers(None)   # the consumer's span, for untraced records
             traces = [batch_trace if span is None else trace_headers(set_span_in_context(span))
                       for span in spans]
-            decided = self.deciding.batch(inbounds, now, traces)
-            statuses = await self._record(inbounds, [d for d, _ in decided], now)
-            outcomes: list[Outcome] = []
-            messages: list[Outgoing] = []
-            for n, (inbound, (decision, built)) in enumerate(zip(inbounds, decided, strict=True)):
-                status = statuses.get(n, "rejected")
-                if isinstance(decision, Accepted) and status == "duplicate":
-                    # Built as if new: a duplicate gets its rejection instead.
-                    duplicate = as_duplicate(decision)
-                    outcomes.append(Outcome(inbound, "rejected", duplicate))
-                    built = self.deciding.rejection(inbound, duplicate, now, traces[n])
-                else:
-                    outcomes.append(Outcome(inbound, _public_status(status, decision), decision))
-                messages += built
-            confirmations = await self.sink.enqueue(messages)
+            size = max(1, self.chunk_records)
+            for first in range(0, len(inbounds), size):
+                chunk, chunk_traces = inbounds[first:first + size], traces[first:first + size]
+                decided = self.deciding.batch(chunk, now, chunk_traces)
+                if claiming is not None:
+                    confirmations += await self._publish(claiming, now, outcomes)
+                claiming = _Claiming(chunk, chunk_traces, decided, asyncio.ensure_future(
+                    self._record(chunk, [d for d, _ in decided], now)))
+                # The claim statement goes out now; the next chunk is decided meanwhile.
+                await asyncio.sleep(0)
+            if claiming is not None:
+                confirmations += await self._publish(claiming, now, outcomes)
+                claiming = None
             if confirmations:
                 await asyncio.gather(*confirmations)
         finally:
+            if claiming is not None and not claiming.statuses.done():
+                claiming.statuses.cancel()
             for span in spans:
                 if span is not None:
                     span.end()
         self._count(outcomes, time.perf_counter() - started)
         return outcomes
+
+    async def _publish(self, claiming: _Claiming, now: datetime,
+                       outcomes: list[Outcome]) -> list[Awaitable[Any]]:
+        """A chunk whose claims were sent: its outcomes, its outputs handed to the producer."""
+        statuses = await claiming.statuses
+        messages: list[Outgoing] = []
+        for n, (inbound, (decision, built)) in enumerate(
+                zip(claiming.inbounds, claiming.decided, strict=True)):
+            status = statuses.get(n, "rejected")
+            if isinstance(decision, Accepted) and status == "duplicate":
+                # Built as if new: a duplicate gets its rejection instead.
+                duplicate = as_duplicate(decision)
+                outcomes.append(Outcome(inbound, "rejected", duplicate))
+                built = self.deciding.rejection(inbound, duplicate, now, claiming.traces[n])
+            else:
+                outcomes.append(Outcome(inbound, _public_status(status, decision), decision))
+            messages += built
+        return await self.sink.enqueue(messages)
 
     async def reject_whole(self, inbound: Inbound, rejected: Rejected) -> None:
         """A rejection decided at a door before the pipeline (HTTP: token, media type, size,

@@ -85,7 +85,8 @@ class IngestService:
             self.pipeline = IngestPipeline(
                 ingestor, repository, self._sink, self.topics,
                 metrics=IngestMetrics(rt.metrics),
-                tracer=trace.get_tracer("ingest", tracer_provider=rt.tracer_provider))
+                tracer=trace.get_tracer("ingest", tracer_provider=rt.tracer_provider),
+                chunk_records=s.chunk_records)
             self.consumer = inbound_consumer(
                 self.pipeline, topic=self.topics.inbound, group=s.consumer_group, pool=rt.pool,
                 schema=s.db_schema, max_records=s.batch_max_records,

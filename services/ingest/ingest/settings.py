@@ -19,6 +19,9 @@ class IngestSettings(ServiceSettings):
     # Hot path: records per batch and how long an empty poll waits.
     batch_max_records: int = 1000
     batch_timeout_ms: int = 100
+    # A batch is worked in chunks, so that the waits for PostgreSQL and the broker overlap
+    # with deciding the next chunk (docs/perf/ingest.md).
+    chunk_records: int = 250
     # Retention (ioc_shared.platform.retention; deploy/README.md "Retention"). The interval
     # also reads the common IOC_RETENTION_INTERVAL_S.
     retention_interval_s: float = 3600.0

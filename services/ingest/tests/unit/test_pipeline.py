@@ -63,8 +63,9 @@ def parts(registry: Registry, ingestor: Ingestor,
     topics = IngestTopics.resolve(ServiceSettings(topic_namespace="unit"), registry)
     repo, sink = MemoryRepository(), MemorySink()
     tracer = TracerProvider().get_tracer("test")
+    # Chunks of 2 records, so that batches in these tests span several chunks.
     pipeline = IngestPipeline(ingestor, repo, sink, topics, tracer=tracer,  # type: ignore[arg-type]
-                              clock=lambda: NOW)
+                              clock=lambda: NOW, chunk_records=2)
     return pipeline, repo, sink
 
 
@@ -164,7 +165,7 @@ async def test_garbage_yields_rejection_with_raw_bytes_kept(parts: Any) -> None:
     assert orjson.loads(on(sink, "ioc.ingest.rejected.v1")[0].value)["payload"]["code"] == "undecodable"
 
 
-async def test_a_repeat_later_in_the_batch_is_a_duplicate(parts: Any) -> None:
+async def test_repeat_across_chunks_of_one_batch_is_duplicate(parts: Any) -> None:
     pipeline, _, sink = parts
     batch = [signed(report(), origin="in:0:1"), signed(report(record_id="PA-2"), origin="in:0:2"),
              signed(report(), origin="in:0:3")]
@@ -208,3 +209,24 @@ async def test_a_parked_record_of_an_unverified_sender_is_answered_to_the_operat
     assert on(sink, "ioc.ingest.rejected.v1") == []
     assert on(sink, "ioc.ingest.rejections.xa-loc-an.v1") == []
     assert on(sink, "ioc.ingest.quarantine.v1") == []
+
+
+async def test_a_failed_claim_fails_the_batch_and_publishes_nothing_after_it(parts: Any) -> None:
+    pipeline, repo, sink = parts
+    original = repo.record_batch
+    calls = 0
+
+    async def second_fails(*args: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise ConnectionError("database gone")
+        return await original(*args)
+
+    repo.record_batch = second_fails  # type: ignore[method-assign]
+    batch = [signed(report(record_id=f"PA-{n}"), origin=f"in:0:{n}") for n in range(5)]
+    with pytest.raises(ConnectionError):
+        await pipeline.process(batch)
+    # The first chunk was claimed and handed over; nothing of the later chunks was.
+    assert {payload(m)["record_id"] for m in on(sink, "ioc.data.phan-anh-hien-truong.v1")} == {
+        "PA-0", "PA-1"}
