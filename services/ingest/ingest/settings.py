@@ -16,9 +16,10 @@ class IngestSettings(ServiceSettings):
 
     db_schema: str = "ingest"
     consumer_group: str = "ioc-ingest"
-    # Hot path: records per batch and how long an empty poll waits.
+    # Hot path: records per batch and how long an empty poll waits. FastStream sleeps as
+    # long again after an empty poll, so this bounds the latency a trickle can get.
     batch_max_records: int = 1000
-    batch_timeout_ms: int = 100
+    batch_timeout_ms: int = 10
     # A batch is worked in chunks, so that the waits for PostgreSQL and the broker overlap
     # with deciding the next chunk (docs/perf/ingest.md).
     chunk_records: int = 250
