@@ -198,8 +198,9 @@ async def test_replay_of_quarantine_is_not_quarantined_again(service: IngestServ
 async def test_quality_counters_are_published(service: IngestService) -> None:
     value = submission(field_report(rid()))
     await publish(service.topics.inbound, [(b"xa-loc-an", value, signed_headers("xa-loc-an-system", value))])
-    await asyncio.sleep(0.5)
-    for _ in range(40):   # the batch commits its counters just before its outputs are confirmed
+    # Handled: its counters were committed before its outputs were confirmed.
+    await inputs_handled(service.settings, service.topics.inbound)
+    for _ in range(40):
         if await service.quality.publish_once():
             break
         await asyncio.sleep(0.25)
