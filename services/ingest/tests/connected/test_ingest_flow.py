@@ -100,7 +100,8 @@ async def test_bad_signature_is_unauthenticated(service: IngestService) -> None:
     body = orjson.loads(rejection.value)["payload"]
     assert body["code"] == "unauthenticated" and body["identity_verified"] is False
     assert body["unit"] is None and rejection.key == dict(copy.headers)["ioc-quarantine-origin"]
-    canonical = await read_topic(service.topics.canonical[CANONICAL], timeout=1.0, until=lambda r: False)
+    await inputs_handled(service.settings, service.topics.inbound)
+    canonical = await read_all(service.topics.canonical[CANONICAL])
     assert not any(orjson.loads(r.value)["payload"]["record_id"] == record_id for r in canonical)
 
 
