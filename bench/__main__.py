@@ -62,10 +62,11 @@ async def run_all(count: int, repeats: int, only: list[str]) -> list[BenchResult
         except ModuleNotFoundError as exc:
             print(f"# {short}: skipped ({exc})", flush=True)
             continue
-        result: BenchResult = await module.run(bootstrap=bootstrap, messages=messages,
-                                               repeats=repeats, reference=reference_rate)
-        results.append(result)
-        print(result.line(), flush=True)
+        produced: BenchResult | list[BenchResult] = await module.run(
+            bootstrap=bootstrap, messages=messages, repeats=repeats, reference=reference_rate)
+        for result in produced if isinstance(produced, list) else [produced]:
+            results.append(result)
+            print(result.line(), flush=True)
         # Its topics (hundreds of thousands of records) would weigh on the next benchmark.
         await delete_topics_of_this_run(bootstrap)
     return results
@@ -73,7 +74,7 @@ async def run_all(count: int, repeats: int, only: list[str]) -> list[BenchResult
 
 @app.command()
 def main(
-    count: Annotated[int, typer.Option(help="messages per run")] = int(
+    count: Annotated[int, typer.Option("--count", "--messages", help="messages per run")] = int(
         os.environ.get("BENCH_COUNT", "200000")),
     repeats: Annotated[int, typer.Option(help="runs per figure (median reported)")] = 7,
     only: Annotated[list[str] | None, typer.Option(help="service benchmarks to run")] = None,

@@ -26,17 +26,26 @@ stop_all() {
 }
 trap stop_all INT TERM EXIT
 
+# Ports 18080, 18081, ... in the order of services/, one per process. Ingest scales by
+# partitions: INGEST_PROCESSES=N (default 1) runs N members of its consumer group, each on
+# the next port (the services after it move up by N-1).
 port=18080
 for dir in services/*/; do
   name="$(basename "$dir")"
   module="${name//-/_}"
   [[ -f "$dir/pyproject.toml" && -f "$dir/$module/main.py" ]] || { echo "[up] $name: not built yet, skipped" >&2; continue; }
   prefix="$(echo "$module" | tr '[:lower:]' '[:upper:]')_"
-  export "${prefix}HTTP_PORT=$port"
-  echo "[up] starting $name (health and metrics on http://127.0.0.1:$port/health, /metrics)" >&2
-  .venv/bin/python -m "$module" serve &
-  pids+=($!)
-  port=$((port + 1))
+  count=1
+  [[ "$name" == ingest ]] && count="${INGEST_PROCESSES:-1}"
+  [[ "$count" =~ ^[1-9][0-9]*$ ]] || { echo "[up] INGEST_PROCESSES must be a positive number" >&2; exit 2; }
+  for ((n = 1; n <= count; n++)); do
+    label="$name"
+    (( count > 1 )) && label="$name $n/$count"
+    echo "[up] starting $label (health and metrics on http://127.0.0.1:$port/health, /metrics)" >&2
+    env "${prefix}HTTP_PORT=$port" .venv/bin/python -m "$module" serve &
+    pids+=($!)
+    port=$((port + 1))
+  done
 done
 (( ${#pids[@]} )) || { echo "[up] no service to run" >&2; exit 1; }
 echo "[up] running; Ctrl-C stops everything" >&2

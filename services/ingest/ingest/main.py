@@ -1,4 +1,4 @@
-"""The one entry point: `python -m ingest [serve | replay | check-registry | contract]`."""
+"""The one entry point: `python -m ingest [serve | replay | parked | check-registry | contract]`."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ from typing import Annotated
 
 import typer
 from ioc_shared.platform.logging import configure_logging
+from ioc_shared.platform.parking import parked_cli
 from ioc_shared.registry import RegistryError, load_registry
 from pydantic import ValidationError
 
 from ingest.contract import submission_json_schema
-from ingest.decider import build_catalog
-from ingest.domain import Code
+from ingest.domain import Code, build_catalog
 from ingest.replay import ReplayFilter, replay_quarantine
 from ingest.service import run_ingest
 from ingest.settings import IngestSettings
@@ -26,6 +26,7 @@ from ingest.topics import IngestTopics
 
 app = typer.Typer(add_completion=False, no_args_is_help=False,
                   help="IOC ingest: validate, normalize and publish what unit systems send.")
+app.add_typer(parked_cli(IngestSettings, lambda s: s.db_schema), name="parked")
 
 
 @app.callback(invoke_without_command=True)

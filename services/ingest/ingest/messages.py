@@ -1,5 +1,7 @@
 """The messages ingest produces, built from decisions: canonical and shared records,
-rejections, quarantine copies. Pure (no I/O), so a decision worker process can build them.
+rejections, quarantine copies. Pure (no I/O): `Deciding` decides a batch and builds
+each submission's messages, as if it were new (the pipeline turns a claimed duplicate
+into its rejection).
 
 Headers carry the event id and type and the W3C trace context of the span the
 message belongs to (one span per inbound record, child of the sender's trace).
@@ -18,7 +20,19 @@ from ioc_shared.contracts.envelope import ENVELOPE_SCHEMA_VERSION
 from ioc_shared.contracts.headers import H_EVENT_ID, H_EVENT_TYPE, H_PRODUCER
 from ioc_shared.registry import Grant
 
-from ingest.domain import ACCEPTED_TYPE, Accepted, Code, Inbound, Rejected, SharedView
+from ingest.domain import (
+    ACCEPTED_TYPE,
+    Accepted,
+    Code,
+    Decision,
+    Inbound,
+    Ingestor,
+    Rejected,
+    SharedView,
+    active_grants,
+    project,
+    special_receivers,
+)
 from ingest.domain.ids import event_id as derive_event_id
 from ingest.domain.normalize import iso_utc
 from ingest.domain.sharing import SHARED_TYPE
@@ -73,7 +87,7 @@ def personal_event_id(canonical_event_id: str) -> str:
 
 
 class Outgoing(NamedTuple):
-    """A message to produce (a tuple: cheap to build, and to pickle from a decision worker)."""
+    """A message to produce (a tuple: cheap to build and to unpack)."""
 
     topic: str
     value: bytes
@@ -187,9 +201,8 @@ class Outputs:
 
     def assemble(self, acc: Accepted, channel: str, origin: str, trace: TraceHeaders,
                  occurred: bytes, shared: Sequence[tuple[Grant, str, bytes]]) -> list[Outgoing]:
-        """`accepted`, from serialized parts (what a decision worker sends): the record
-        only as `acc.record_json`, the event time as JSON, each view as its grant, event
-        id and record JSON."""
+        """`accepted`, from serialized parts: the record as `acc.record_json`, the event
+        time as JSON, each view as its grant, event id and record JSON."""
         head, middle, provenance, shared_head, shared_middle = self._fragments(acc, channel)
         rid = orjson.dumps(acc.record_id)
         scoped = record_key(acc.unit, acc.record_id)
@@ -257,21 +270,24 @@ def rejection_payload(rej: Rejected, inbound: Inbound, quarantined: bool) -> dic
 
 
 def rejection_messages(topics: RejectionTopics | tuple[str, str], rej: Rejected, inbound: Inbound,
-                       now: datetime, centre_unit: str, trace: TraceHeaders) -> list[Outgoing]:
-    """The rejection and, unless it is a replay, the quarantine copy.
+                       now: datetime, centre_unit: str, trace: TraceHeaders, *,
+                       keep_copy: bool = True) -> list[Outgoing]:
+    """The rejection and, unless it is a replay (or `keep_copy` is False: a parked record,
+    whose row keeps the bytes), the quarantine copy.
 
     A rejection of an authenticated input goes to the IOC-internal rejected topic and to
     the unit's own feed, keyed by the unit. One whose sender is not verified goes to
     the operators' unauthenticated topic, keyed by its origin: never addressed to the
     unit it claims to be (anyone could flood that unit's feed). An internal error of a
-    submission not yet attributed goes to the rejected topic only, under `unknown`.
+    submission not yet attributed (identity not checked) goes to the rejected topic only,
+    under `unknown`.
     """
     if not isinstance(topics, RejectionTopics):
         topics = RejectionTopics(*topics)
     event_id = rejection_event_id(inbound)
     verified = rej.principal is not None and rej.unit is not None
     address = rej.unit if verified and rej.unit else UNKNOWN
-    quarantine = not inbound.replay
+    quarantine = keep_copy and not inbound.replay
     subject = rej.record_id if verified and rej.record_id else inbound.origin
     value = envelope_bytes(
         event_id=event_id, type=REJECTED_TYPE, source_unit=centre_unit,
@@ -284,7 +300,8 @@ def rejection_messages(topics: RejectionTopics | tuple[str, str], rej: Rejected,
         feed = topics.unit_feeds.get(address)
         if feed:
             out.append(Outgoing(feed, value, address.encode(), headers))
-    elif rej.code is Code.INTERNAL_ERROR or not topics.unauthenticated:
+    elif (rej.code is Code.INTERNAL_ERROR and rej.extra.get("identity_verified") is not False) \
+            or not topics.unauthenticated:
         out = [Outgoing(topics.rejected, value, address.encode(), headers)]
     else:
         out = [Outgoing(topics.unauthenticated, value, inbound.origin.encode(), headers)]
@@ -304,3 +321,47 @@ def rejection_messages(topics: RejectionTopics | tuple[str, str], rej: Rejected,
         out.append(Outgoing(topics.quarantine, value,
                             key if key is not None else address.encode(), headers))
     return out
+
+
+Decided = tuple[Decision, list[Outgoing]]
+
+
+class Deciding:
+    """Pure: decides a batch of submissions and builds each one's messages (as if new)."""
+
+    def __init__(self, ingestor: Ingestor, *, canonical: dict[str, str], special: dict[str, str],
+                 rejected: str, quarantine: str, restricted: dict[str, str] | None = None,
+                 unauthenticated: str = "", unit_feeds: dict[str, str] | None = None) -> None:
+        self.ingestor = ingestor
+        registry = ingestor.registry
+        self.canonical = canonical
+        self.special = special
+        self.restricted = restricted or {}
+        self.rejection_topics = RejectionTopics(rejected, quarantine, unauthenticated,
+                                                unit_feeds or {})
+        self.centre_unit = registry.centre.unit
+        self._receivers: dict[str, tuple[Grant, ...]] = {
+            ds: special_receivers(registry, ds) for ds in registry.datasets}
+
+    def batch(self, inbounds: Sequence[Inbound], now: datetime,
+              traces: Sequence[TraceHeaders]) -> list[Decided]:
+        # Special-request expiry is judged once per batch, at the batch's `now`.
+        receivers = {ds: active_grants(grants, now) for ds, grants in self._receivers.items()}
+        outputs = Outputs(now, self.canonical, self.special, self.restricted)
+        decide = self.ingestor.decide
+        out: list[Decided] = []
+        for inbound, trace in zip(inbounds, traces, strict=True):
+            decision = decide(inbound, now)
+            if isinstance(decision, Accepted):
+                grants = receivers.get(decision.dataset)
+                views = project(decision, grants) if grants else ()
+                out.append((decision, outputs.accepted(decision, inbound, trace, views)))
+            else:
+                out.append((decision, self.rejection(inbound, decision, now, trace)))
+        return out
+
+    def rejection(self, inbound: Inbound, rejected: Rejected, now: datetime,
+                  trace: TraceHeaders, *, keep_copy: bool = True) -> list[Outgoing]:
+        """The rejection addressed to the unit and the quarantine copy."""
+        return rejection_messages(self.rejection_topics, rejected, inbound, now,
+                                  self.centre_unit, trace, keep_copy=keep_copy)

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ingest.decider import build_catalog
+from ingest.domain import build_catalog
 from ingest.settings import IngestSettings
 from ioc_shared.registry import RegistryError, load_registry
 from routing.config import RoutingConfigError, load_policy, organisation_from_registry

@@ -94,13 +94,8 @@ def accepted_ids(unit: str, dataset: str, record_id: str, serialized: bytes) -> 
 class Ingestor:
     """Pure decision maker over a registry and its compiled schemas."""
 
-    def __init__(self, catalog: SchemaCatalog, *, max_message_bytes: int = 1024 * 1024,
-                 derive_ids: bool = True) -> None:
-        """`derive_ids=False`: an `Accepted` comes without `content_hash` and `event_id`
-        (empty), for whoever completes it later with `accepted_ids` (a decision worker's
-        service process, which has time to spare)."""
+    def __init__(self, catalog: SchemaCatalog, *, max_message_bytes: int = 1024 * 1024) -> None:
         self.catalog = catalog
-        self.derive_ids = derive_ids
         self.registry = catalog.registry
         self.max_message_bytes = max_message_bytes
         self._permanent: dict[tuple[str, str], bool] = {}
@@ -139,6 +134,19 @@ class Ingestor:
                        at=f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb else None,
                        origin=inbound.origin, trace_id=_trace_id(inbound))
             return rejected(Code.INTERNAL_ERROR, extra={"internal_error": type(exc).__name__})
+
+    def verified_sender(self, inbound: Inbound) -> tuple[str, str] | None:
+        """(unit, principal) if the submission's signature verifies, else None; never raises."""
+        try:
+            principal_id, signature = inbound.header_pair(H_PRINCIPAL, H_SIGNATURE)
+            claimed = self.registry.principals.get(principal_id or "")
+            if claimed is None or not signature or not _HEX.match(signature):
+                return None
+            if not self._verify(claimed.id, inbound.value or b"", signature):
+                return None
+            return claimed.unit, claimed.id
+        except Exception:
+            return None
 
     def _decide(self, inbound: Inbound, now: datetime) -> Decision:
         value = inbound.value or b""
@@ -297,8 +305,7 @@ class Ingestor:
             personal_json = orjson.dumps(personal)
         else:
             serialized = record_json(full)
-        digest, event = (accepted_ids(unit, ds.id, record_id, serialized) if self.derive_ids
-                         else ("", ""))
+        digest, event = accepted_ids(unit, ds.id, record_id, serialized)
         # `record` keeps the personal fields: a special-request grant may name them.
         return Accepted(unit, principal, ds.id, version, ds.canonical_version, record_id,
                         full, digest, event, client_event_id, checked.occurred_at,

@@ -16,7 +16,14 @@ from aiokafka import AIOKafkaProducer
 from ingest.service import IngestService
 from ioc_shared.testing import kafka_bootstrap, read_topic
 
-from .helpers import TOKENS, field_report, signed_headers, submission
+from .helpers import (
+    TOKENS,
+    field_report,
+    inputs_handled,
+    read_all,
+    signed_headers,
+    submission,
+)
 from .test_ingest_flow import rid, wait_for
 
 pytestmark = pytest.mark.connected
@@ -69,8 +76,9 @@ async def healthy(service: IngestService) -> None:
 
 
 async def canonical_ids(service: IngestService) -> set[str]:
-    records = await read_topic(service.topics.canonical[CANONICAL], timeout=1.0,
-                               until=lambda r: False)
+    """Record ids on the canonical topic once every input sent so far was handled."""
+    await inputs_handled(service.settings, service.topics.inbound)
+    records = await read_all(service.topics.canonical[CANONICAL])
     return {orjson.loads(r.value)["payload"]["record_id"] for r in records}
 
 
@@ -106,6 +114,49 @@ async def test_hostile_kafka_input_is_rejected_and_the_partition_flows(
     await healthy(service)
 
 
+async def test_a_record_whose_effects_fail_is_parked_answered_and_the_partition_flows(
+        service: IngestService, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not bad input: its handler effect fails with a non-transient error (here the claim
+    of this one record id). After the consumer's attempts it is parked with its raw bytes,
+    its sender is answered `internal_error`, and the next record on the partition passes."""
+    record_id = rid("BUG")
+    value = submission(field_report(record_id))
+    repository = service.pipeline.repository
+    original = repository.record_batch
+
+    async def failing_for_one(claims: Any, *args: Any) -> Any:
+        if any(c.accepted.record_id == record_id for c in claims):
+            raise ValueError("a bug in recording this record")
+        return await original(claims, *args)
+
+    monkeypatch.setattr(repository, "record_batch", failing_for_one)
+    valid_id = rid("OK")
+    valid = submission(field_report(valid_id))
+    await publish_on(service.topics.inbound, 5, [
+        (b"xa-loc-an", value, signed_headers("xa-loc-an-system", value)),
+        (b"xa-loc-thanh-huyen", valid, signed_headers("xa-loc-thanh-huyen-system", valid))])
+    (_,) = await wait_for(service.topics.canonical[CANONICAL],
+                          lambda v, r: v and v["payload"]["record_id"] == valid_id, timeout=30)
+    (answer,) = await wait_for(service.topics.rejected, lambda v, r: v and v["payload"][
+        "code"] == "internal_error" and v["payload"]["origin"].startswith(
+        f"{service.topics.inbound}:5:") and v["payload"]["unit"] == "xa-loc-an"
+        and v["payload"]["quarantined"] is False)
+    origin = orjson.loads(answer.value)["payload"]["origin"]
+    (feed,) = await wait_for(service.topics.unit_rejections["xa-loc-an"],   # type: ignore[index]
+                             lambda v, r: v and v["event_id"] == orjson.loads(answer.value)[
+                                 "event_id"])
+    assert feed.value == answer.value
+    assert service.pipeline.repository is repository
+    pool = repository.pool
+    row = await pool.fetchrow(
+        f"SELECT consumer, value, attempts FROM {service.settings.db_schema}.consumer_parked "
+        "WHERE topic = $1 AND partition = 5 AND \"offset\" = $2", service.topics.inbound,
+        int(origin.rsplit(":", 1)[1]))
+    assert row is not None and row["consumer"] == "ingest-inbound" and row["value"] == value
+    assert record_id not in await canonical_ids(service)
+    await healthy(service)
+
+
 async def test_bom_is_stripped_and_the_record_accepted(service: IngestService) -> None:
     record_id = rid()
     value = BOM + submission(field_report(record_id))
@@ -136,8 +187,9 @@ async def test_bad_signature_claiming_another_unit_reaches_only_the_operators(
     assert b"xa-loc-an" not in (rejection.key or b"")
     assert orjson.loads(rejection.value)["payload"]["unit"] is None
     # Not on the claimed unit's feed, nor on the IOC-internal rejected topic.
+    await inputs_handled(service.settings, service.topics.inbound)
     for topic in (service.topics.unit_rejections["xa-loc-an"], service.topics.rejected):  # type: ignore[index]
-        records = await read_topic(topic, timeout=1.0, until=lambda r: False)
+        records = await read_all(topic)
         assert event_id not in {orjson.loads(r.value)["event_id"] for r in records}
     assert record_id not in await canonical_ids(service)
     await healthy(service)
@@ -347,8 +399,9 @@ async def test_personal_fields_appear_only_on_the_restricted_topic_and_in_no_log
     others = [s.name for s in service.topics.specs
               if s.name not in (service.topics.quarantine, service.topics.inbound,
                                 *(service.topics.restricted or {}).values())]
+    await inputs_handled(service.settings, service.topics.inbound)
     for topic in others:
-        for record in await read_topic(topic, timeout=0.5, until=lambda r: False):
+        for record in await read_all(topic):
             blob = (record.value or b"") + (record.key or b"") + b"".join(
                 v or b"" for _, v in record.headers)
             assert not any(s in blob for s in secrets), topic

@@ -12,10 +12,19 @@ import orjson
 import pytest
 from ingest.replay import ReplayFilter, replay_quarantine
 from ingest.service import IngestService
-from ingest.subscribers import inbound_from_record
+from ingest.subscribers import inbound_of
+from ioc_shared.platform.consumer import Delivery
 from ioc_shared.testing import read_topic
 
-from .helpers import TOKENS, field_report, publish, signed_headers, submission
+from .helpers import (
+    TOKENS,
+    field_report,
+    inputs_handled,
+    publish,
+    read_all,
+    signed_headers,
+    submission,
+)
 
 pytestmark = pytest.mark.connected
 CANONICAL = "phan-anh-hien-truong"
@@ -91,7 +100,8 @@ async def test_bad_signature_is_unauthenticated(service: IngestService) -> None:
     body = orjson.loads(rejection.value)["payload"]
     assert body["code"] == "unauthenticated" and body["identity_verified"] is False
     assert body["unit"] is None and rejection.key == dict(copy.headers)["ioc-quarantine-origin"]
-    canonical = await read_topic(service.topics.canonical[CANONICAL], timeout=1.0, until=lambda r: False)
+    await inputs_handled(service.settings, service.topics.inbound)
+    canonical = await read_all(service.topics.canonical[CANONICAL])
     assert not any(orjson.loads(r.value)["payload"]["record_id"] == record_id for r in canonical)
 
 
@@ -105,7 +115,7 @@ async def test_redelivery_republishes_same_event_and_repeat_is_duplicate(service
     # Redelivery: the very same inbound record (same topic, partition, offset) processed again,
     # as after a crash between publishing and committing the offset.
     (inbound,) = await wait_for(service.topics.inbound, lambda v, r: r.value == value)
-    (outcome,) = await service.pipeline.process([inbound_from_record(inbound)])
+    (outcome,) = await service.pipeline.process([inbound_of(Delivery.of(inbound))])
     assert outcome.status == "redelivered"
     # A genuine repeat: the unit sends the same record again.
     await publish(service.topics.inbound, [(b"xa-loc-an", value, headers)])
@@ -181,16 +191,17 @@ async def test_replay_of_quarantine_is_not_quarantined_again(service: IngestServ
     rejected = await wait_for(service.topics.rejected,
                               lambda v, r: v and v["payload"]["record_id"] == record_id, count=2)
     assert sorted(orjson.loads(r.value)["payload"]["replay"] for r in rejected) == [False, True]
-    await asyncio.sleep(1.0)
-    copies = await read_topic(service.topics.quarantine, timeout=2.0, until=lambda r: False)
+    await inputs_handled(service.settings, service.topics.inbound)
+    copies = await read_all(service.topics.quarantine)
     assert sum(1 for r in copies if r.value == value) == 1
 
 
 async def test_quality_counters_are_published(service: IngestService) -> None:
     value = submission(field_report(rid()))
     await publish(service.topics.inbound, [(b"xa-loc-an", value, signed_headers("xa-loc-an-system", value))])
-    await asyncio.sleep(0.5)
-    for _ in range(40):   # the batch commits its counters just before its outputs are confirmed
+    # Handled: its counters were committed before its outputs were confirmed.
+    await inputs_handled(service.settings, service.topics.inbound)
+    for _ in range(40):
         if await service.quality.publish_once():
             break
         await asyncio.sleep(0.25)
