@@ -90,7 +90,8 @@ class IngestService:
             self.consumer = inbound_consumer(
                 self.pipeline, topic=self.topics.inbound, group=s.consumer_group, pool=rt.pool,
                 schema=s.db_schema, max_records=s.batch_max_records,
-                batch_timeout_ms=s.batch_timeout_ms, metrics=rt.metrics)
+                batch_timeout_ms=s.batch_timeout_ms, metrics=rt.metrics,
+                fetch_min_bytes=s.fetch_min_bytes, fetch_max_wait_ms=s.fetch_max_wait_ms)
             self.consumer.register(rt.broker)
             rt.add_check(self.consumer.name, self.consumer.ready)
             self.intake.pipeline = self.pipeline

@@ -20,6 +20,12 @@ class IngestSettings(ServiceSettings):
     # long again after an empty poll, so this bounds the latency a trickle can get.
     batch_max_records: int = 1000
     batch_timeout_ms: int = 10
+    # Fetches: the broker answers once `fetch_min_bytes` are there or after
+    # `fetch_max_wait_ms`. Under load the first holds at once; at a trickle a batch every few
+    # ms instead of one per record or two (each batch is a claim, produce requests and a
+    # commit), for at most that much latency.
+    fetch_min_bytes: int = 64 * 1024
+    fetch_max_wait_ms: int = 5
     # A batch is worked in chunks, so that the waits for PostgreSQL and the broker overlap
     # with deciding the next chunk (docs/perf/ingest.md).
     chunk_records: int = 250

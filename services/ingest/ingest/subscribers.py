@@ -38,7 +38,8 @@ def inbound_of(d: Delivery) -> Inbound:
 def inbound_consumer(pipeline: IngestPipeline, *, topic: str, group: str, pool: asyncpg.Pool,
                      schema: str, max_records: int, batch_timeout_ms: int,
                      metrics: CollectorRegistry | None = None,
-                     policy: FailurePolicy | None = None) -> DurableConsumer:
+                     policy: FailurePolicy | None = None, fetch_min_bytes: int = 1,
+                     fetch_max_wait_ms: int = 500) -> DurableConsumer:
     async def on_records(batch: Sequence[Delivery]) -> None:
         await pipeline.process([inbound_of(d) for d in batch])
 
@@ -48,4 +49,5 @@ def inbound_consumer(pipeline: IngestPipeline, *, topic: str, group: str, pool: 
     return DurableConsumer(INBOUND_CONSUMER, [topic], group, on_records, pool=pool,
                            schema=schema, policy=policy, max_records=max_records,
                            batch_timeout_ms=batch_timeout_ms, on_parked=on_parked,
-                           metrics=metrics)
+                           metrics=metrics, fetch_min_bytes=fetch_min_bytes,
+                           fetch_max_wait_ms=fetch_max_wait_ms)

@@ -194,7 +194,11 @@ class DurableConsumer:
                  pool: asyncpg.Pool, schema: str, policy: FailurePolicy | None = None,
                  max_records: int = 500, batch_timeout_ms: int = 10, batch: bool = True,
                  on_parked: OnParked | None = None,
-                 metrics: CollectorRegistry | None = None) -> None:
+                 metrics: CollectorRegistry | None = None,
+                 fetch_min_bytes: int = 1, fetch_max_wait_ms: int = 500) -> None:
+        """`fetch_min_bytes`/`fetch_max_wait_ms`: the broker answers a fetch once that many
+        bytes are there or that long has passed; a larger minimum with a short wait groups
+        a trickle into fewer, larger batches (one claim, produce and commit each)."""
         self.name = name
         self.topics = list(topics)
         self.group_id = group_id
@@ -205,6 +209,8 @@ class DurableConsumer:
         self._max_records = max_records
         self._batch_timeout_ms = batch_timeout_ms
         self._batch = batch
+        self._fetch_min_bytes = fetch_min_bytes
+        self._fetch_max_wait_ms = fetch_max_wait_ms
         self._on_parked = on_parked
         self._parked = _parked_counter(metrics).labels(name)
         self._stopping = asyncio.Event()
@@ -228,7 +234,9 @@ class DurableConsumer:
         subscriber = broker.subscriber(
             *self.topics, group_id=self.group_id, ack_policy=AckPolicy.NACK_ON_ERROR,
             auto_offset_reset="earliest", parser=tolerant_parser, decoder=_deliveries,
-            listener=_ForgetOnRebalance(self._handled), title=self.name, **options)
+            listener=_ForgetOnRebalance(self._handled), title=self.name,
+            fetch_min_bytes=self._fetch_min_bytes, fetch_max_wait_ms=self._fetch_max_wait_ms,
+            **options)
 
         async def on_records(batch: Any) -> None:
             await self.consume(batch)
