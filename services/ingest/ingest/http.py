@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -46,6 +47,8 @@ class HttpIntake:
     def __init__(self, settings: IngestSettings) -> None:
         self.settings = settings
         self.pipeline: IngestPipeline | None = None
+        # The runtime's readiness (dependencies up): answered from memory.
+        self.ready: Callable[[], bool] = lambda: True
 
     def routes(self) -> list[Route]:
         return [Route("/intake/{dataset}", self.intake, methods=["POST"])]
@@ -54,7 +57,12 @@ class HttpIntake:
         pipeline = self.pipeline
         if pipeline is None:
             return JSONResponse({"code": "starting", "message_vi": "Dịch vụ đang khởi động."},
-                                status_code=503)
+                                status_code=503, headers={"Retry-After": "5"})
+        if not self.ready():
+            return JSONResponse({"code": "unavailable",
+                                 "message_vi": "Dịch vụ tạm thời không nhận dữ liệu; "
+                                               "vui lòng gửi lại sau."},
+                                status_code=503, headers={"Retry-After": "5"})
         registry = pipeline.registry
         auth = request.headers.get("authorization", "")
         principal = registry.authenticate_token(auth[7:].strip()) if auth[:7].lower() == "bearer " \

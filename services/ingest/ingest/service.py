@@ -88,13 +88,17 @@ class IngestService:
                 chunk_records=s.chunk_records, decider=self.decider)
             self._worker = inbound_worker(s, self.pipeline)
             self.intake.pipeline = self.pipeline
+            self.intake.ready = rt.is_ready
             self._relay = OutboxRelay(rt.pool, s.db_schema, self._producer, s.kafka_bootstrap)
             policy = policy_from(rt.registry, s.freshness_continuous_s, s.freshness_grace_s)
             self.freshness = FreshnessChecker(repository, rt.registry, self.topics.freshness, policy)
             self.quality = QualityPublisher(repository, rt.registry, self.topics.quality)
-            self._spawn(self._relay.run())
-            self._spawn(every(s.freshness_check_interval_s, self.freshness.check_once, "freshness"))
-            self._spawn(every(s.quality_publish_interval_s, self.quality.publish_once, "quality"))
+            relay = self._relay
+            self._spawn("outbox relay", relay.run)
+            self._spawn("freshness", lambda: every(s.freshness_check_interval_s,
+                                                   self.freshness.check_once, "freshness"))
+            self._spawn("quality", lambda: every(s.quality_publish_interval_s,
+                                                 self.quality.publish_once, "quality"))
             await rt.start_broker()
             # The inbound topic is consumed by the worker's own aiokafka consumer (manual commits).
             await self._worker.start_consuming(s, self.topics.inbound)
@@ -112,8 +116,9 @@ class IngestService:
             max_message_bytes=s.max_message_bytes, canonical=dict(t.canonical),
             special=dict(t.special), rejected=t.rejected, quarantine=t.quarantine)
 
-    def _spawn(self, coro: Any) -> None:
-        task = self.runtime.spawn(coro)
+    def _spawn(self, name: str, work: Any) -> None:
+        """Restarted with backoff by the runtime; only a permanent failure ends it."""
+        task = self.runtime.supervise(name, work)
 
         def on_done(t: asyncio.Task[Any]) -> None:
             if not t.cancelled() and t.exception() is not None:

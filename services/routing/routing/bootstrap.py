@@ -69,9 +69,9 @@ async def run_routing(settings: RoutingSettings, stop: asyncio.Event, *,
                              group=group, max_records=settings.batch_max_records,
                              batch_timeout_ms=settings.batch_timeout_ms,
                              intake_consumers=settings.intake_consumers)
-        stop_relay, relay_task = await start_relay(settings, rt.pool, rt.spawn)
+        stop_relay, relay_task = await start_relay(settings, rt.pool, rt.supervise)
         timers = TimerWorker(core, poll_s=settings.timer_poll_s, batch=settings.timer_batch)
-        rt.spawn(timers.run())
+        rt.supervise("timers", timers.run)
         try:
             await rt.start_broker()
             rt.log.info("routing ready", rules=len(policy.rules), datasets=datasets,
@@ -83,12 +83,16 @@ async def run_routing(settings: RoutingSettings, stop: asyncio.Event, *,
             await _until(stop, rt)
         finally:
             timers.stop()
-            # Stop consuming first so the outbox can drain what was already decided.
-            await rt.broker.stop()
-            await _drain(core)
+            # Stop consuming first so the outbox can drain what was already decided;
+            # each step bounded (a dependency may be down).
+            grace = settings.shutdown_grace_s
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(rt.broker.stop(), grace * 0.3)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(_drain(core), _DRAIN_ON_STOP_S + 0.5)
             await stop_relay()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(relay_task, 15)
+                await asyncio.wait_for(relay_task, grace * 0.5)
 
 
 def tune_gc() -> None:
