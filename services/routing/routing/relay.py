@@ -11,8 +11,8 @@ import sys
 from typing import Any
 
 import asyncpg
-from ioc_shared.platform.db import close_pool, create_pool
-from ioc_shared.platform.relay import ChildProcess, relay_until, run_child
+from ioc_shared.platform.db import close_pool
+from ioc_shared.platform.relay import ChildProcess, create_pool_until, relay_until, run_child
 
 from routing.publishing import RoutingTopics
 from routing.settings import RoutingSettings
@@ -38,7 +38,9 @@ async def run_relay_process(settings: RoutingSettings) -> None:
     """Entry of `python -m routing relay`: until SIGTERM/SIGINT or the parent is gone."""
 
     async def main(stop: asyncio.Event) -> None:
-        pool = await create_pool(settings.database_url, max_size=3)
+        pool = await create_pool_until(stop, settings.database_url, max_size=3)
+        if pool is None:
+            return
         try:
             await routing_relay_until(settings, pool, stop, gc_tuning=True)
         finally:

@@ -92,7 +92,9 @@ def configure_logging(service: str, level: str = "INFO") -> None:
         foreign_pre_chain=shared,
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            structlog.processors.dict_tracebacks,
+            # Frames without their local variables: those may hold personal data.
+            structlog.processors.ExceptionRenderer(structlog.tracebacks.ExceptionDictTransformer(
+                show_locals=False, max_frames=20, use_rich=False)),
             structlog.processors.JSONRenderer(ensure_ascii=False),
         ],
     )

@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import asyncpg
 
+from ioc_shared.platform.db import create_pool
 from ioc_shared.platform.kafka import make_producer
 from ioc_shared.platform.logging import configure_logging, get_logger
 from ioc_shared.platform.outbox import OutboxRelay
@@ -107,10 +108,26 @@ async def run_child(name: str, log_level: str,
     try:
         await main(stop)
     except Exception:
+        # One JSON line, and an exit code for the parent (no traceback box on stderr).
         log.exception("child process failed", child=name)
-        raise
+        raise SystemExit(1) from None
     finally:
         watch.cancel()
+
+
+async def create_pool_until(stop: asyncio.Event, dsn: str, *, max_size: int) -> asyncpg.Pool | None:
+    """A pool, retried with backoff while the database is away; None if `stop` came first."""
+    failures = 0
+    while not stop.is_set():
+        try:
+            return await create_pool(dsn, max_size=max_size)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            failures += 1
+            if failures == 1:
+                log.warning("database unreachable; retrying", error=repr(exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), restart_delay(failures))
+    return None
 
 
 async def _stop_when_orphaned(stop: asyncio.Event, parent: int) -> None:

@@ -207,7 +207,12 @@ class ServiceRuntime:
         async def probe() -> object:
             nonlocal conn
             try:
-                if conn is None or conn.is_closed():
+                if conn is not None and conn.is_closed():
+                    # Lost since the last probe: the server went away, if only for a
+                    # restart; say so once, even if it is back already.
+                    conn = None
+                    raise ConnectionError("connection to the server was lost")
+                if conn is None:
                     conn = await asyncpg.connect(self.settings.database_url,
                                                  timeout=_PROBE_TIMEOUT_S)
                 return await conn.fetchval("SELECT 1", timeout=_PROBE_TIMEOUT_S)

@@ -166,3 +166,17 @@ def test_readiness_answers_from_the_checks_with_reasons() -> None:
     assert "consumer: waiting for kafka" in answer.json()["reasons"]
     assert client.get("/health").json() == answer.json()
     assert client.get("/health/live").status_code == 200
+
+
+def test_exceptions_are_logged_as_json_without_local_variables(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("unit")
+    citizen_phone = "0912 345 678"  # a local variable of the failing frame
+    try:
+        raise ValueError("bad " + citizen_phone[:0])
+    except ValueError:
+        logging.getLogger("unit").exception("failed")
+    [line] = capsys.readouterr().out.splitlines()
+    entry = json.loads(line)
+    assert entry["exception"][0]["exc_type"] == "ValueError"
+    assert citizen_phone not in line
