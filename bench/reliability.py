@@ -45,7 +45,7 @@ from typing import Any
 import asyncpg
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, OutOfOrderSequenceNumber
 from ioc_shared.contracts import canonical_topic
 from ioc_shared.contracts.topics import INGEST_INBOUND
 from ioc_shared.platform.kafka import declare_topics
@@ -239,6 +239,12 @@ class Deployment:
                          for name in ("ingest", "routing")}
         self.readiness = Readiness({name: [] for name in self.services})
         self._poller: asyncio.Task[None] | None = None
+        self._tags = 0
+
+    def next_tag(self) -> str:
+        """Distinct record ids for every injection."""
+        self._tags += 1
+        return f"x{self._tags}"
 
     def topic(self, name: str) -> str:
         return f"{self.namespace}.{name}"
@@ -288,6 +294,9 @@ class Deployment:
 class FaultResult:
     fault: str
     inputs: int
+    sent: int      # inputs the broker confirmed (the sender retries until each is)
+    send_errors: list[str]
+    send_retries: int
     lost_canonical: int
     lost_incidents: int
     duplicate_canonical: int
@@ -303,6 +312,8 @@ class FaultResult:
 
     def problems(self, *, max_log_lines: int) -> list[str]:
         out = []
+        if self.sent != self.inputs:
+            out.append(f"the harness sent {self.sent} of {self.inputs} inputs")
         if self.lost_canonical or self.lost_incidents:
             out.append(f"lost: {self.lost_canonical} canonical, {self.lost_incidents} incidents")
         if self.duplicate_canonical or self.duplicate_incidents:
@@ -324,11 +335,14 @@ class FaultResult:
 
 
 async def _send(bootstrap: str, topic: str, messages: list[Any], rate: float,
-                at_third: asyncio.Event) -> None:
+                at_third: asyncio.Event, sent: list[int], errors: list[str]) -> None:
     """Send at `rate`/s; a send that fails (the broker is away) is retried until it lands."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
+    def new_producer() -> AIOKafkaProducer:
+        return AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
                                 enable_idempotence=True, request_timeout_ms=10_000,
                                 retry_backoff_ms=500)
+
+    producer = new_producer()
     await producer.start()
     try:
         start = time.monotonic()
@@ -340,10 +354,20 @@ async def _send(bootstrap: str, topic: str, messages: list[Any], rate: float,
                 await asyncio.sleep(delay)
             while True:
                 try:
-                    await producer.send_and_wait(topic, value, key=key, headers=headers)
+                    await asyncio.wait_for(
+                        producer.send_and_wait(topic, value, key=key, headers=headers), 15)
+                    sent[0] += 1
                     break
-                except KafkaError:
+                except (KafkaError, TimeoutError, OSError) as exc:
+                    errors.append(repr(exc))
                     await asyncio.sleep(0.5)
+                    if isinstance(exc, OutOfOrderSequenceNumber):
+                        # aiokafka's idempotent producer does not recover from this (its
+                        # sequence state is gone with the broker's): start a new one.
+                        with contextlib.suppress(Exception):
+                            await asyncio.wait_for(producer.stop(), 10)
+                        producer = new_producer()
+                        await producer.start()
     finally:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(producer.stop(), 10)
@@ -404,13 +428,14 @@ async def inject(dep: Deployment, fault: str, *, records: int, rate: float, down
                  settle_timeout_s: float, round_no: int = 0) -> FaultResult:
     """One fault while `records` field reports stream in; waits until they are all through."""
     platform = dep.platform
-    tag = f"{fault.replace('-', '')}{round_no}-"
+    tag = f"{fault.replace('-', '')}{round_no}{dep.next_tag()}-"
     messages = make_messages(records, seed=zlib.crc32(tag.encode()), invalid_ratio=0.0, run_tag=tag)
     record_ids = [json.loads(v)["record"]["record_id"] for _, v, _ in messages]
     lines_before = dep.log_lines()
     at_third = asyncio.Event()
+    sent, send_errors = [0], []
     sender = asyncio.create_task(_send(platform.bootstrap, dep.topic(INGEST_INBOUND.name),
-                                       messages, rate, at_third))
+                                       messages, rate, at_third, sent, send_errors))
     await at_third.wait()
     fault_at = time.monotonic()
     if fault in ("kafka-term", "kafka-kill"):
@@ -435,8 +460,8 @@ async def inject(dep: Deployment, fault: str, *, records: int, rate: float, down
         await asyncio.sleep(0.5)
     if not sender.done():
         sender.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await sender
+    with contextlib.suppress(asyncio.CancelledError):
+        await sender   # anything else it raised is a fault of this harness: raise
     await asyncio.sleep(1.0)   # late duplicates, if any, have time to show
     events, incidents = await _outcome(dep, set(record_ids))
     readiness = dep.readiness
@@ -444,7 +469,8 @@ async def inject(dep: Deployment, fault: str, *, records: int, rate: float, down
     recovered = [t for t in ready.values() if t is not None]
     lines_after = dep.log_lines()
     return FaultResult(
-        fault=fault, inputs=len(record_ids),
+        fault=fault, inputs=len(record_ids), sent=sent[0],
+        send_errors=sorted(set(send_errors))[:5], send_retries=len(send_errors),
         lost_canonical=len(record_ids) - len(events),
         lost_incidents=len(record_ids) - len(incidents),
         duplicate_canonical=sum(1 for ids in events.values() if len(ids) > 1),

@@ -39,7 +39,12 @@ from typing import Any, Protocol, cast
 import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    KafkaError,
+    OutOfOrderSequenceNumber,
+    UnknownProducerId,
+)
 from tenacity import RetryCallState, wait_exponential_jitter
 
 from ioc_shared.contracts.envelope import Envelope
@@ -61,6 +66,15 @@ _HANDOVER_S = 2.0
 
 class LockLost(Exception):
     """The relay's advisory-lock session is gone: another relay may take over."""
+
+
+class ProducerBroken(Exception):
+    """The idempotent producer lost its sequence state (the broker restarted with batches
+    in the air): aiokafka does not recover such a producer; its owner makes a new one."""
+
+
+# What an aiokafka idempotent producer never recovers from.
+_PRODUCER_FATAL = (OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerEpoch)
 
 
 def notify_channel(schema: str) -> str:
@@ -348,10 +362,6 @@ class OutboxRelay:
                     await self.recover()
                     await self._position_topics()
                     recovered = True
-                    if failures:
-                        log.info("outbox relay publishing again", schema=self._schema,
-                                 failed_attempts=failures)
-                    failures = 0
                 batch = None
                 if len(in_flight) < 2:
                     # Cleared before reading: a NOTIFY from here on ends the idle wait below.
@@ -365,6 +375,10 @@ class OutboxRelay:
                 if in_flight and (batch is None or len(in_flight) == 2):
                     done, queued = in_flight.popleft()
                     await self._mark(done, await self._confirmed(queued))
+                    if failures:   # the backoff restarts only once a batch went through
+                        log.info("outbox relay publishing again", schema=self._schema,
+                                 failed_attempts=failures)
+                        failures = 0
                 elif not in_flight:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), self._idle_poll_s)
@@ -372,6 +386,10 @@ class OutboxRelay:
                     await self.delete_published()
             except (OSError, KafkaError, asyncpg.PostgresError, asyncpg.InterfaceError,
                     TimeoutError, LockLost) as exc:
+                if isinstance(exc, _PRODUCER_FATAL):
+                    log.error("outbox relay producer lost its sequence state; needs a new one",
+                              schema=self._schema, error=repr(exc))
+                    raise ProducerBroken(repr(exc)) from exc
                 failures += 1
                 if isinstance(exc, LockLost) or self._lock_lost:
                     pass   # logged by `_on_lock_lost`

@@ -31,7 +31,7 @@ import asyncpg
 from ioc_shared.platform.db import create_pool
 from ioc_shared.platform.kafka import make_producer
 from ioc_shared.platform.logging import configure_logging, get_logger
-from ioc_shared.platform.outbox import OutboxRelay
+from ioc_shared.platform.outbox import OutboxRelay, ProducerBroken
 from ioc_shared.platform.runtime import restart_delay
 
 log = get_logger(__name__)
@@ -48,6 +48,19 @@ async def relay_until(stop: asyncio.Event, *, pool: asyncpg.Pool, schema: str, b
 
     The relay itself retries broker and database failures; if it still raises (a
     bug), this raises too, for the caller's supervisor to restart it."""
+    while not stop.is_set():
+        try:
+            await _relay_with_one_producer(stop, pool=pool, schema=schema, bootstrap=bootstrap,
+                                           client_id=client_id, topics=topics,
+                                           batch_size=batch_size, grace_s=grace_s)
+        except ProducerBroken:
+            continue   # logged by the relay; a new producer, a new relay
+        return
+
+
+async def _relay_with_one_producer(stop: asyncio.Event, *, pool: asyncpg.Pool, schema: str,
+                                   bootstrap: str, client_id: str, topics: Sequence[str],
+                                   batch_size: int, grace_s: float) -> None:
     producer = make_producer(bootstrap, client_id=client_id)
     failures = 0
     while not stop.is_set():
