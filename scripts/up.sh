@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # `make up`: start Kafka, PostgreSQL and every service in the foreground.
 # Ctrl-C (or SIGTERM) stops the services, then the platform (if this started it).
+# HTTP ports: IOC_HTTP_BASE_PORT (18080), one more per service in the order of services/;
+# a service's own <SERVICE>_HTTP_PORT, if set, wins.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -11,8 +13,10 @@ eval "$(bash scripts/platform.sh env)"
 export IOC_LOG_LEVEL="${IOC_LOG_LEVEL:-INFO}"
 
 pids=()
+stopping=0
 stop_all() {
   trap - INT TERM EXIT
+  stopping=1
   echo "[up] stopping services" >&2
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
@@ -23,22 +27,30 @@ stop_all() {
     bash scripts/platform.sh stop
   fi
 }
-trap stop_all INT TERM EXIT
+trap stop_all EXIT
+trap 'stop_all; exit 130' INT
+trap 'stop_all; exit 143' TERM
 
-port=18080
+port="${IOC_HTTP_BASE_PORT:-18080}"
 for dir in services/*/; do
   name="$(basename "$dir")"
   module="${name//-/_}"
   [[ -f "$dir/pyproject.toml" && -f "$dir/$module/main.py" ]] || { echo "[up] $name: not built yet, skipped" >&2; continue; }
   prefix="$(echo "$module" | tr '[:lower:]' '[:upper:]')_"
-  export "${prefix}HTTP_PORT=$port"
-  echo "[up] starting $name (health and metrics on http://127.0.0.1:$port/health, /metrics)" >&2
-  .venv/bin/python -m "$module" serve &
+  own="${prefix}HTTP_PORT"
+  export "$own=${!own:-$port}"
+  echo "[up] starting $name (health and metrics on http://127.0.0.1:${!own}/health, /metrics)" >&2
+  # setsid: Ctrl-C reaches the services only through stop_all (one SIGTERM, in order),
+  # not also straight from the terminal.
+  setsid .venv/bin/python -m "$module" serve &
   pids+=($!)
   port=$((port + 1))
 done
 (( ${#pids[@]} )) || { echo "[up] no service to run" >&2; exit 1; }
 echo "[up] running; Ctrl-C stops everything" >&2
-# Exit (and stop everything) as soon as any service dies.
-wait -n "${pids[@]}" || true
-echo "[up] a service exited" >&2
+# Stop everything as soon as any service dies on its own.
+code=0
+wait -n "${pids[@]}" || code=$?
+if (( !stopping )); then
+  echo "[up] a service exited (code $code); stopping the others" >&2
+fi

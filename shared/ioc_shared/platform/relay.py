@@ -164,6 +164,7 @@ class ChildProcess:
         self._proc: asyncio.subprocess.Process | None = None
         self._stopping = False
         self.restarts = 0
+        self.started = asyncio.Event()   # set once the (first) child runs
 
     @property
     def pid(self) -> int | None:
@@ -178,6 +179,7 @@ class ChildProcess:
             # instruction, and survives exec (the child is not set-uid).
             self._proc = await asyncio.create_subprocess_exec(
                 *self._argv, env=self._env, preexec_fn=set_parent_death_signal)
+            self.started.set()
             code = await self._proc.wait()   # reaped here
             if self._stopping:
                 return
