@@ -11,11 +11,14 @@ inbound topic; each becomes a canonical record, then a routing incident):
 - `pg-restart`: `pg_ctl restart -m fast`;
 - `pg-kill`: SIGKILL to the postmaster, down a few seconds, started again.
 
-Measured per fault: inputs, lost (no canonical record, or no incident), duplicate
-effects (a record with two canonical event ids, or two incidents), whether both
-services still run, whether their readiness went false while the dependency was down
-and true after, how long until both were ready again once the dependency was back
-(`recovery_s`) and until every input was through (`caught_up_s`), and their log lines.
+At the end the broker is killed and the services get SIGTERM: each must be gone
+within its grace period (`shutdown_s`).
+
+Measured per fault: inputs; lost (no canonical record, or no incident); duplicate
+effects (a record with two canonical event ids, or two incidents); whether both
+services still run; whether their readiness went false while the dependency was
+down and true after; how long until both were ready again once the dependency was
+back (`recovery_s`) and until every input was through (`caught_up_s`); log lines.
 
 `tests/faults/` runs one short round of the four faults in `make test`; `make chaos`
 (`python -m bench.reliability`) runs longer rounds, repeatedly, and writes the figures
@@ -501,6 +504,10 @@ async def run_faults(*, rounds: int, records: int, rate: float, down_s: float,
                     results.append(await inject(dep, fault, records=records, rate=rate,
                                                 down_s=down_s, settle_timeout_s=settle_timeout_s,
                                                 round_no=round_no))
+            # SIGTERM must end each service within its grace period even with the
+            # broker away: measured with the broker killed.
+            await platform.kafka_down(signal.SIGKILL)
+            await asyncio.sleep(2.0)
         finally:
             shutdown_s = await dep.stop()
     return {"records_per_fault": records, "rate_per_s": rate, "down_s": down_s,

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.faults
 
 RECORDS = 600
 RATE = 200.0
-DOWN_S = 4.0
+DOWN_S = 3.0
 # Per service and fault: a handful of lines per outage is the aim; far below the
 # ~130,000 lines a 25 s outage cost before.
 MAX_LOG_LINES = 150
@@ -36,7 +36,8 @@ async def test_services_ride_out_broker_and_database_faults(tmp_path: Path) -> N
     assert not problems, f"{problems}\n{report}\n{logs}"
     for r in results:
         assert r.caught_up_s is not None, f"{r.fault}: not every input got through\n{logs}"
-    # SIGTERM ends each service within its grace period (10 s) and a little.
+    # SIGTERM ends each service within its grace period (10 s) and a little, even with
+    # the broker down (it is killed before the services are stopped).
     assert all(took < 12.0 for took in report["shutdown_s"].values()), report["shutdown_s"]
     print({r.fault: {"recovery_s": r.recovery_s, "caught_up_s": r.caught_up_s,
                      "log_lines": r.log_lines} for r in results})

@@ -13,7 +13,13 @@ from ioc_shared.platform.kafka import RepartitionRefused, declare_topics
 from ioc_shared.platform.observability import LagMonitor
 from ioc_shared.platform.runtime import ServiceRuntime
 from ioc_shared.platform.settings import ServiceSettings
-from ioc_shared.testing import database_url, delete_topics_under, kafka_bootstrap, unique
+from ioc_shared.testing import (
+    database_url,
+    delete_topics_under,
+    free_port,
+    kafka_bootstrap,
+    unique,
+)
 from prometheus_client import CollectorRegistry
 
 pytestmark = pytest.mark.connected
@@ -87,6 +93,32 @@ async def test_lag_monitor_measures_uncommitted_messages() -> None:
     other = LagMonitor(kafka_bootstrap(), group + "-other", [topic], registry)
     assert await other.measure() == 10
     assert registry.get_sample_value("ioc_consumer_lag_total", {"group": group}) == 6
+
+
+async def test_lag_monitor_keeps_the_last_value_and_says_it_is_stale() -> None:
+    topic = unique("t.lag-stale").replace("_", "-")
+    group = unique("g-lag-stale")
+    await declare_topics(kafka_bootstrap(), [TopicSpec(topic, 1, 3_600_000)])
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap(), acks="all")
+    await producer.start()
+    for _ in range(3):
+        await producer.send_and_wait(topic, b"m")
+    await producer.stop()
+    registry = CollectorRegistry()
+    monitor = LagMonitor(kafka_bootstrap(), group, [topic], registry)
+    try:
+        assert await monitor.measure() == 3
+        assert registry.get_sample_value("ioc_consumer_lag_stale", {"group": group}) == 0
+        monitor._bootstrap = f"127.0.0.1:{free_port()}"   # the broker is away
+        await monitor.close()                              # its clients reconnect there
+        for _ in range(3):
+            with pytest.raises(Exception):  # noqa: B017 - unreachable, whatever the error
+                await monitor.measure()
+            assert monitor._admin is None and monitor._consumer is None  # nothing left open
+        assert registry.get_sample_value("ioc_consumer_lag_stale", {"group": group}) == 1
+        assert registry.get_sample_value("ioc_consumer_lag_total", {"group": group}) == 3
+    finally:
+        await monitor.close()
 
 
 async def test_runtime_serves_health_and_metrics() -> None:
