@@ -114,10 +114,18 @@ class ServiceRuntime:
         self._stop = asyncio.Event()
         self._broker_started = False
         self._signals_chained = False
+        self._previous_handlers: dict[int, Any] = {}
         self._watchdog: threading.Timer | None = None
 
     # --- start ---------------------------------------------------------------------
     async def __aenter__(self) -> Self:
+        try:
+            return await self._start()
+        except BaseException as exc:
+            await self.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+
+    async def _start(self) -> Self:
         s = self.settings
         if self._configure_logs:
             configure_logging(self.name, s.log_level)
@@ -283,6 +291,7 @@ class ServiceRuntime:
         installed = getattr(loop, "_signal_handlers", {})   # asyncio's, on Unix loops
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous = installed.get(sig)
+            self._previous_handlers[sig] = previous
 
             def on_signal(previous: Any = previous) -> None:
                 self.arm_shutdown_watchdog()
@@ -344,5 +353,21 @@ class ServiceRuntime:
             await bounded("http", self._http.stop(), 2.0)
         if self.pool is not None:
             await close_pool(self.pool, max(0.2, min(deadline - loop.time(), grace * 0.3)))
-        self.tracer_provider.shutdown()
+        if hasattr(self, "tracer_provider"):
+            self.tracer_provider.shutdown()
+        self._restore_signal_handlers()
         self.log.info("service stopped")
+
+    def _restore_signal_handlers(self) -> None:
+        """Give the signals back to whatever handled them before (a process that runs
+        several runtimes one after the other, like a test session)."""
+        if not self._signals_chained:
+            return
+        loop = asyncio.get_running_loop()
+        for sig, previous in self._previous_handlers.items():
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                if previous is not None and not previous.cancelled():
+                    loop.add_signal_handler(sig, previous._callback, *previous._args)
+                else:
+                    loop.remove_signal_handler(sig)
+        self._signals_chained = False

@@ -3,6 +3,8 @@
 import asyncio
 import json
 import logging
+import os
+import signal
 
 import pytest
 from aiokafka.client import AIOKafkaClient
@@ -180,3 +182,24 @@ def test_exceptions_are_logged_as_json_without_local_variables(
     entry = json.loads(line)
     assert entry["exception"][0]["exc_type"] == "ValueError"
     assert citizen_phone not in line
+
+
+async def test_sigterm_reaches_the_service_handler_and_arms_the_watchdog() -> None:
+    loop = asyncio.get_running_loop()
+    service_stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, service_stop.set)   # what a main.py installs
+    rt = ServiceRuntime("unit", ServiceSettings(shutdown_grace_s=3600), configure_logs=False)
+    try:
+        rt._chain_signal_handlers()
+        os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.wait_for(service_stop.wait(), 5)
+        assert rt._stop.is_set()
+        assert rt._watchdog is not None and rt._watchdog.is_alive()
+        rt._restore_signal_handlers()
+        service_stop.clear()
+        os.kill(os.getpid(), signal.SIGTERM)     # the service's own handler again, alone
+        await asyncio.wait_for(service_stop.wait(), 5)
+    finally:
+        if rt._watchdog is not None:
+            rt._watchdog.cancel()
+        loop.remove_signal_handler(signal.SIGTERM)
