@@ -9,7 +9,10 @@ inbound topic; each becomes a canonical record, then a routing incident):
 - `kafka-term`: SIGTERM to the broker, down a few seconds, started again;
 - `kafka-kill`: SIGKILL to the broker, likewise;
 - `pg-restart`: `pg_ctl restart -m fast`;
-- `pg-kill`: SIGKILL to the postmaster, down a few seconds, started again.
+- `pg-kill`: SIGKILL to the postmaster, down a few seconds, started again;
+- `kafka-pause`, `pg-pause` (`make chaos` only): the broker, or the postmaster and its
+  backends, stopped with SIGSTOP for a while (connections stay open, nothing answers,
+  as in a network stall), then continued.
 
 At the end the broker is killed and the services get SIGTERM: each must be gone
 within its grace period (`shutdown_s`).
@@ -59,6 +62,9 @@ from bench.workload import DATASET, make_messages
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "reliability.json"
 FAULTS = ("kafka-term", "kafka-kill", "pg-restart", "pg-kill")
+# `make chaos` adds network-pause-like stalls: the process is stopped (SIGSTOP), so its
+# sockets stay open and nothing answers, then continued.
+CHAOS_FAULTS = (*FAULTS, "kafka-pause", "pg-pause")
 # The shared platform of the project: never stopped or killed here.
 _SHARED_PORTS = {19092, 19093, 15432}
 
@@ -144,6 +150,20 @@ class PrivatePlatform:
         # Its backends notice the postmaster's death and exit; until they have, the old
         # shared memory is in use and a new postmaster refuses to start.
         await _gone(backends, 30)
+
+    async def pause(self, which: str, seconds: float) -> None:
+        """SIGSTOP the broker (or the postmaster and its backends), SIGCONT after `seconds`."""
+        root = self._ours(self._kafka_pid() if which == "kafka" else self._postmaster_pid())
+        pids = process_tree(root)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
 
     async def pg_up(self) -> None:
         await asyncio.to_thread(self._script, "start")
@@ -451,6 +471,8 @@ async def inject(dep: Deployment, fault: str, *, records: int, rate: float, down
         await platform.pg_kill()
         await asyncio.sleep(down_s)
         await platform.pg_up()
+    elif fault in ("kafka-pause", "pg-pause"):
+        await platform.pause(fault.split("-")[0], down_s)
     else:
         raise ValueError(f"unknown fault {fault}")
     back_at = time.monotonic()
@@ -521,8 +543,9 @@ def main() -> None:
     records = int(os.environ.get("CHAOS_RECORDS", "6000"))
     rate = float(os.environ.get("CHAOS_RATE", "300"))
     down_s = float(os.environ.get("CHAOS_DOWN_S", "25"))
+    faults = tuple(os.environ.get("CHAOS_FAULTS", ",".join(CHAOS_FAULTS)).split(","))
     report = asyncio.run(run_faults(rounds=rounds, records=records, rate=rate, down_s=down_s,
-                                    settle_timeout_s=180.0))
+                                    settle_timeout_s=180.0, faults=faults))
     report["at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
     failed = False
