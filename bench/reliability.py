@@ -102,7 +102,12 @@ class PrivatePlatform:
 
     def _start_reaper(self) -> None:
         """Stops the platform once this process is gone, however it ended."""
+        # Every process started with this run dir in its environment (the services under
+        # test, and the servers) goes too, but the reaper itself.
         script = (f'while kill -0 {os.getpid()} 2>/dev/null; do sleep 1; done; '
+                  f'for env in $(grep -lszx "IOC_RUN_DIR={self.run_dir}" /proc/[0-9]*/environ); do '
+                  f'pid="${{env#/proc/}}"; pid="${{pid%/environ}}"; '
+                  f'[[ "$pid" == "$$" ]] || kill -TERM "$pid" 2>/dev/null; done; sleep 12; '
                   f'bash "{REPO}/scripts/platform.sh" stop >/dev/null 2>&1; '
                   f'rm -rf "{self.run_dir}"')
         subprocess.Popen(["setsid", "bash", "-c", script], env=self.env,

@@ -26,9 +26,12 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord
+from aiokafka import errors as kafka_errors
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.client import AIOKafkaClient
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import OutOfOrderSequenceNumber, TopicAlreadyExistsError, UnknownProducerId
+from aiokafka.producer.sender import SendProduceReqHandler
+from aiokafka.producer.transaction_manager import NO_PRODUCER_EPOCH, NO_PRODUCER_ID, PidAndEpoch
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
@@ -81,6 +84,53 @@ def _throttle_failed_metadata_updates() -> None:
 
 
 _throttle_failed_metadata_updates()
+
+# Produce errors after which an idempotent producer's sequence state is worthless.
+_LOST_SEQUENCE = (OutOfOrderSequenceNumber, UnknownProducerId)
+
+
+def reset_producer_id(txn_manager: Any) -> None:
+    """Forget an idempotent producer's id and sequence numbers: its sender asks the broker
+    for a new producer id before the next batch, whose sequences start at 0 again."""
+    txn_manager._pid_and_epoch = PidAndEpoch(NO_PRODUCER_ID, NO_PRODUCER_EPOCH)
+    txn_manager._sequence_numbers.clear()
+    txn_manager._pid_waiter = asyncio.get_running_loop().create_future()
+
+
+def _renew_producer_id_after_lost_sequence() -> None:
+    """Let an idempotent producer recover from `OutOfOrderSequenceNumber`.
+
+    After a broker restart with batches in the air, the broker can answer a batch with
+    OutOfOrderSequenceNumber (or UnknownProducerId). aiokafka 0.14 fails that batch and
+    keeps its producer id and sequence numbers, so every later batch to the partition
+    fails the same way, for good: ingest stopped publishing after a broker SIGTERM.
+    The Java client (KIP-360) gets a new producer id instead; so does this. The failed
+    batch's sender sees the error and retries it (a retried batch may land twice:
+    at-least-once, consumers dedupe by event id)."""
+    original = SendProduceReqHandler.handle_response
+    if getattr(original, "_ioc_renews", False):
+        return
+
+    @functools.wraps(original)
+    def handle_response(self: Any, response: Any) -> Any:
+        result = original(self, response)
+        txn = self._sender._txn_manager
+        if txn is None or txn.transactional_id is not None or not txn.has_pid():
+            return result
+        for _topic, partitions in response.topics:
+            for info in partitions:
+                if kafka_errors.for_code(info[1]) in _LOST_SEQUENCE:
+                    log.warning("producer sequence lost on the broker; getting a new "
+                                "producer id", error=kafka_errors.for_code(info[1]).__name__)
+                    reset_producer_id(txn)
+                    return result
+        return result
+
+    handle_response._ioc_renews = True  # type: ignore[attr-defined]
+    SendProduceReqHandler.handle_response = handle_response
+
+
+_renew_producer_id_after_lost_sequence()
 
 
 def client_options() -> dict[str, Any]:

@@ -203,3 +203,25 @@ async def test_sigterm_reaches_the_service_handler_and_arms_the_watchdog() -> No
         if rt._watchdog is not None:
             rt._watchdog.cancel()
         loop.remove_signal_handler(signal.SIGTERM)
+
+
+async def test_a_lost_producer_sequence_gets_a_new_producer_id() -> None:
+    from aiokafka.producer.sender import SendProduceReqHandler
+    from aiokafka.producer.transaction_manager import TransactionManager
+    from aiokafka.structs import TopicPartition
+    from ioc_shared.platform.kafka import reset_producer_id
+
+    assert getattr(SendProduceReqHandler.handle_response, "_ioc_renews", False)
+    txn = TransactionManager(None, 60_000)
+    txn.set_pid_and_epoch(41, 0)
+    tp = TopicPartition("t", 0)
+    txn.increment_sequence_number(tp, 500)
+    reset_producer_id(txn)
+    assert not txn.has_pid()               # the sender asks for a new id before sending
+    assert txn.sequence_number(tp) == 0
+    waiter = asyncio.ensure_future(txn.wait_for_pid())
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    txn.set_pid_and_epoch(42, 0)
+    await asyncio.wait_for(waiter, 1)
+    assert txn.producer_id == 42
