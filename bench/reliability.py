@@ -306,16 +306,16 @@ class Deployment:
         return {name: len(s.log_path.read_bytes().splitlines()) if s.log_path.exists() else 0
                 for name, s in self.services.items()}
 
-    async def stop(self) -> dict[str, float]:
-        """SIGTERM each service; seconds each took to exit."""
+    async def stop(self) -> tuple[dict[str, float], dict[str, int]]:
+        """SIGTERM each service; seconds each took to exit, and its exit code."""
         if self._poller is not None:
             self._poller.cancel()
-        took = {}
+        took, codes = {}, {}
         for name, service in self.services.items():
             started = time.monotonic()
-            await asyncio.to_thread(service.stop, 30.0)
+            codes[name] = await asyncio.to_thread(service.stop, 30.0)
             took[name] = round(time.monotonic() - started, 2)
-        return took
+        return took, codes
 
 
 @dataclass
@@ -536,9 +536,9 @@ async def run_faults(*, rounds: int, records: int, rate: float, down_s: float,
             await platform.kafka_down(signal.SIGKILL)
             await asyncio.sleep(2.0)
         finally:
-            shutdown_s = await dep.stop()
+            shutdown_s, exit_codes = await dep.stop()
     return {"records_per_fault": records, "rate_per_s": rate, "down_s": down_s,
-            "rounds": rounds, "shutdown_s": shutdown_s, "log_dir": str(log_dir),
+            "rounds": rounds, "shutdown_s": shutdown_s, "exit_codes": exit_codes, "log_dir": str(log_dir),
             "results": [asdict(r) for r in results]}
 
 
@@ -564,7 +564,9 @@ def main() -> None:
             f"{r['duplicate_incidents']} down_s={r['down_s']} recovery_s={r['recovery_s']} "
             f"caught_up_s={r['caught_up_s']} log_lines={r['log_lines']}"
             f"{' PROBLEMS: ' + '; '.join(problems) if problems else ''}\n")
-    sys.stdout.write(f"CHAOS shutdown_s={report['shutdown_s']} -> {RESULTS}\n")
+    failed |= any(report["exit_codes"].values())
+    sys.stdout.write(f"CHAOS shutdown_s={report['shutdown_s']} exit_codes={report['exit_codes']}"
+                     f" -> {RESULTS}\n")
     sys.exit(1 if failed else 0)
 
 

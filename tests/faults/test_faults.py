@@ -39,6 +39,7 @@ async def test_services_ride_out_broker_and_database_faults(tmp_path: Path) -> N
     # SIGTERM ends each service within its grace period (10 s) and a little, even with
     # the broker down (it is killed before the services are stopped).
     assert all(took < 12.0 for took in report["shutdown_s"].values()), report["shutdown_s"]
+    assert report["exit_codes"] == {"ingest": 0, "routing": 0}, f"{report}\n{logs}"
     print({"shutdown_s": report["shutdown_s"],
            **{r.fault: {"down_s": r.down_s, "recovery_s": r.recovery_s,
                         "caught_up_s": r.caught_up_s, "log_lines": r.log_lines}

@@ -136,10 +136,13 @@ class IngestService:
             self._relay.stop()
         # Stop fetching, finish (or leave for redelivery) what was fetched, flush the commits and
         # leave the group; then the runtime stops the broker, then background tasks.
+        # Each step bounded and its failure logged, so the runtime's own shutdown (pool,
+        # HTTP, tasks) still runs when the broker or the database is down.
+        grace = self.settings.shutdown_grace_s
         if self._worker is not None:
-            await self._worker.close()
+            await _bounded("inbound worker", self._worker.close(), grace * 0.4)
         if self._repository is not None:
-            await self._repository.close()
+            await _bounded("claims connection", self._repository.close(), 2.0)
         await self.runtime.__aexit__(exc_type, exc, tb)
         if self._relay is not None:
             await self._relay.close()
@@ -149,6 +152,18 @@ class IngestService:
             await self._sink.close()
         if self._producer is not None:
             await self._producer.stop()
+
+
+async def _bounded(step: str, work: Any, timeout: float) -> None:
+    try:
+        await asyncio.wait_for(work, timeout)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise   # this shutdown itself is cancelled
+        log.warning("shutdown step cancelled from inside", step=step)
+    except Exception as exc:
+        log.warning("shutdown step failed", step=step, error=repr(exc))
 
 
 def tune_gc() -> None:
