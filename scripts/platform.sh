@@ -8,7 +8,8 @@
 #   scripts/platform.sh env      print `export` lines:  eval "$(scripts/platform.sh env)"
 #
 # Ports: IOC_KAFKA_PORT (19092), IOC_KAFKA_CONTROLLER_PORT (IOC_KAFKA_PORT+1), IOC_PG_PORT (15432).
-# State lives in <repo>/.run (data, logs, pids) and <repo>/.cache (Kafka jars), both git-ignored.
+# State lives in <repo>/.run (data, logs, pids; IOC_RUN_DIR moves it) and <repo>/.cache (Kafka
+# jars), both git-ignored.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -19,9 +20,10 @@ BOOTSTRAP="127.0.0.1:${KAFKA_PORT}"
 DATABASE_URL="postgresql://ioc@127.0.0.1:${PG_PORT}/ioc"
 
 LIBS="$ROOT/.cache/kafka-libs"
-K_RUN="$ROOT/.run/kafka"
+RUN_DIR="${IOC_RUN_DIR:-$ROOT/.run}"  # a second, private platform (fault tests) lives elsewhere
+K_RUN="$RUN_DIR/kafka"
 K_PID="$K_RUN/kafka.pid"
-PG_RUN="$ROOT/.run/pg"
+PG_RUN="$RUN_DIR/pg"
 PG_DATA="$PG_RUN/data"
 PG_SOCK="$PG_RUN/sock"
 # Unix socket paths are limited to ~107 bytes; deep checkouts get a short per-checkout dir.

@@ -19,6 +19,7 @@ import csv
 import io
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,6 +75,8 @@ class HttpIntake:
     def __init__(self, settings: IngestSettings) -> None:
         self.settings = settings
         self.pipeline: IngestPipeline | None = None
+        # The runtime's readiness (dependencies up): answered from memory.
+        self.ready: Callable[[], bool] = lambda: True
 
     def routes(self) -> list[Route]:
         return [Route("/intake/{dataset}", self.intake, methods=["POST"])]
@@ -83,7 +86,12 @@ class HttpIntake:
         if pipeline is None:
             # Nothing to audit with yet (no producer): the sender retries.
             return JSONResponse({"code": "starting", "message_vi": "Dịch vụ đang khởi động."},
-                                status_code=503)
+                                status_code=503, headers={"Retry-After": "5"})
+        if not self.ready():
+            return JSONResponse({"code": "unavailable",
+                                 "message_vi": "Dịch vụ tạm thời không nhận dữ liệu; "
+                                               "vui lòng gửi lại sau."},
+                                status_code=503, headers={"Retry-After": "5"})
         received = _Received(uuid.uuid4().hex)
         with _tracer.start_as_current_span("ingest http intake") as span:
             try:

@@ -93,20 +93,24 @@ class IngestService:
                 batch_timeout_ms=s.batch_timeout_ms, metrics=rt.metrics,
                 fetch_min_bytes=s.fetch_min_bytes, fetch_max_wait_ms=s.fetch_max_wait_ms)
             self.consumer.register(rt.broker)
-            rt.add_check(self.consumer.name, self.consumer.ready)
+            rt.add_check(self.consumer.name, self.consumer.health)
             self.intake.pipeline = self.pipeline
+            self.intake.ready = rt.is_ready
             self._relay = OutboxRelay(rt.pool, s.db_schema, self._producer, s.kafka_bootstrap)
             policy = policy_from(rt.registry, s.freshness_continuous_s, s.freshness_grace_s)
             self.freshness = FreshnessChecker(repository, rt.registry, self.topics.freshness, policy)
             self.quality = QualityPublisher(repository, rt.registry, self.topics.quality)
-            self._spawn(self._relay.run())
-            self._spawn(every(s.freshness_check_interval_s, self.freshness.check_once, "freshness"))
-            self._spawn(every(s.quality_publish_interval_s, self.quality.publish_once, "quality"))
+            relay = self._relay
+            self._spawn("outbox relay", relay.run)
+            self._spawn("freshness", lambda: every(s.freshness_check_interval_s,
+                                                   self.freshness.check_once, "freshness"))
+            self._spawn("quality", lambda: every(s.quality_publish_interval_s,
+                                                 self.quality.publish_once, "quality"))
             self._retention = RetentionJob(rt.pool, s.db_schema, retention_policies(s),
                                            registry=rt.metrics,
                                            interval_s=s.retention_interval_s,
                                            slice_rows=s.retention_slice_rows)
-            self._spawn(self._retention.run())
+            self._spawn("retention", self._retention.run)
             await rt.start_broker()
             self._consuming = True
         except BaseException:
@@ -114,8 +118,9 @@ class IngestService:
             raise
         return self
 
-    def _spawn(self, coro: Any) -> None:
-        task = self.runtime.spawn(coro)
+    def _spawn(self, name: str, work: Any) -> None:
+        """Restarted with backoff by the runtime; only a permanent failure ends it."""
+        task = self.runtime.supervise(name, work)
 
         def on_done(t: asyncio.Task[Any]) -> None:
             if not t.cancelled() and t.exception() is not None:
@@ -135,12 +140,15 @@ class IngestService:
             self._retention.stop()
         # Stop consuming before the producer goes: a batch waiting to retry stops now,
         # uncommitted; the broker's stop lets the batch in the handler finish and commit.
+        # Each step bounded and its failure logged, so the runtime's own shutdown (pool,
+        # HTTP, tasks) still runs when the broker or the database is down.
+        grace = self.settings.shutdown_grace_s
         if self.consumer is not None:
             self.consumer.stop()
         if self._consuming:
-            await self.runtime.broker.stop()
+            await _bounded("broker", self.runtime.broker.stop(), grace * 0.4)
         if self._repository is not None:
-            await self._repository.close()
+            await _bounded("claims connection", self._repository.close(), 2.0)
         await self.runtime.__aexit__(exc_type, exc, tb)
         if self._relay is not None:
             await self._relay.close()
@@ -163,6 +171,18 @@ def retention_policies(settings: IngestSettings) -> list[RetentionPolicy]:
                         timedelta(settings.retention_quality_days),
                         where="published_at >= updated_at"),
     ]
+
+
+async def _bounded(step: str, work: Any, timeout: float) -> None:
+    try:
+        await asyncio.wait_for(work, timeout)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise   # this shutdown itself is cancelled
+        log.warning("shutdown step cancelled from inside", step=step)
+    except Exception as exc:
+        log.warning("shutdown step failed", step=step, error=repr(exc))
 
 
 def tune_gc() -> None:

@@ -114,7 +114,7 @@ async def run_reporting(settings: ReportingSettings, stop: asyncio.Event, *,
             batch_timeout_ms=settings.batch_timeout_ms, metrics=rt.metrics)
         for consumer in consumers:
             consumer.register(rt.broker)
-            rt.add_check(consumer.name, consumer.ready)
+            rt.add_check(consumer.name, consumer.health)
         producer = make_producer(settings.kafka_bootstrap,
                                  client_id=f"reporting-outbox-{settings.instance_id}")
         await producer.start()

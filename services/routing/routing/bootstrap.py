@@ -76,15 +76,15 @@ async def run_routing(settings: RoutingSettings, stop: asyncio.Event, *,
             metrics=rt.metrics)
         for consumer in consumers:
             consumer.register(rt.broker)
-            rt.add_check(consumer.name, consumer.ready)
-        stop_relay, relay_task = await start_relay(settings, rt.pool, rt.spawn)
+            rt.add_check(consumer.name, consumer.health)
+        stop_relay, relay_task = await start_relay(settings, rt.pool, rt.supervise)
         timers = TimerWorker(core, poll_s=settings.timer_poll_s, batch=settings.timer_batch)
-        rt.spawn(timers.run())
+        rt.supervise("timers", timers.run)
         retention = RetentionJob(rt.pool, settings.db_schema,
                                  retention_policies(settings, datasets), registry=rt.metrics,
                                  interval_s=settings.retention_interval_s,
                                  slice_rows=settings.retention_slice_rows)
-        rt.spawn(retention.run())
+        rt.supervise("retention", retention.run)
         try:
             await rt.start_broker()
             rt.log.info("routing ready", rules=len(policy.rules), datasets=datasets,
@@ -99,12 +99,16 @@ async def run_routing(settings: RoutingSettings, stop: asyncio.Event, *,
             retention.stop()
             for consumer in consumers:
                 consumer.stop()   # a batch waiting to retry stops now, uncommitted
-            # Stop consuming first so the outbox can drain what was already decided.
-            await rt.broker.stop()
-            await _drain(core)
+            # Stop consuming first so the outbox can drain what was already decided;
+            # each step bounded (a dependency may be down).
+            grace = settings.shutdown_grace_s
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(rt.broker.stop(), grace * 0.3)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(_drain(core), _DRAIN_ON_STOP_S + 0.5)
             await stop_relay()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(relay_task, 15)
+                await asyncio.wait_for(relay_task, grace * 0.5)
 
 
 # Due work is history once its incident no longer waits for anything (a reopened

@@ -14,6 +14,7 @@ from typing import Any
 
 from ioc_shared.contracts.envelope import deterministic_event_id
 from ioc_shared.platform.logging import get_logger
+from ioc_shared.platform.runtime import restart_delay
 from opentelemetry import trace
 
 from routing.domain.deadlines import (
@@ -50,12 +51,20 @@ class TimerWorker:
         self._stop.set()
 
     async def run(self) -> None:
+        failures = 0
         while not self._stop.is_set():
             try:
                 done = await self.fire_due()
             except Exception as exc:  # a transient database error must not end the timers
-                log.error("timers: firing failed; retrying", error=repr(exc))
-                done = 0
+                failures += 1
+                if failures == 1:   # one line per outage; the backoff grows meanwhile
+                    log.error("timers: firing failed; retrying with backoff", error=repr(exc))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), restart_delay(failures))
+                continue
+            if failures:
+                log.info("timers: firing again", failed_attempts=failures)
+                failures = 0
             if done == 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), self.poll_s)

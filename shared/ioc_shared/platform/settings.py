@@ -50,6 +50,8 @@ class ServiceSettings(BaseSettings):
     topic_replication: int = 1
     instance_id: str = _default_instance()
     db_pool_size: int = 10
+    # SIGTERM ends the service within this many seconds, even with a dependency down.
+    shutdown_grace_s: float = 10.0
     # Prefix for every topic name: isolates tests and benchmarks that share a
     # broker ("" in production, so names match the published contract).
     topic_namespace: str = ""
