@@ -57,7 +57,7 @@ from ioc_shared.contracts.topics import INGEST_INBOUND
 from ioc_shared.platform.kafka import declare_topics
 from ioc_shared.testing import ServiceProcess, free_port, process_tree, unique
 
-from bench.workload import DATASET, make_messages
+from bench.workload import DATASET, bench_registry, make_messages
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "reliability.json"
@@ -250,6 +250,8 @@ class Deployment:
         self.platform = platform
         self.namespace = unique("faults").replace("_", "-")
         self.schemas = {"ingest": unique("faults_ingest"), "routing": unique("faults_routing")}
+        # Every commune of the workload publishes (the seed registry grants only a few).
+        registry, credentials = bench_registry(log_dir)
         env = {
             **platform.env,
             "IOC_KAFKA_BOOTSTRAP": platform.bootstrap,
@@ -257,6 +259,8 @@ class Deployment:
             "IOC_TOPIC_NAMESPACE": self.namespace,
             "IOC_LOG_LEVEL": "INFO",
             "IOC_DEV_MODE": "1",
+            "IOC_REGISTRY_FILE": str(registry),
+            "IOC_CREDENTIALS_FILE": str(credentials),
             "IOC_SHUTDOWN_GRACE_S": "10",
             "INGEST_DB_SCHEMA": self.schemas["ingest"],
             "INGEST_CONSUMER_GROUP": unique("faults-ingest"),
@@ -416,7 +420,7 @@ async def _outcome(dep: Deployment, record_ids: set[str]) -> tuple[dict[str, set
             for records in batch.values():
                 for rec in records:
                     body = json.loads(rec.value)
-                    rid = str(body["subject"])
+                    rid = str(body["payload"]["record_id"])   # the key is <unit>/<record id>
                     if rid in record_ids:
                         events.setdefault(rid, set()).add(str(body["event_id"]))
             if ends is None:

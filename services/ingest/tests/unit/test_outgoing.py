@@ -9,6 +9,67 @@ from ingest.messages import envelope_bytes
 from ioc_shared.contracts.envelope import Envelope
 
 
+class Unfetched:
+    """A producer's client whose cluster metadata has no topic yet."""
+
+    class cluster:  # aiokafka's attribute name
+        @staticmethod
+        def partitions_for_topic(topic: str) -> set[int] | None:
+            return None
+
+
+async def test_sink_follows_the_partitions_of_the_producers_metadata() -> None:
+    """An operator grew a topic (`grow-partitions`): once the producer's metadata says so,
+    keys go where Kafka's default partitioner puts them among all the partitions."""
+    from aiokafka.partitioner import DefaultPartitioner
+    from ingest.messages import Outgoing
+    from ingest.outgoing import KafkaSink
+
+    class Batch:
+        def __init__(self) -> None:
+            self.keys: list[bytes | None] = []
+
+        def append(self, *, key: bytes | None, **_: object) -> object:
+            self.keys.append(key)
+            return object()
+
+    partitions = {0, 1, 2}
+
+    class Cluster:
+        def partitions_for_topic(self, topic: str) -> set[int]:
+            return partitions
+
+    class Producer:
+        client = type("Client", (), {"cluster": Cluster()})()
+
+        def __init__(self) -> None:
+            self.sent: dict[int, list[bytes | None]] = {}
+
+        def create_batch(self) -> Batch:
+            return Batch()
+
+        async def send_batch(self, batch: Batch, topic: str, partition: int) -> object:
+            self.sent.setdefault(partition, []).extend(batch.keys)
+            import asyncio
+
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+
+    producer = Producer()
+    sink = KafkaSink(producer)  # type: ignore[arg-type]
+    keys = [f"xa-loc-an/PA-{i}".encode() for i in range(60)]
+    await sink.send_all([Outgoing("t", b"v", k, []) for k in keys])
+    assert set(producer.sent) == {0, 1, 2}
+    partitions = {0, 1, 2, 3, 4, 5}
+    producer.sent.clear()
+    await sink.send_all([Outgoing("t", b"v", k, []) for k in keys])
+    default = DefaultPartitioner()
+    for key in keys:
+        assert key in producer.sent[default(key, list(range(6)), list(range(6)))]
+    await sink.close()
+
+
 def test_fast_envelope_bytes_match_the_contract() -> None:
     fields = {
         "event_id": uuid.uuid4(), "type": "ingest.record.accepted", "source_unit": "xa-loc-an",
@@ -40,6 +101,8 @@ async def test_sink_partitions_keys_like_kafkas_default_partitioner() -> None:
             return len(self.records)
 
     class Producer:
+        client = Unfetched()
+
         def __init__(self) -> None:
             self.sent: dict[tuple[str, int], list[bytes | None]] = {}
 
@@ -133,6 +196,8 @@ async def test_sink_hands_batches_over_in_order_without_blocking_the_caller() ->
             return object()
 
     class Producer:
+        client = Unfetched()
+
         def __init__(self) -> None:
             self.sent: list[list[bytes]] = []
             self.gate = asyncio.Event()
