@@ -36,6 +36,8 @@ RECORD_ACCEPTED = "ingest.record.accepted"
 QUALITY = "ingest.quality.counters"
 REJECTED = "ingest.record.rejected"
 LATE = "ingest.freshness.late"
+# Incident rows per statement while the rest of the batch is folded.
+INCIDENT_CHUNK = 250
 RECOVERED = "ingest.freshness.recovered"
 
 
@@ -201,31 +203,51 @@ class RollupHandler:
                          transitions: dict[str, list[Parsed]],
                          stored: dict[str, tuple[list[Any], list[Any]]]) -> None:
         deltas: inc.Contribution = defaultdict(int)
-        rows = []
-        for incident_id, new in transitions.items():
-            old_list, old_contribution = stored.get(incident_id, ([], []))
-            merged = {t["id"]: inc.Transition.from_json(t) for t in old_list}
-            as_json = list(old_list)
-            for _, t, t_json in new:
-                if t.event_id not in merged:
-                    merged[t.event_id] = t
-                    as_json.append(t_json)
-            summary = inc.fold(incident_id, list(merged.values()), self.calendar)
-            for key, n in inc.delta(inc.contribution_from_json(old_contribution),
-                                    summary.contribution).items():
-                deltas[key] += n
-            rows.append({
-                "incident_id": incident_id,
-                "transitions": as_json,
-                "contribution": inc.contribution_to_json(summary.contribution),
-                "state": summary.state, "unit": summary.unit, "category": summary.category,
-                "commune": summary.commune,
-                # Aware datetimes: orjson writes them as RFC 3339.
-                "received_at": summary.received_at, "assigned_at": summary.assigned_at,
-                "ack_due_at": summary.ack_due_at, "resolve_due_at": summary.resolve_due_at,
-                "acknowledged": summary.acknowledged,
-            })
+        rows: list[dict[str, Any]] = []
+        # Incident rows go in chunks while the next ones are folded (PostgreSQL works
+        # while Python does); the deltas go last, in one sorted statement. Sorted
+        # incidents: two members handling the same records lock the rows in one order.
+        saving: asyncio.Future[None] | None = None
+        try:
+            for incident_id in sorted(transitions):
+                rows.append(self._fold(incident_id, transitions[incident_id], stored, deltas))
+                if len(rows) >= INCIDENT_CHUNK:
+                    if saving is not None:
+                        await saving
+                    saving = asyncio.ensure_future(self.repo.save_incidents(conn, rows, {}))
+                    await asyncio.sleep(0)   # sent: fold the next chunk meanwhile
+                    rows = []
+        finally:
+            if saving is not None:
+                await saving
         await self.repo.save_incidents(conn, rows, {k: n for k, n in deltas.items() if n})
+
+    def _fold(self, incident_id: str, new: list[Parsed],
+              stored: dict[str, tuple[list[Any], list[Any]]],
+              deltas: inc.Contribution) -> dict[str, Any]:
+        """The incident's row after `new`; its change of contribution added to `deltas`."""
+        old_list, old_contribution = stored.get(incident_id, ([], []))
+        merged = {t["id"]: inc.Transition.from_json(t) for t in old_list}
+        as_json = list(old_list)
+        for _, t, t_json in new:
+            if t.event_id not in merged:
+                merged[t.event_id] = t
+                as_json.append(t_json)
+        summary = inc.fold(incident_id, list(merged.values()), self.calendar)
+        for key, n in inc.delta(inc.contribution_from_json(old_contribution),
+                                summary.contribution).items():
+            deltas[key] += n
+        return {
+            "incident_id": incident_id,
+            "transitions": as_json,
+            "contribution": inc.contribution_to_json(summary.contribution),
+            "state": summary.state, "unit": summary.unit, "category": summary.category,
+            "commune": summary.commune,
+            # Aware datetimes: orjson writes them as RFC 3339.
+            "received_at": summary.received_at, "assigned_at": summary.assigned_at,
+            "ack_due_at": summary.ack_due_at, "resolve_due_at": summary.resolve_due_at,
+            "acknowledged": summary.acknowledged,
+        }
 
     async def _indicators(self, conn: asyncpg.Connection,
                           records: dict[tuple[str, str], tuple[Event, ind.IndicatorContribution]]
