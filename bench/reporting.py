@@ -14,6 +14,7 @@ against the raw aiokafka reference loop over the same messages (`ratio=`), and t
 service's peak RSS.
 
 `BENCH_REPORTING_SCALE` (default 1) scales the seeded incidents and records (0.05 = 1/20).
+`BENCH_REPORTING_PHASES` (default `report,intake`) runs only the phases named.
 """
 
 from __future__ import annotations
@@ -263,7 +264,10 @@ async def committed_rate(bootstrap: str, group: str, expected: int,
 
 async def run(*, bootstrap: str, messages: list, repeats: int, reference: Any) -> BenchResult:
     scale = float(os.environ.get("BENCH_REPORTING_SCALE", "1"))
-    figures = await report_phase(scale)
+    phases = {p.strip() for p in os.environ.get("BENCH_REPORTING_PHASES", "report,intake").split(",")}
+    figures = await report_phase(scale) if "report" in phases else {}
+    if "intake" not in phases:
+        return BenchResult("reporting", figures)
     events = intake_messages(len(messages))
     rates, ratios, rss = [], [], []
     for _ in range(repeats):

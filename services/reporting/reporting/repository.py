@@ -36,9 +36,10 @@ class ReportingRepository:
         return {r["event_id"] for r in rows}
 
     async def claim_and_load(self, conn: asyncpg.Connection, consumer: str,
-                             event_ids: Sequence[uuid.UUID], incident_ids: Sequence[str]
-                             ) -> tuple[set[uuid.UUID], dict[str, tuple[list[Any], list[Any]]]]:
-        """`claim` and `load_incidents` (locked) in one round trip."""
+                             event_ids: Sequence[str], incident_ids: Sequence[str]
+                             ) -> tuple[set[str], dict[str, tuple[list[Any], list[Any]]]]:
+        """`claim` and `load_incidents` (locked) in one round trip. Event ids as canonical
+        UUID text, both ways (no uuid.UUID object per record)."""
         rows = await conn.fetch(
             f"""WITH claimed AS (
                     INSERT INTO {self.s}.processed_events (consumer, event_id)
@@ -50,11 +51,11 @@ class ReportingRepository:
                 FROM claimed
                 UNION ALL SELECT incident_id, transitions, contribution FROM known""",
             consumer, list(event_ids), sorted(incident_ids))
-        fresh: set[uuid.UUID] = set()
+        fresh: set[str] = set()
         stored: dict[str, tuple[list[Any], list[Any]]] = {}
         for r in rows:
             if r["transitions"] is None:
-                fresh.add(uuid.UUID(r["id"]))
+                fresh.add(r["id"])
             else:
                 stored[r["id"]] = (orjson.loads(r["transitions"]), orjson.loads(r["contribution"]))
         return fresh, stored
@@ -157,9 +158,10 @@ class ReportingRepository:
 
     async def load_indicator_records(self, conn: asyncpg.Connection,
                                      keys: Sequence[tuple[str, str]]
-                                     ) -> dict[tuple[str, str], tuple[datetime, uuid.UUID, list[Any]]]:
+                                     ) -> dict[tuple[str, str], tuple[datetime, str, list[Any]]]:
         rows = await conn.fetch(
-            f"""SELECT r.dataset, r.record_id, r.occurred_at, r.event_id, r.contribution
+            f"""SELECT r.dataset, r.record_id, r.occurred_at, r.event_id::text AS event_id,
+                       r.contribution
                 FROM {self.s}.indicator_records r
                 JOIN unnest($1::text[], $2::text[]) AS k(dataset, record_id)
                   USING (dataset, record_id) FOR UPDATE OF r""",
@@ -168,7 +170,7 @@ class ReportingRepository:
                                                  orjson.loads(r["contribution"])) for r in rows}
 
     async def save_indicator_records(self, conn: asyncpg.Connection,
-                                     rows: Sequence[tuple[str, str, datetime, uuid.UUID, list[Any]]]
+                                     rows: Sequence[tuple[str, str, datetime, str, list[Any]]]
                                      ) -> None:
         if not rows:
             return

@@ -9,6 +9,8 @@ skipped: they never stop a partition.
 
 from __future__ import annotations
 
+import asyncio
+import re
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
@@ -34,12 +36,18 @@ RECORD_ACCEPTED = "ingest.record.accepted"
 QUALITY = "ingest.quality.counters"
 REJECTED = "ingest.record.rejected"
 LATE = "ingest.freshness.late"
+# Incident rows per statement while the rest of the batch is folded.
+INCIDENT_CHUNK = 250
 RECOVERED = "ingest.freshness.recovered"
+
+
+# The canonical form this system writes; anything else goes through uuid.UUID.
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    event_id: uuid.UUID
+    event_id: str           # canonical lowercase UUID text (cheaper than uuid.UUID per record)
     type: str
     occurred_at: datetime
     payload: dict[str, Any]
@@ -49,7 +57,9 @@ class Event:
 def parse(value: bytes) -> Event | None:
     try:
         data = orjson.loads(value)
-        event_id = uuid.UUID(str(data["event_id"]))
+        event_id = data["event_id"]
+        if not isinstance(event_id, str) or not _CANONICAL_UUID.fullmatch(event_id):
+            event_id = str(uuid.UUID(str(event_id)))
         occurred = datetime.fromisoformat(str(data["occurred_at"]))
         payload = data.get("payload") or {}
         kind = data["type"]
@@ -59,6 +69,25 @@ def parse(value: bytes) -> Event | None:
     if not isinstance(payload, dict) or not isinstance(kind, str) or occurred.tzinfo is None:
         return None
     return Event(event_id, kind, occurred.astimezone(UTC), payload, source_unit)
+
+
+Parsed = tuple[str, inc.Transition, dict[str, Any]]   # incident id, transition, its JSON
+
+
+def _transitions(events: dict[str, Event]) -> dict[str, Parsed]:
+    """Event id -> (incident id, transition, its JSON) of the usable incident events
+    (the others are logged)."""
+    out: dict[str, Parsed] = {}
+    for event_id, e in events.items():
+        if not e.type.startswith(inc.EVENT_PREFIX):
+            continue
+        try:
+            t = inc.transition_from_event(event_id, e.type, e.payload)
+            out[event_id] = (e.payload["incident_id"], t, t.to_json())
+        except (inc.EventError, ValueError, TypeError, AttributeError, KeyError) as exc:
+            log.warning("rollups: event unusable, skipped", event_id=event_id, type=e.type,
+                        problem=str(exc))
+    return out
 
 
 def _day(value: Any, fallback: datetime) -> date:
@@ -81,7 +110,7 @@ class RollupHandler:
         self.indicator_datasets = {d.id for d in registry.datasets.values() if not d.incident}
 
     async def handle(self, deliveries: Sequence[Delivery]) -> None:
-        events: dict[uuid.UUID, Event] = {}
+        events: dict[str, Event] = {}
         for d in deliveries:
             event = parse(d.value or b"")
             if event is None:
@@ -96,15 +125,21 @@ class RollupHandler:
                         and isinstance(e.payload.get("incident_id"), str)}
         async with self.pool.acquire() as conn, conn.transaction():
             # Round trips: BEGIN; claim + load; the writes; COMMIT (+1 per other rollup kind).
-            fresh, stored = await self.repo.claim_and_load(conn, CONSUMER, list(events),
-                                                           list(incident_ids))
+            loading = asyncio.ensure_future(self.repo.claim_and_load(
+                conn, CONSUMER, list(events), list(incident_ids)))
+            await asyncio.sleep(0)   # the query is on its way: read the transitions meanwhile
+            try:
+                transitions = _transitions(events)
+            finally:
+                fresh, stored = await loading
             todo = [e for eid, e in events.items() if eid in fresh]
             if todo:
-                await self._apply(conn, todo, stored)
+                await self._apply(conn, todo, stored, transitions)
 
     async def _apply(self, conn: asyncpg.Connection, todo: list[Event],
-                     stored: dict[str, tuple[list[Any], list[Any]]]) -> None:
-        transitions: dict[str, list[inc.Transition]] = defaultdict(list)
+                     stored: dict[str, tuple[list[Any], list[Any]]],
+                     parsed: dict[str, Parsed]) -> None:
+        transitions: dict[str, list[Parsed]] = defaultdict(list)
         quality: list[tuple[date, str, str, int, dict[str, int], datetime]] = []
         rejections: dict[tuple[date, str, str, str], int] = defaultdict(int)
         freshness: dict[tuple[date, str, str], tuple[int, int]] = {}
@@ -112,8 +147,9 @@ class RollupHandler:
         for e in todo:
             try:
                 if e.type.startswith(inc.EVENT_PREFIX):
-                    t = inc.transition_from_event(str(e.event_id), e.type, e.payload)
-                    transitions[e.payload["incident_id"]].append(t)
+                    found = parsed.get(e.event_id)
+                    if found is not None:    # unusable ones were logged by _transitions
+                        transitions[found[0]].append(found)
                 elif e.type == QUALITY:
                     p = e.payload
                     rejected = {str(k): int(v) for k, v in (p.get("rejected") or {}).items()}
@@ -137,7 +173,7 @@ class RollupHandler:
                     self._record(e, records)
             except (inc.EventError, ind.RecordError, ValueError, TypeError, AttributeError,
                     KeyError) as exc:
-                log.warning("rollups: event unusable, skipped", event_id=str(e.event_id),
+                log.warning("rollups: event unusable, skipped", event_id=e.event_id,
                             type=e.type, problem=str(exc))
         if transitions:
             await self._incidents(conn, transitions, stored)
@@ -164,33 +200,54 @@ class RollupHandler:
             records[key] = (e, contribution)
 
     async def _incidents(self, conn: asyncpg.Connection,
-                         transitions: dict[str, list[inc.Transition]],
+                         transitions: dict[str, list[Parsed]],
                          stored: dict[str, tuple[list[Any], list[Any]]]) -> None:
         deltas: inc.Contribution = defaultdict(int)
-        rows = []
-        for incident_id, new in transitions.items():
-            old_list, old_contribution = stored.get(incident_id, ([], []))
-            merged = {t["id"]: inc.Transition.from_json(t) for t in old_list}
-            for t in new:
-                merged.setdefault(t.event_id, t)
-            summary = inc.fold(incident_id, list(merged.values()), self.calendar)
-            for key, n in inc.delta(inc.contribution_from_json(old_contribution),
-                                    summary.contribution).items():
-                deltas[key] += n
-            rows.append({
-                "incident_id": incident_id,
-                "transitions": [t.to_json() for t in merged.values()],
-                "contribution": inc.contribution_to_json(summary.contribution),
-                "state": summary.state, "unit": summary.unit, "category": summary.category,
-                "commune": summary.commune,
-                "received_at": summary.received_at.isoformat() if summary.received_at else None,
-                "assigned_at": summary.assigned_at.isoformat() if summary.assigned_at else None,
-                "ack_due_at": summary.ack_due_at.isoformat() if summary.ack_due_at else None,
-                "resolve_due_at": (summary.resolve_due_at.isoformat()
-                                   if summary.resolve_due_at else None),
-                "acknowledged": summary.acknowledged,
-            })
+        rows: list[dict[str, Any]] = []
+        # Incident rows go in chunks while the next ones are folded (PostgreSQL works
+        # while Python does); the deltas go last, in one sorted statement. Sorted
+        # incidents: two members handling the same records lock the rows in one order.
+        saving: asyncio.Future[None] | None = None
+        try:
+            for incident_id in sorted(transitions):
+                rows.append(self._fold(incident_id, transitions[incident_id], stored, deltas))
+                if len(rows) >= INCIDENT_CHUNK:
+                    if saving is not None:
+                        await saving
+                    saving = asyncio.ensure_future(self.repo.save_incidents(conn, rows, {}))
+                    await asyncio.sleep(0)   # sent: fold the next chunk meanwhile
+                    rows = []
+        finally:
+            if saving is not None:
+                await saving
         await self.repo.save_incidents(conn, rows, {k: n for k, n in deltas.items() if n})
+
+    def _fold(self, incident_id: str, new: list[Parsed],
+              stored: dict[str, tuple[list[Any], list[Any]]],
+              deltas: inc.Contribution) -> dict[str, Any]:
+        """The incident's row after `new`; its change of contribution added to `deltas`."""
+        old_list, old_contribution = stored.get(incident_id, ([], []))
+        merged = {t["id"]: inc.Transition.from_json(t) for t in old_list}
+        as_json = list(old_list)
+        for _, t, t_json in new:
+            if t.event_id not in merged:
+                merged[t.event_id] = t
+                as_json.append(t_json)
+        summary = inc.fold(incident_id, list(merged.values()), self.calendar)
+        for key, n in inc.delta(inc.contribution_from_json(old_contribution),
+                                summary.contribution).items():
+            deltas[key] += n
+        return {
+            "incident_id": incident_id,
+            "transitions": as_json,
+            "contribution": inc.contribution_to_json(summary.contribution),
+            "state": summary.state, "unit": summary.unit, "category": summary.category,
+            "commune": summary.commune,
+            # Aware datetimes: orjson writes them as RFC 3339.
+            "received_at": summary.received_at, "assigned_at": summary.assigned_at,
+            "ack_due_at": summary.ack_due_at, "resolve_due_at": summary.resolve_due_at,
+            "acknowledged": summary.acknowledged,
+        }
 
     async def _indicators(self, conn: asyncpg.Connection,
                           records: dict[tuple[str, str], tuple[Event, ind.IndicatorContribution]]

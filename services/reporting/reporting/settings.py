@@ -20,8 +20,10 @@ class ReportingSettings(ServiceSettings):
     consumer_group: str = "ioc-reporting"
     # Where rendered reports go (PDF, DOCX, XLSX, JSON), one folder per report version.
     output_dir: Path = REPO_ROOT / ".run" / "reports"
-    batch_max_records: int = 1000
-    batch_timeout_ms: int = 50
+    # Rollup batches: one transaction each, so larger batches mean fewer round trips and
+    # commits per event (bench: 5000 against 1000 is about a third more events/s).
+    batch_max_records: int = 5000
+    batch_timeout_ms: int = 100
     timer_poll_s: float = 5.0
     # Report timers (drafts, due-soon, overdue); safe to run in every instance.
     timers_enabled: bool = True
