@@ -14,6 +14,7 @@ from functools import cached_property
 from typing import Any
 
 import asyncpg
+from ioc_shared.calendar_vn import WorkingCalendar
 from ioc_shared.contracts.envelope import Envelope, EnvelopeHead, deterministic_event_id
 from ioc_shared.contracts.headers import H_PRINCIPAL, H_PRODUCER, H_SIGNATURE
 from ioc_shared.contracts.hygiene import HygieneError, loads_strict
@@ -26,7 +27,6 @@ from opentelemetry import trace
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
 
-from routing.domain.calendar import WorkingCalendar
 from routing.domain.commands import (
     Command,
     bounded_text,
