@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -30,6 +29,7 @@ from ioc_shared.platform.kafka import make_producer
 from ioc_shared.platform.outbox import OutboxRelay
 from ioc_shared.platform.retention import RetentionJob, RetentionPolicy, platform_policies
 from ioc_shared.platform.runtime import ServiceRuntime
+from ioc_shared.platform.wiring import register_consumers, run_until, stop_consumers_then_broker
 from ioc_shared.registry import Registry, load_registry
 
 from reporting.commands import CommandHandler
@@ -112,9 +112,7 @@ async def run_reporting(settings: ReportingSettings, stop: asyncio.Event, *,
             rollup_topics=[s.name for s in consumed], commands_topic=topics.commands,
             group=settings.consumer_group, max_records=settings.batch_max_records,
             batch_timeout_ms=settings.batch_timeout_ms, metrics=rt.metrics)
-        for consumer in consumers:
-            consumer.register(rt.broker)
-            rt.add_check(consumer.name, consumer.ready)
+        register_consumers(rt, consumers)
         producer = make_producer(settings.kafka_bootstrap,
                                  client_id=f"reporting-outbox-{settings.instance_id}")
         await producer.start()
@@ -136,26 +134,12 @@ async def run_reporting(settings: ReportingSettings, stop: asyncio.Event, *,
             rt.log.info("reporting ready", schema=settings.db_schema, http_port=rt.http_port)
             if ready is not None:
                 ready.set()
-            await _until(stop, rt)
+            await run_until(stop, rt)
         finally:
             scheduler.stop()
             retention.stop()
-            for consumer in consumers:
-                consumer.stop()   # a batch waiting to retry stops now, uncommitted
-            await rt.broker.stop()
+            await stop_consumers_then_broker(rt, consumers)
             relay.stop()
             await asyncio.sleep(0)
             await producer.stop()
             await relay.close()
-
-
-async def _until(stop: asyncio.Event, rt: ServiceRuntime) -> None:
-    stopped = asyncio.create_task(stop.wait())
-    failed = asyncio.create_task(rt.wait_for_shutdown())
-    try:
-        await asyncio.wait({stopped, failed}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (stopped, failed):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task

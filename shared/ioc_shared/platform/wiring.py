@@ -1,0 +1,41 @@
+"""Wiring every service's `bootstrap` repeats around a `ServiceRuntime` (lives beside
+`runtime.py`, which it only uses): durable consumers on the broker with their health
+checks, running until asked to stop or a background task fails, stopping consumers
+before the broker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+
+from ioc_shared.platform.consumer import DurableConsumer
+from ioc_shared.platform.runtime import ServiceRuntime
+
+
+def register_consumers(rt: ServiceRuntime, consumers: Sequence[DurableConsumer]) -> None:
+    """Subscribe each consumer on the runtime's broker and add its readiness to /health."""
+    for consumer in consumers:
+        consumer.register(rt.broker)
+        rt.add_check(consumer.name, consumer.ready)
+
+
+async def stop_consumers_then_broker(rt: ServiceRuntime,
+                                     consumers: Sequence[DurableConsumer]) -> None:
+    """A batch waiting to retry stops now, uncommitted; then the broker stops consuming."""
+    for consumer in consumers:
+        consumer.stop()
+    await rt.broker.stop()
+
+
+async def run_until(stop: asyncio.Event, rt: ServiceRuntime) -> None:
+    """Return when `stop` is set or a task spawned on the runtime has failed."""
+    stopped = asyncio.create_task(stop.wait())
+    failed = asyncio.create_task(rt.wait_for_shutdown())
+    try:
+        await asyncio.wait({stopped, failed}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (stopped, failed):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

@@ -1,0 +1,57 @@
+"""The wiring services repeat around their runtime (ioc_shared.platform.wiring)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, cast
+
+from ioc_shared.platform.runtime import ServiceRuntime
+from ioc_shared.platform.wiring import register_consumers, run_until, stop_consumers_then_broker
+
+
+class _Runtime:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.checks: dict[str, Any] = {}
+        self.failed = asyncio.Event()
+        self.broker = self
+
+    def add_check(self, name: str, check: Any) -> None:
+        self.checks[name] = check
+
+    async def stop(self) -> None:
+        self.calls.append("broker.stop")
+
+    async def wait_for_shutdown(self) -> None:
+        await self.failed.wait()
+
+
+class _Consumer:
+    def __init__(self, name: str, rt: _Runtime) -> None:
+        self.name, self.rt = name, rt
+
+    def register(self, broker: Any) -> None:
+        self.rt.calls.append(f"register {self.name}")
+
+    def stop(self) -> None:
+        self.rt.calls.append(f"stop {self.name}")
+
+    async def ready(self) -> bool:
+        return True
+
+
+async def test_consumers_are_registered_with_their_checks_and_stopped_before_the_broker() -> None:
+    rt = _Runtime()
+    consumers: Any = [_Consumer("a", rt), _Consumer("b", rt)]
+    register_consumers(cast(ServiceRuntime, rt), consumers)
+    assert set(rt.checks) == {"a", "b"}
+    await stop_consumers_then_broker(cast(ServiceRuntime, rt), consumers)
+    assert rt.calls == ["register a", "register b", "stop a", "stop b", "broker.stop"]
+
+
+async def test_run_until_returns_on_stop_or_on_a_failed_task() -> None:
+    rt, stop = _Runtime(), asyncio.Event()
+    stop.set()
+    await asyncio.wait_for(run_until(stop, cast(ServiceRuntime, rt)), 5)
+    rt.failed.set()
+    await asyncio.wait_for(run_until(asyncio.Event(), cast(ServiceRuntime, rt)), 5)
