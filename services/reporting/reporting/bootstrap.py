@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -25,8 +26,7 @@ from ioc_shared.contracts.topics import (
     TopicSpec,
     canonical_topic,
 )
-from ioc_shared.platform.kafka import make_producer
-from ioc_shared.platform.outbox import OutboxRelay
+from ioc_shared.platform.relaying import relay_until
 from ioc_shared.platform.retention import RetentionJob, RetentionPolicy, platform_policies
 from ioc_shared.platform.runtime import ServiceRuntime
 from ioc_shared.platform.wiring import register_consumers, run_until, stop_consumers_then_broker
@@ -113,14 +113,13 @@ async def run_reporting(settings: ReportingSettings, stop: asyncio.Event, *,
             group=settings.consumer_group, max_records=settings.batch_max_records,
             batch_timeout_ms=settings.batch_timeout_ms, metrics=rt.metrics)
         register_consumers(rt, consumers)
-        producer = make_producer(settings.kafka_bootstrap,
-                                 client_id=f"reporting-outbox-{settings.instance_id}")
-        await producer.start()
-        relay = OutboxRelay(rt.pool, settings.db_schema, producer, settings.kafka_bootstrap,
-                            batch_size=settings.relay_batch_size, idle_poll_s=0.5,
-                            topics=[topics.results, topics.published, topics.notifications,
-                                    topics.unauthenticated])
-        rt.spawn(relay.run())
+        stop_relay = asyncio.Event()
+        relay = rt.spawn(relay_until(
+            rt.pool, settings.db_schema, settings.kafka_bootstrap, stop_relay,
+            client_id=f"reporting-outbox-{settings.instance_id}",
+            topics=[topics.results, topics.published, topics.notifications,
+                    topics.unauthenticated],
+            batch_size=settings.relay_batch_size))
         scheduler = Scheduler(service, instance=settings.instance_id, poll_s=settings.timer_poll_s)
         if settings.timers_enabled:
             rt.spawn(scheduler.run())
@@ -139,7 +138,6 @@ async def run_reporting(settings: ReportingSettings, stop: asyncio.Event, *,
             scheduler.stop()
             retention.stop()
             await stop_consumers_then_broker(rt, consumers)
-            relay.stop()
-            await asyncio.sleep(0)
-            await producer.stop()
-            await relay.close()
+            stop_relay.set()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(relay, 15)

@@ -1,11 +1,13 @@
-"""The wiring services repeat around their runtime (ioc_shared.platform.wiring)."""
+"""The wiring services repeat around their runtime (ioc_shared.platform.wiring, .relaying)."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any, cast
 
+from ioc_shared.platform.relaying import child_env
 from ioc_shared.platform.runtime import ServiceRuntime
+from ioc_shared.platform.settings import ServiceSettings
 from ioc_shared.platform.wiring import register_consumers, run_until, stop_consumers_then_broker
 
 
@@ -55,3 +57,10 @@ async def test_run_until_returns_on_stop_or_on_a_failed_task() -> None:
     await asyncio.wait_for(run_until(stop, cast(ServiceRuntime, rt)), 5)
     rt.failed.set()
     await asyncio.wait_for(run_until(asyncio.Event(), cast(ServiceRuntime, rt)), 5)
+
+
+def test_a_relay_child_gets_the_settings_of_its_service_through_its_environment() -> None:
+    settings = ServiceSettings(instance_id="relay-test", topic_namespace="ns")
+    env = child_env(settings)
+    assert env["IOC_INSTANCE_ID"] == "relay-test" and env["IOC_TOPIC_NAMESPACE"] == "ns"
+    assert all(isinstance(v, str) for v in env.values())
