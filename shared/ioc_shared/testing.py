@@ -22,6 +22,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient
 
+from ioc_shared.contracts.envelope import Envelope
 from ioc_shared.contracts.headers import H_PRINCIPAL, H_SIGNATURE
 from ioc_shared.platform.kafka import decode_headers
 from ioc_shared.registry import sign
@@ -215,15 +216,34 @@ async def start_in_loop(name: str, run: ServiceRun) -> RunningService:
     return task, stop
 
 
-async def stop_in_loop(instances: list[RunningService]) -> None:
-    """Ask every instance to stop, wait for each (30 s at most), forget them."""
-    for _, stop in instances:
-        stop.set()
-    for task, _ in instances:
-        await asyncio.wait_for(task, 30)
-    instances.clear()
+class InLoopServices:
+    """The instances of one service a test runs in its event loop."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.instances: list[RunningService] = []
+
+    async def start(self, run: ServiceRun) -> None:
+        self.instances.append(await start_in_loop(self.name, run))
+
+    async def stop(self) -> None:
+        """Ask every instance to stop, wait for each (30 s at most), forget them."""
+        for _, stop in self.instances:
+            stop.set()
+        for task, _ in self.instances:
+            await asyncio.wait_for(task, 30)
+        self.instances.clear()
 
 
 def signed_headers(principal: str, secret: str, value: bytes) -> list[tuple[str, bytes]]:
     """Kafka headers of a command `value` sent by `principal`, signed with `secret`."""
     return [(H_PRINCIPAL, principal.encode()), (H_SIGNATURE, sign(secret, value).encode())]
+
+
+def signed_command(type: str, subject: str, payload: dict[str, Any], *, principal: str,
+                   secret: str) -> tuple[bytes, list[tuple[str, bytes]]]:
+    """A command as a unit's system sends it: the envelope's bytes and the headers signing
+    them as `principal` with `secret`. Its `source_unit` claims nothing: identity comes
+    from the signature."""
+    value = Envelope(type=type, source_unit="whoever", subject=subject, payload=payload).to_bytes()
+    return value, signed_headers(principal, secret, value)

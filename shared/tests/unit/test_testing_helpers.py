@@ -6,9 +6,10 @@ import asyncio
 
 import pytest
 from ioc_shared.commands import verified_sender
+from ioc_shared.contracts import Envelope
 from ioc_shared.platform.settings import REPO_ROOT
 from ioc_shared.registry import load_registry
-from ioc_shared.testing import RunningService, signed_headers, start_in_loop, stop_in_loop
+from ioc_shared.testing import InLoopServices, signed_command, signed_headers, start_in_loop
 
 
 async def _service(stop: asyncio.Event, ready: asyncio.Event) -> None:
@@ -21,11 +22,12 @@ async def _broken(stop: asyncio.Event, ready: asyncio.Event) -> None:
 
 
 async def test_a_started_service_is_ready_and_stops_when_asked() -> None:
-    instances: list[RunningService] = [await start_in_loop("svc", _service)]
-    task = instances[0][0]
+    services = InLoopServices("svc")
+    await services.start(_service)
+    task = services.instances[0][0]
     assert not task.done()
-    await stop_in_loop(instances)
-    assert task.done() and task.exception() is None and instances == []
+    await services.stop()
+    assert task.done() and task.exception() is None and services.instances == []
 
 
 async def test_a_service_that_fails_to_start_raises_its_error() -> None:
@@ -41,3 +43,12 @@ def test_signed_headers_verify_as_the_principal() -> None:
     principal = verified_sender(registry, headers["ioc-principal"].decode(),
                                 headers["ioc-signature"].decode(), value)
     assert principal is not None and principal.id == "xa-loc-an-system"
+
+
+def test_a_signed_command_is_an_envelope_signed_as_the_principal() -> None:
+    value, headers = signed_command("routing.command.verify", "inc-1", {"command_id": "c-1"},
+                                    principal="p", secret="s")
+    env = Envelope.from_bytes(value)
+    assert (env.type, env.subject, env.payload) == ("routing.command.verify", "inc-1",
+                                                    {"command_id": "c-1"})
+    assert headers == signed_headers("p", "s", value)

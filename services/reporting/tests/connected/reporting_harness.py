@@ -20,19 +20,10 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 from ioc_shared.calendar_vn import WorkingCalendar
-from ioc_shared.contracts import Envelope
 from ioc_shared.contracts.topics import ROUTING_EVENTS
 from ioc_shared.platform.settings import REPO_ROOT
 from ioc_shared.registry import load_credentials
-from ioc_shared.testing import (
-    RunningService,
-    database_url,
-    kafka_bootstrap,
-    signed_headers,
-    start_in_loop,
-    stop_in_loop,
-    unique,
-)
+from ioc_shared.testing import InLoopServices, database_url, kafka_bootstrap, signed_command, unique
 from reporting.bootstrap import run_reporting
 from reporting.domain import incidents as inc
 from reporting.settings import ReportingSettings
@@ -59,7 +50,7 @@ class World:
     tmp: Path
     pool: asyncpg.Pool | None = None
     producer: AIOKafkaProducer | None = None
-    instances: list[RunningService] = field(default_factory=list)
+    services: InLoopServices = field(default_factory=lambda: InLoopServices("reporting"))
 
     @property
     def schema(self) -> str:
@@ -71,11 +62,11 @@ class World:
     async def start(self, instance: str = "a", clock: Callable[[], datetime] | None = None,
                     extras: dict[str, Any] | None = None, **overrides: Any) -> None:
         settings = self.settings.model_copy(update={"instance_id": f"test-{instance}", **overrides})
-        self.instances.append(await start_in_loop("reporting", lambda stop, ready: run_reporting(
-            settings, stop, ready=ready, clock=clock, configure_logs=False, extras=extras)))
+        await self.services.start(lambda stop, ready: run_reporting(
+            settings, stop, ready=ready, clock=clock, configure_logs=False, extras=extras))
 
     async def stop(self) -> None:
-        await stop_in_loop(self.instances)
+        await self.services.stop()
 
     async def db(self) -> asyncpg.Pool:
         if self.pool is None:
@@ -104,10 +95,9 @@ class World:
         from ioc_shared.contracts.topics import REPORTING_COMMANDS
 
         command_id = command_id or str(uuid.uuid4())
-        env = Envelope(type=f"reporting.command.{verb}", source_unit="whoever", subject=subject,
-                       payload={"command_id": command_id, **payload})
-        value = env.to_bytes()
-        headers = signed_headers(principal, SECRETS[sign_with or principal], value)
+        value, headers = signed_command(f"reporting.command.{verb}", subject,
+                                        {"command_id": command_id, **payload},
+                                        principal=principal, secret=SECRETS[sign_with or principal])
         producer = await self._producer()
         await producer.send_and_wait(self.topic(REPORTING_COMMANDS), value, key=subject.encode(),
                                      headers=headers)

@@ -26,12 +26,11 @@ from ioc_shared.platform.kafka import decode_headers
 from ioc_shared.platform.settings import REPO_ROOT
 from ioc_shared.registry import load_credentials
 from ioc_shared.testing import (
-    RunningService,
+    InLoopServices,
     database_url,
     kafka_bootstrap,
+    signed_command,
     signed_headers,
-    start_in_loop,
-    stop_in_loop,
     unique,
 )
 from opentelemetry import trace
@@ -78,7 +77,7 @@ class World:
     tmp: Path
     topics: RoutingTopics = field(init=False)
     producer: AIOKafkaProducer | None = None
-    instances: list[RunningService] = field(default_factory=list)
+    services: InLoopServices = field(default_factory=lambda: InLoopServices("routing"))
 
     def __post_init__(self) -> None:
         self.topics = RoutingTopics.from_settings(self.settings)
@@ -91,11 +90,11 @@ class World:
 
     async def start(self, instance: str = "a") -> None:
         settings = self.settings.model_copy(update={"instance_id": f"test-{instance}"})
-        self.instances.append(await start_in_loop("routing", lambda stop, ready: run_routing(
-            settings, stop, ready=ready, configure_logs=False)))
+        await self.services.start(lambda stop, ready: run_routing(
+            settings, stop, ready=ready, configure_logs=False))
 
     async def stop(self) -> None:
-        await stop_in_loop(self.instances)
+        await self.services.stop()
 
     async def _producer(self) -> AIOKafkaProducer:
         if self.producer is None:
@@ -151,10 +150,9 @@ class World:
                       sign_with: str | None = None, command_id: str | None = None,
                       **payload: Any) -> str:
         command_id = command_id or str(uuid.uuid4())
-        env = Envelope(type=f"routing.command.{verb}", source_unit="whoever", subject=incident_id,
-                       payload={"command_id": command_id, **payload})
-        value = env.to_bytes()
-        headers = signed_headers(principal, SECRETS[sign_with or principal], value)
+        value, headers = signed_command(f"routing.command.{verb}", incident_id,
+                                        {"command_id": command_id, **payload},
+                                        principal=principal, secret=SECRETS[sign_with or principal])
         producer = await self._producer()
         await producer.send_and_wait(self.topics.commands, value, key=incident_id.encode(),
                                      headers=headers)
