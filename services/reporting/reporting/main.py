@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -14,6 +13,7 @@ import asyncpg
 import typer
 from ioc_shared.platform.db import create_pool, migrate
 from ioc_shared.platform.parking import parked_cli
+from ioc_shared.platform.wiring import stop_on_signals
 from ioc_shared.registry import RegistryError, load_registry
 
 from reporting.bootstrap import MIGRATIONS, run_reporting, topics_of
@@ -34,11 +34,7 @@ def serve() -> None:
     settings = ReportingSettings()
 
     async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await run_reporting(settings, stop)
+        await run_reporting(settings, stop_on_signals())
 
     asyncio.run(main())
 

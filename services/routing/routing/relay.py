@@ -4,13 +4,13 @@ the machinery is the kit's (`ioc_shared.platform.relaying`), the choice is `rela
 from __future__ import annotations
 
 import asyncio
-import signal
 from typing import Any
 
 import asyncpg
 from ioc_shared.platform.db import create_pool
 from ioc_shared.platform.relaying import RelayProcess, stop_when_orphaned
 from ioc_shared.platform.relaying import relay_until as kit_relay_until
+from ioc_shared.platform.wiring import stop_on_signals
 
 from routing.publishing import RoutingTopics
 from routing.settings import RoutingSettings
@@ -34,10 +34,7 @@ async def relay_until(settings: RoutingSettings, pool: asyncpg.Pool, stop: async
 
 async def run_relay_process(settings: RoutingSettings) -> None:
     """Entry of `python -m routing relay`: until SIGTERM/SIGINT."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     watchdog = asyncio.create_task(stop_when_orphaned(stop))
     pool = await create_pool(settings.database_url, max_size=3)
     try:

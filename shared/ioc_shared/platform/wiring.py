@@ -1,12 +1,13 @@
 """Wiring every service's `bootstrap` repeats around a `ServiceRuntime` (lives beside
 `runtime.py`, which it only uses): durable consumers on the broker with their health
-checks, running until asked to stop or a background task fails, stopping consumers
-before the broker."""
+checks, running until asked to stop (SIGINT/SIGTERM) or a background task fails, stopping
+consumers before the broker."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 from collections.abc import Sequence
 
 from ioc_shared.platform.consumer import DurableConsumer
@@ -26,6 +27,15 @@ async def stop_consumers_then_broker(rt: ServiceRuntime,
     for consumer in consumers:
         consumer.stop()
     await rt.broker.stop()
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event that SIGINT or SIGTERM sets, in the running loop (a process's entry point)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
 
 
 async def run_until(stop: asyncio.Event, rt: ServiceRuntime) -> None:

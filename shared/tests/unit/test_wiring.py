@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from typing import Any, cast
 
 from ioc_shared.platform.relaying import child_env
 from ioc_shared.platform.runtime import ServiceRuntime
 from ioc_shared.platform.settings import ServiceSettings
-from ioc_shared.platform.wiring import register_consumers, run_until, stop_consumers_then_broker
+from ioc_shared.platform.wiring import (
+    register_consumers,
+    run_until,
+    stop_consumers_then_broker,
+    stop_on_signals,
+)
 
 
 class _Runtime:
@@ -64,3 +71,14 @@ def test_a_relay_child_gets_the_settings_of_its_service_through_its_environment(
     env = child_env(settings)
     assert env["IOC_INSTANCE_ID"] == "relay-test" and env["IOC_TOPIC_NAMESPACE"] == "ns"
     assert all(isinstance(v, str) for v in env.values())
+
+
+async def test_sigterm_sets_the_stop_event() -> None:
+    loop = asyncio.get_running_loop()
+    stop = stop_on_signals()
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.wait_for(stop.wait(), 5)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
