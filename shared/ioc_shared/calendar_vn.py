@@ -1,7 +1,6 @@
 """Working time in Vietnam: office hours, public holidays, compensatory working days.
 
-Shared by the services that count working time (reporting; routing has had its own
-copy, `routing.domain.calendar`, from which this one was taken).
+Shared by the services that count working time (routing, reporting).
 
 Deadlines of the regulation are counted in working hours and working days of
 the district administration, local time Asia/Ho_Chi_Minh. Every value that
@@ -107,6 +106,23 @@ class WorkingCalendar:
         if day in table:
             return False
         return day.weekday() in self.weekdays
+
+    def days_off_and_worked_days(self, start: date, end: date) -> list[tuple[date, bool, str]]:
+        """Holidays and days off in [start, end) (weekends included, as the government's
+        decision lists a whole break) and days worked outside the usual working weekdays
+        (compensatory Saturdays): (day, worked, why), for comparison with the decision."""
+        found: list[tuple[date, bool, str]] = []
+        day = start
+        while day < end:
+            worked, name = self.is_working_day(day), self.holiday_name(day)
+            if worked and day.weekday() not in self.weekdays:
+                why = ("compensatory working day (configuration)" if day in self.extra_working_days
+                       else "worked in exchange for a bridge day off (holidays library)")
+                found.append((day, True, why))
+            elif not worked and name is not None:
+                found.append((day, False, name))
+            day += timedelta(days=1)
+        return found
 
     def _intervals(self, day: date) -> list[tuple[datetime, datetime]]:
         if not self.is_working_day(day):

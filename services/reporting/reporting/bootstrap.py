@@ -26,10 +26,10 @@ from ioc_shared.contracts.topics import (
     TopicSpec,
     canonical_topic,
 )
-from ioc_shared.platform.kafka import make_producer
-from ioc_shared.platform.outbox import OutboxRelay
+from ioc_shared.platform.relay import relay_until
 from ioc_shared.platform.retention import RetentionJob, RetentionPolicy, platform_policies
 from ioc_shared.platform.runtime import ServiceRuntime
+from ioc_shared.platform.wiring import register_consumers, run_until, stop_consumers_then_broker
 from ioc_shared.registry import Registry, load_registry
 
 from reporting.commands import CommandHandler
@@ -112,50 +112,34 @@ async def run_reporting(settings: ReportingSettings, stop: asyncio.Event, *,
             rollup_topics=[s.name for s in consumed], commands_topic=topics.commands,
             group=settings.consumer_group, max_records=settings.batch_max_records,
             batch_timeout_ms=settings.batch_timeout_ms, metrics=rt.metrics)
-        for consumer in consumers:
-            consumer.register(rt.broker)
-            rt.add_check(consumer.name, consumer.health)
-        producer = make_producer(settings.kafka_bootstrap,
-                                 client_id=f"reporting-outbox-{settings.instance_id}")
-        await producer.start()
-        relay = OutboxRelay(rt.pool, settings.db_schema, producer, settings.kafka_bootstrap,
-                            batch_size=settings.relay_batch_size, idle_poll_s=0.5,
-                            topics=[topics.results, topics.published, topics.notifications,
-                                    topics.unauthenticated])
-        rt.spawn(relay.run())
+        register_consumers(rt, consumers)
+        stop_relay = asyncio.Event()
+        relay = rt.supervise("outbox relay", lambda: relay_until(
+            stop_relay, pool=rt.pool, schema=settings.db_schema,
+            bootstrap=settings.kafka_bootstrap,
+            client_id=f"reporting-outbox-{settings.instance_id}",
+            topics=[topics.results, topics.published, topics.notifications,
+                    topics.unauthenticated],
+            batch_size=settings.relay_batch_size, grace_s=settings.shutdown_grace_s))
         scheduler = Scheduler(service, instance=settings.instance_id, poll_s=settings.timer_poll_s)
         if settings.timers_enabled:
-            rt.spawn(scheduler.run())
+            rt.supervise("scheduler", scheduler.run)
         retention = RetentionJob(rt.pool, settings.db_schema,
                                  retention_policies(settings, consumed), registry=rt.metrics,
                                  interval_s=settings.retention_interval_s,
                                  slice_rows=settings.retention_slice_rows)
-        rt.spawn(retention.run())
+        rt.supervise("retention", retention.run)
         try:
             await rt.start_broker()
             rt.log.info("reporting ready", schema=settings.db_schema, http_port=rt.http_port)
             if ready is not None:
                 ready.set()
-            await _until(stop, rt)
+            await run_until(stop, rt)
         finally:
             scheduler.stop()
             retention.stop()
-            for consumer in consumers:
-                consumer.stop()   # a batch waiting to retry stops now, uncommitted
-            await rt.broker.stop()
-            relay.stop()
-            await asyncio.sleep(0)
-            await producer.stop()
-            await relay.close()
-
-
-async def _until(stop: asyncio.Event, rt: ServiceRuntime) -> None:
-    stopped = asyncio.create_task(stop.wait())
-    failed = asyncio.create_task(rt.wait_for_shutdown())
-    try:
-        await asyncio.wait({stopped, failed}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (stopped, failed):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            grace = settings.shutdown_grace_s
+            await stop_consumers_then_broker(rt, consumers, timeout_s=grace * 0.3)
+            stop_relay.set()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(relay, grace * 0.5)

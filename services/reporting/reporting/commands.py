@@ -13,9 +13,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
+from ioc_shared.commands import command_id_of, screen_document, verified_sender
 from ioc_shared.contracts.envelope import deterministic_event_id
 from ioc_shared.contracts.headers import H_PRINCIPAL, H_SIGNATURE
-from ioc_shared.contracts.hygiene import HygieneError, find_forbidden, loads_strict
+from ioc_shared.contracts.hygiene import find_forbidden
 from ioc_shared.platform.consumer import Delivery
 from ioc_shared.platform.logging import get_logger
 from ioc_shared.platform.outbox import enqueue_many
@@ -32,7 +33,6 @@ from reporting.domain.lifecycle import (
     Verb,
     accepted_message,
     authorise,
-    command_id_of,
     parse_command,
     reject,
     transition,
@@ -77,16 +77,9 @@ class CommandHandler:
     async def _one(self, d: Delivery) -> None:
         svc = self.service
         principal_id = d.header(H_PRINCIPAL)
-        signature = d.header(H_SIGNATURE)
-        principal = (svc.registry.verify_signature(principal_id, d.value, signature)
-                     if principal_id and signature else None)
-        env: dict[str, Any] | None = None
-        try:
-            raw = loads_strict(d.value)
-            if isinstance(raw, dict) and find_forbidden(raw) is None:
-                env = raw
-        except (HygieneError, ValueError):
-            env = None
+        principal = verified_sender(svc.registry, principal_id, d.header(H_SIGNATURE), d.value)
+        doc, refusal = screen_document(d.value)
+        env = doc if refusal is None else None
         cause = deterministic_event_id(d.topic, d.partition, d.offset)
         if env is not None:
             try:
@@ -132,10 +125,8 @@ class CommandHandler:
         """Tell the sender of a parked command that it failed on our side (`internal_error`),
         once (its own answer id, claimed); an unverified sender is answered to the operators."""
         svc = self.service
-        principal_id = d.header(H_PRINCIPAL) or ""
-        signature = d.header(H_SIGNATURE)
-        principal = (svc.registry.verify_signature(principal_id, d.value, signature)
-                     if principal_id and signature else None)
+        principal = verified_sender(svc.registry, d.header(H_PRINCIPAL), d.header(H_SIGNATURE),
+                                    d.value)
         answer_id = deterministic_event_id("parked", d.origin)
         no = reject(Reason.INTERNAL_ERROR)
         if principal is None:

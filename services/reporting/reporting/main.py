@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
-import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -15,6 +14,7 @@ import asyncpg
 import typer
 from ioc_shared.platform.db import create_pool, migrate
 from ioc_shared.platform.parking import parked_cli
+from ioc_shared.platform.wiring import stop_on_signals
 from ioc_shared.registry import RegistryError, load_registry
 
 from reporting.bootstrap import MIGRATIONS, run_reporting, topics_of
@@ -39,11 +39,7 @@ def serve() -> None:
     gc.set_threshold(50_000, 50, 100)
 
     async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await run_reporting(settings, stop)
+        await run_reporting(settings, stop_on_signals())
 
     asyncio.run(main())
 

@@ -19,11 +19,10 @@ import asyncpg
 import orjson
 from ioc_shared.calendar_vn import WorkingCalendar, working_days_between
 from ioc_shared.contracts.envelope import deterministic_event_id
-from ioc_shared.contracts.headers import H_EVENT_ID, H_EVENT_TYPE
 from ioc_shared.platform.logging import get_logger
 from ioc_shared.platform.outbox import enqueue_many
-from ioc_shared.platform.telemetry import inject_trace_headers
 from ioc_shared.registry import Action, Registry
+from ioc_shared.serialized import SerializedEnvelope, envelope_headers, serialize_envelope
 
 from reporting.config import ReportingConfig
 from reporting.domain import periods as pd
@@ -43,32 +42,13 @@ DUE_SOON = "report.due-soon"
 OVERDUE = "report.overdue"
 
 
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    """An envelope serialized once (the outbox's `Outgoing`)."""
-
-    event_id: str
-    subject: str
-    body: bytes
-
-    @property
-    def key(self) -> bytes:
-        return self.subject.encode()
-
-    def to_bytes(self) -> bytes:
-        return self.body
-
-
 def outgoing(topic: str, event_type: str, subject: str, payload: dict[str, Any],
              event_id: uuid.UUID, source_unit: str, at: datetime
-             ) -> tuple[str, Outgoing, None, dict[str, str]]:
-    body = orjson.dumps({
-        "envelope_version": 1, "event_id": str(event_id), "type": event_type, "schema_version": 1,
-        "source_unit": source_unit, "subject": subject, "occurred_at": at, "produced_at": at,
-        "correlation_id": None, "causation_id": None, "payload": payload}, default=str)
-    headers = {H_EVENT_ID: str(event_id), H_EVENT_TYPE: event_type}
-    inject_trace_headers(headers)
-    return topic, Outgoing(str(event_id), subject, body), None, headers
+             ) -> tuple[str, SerializedEnvelope, None, dict[str, str]]:
+    """An outbox message: the envelope serialized once, with its id, type and trace headers."""
+    env = serialize_envelope(event_id=event_id, type=event_type, source_unit=source_unit,
+                             subject=subject, payload=payload, cause=None, at=at)
+    return topic, env, None, envelope_headers(env)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +171,7 @@ class ReportService:
         return {k: str(v) for k, v in files.items()}
 
     def published(self, report: dict[str, Any], *,
-                  at: datetime) -> tuple[str, Outgoing, None, dict[str, str]]:
+                  at: datetime) -> tuple[str, SerializedEnvelope, None, dict[str, str]]:
         payload = {
             "report_id": str(report["report_id"]), "kind": report["kind"],
             "period": report["figures"]["period"], "version": report["version"],

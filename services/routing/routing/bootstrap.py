@@ -16,6 +16,7 @@ from pathlib import Path
 from ioc_shared.contracts.topics import ROUTING_COMMANDS, canonical_topic
 from ioc_shared.platform.retention import RetentionJob, RetentionPolicy, platform_policies
 from ioc_shared.platform.runtime import ServiceRuntime
+from ioc_shared.platform.wiring import register_consumers, run_until, stop_consumers_then_broker
 from ioc_shared.registry import load_registry
 
 from routing.config import load_policy, organisation_from_registry
@@ -74,9 +75,7 @@ async def run_routing(settings: RoutingSettings, stop: asyncio.Event, *,
             incident_topics=incident_topics, commands_topic=topics.commands, group=group,
             max_records=settings.batch_max_records, batch_timeout_ms=settings.batch_timeout_ms,
             metrics=rt.metrics)
-        for consumer in consumers:
-            consumer.register(rt.broker)
-            rt.add_check(consumer.name, consumer.health)
+        register_consumers(rt, consumers)
         stop_relay, relay_task = await start_relay(settings, rt.pool, rt.supervise)
         timers = TimerWorker(core, poll_s=settings.timer_poll_s, batch=settings.timer_batch)
         rt.supervise("timers", timers.run)
@@ -93,17 +92,14 @@ async def run_routing(settings: RoutingSettings, stop: asyncio.Event, *,
                 tune_gc()
             if ready is not None:
                 ready.set()
-            await _until(stop, rt)
+            await run_until(stop, rt)
         finally:
             timers.stop()
             retention.stop()
-            for consumer in consumers:
-                consumer.stop()   # a batch waiting to retry stops now, uncommitted
             # Stop consuming first so the outbox can drain what was already decided;
             # each step bounded (a dependency may be down).
             grace = settings.shutdown_grace_s
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(rt.broker.stop(), grace * 0.3)
+            await stop_consumers_then_broker(rt, consumers, timeout_s=grace * 0.3)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(_drain(core), _DRAIN_ON_STOP_S + 0.5)
             await stop_relay()
@@ -148,18 +144,6 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
-
-
-async def _until(stop: asyncio.Event, rt: ServiceRuntime) -> None:
-    stopped = asyncio.create_task(stop.wait())
-    failed = asyncio.create_task(rt.wait_for_shutdown())
-    try:
-        await asyncio.wait({stopped, failed}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (stopped, failed):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
 
 async def _drain(core: RoutingCore) -> None:

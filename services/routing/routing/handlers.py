@@ -14,6 +14,8 @@ from functools import cached_property
 from typing import Any
 
 import asyncpg
+from ioc_shared.calendar_vn import WorkingCalendar
+from ioc_shared.commands import bounded_text, command_id_of, verified_sender
 from ioc_shared.contracts.envelope import Envelope, EnvelopeHead, deterministic_event_id
 from ioc_shared.contracts.headers import H_PRINCIPAL, H_PRODUCER, H_SIGNATURE
 from ioc_shared.contracts.hygiene import HygieneError, loads_strict
@@ -26,14 +28,7 @@ from opentelemetry import trace
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
 
-from routing.domain.calendar import WorkingCalendar
-from routing.domain.commands import (
-    Command,
-    bounded_text,
-    command_id_of,
-    parse_command,
-    screen_command,
-)
+from routing.domain.commands import Command, parse_command, screen_command
 from routing.domain.disputes import (
     DISPUTE_TYPE,
     DISPUTE_VERB,
@@ -353,9 +348,8 @@ class CommandHandler:
         core = self.core
         effects = core.effects()
         principal_id = record.headers.get(H_PRINCIPAL)
-        signature = record.headers.get(H_SIGNATURE)
-        principal = (core.registry.verify_signature(principal_id, record.value, signature)
-                     if principal_id and signature and signature.isascii() else None)
+        principal = verified_sender(core.registry, principal_id, record.headers.get(H_SIGNATURE),
+                                    record.value)
         # Text that cannot be stored or shown safely is refused before anything reads it.
         doc, problem = screen_command(record.value)
         env: Envelope | None = None

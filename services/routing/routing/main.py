@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import sys
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
@@ -12,6 +11,7 @@ from typing import Annotated
 import typer
 from ioc_shared.platform.db import create_pool
 from ioc_shared.platform.parking import parked_cli
+from ioc_shared.platform.wiring import stop_on_signals
 from ioc_shared.registry import RegistryError, load_registry
 
 from routing.bootstrap import run_routing
@@ -42,11 +42,7 @@ def serve() -> None:
     settings = RoutingSettings()
 
     async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await run_routing(settings, stop, gc_tuning=True)
+        await run_routing(settings, stop_on_signals(), gc_tuning=True)
 
     asyncio.run(main())
 

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, Protocol
+from datetime import datetime
+from typing import Any
 
-import orjson
-from ioc_shared.contracts.envelope import ENVELOPE_SCHEMA_VERSION, deterministic_event_id
-from ioc_shared.contracts.headers import H_EVENT_ID, H_EVENT_TYPE
+from ioc_shared.contracts.envelope import deterministic_event_id
 from ioc_shared.contracts.topics import (
     ROUTING_COMMAND_RESULTS,
     ROUTING_COMMANDS,
@@ -26,7 +24,13 @@ from ioc_shared.contracts.topics import (
     canonical_topic,
 )
 from ioc_shared.platform.settings import ServiceSettings
-from ioc_shared.platform.telemetry import inject_trace_headers
+from ioc_shared.serialized import (
+    Cause,
+    SerializedEnvelope,
+    current_trace,
+    envelope_headers,
+    serialize_envelope,
+)
 
 from routing.domain.deadlines import DueWork
 from routing.domain.model import Incident, IncidentEvent, Notification, Outcome
@@ -42,53 +46,6 @@ from routing.domain.reporter import (
 COMMAND_RESULT = "routing.command.result"
 UNAUTHENTICATED_COMMAND = "routing.command.unauthenticated"
 NOTIFICATION_PREFIX = "routing.notification."
-
-class Cause(Protocol):
-    """What an outgoing envelope takes from the envelope it answers."""
-
-    @property
-    def event_id(self) -> uuid.UUID: ...
-
-    @property
-    def correlation_id(self) -> uuid.UUID | None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class SerializedEnvelope:
-    """An envelope this service built from trusted values, serialized once with orjson.
-
-    Same JSON shape as `Envelope` (consumers parse it with `Envelope.from_bytes`), without
-    the cost of building a validated model for each of thousands of events per second.
-    `event_id` is the canonical text form of the UUID (as in the JSON and the headers).
-    """
-
-    event_id: str
-    type: str
-    subject: str
-    body: bytes
-
-    @property
-    def key(self) -> bytes:
-        return self.subject.encode()
-
-    def to_bytes(self) -> bytes:
-        return self.body
-
-
-def serialize_envelope(*, event_id: uuid.UUID | str, type: str, source_unit: str, subject: str,
-                       payload: dict[str, Any], cause: Cause | None,
-                       at: datetime | None = None) -> SerializedEnvelope:
-    """`at`: occurred and produced time (default: now); a batch passes its decision time."""
-    now = at or datetime.now(UTC)
-    body = orjson.dumps({
-        "envelope_version": ENVELOPE_SCHEMA_VERSION, "event_id": event_id, "type": type,
-        "schema_version": 1, "source_unit": source_unit, "subject": subject,
-        "occurred_at": now, "produced_at": now,
-        "correlation_id": (cause.correlation_id or cause.event_id) if cause else None,
-        "causation_id": cause.event_id if cause else None, "payload": payload,
-    }, default=str)
-    return SerializedEnvelope(str(event_id), type, subject, body)
-
 
 OutboxMessage = tuple[str, SerializedEnvelope, bytes | None, dict[str, str]]
 
@@ -120,13 +77,6 @@ def incident_topic_specs(settings: ServiceSettings, datasets: list[str]) -> list
     own = [ROUTING_COMMANDS, ROUTING_COMMAND_RESULTS, ROUTING_EVENTS, ROUTING_NOTIFICATIONS,
            ROUTING_REPORTER_UPDATES, ROUTING_UNAUTHENTICATED_COMMANDS]
     return [settings.topic(s) for s in own] + [settings.topic(canonical_topic(d)) for d in datasets]
-
-
-def current_trace() -> dict[str, str]:
-    """W3C trace context of the current span (what `envelope_headers` would add)."""
-    carrier: dict[str, str] = {}
-    inject_trace_headers(carrier)
-    return carrier
 
 
 def event_payload(event: IncidentEvent) -> dict[str, Any]:
@@ -169,11 +119,7 @@ class Effects:
         """Add an envelope; `trace` is the current span's context if the caller has it."""
         env = serialize_envelope(event_id=event_id, type=type, source_unit=self.source_unit,
                                  subject=key, payload=payload, cause=cause, at=self.at)
-        if trace is None:
-            trace = current_trace()
-        headers = {H_EVENT_ID: env.event_id, H_EVENT_TYPE: type}
-        headers.update(trace)
-        self.messages.append((topic, env, None, headers))
+        self.messages.append((topic, env, None, envelope_headers(env, trace)))
         return env
 
     def record(self, outcome: Outcome, incident: Incident, *, seed: object,

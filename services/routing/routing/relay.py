@@ -12,7 +12,13 @@ from typing import Any
 
 import asyncpg
 from ioc_shared.platform.db import close_pool
-from ioc_shared.platform.relay import ChildProcess, create_pool_until, relay_until, run_child
+from ioc_shared.platform.relay import (
+    ChildProcess,
+    child_env,
+    create_pool_until,
+    relay_until,
+    run_child,
+)
 
 from routing.publishing import RoutingTopics
 from routing.settings import RoutingSettings
@@ -49,23 +55,13 @@ async def run_relay_process(settings: RoutingSettings) -> None:
     await run_child("routing-relay", settings.log_level, main)
 
 
-def _child_env(settings: RoutingSettings) -> dict[str, str]:
-    import os
-
-    env = dict(os.environ)
-    for name, value in settings.model_dump().items():
-        if value is not None:
-            env[f"{settings.service_prefix}{name.upper()}"] = str(value)
-    return env
-
-
 async def start_relay(settings: RoutingSettings, pool: asyncpg.Pool,
                       supervise: Any) -> tuple[Any, Any]:
     """Start the relay as configured under `supervise(name, work)` (the runtime's);
     returns (stop coroutine function, task)."""
     if settings.relay_mode == "process":
         child = ChildProcess("routing-relay", [sys.executable, "-m", "routing", "relay"],
-                             _child_env(settings), grace_s=settings.shutdown_grace_s / 2)
+                             child_env(settings), grace_s=settings.shutdown_grace_s / 2)
         return child.stop, supervise("outbox relay process", child.run)
     stop = asyncio.Event()
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ioc_shared.commands import bounded_text, command_id_of, verified_sender
 from ioc_shared.contracts.envelope import Envelope, deterministic_event_id
 from ioc_shared.contracts.headers import H_PRINCIPAL, H_SIGNATURE
 from ioc_shared.platform.consumer import Delivery, DurableConsumer, FailurePolicy
@@ -22,7 +23,6 @@ from ioc_shared.platform.kafka import decode_headers
 from ioc_shared.platform.outbox import enqueue_many
 from prometheus_client import CollectorRegistry
 
-from routing.domain.commands import bounded_text, command_id_of
 from routing.handlers import (
     COMMAND_CONSUMER,
     INTAKE_CONSUMER,
@@ -83,9 +83,8 @@ async def answer_internal_error(core: RoutingCore, delivery: Delivery) -> None:
     except Exception:   # whatever made it fail may be here too: answer with what is known
         env = None
     principal_id = record.headers.get(H_PRINCIPAL) or ""
-    signature = record.headers.get(H_SIGNATURE)
-    principal = (core.registry.verify_signature(principal_id, record.value, signature)
-                 if principal_id and signature else None)
+    principal = verified_sender(core.registry, principal_id, record.headers.get(H_SIGNATURE),
+                                record.value)
     cause_id = env.event_id if env is not None else record.position_id
     answer_id = deterministic_event_id(cause_id, "parked", delivery.origin)
     effects = core.effects()

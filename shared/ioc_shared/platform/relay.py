@@ -33,6 +33,7 @@ from ioc_shared.platform.kafka import make_producer
 from ioc_shared.platform.logging import configure_logging, get_logger
 from ioc_shared.platform.outbox import OutboxRelay, ProducerBroken
 from ioc_shared.platform.runtime import restart_delay
+from ioc_shared.platform.settings import ServiceSettings
 
 log = get_logger(__name__)
 
@@ -205,3 +206,12 @@ class ChildProcess:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()
+
+
+def child_env(settings: ServiceSettings) -> dict[str, str]:
+    """The environment that gives a child process the same settings as its service."""
+    env = dict(os.environ)
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            env[f"{settings.service_prefix}{name.upper()}"] = str(value)
+    return env

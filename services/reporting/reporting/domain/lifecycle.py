@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from ioc_shared.commands import invalid_field
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 COMMAND_PREFIX = "reporting.command."
@@ -146,9 +147,7 @@ def parse_command(event_type: str, payload: dict[str, Any]) -> Command | Rejecti
     try:
         body = _Payload.model_validate(payload)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "payload"
-        return reject(Reason.MALFORMED, f"trường '{where}' không hợp lệ ({first['type']})")
+        return reject(Reason.MALFORMED, invalid_field(exc))
     if verb in TRANSITIONS and body.report_id is None:
         return reject(Reason.MALFORMED, "thiếu mã báo cáo (report_id)")
     if verb in (Verb.GENERATE, Verb.REQUEST) and not body.period:
@@ -157,13 +156,6 @@ def parse_command(event_type: str, payload: dict[str, Any]) -> Command | Rejecti
         return reject(Reason.MALFORMED, "kind phải là 'thematic' hoặc 'ad-hoc'")
     return Command(verb, body.command_id, body.report_id, body.period, body.kind, body.domain,
                    body.commune, body.unit, body.category)
-
-
-def command_id_of(payload: dict[str, Any]) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(str(payload.get("command_id")))
-    except (ValueError, TypeError):
-        return None
 
 
 def authorise(verb: Verb, roles: frozenset[str]) -> Rejection | None:

@@ -20,12 +20,10 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 from ioc_shared.calendar_vn import WorkingCalendar
-from ioc_shared.contracts import Envelope
-from ioc_shared.contracts.headers import H_PRINCIPAL, H_SIGNATURE
 from ioc_shared.contracts.topics import ROUTING_EVENTS
 from ioc_shared.platform.settings import REPO_ROOT
-from ioc_shared.registry import load_credentials, sign
-from ioc_shared.testing import database_url, kafka_bootstrap, unique
+from ioc_shared.registry import load_credentials
+from ioc_shared.testing import InLoopServices, database_url, kafka_bootstrap, signed_command, unique
 from reporting.bootstrap import run_reporting
 from reporting.domain import incidents as inc
 from reporting.settings import ReportingSettings
@@ -52,7 +50,7 @@ class World:
     tmp: Path
     pool: asyncpg.Pool | None = None
     producer: AIOKafkaProducer | None = None
-    instances: list[tuple[asyncio.Task[None], asyncio.Event]] = field(default_factory=list)
+    services: InLoopServices = field(default_factory=lambda: InLoopServices("reporting"))
 
     @property
     def schema(self) -> str:
@@ -63,24 +61,12 @@ class World:
 
     async def start(self, instance: str = "a", clock: Callable[[], datetime] | None = None,
                     extras: dict[str, Any] | None = None, **overrides: Any) -> None:
-        stop, ready = asyncio.Event(), asyncio.Event()
         settings = self.settings.model_copy(update={"instance_id": f"test-{instance}", **overrides})
-        task = asyncio.create_task(run_reporting(settings, stop, ready=ready, clock=clock,
-                                                 configure_logs=False, extras=extras))
-        waiter = asyncio.create_task(ready.wait())
-        await asyncio.wait({task, waiter}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
-        if task.done():
-            waiter.cancel()
-            task.result()
-        assert ready.is_set(), "reporting did not start within 60 s"
-        self.instances.append((task, stop))
+        await self.services.start(lambda stop, ready: run_reporting(
+            settings, stop, ready=ready, clock=clock, configure_logs=False, extras=extras))
 
     async def stop(self) -> None:
-        for _, stop in self.instances:
-            stop.set()
-        for task, _ in self.instances:
-            await asyncio.wait_for(task, 30)
-        self.instances.clear()
+        await self.services.stop()
 
     async def db(self) -> asyncpg.Pool:
         if self.pool is None:
@@ -109,11 +95,9 @@ class World:
         from ioc_shared.contracts.topics import REPORTING_COMMANDS
 
         command_id = command_id or str(uuid.uuid4())
-        env = Envelope(type=f"reporting.command.{verb}", source_unit="whoever", subject=subject,
-                       payload={"command_id": command_id, **payload})
-        value = env.to_bytes()
-        secret = SECRETS[sign_with or principal]
-        headers = [(H_PRINCIPAL, principal.encode()), (H_SIGNATURE, sign(secret, value).encode())]
+        value, headers = signed_command(f"reporting.command.{verb}", subject,
+                                        {"command_id": command_id, **payload},
+                                        principal=principal, secret=SECRETS[sign_with or principal])
         producer = await self._producer()
         await producer.send_and_wait(self.topic(REPORTING_COMMANDS), value, key=subject.encode(),
                                      headers=headers)

@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from ioc_shared.contracts.hygiene import HygieneError, find_forbidden, is_clean, loads_strict
+from ioc_shared.commands import NOT_AN_OBJECT, invalid_field, screen_document
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from routing.domain.reasons import Reason, Rejection, reject
@@ -26,35 +26,16 @@ _HYGIENE_REASONS = {"malformed_json": Reason.MALFORMED_JSON, "number_out_of_rang
 
 
 def screen_command(raw: bytes) -> tuple[dict[str, Any] | None, Rejection | None]:
-    """(the command document, why it is refused): strict JSON (no duplicate key, which a
-    lenient parser would silently resolve), an object, and no forbidden character (NUL,
-    controls, bidi overrides, lone surrogates...) in any key or value. A document with a
-    forbidden character is still returned, for the answer to say which command it was
-    (read only through `bounded_text` and `command_id_of`)."""
-    try:
-        doc = loads_strict(raw)
-    except HygieneError as exc:
-        return None, reject(_HYGIENE_REASONS[exc.code], bounded_text(exc.path, 120) or "$")
-    if not isinstance(doc, dict):
-        return None, reject(Reason.MALFORMED, "không phải một đối tượng JSON")
-    problem = find_forbidden(doc)
-    if problem is not None:
-        return doc, reject(Reason.FORBIDDEN_CHARACTER,
-                           f"{problem.detail.split(' ', 1)[0]} tại "
-                           f"{bounded_text(problem.path, 120)}")
-    return doc, None
-
-
-def bounded_text(value: object, limit: int) -> str | None:
-    """`value` as text fit to store and show whatever it held: at most `limit` characters,
-    each forbidden character replaced by U+FFFD. For the record of a refused command."""
-    if value is None:
-        return None
-    text = value if isinstance(value, str) else str(value)
-    text = text[:limit]
-    if is_clean(text):
-        return text
-    return "".join(ch if is_clean(ch) else "\ufffd" for ch in text)
+    """(the command document, why it is refused), by `ioc_shared.commands.screen_document`:
+    strict JSON, an object, no forbidden character in any key or value."""
+    doc, refusal = screen_document(raw)
+    if refusal is None:
+        return doc, None
+    if refusal.code == NOT_AN_OBJECT:
+        return doc, reject(Reason.MALFORMED, "không phải một đối tượng JSON")
+    if refusal.code == "forbidden_character":
+        return doc, reject(Reason.FORBIDDEN_CHARACTER, f"{refusal.character} tại {refusal.path}")
+    return doc, reject(_HYGIENE_REASONS[refusal.code], refusal.path)
 
 
 class _Payload(BaseModel):
@@ -107,9 +88,7 @@ def parse_command(event_type: str, subject: str | None,
     try:
         body = _Payload.model_validate(payload)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "payload"
-        return reject(Reason.MALFORMED, f"trường '{where}' không hợp lệ ({first['type']})")
+        return reject(Reason.MALFORMED, invalid_field(exc))
     incident_id = body.incident_id or subject
     if not incident_id:
         return reject(Reason.MALFORMED, "thiếu mã sự cố (subject hoặc incident_id)")
@@ -118,13 +97,3 @@ def parse_command(event_type: str, subject: str | None,
         reason=body.reason, note=body.resolution_note or body.note, unit=body.unit,
         primary_id=body.primary_id, score=body.score, comment=body.comment,
     )
-
-
-def command_id_of(payload: object) -> uuid.UUID | None:
-    """The command id if one can be read, to answer even a malformed command."""
-    if not isinstance(payload, dict):
-        return None
-    try:
-        return uuid.UUID(str(payload.get("command_id")))
-    except (ValueError, TypeError):
-        return None

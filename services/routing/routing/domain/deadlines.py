@@ -14,7 +14,8 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any, Literal
 
-from routing.domain.calendar import WorkingCalendar
+from ioc_shared.calendar_vn import WorkingCalendar
+
 from routing.domain.organisation import Organisation
 from routing.domain.policy import (
     IOC_STAGE_STATES,

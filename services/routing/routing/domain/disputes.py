@@ -14,6 +14,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from ioc_shared.commands import invalid_field
 from ioc_shared.contracts.hygiene import is_clean
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -70,9 +71,7 @@ def parse_dispute(payload: dict[str, Any]) -> DisputeCommand | Rejection:
     try:
         body = _DisputePayload.model_validate(payload)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "payload"
-        return reject(Reason.MALFORMED, f"trường '{where}' không hợp lệ ({first['type']})")
+        return reject(Reason.MALFORMED, invalid_field(exc))
     if not body.reason:
         return reject(Reason.REASON_REQUIRED)
     return DisputeCommand(body.command_id, body.dataset, body.event_id, body.topic,

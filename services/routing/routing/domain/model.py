@@ -9,7 +9,8 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any
 
-from routing.domain.calendar import WorkingCalendar
+from ioc_shared.calendar_vn import WorkingCalendar
+
 from routing.domain.deadlines import DueWork, Planner
 from routing.domain.geo import Point
 from routing.domain.organisation import Organisation

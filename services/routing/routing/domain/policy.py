@@ -10,14 +10,14 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 from typing import Any, Literal, Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-
-from routing.domain.calendar import (
+from ioc_shared.calendar_vn import (
     DEFAULT_TIMEZONE,
     WorkingCalendar,
     parse_period,
     parse_weekdays,
 )
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
 from routing.domain.organisation import Organisation
 
 PRIORITIES = ("thap", "binh-thuong", "cao", "khan-cap")

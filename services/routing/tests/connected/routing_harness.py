@@ -22,11 +22,17 @@ import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.structs import RecordMetadata
 from ioc_shared.contracts import Envelope, canonical_topic
-from ioc_shared.contracts.headers import H_PRINCIPAL, H_SIGNATURE
 from ioc_shared.platform.kafka import decode_headers
 from ioc_shared.platform.settings import REPO_ROOT
-from ioc_shared.registry import load_credentials, sign
-from ioc_shared.testing import database_url, kafka_bootstrap, unique
+from ioc_shared.registry import load_credentials
+from ioc_shared.testing import (
+    InLoopServices,
+    database_url,
+    kafka_bootstrap,
+    signed_command,
+    signed_headers,
+    unique,
+)
 from opentelemetry import trace
 from routing.bootstrap import run_routing
 from routing.domain.model import incident_id_for
@@ -71,7 +77,7 @@ class World:
     tmp: Path
     topics: RoutingTopics = field(init=False)
     producer: AIOKafkaProducer | None = None
-    instances: list[tuple[asyncio.Task[None], asyncio.Event]] = field(default_factory=list)
+    services: InLoopServices = field(default_factory=lambda: InLoopServices("routing"))
 
     def __post_init__(self) -> None:
         self.topics = RoutingTopics.from_settings(self.settings)
@@ -83,23 +89,12 @@ class World:
         self.settings = self.settings.model_copy(update={"routing_config": path})
 
     async def start(self, instance: str = "a") -> None:
-        stop, ready = asyncio.Event(), asyncio.Event()
         settings = self.settings.model_copy(update={"instance_id": f"test-{instance}"})
-        task = asyncio.create_task(run_routing(settings, stop, ready=ready, configure_logs=False))
-        waiter = asyncio.create_task(ready.wait())
-        await asyncio.wait({task, waiter}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
-        if task.done():
-            waiter.cancel()
-            task.result()
-        assert ready.is_set(), "routing did not start within 60 s"
-        self.instances.append((task, stop))
+        await self.services.start(lambda stop, ready: run_routing(
+            settings, stop, ready=ready, configure_logs=False))
 
     async def stop(self) -> None:
-        for _, stop in self.instances:
-            stop.set()
-        for task, _ in self.instances:
-            await asyncio.wait_for(task, 30)
-        self.instances.clear()
+        await self.services.stop()
 
     async def _producer(self) -> AIOKafkaProducer:
         if self.producer is None:
@@ -146,8 +141,7 @@ class World:
     async def command_raw(self, principal: str, value: bytes, *, key: str,
                           sign_with: str | None = None) -> None:
         """Put `value` on the commands topic, signed as `principal` (or with another's secret)."""
-        secret = SECRETS[sign_with or principal]
-        headers = [(H_PRINCIPAL, principal.encode()), (H_SIGNATURE, sign(secret, value).encode())]
+        headers = signed_headers(principal, SECRETS[sign_with or principal], value)
         producer = await self._producer()
         await producer.send_and_wait(self.topics.commands, value, key=key.encode(),
                                      headers=headers)
@@ -156,11 +150,9 @@ class World:
                       sign_with: str | None = None, command_id: str | None = None,
                       **payload: Any) -> str:
         command_id = command_id or str(uuid.uuid4())
-        env = Envelope(type=f"routing.command.{verb}", source_unit="whoever", subject=incident_id,
-                       payload={"command_id": command_id, **payload})
-        value = env.to_bytes()
-        secret = SECRETS[sign_with or principal]
-        headers = [(H_PRINCIPAL, principal.encode()), (H_SIGNATURE, sign(secret, value).encode())]
+        value, headers = signed_command(f"routing.command.{verb}", incident_id,
+                                        {"command_id": command_id, **payload},
+                                        principal=principal, secret=SECRETS[sign_with or principal])
         producer = await self._producer()
         await producer.send_and_wait(self.topics.commands, value, key=incident_id.encode(),
                                      headers=headers)

@@ -7,7 +7,8 @@ import unicodedata
 import uuid
 
 import pytest
-from routing.domain.commands import Command, bounded_text, parse_command, screen_command
+from ioc_shared.commands import bounded_text
+from routing.domain.commands import Command, parse_command, screen_command
 from routing.domain.model import IncidentEvent
 from routing.domain.reasons import _MESSAGES, STATE_NAMES, Reason, Rejection, accepted_message
 from routing.domain.reporter import for_duplicate, status_update, survey_request
@@ -88,8 +89,3 @@ def test_a_clean_command_passes_the_door_with_its_bom_stripped() -> None:
     doc = _doc(comment="Rất hài lòng\nCảm ơn")
     assert screen_command(b"\xef\xbb\xbf" + json.dumps(doc).encode()) == (doc, None)
 
-
-def test_bounded_text_keeps_length_and_replaces_what_cannot_be_stored() -> None:
-    assert bounded_text("ab\x00c\ud800\u202e", 100) == "ab\ufffdc\ufffd\ufffd"
-    assert bounded_text("x" * 500, 40) == "x" * 40
-    assert bounded_text(None, 5) is None and bounded_text(12, 5) == "12"
