@@ -248,10 +248,6 @@ class DurableConsumer:
         """End retry waits now (the batch is left uncommitted) and take no new batch."""
         self._stopping.set()
 
-    async def ready(self) -> bool:
-        """`health()` as a runtime health check."""
-        return self.health()[0]
-
     def health(self) -> tuple[bool, str | None]:
         """(ready, why not), from in-memory state only."""
         now = time.monotonic()

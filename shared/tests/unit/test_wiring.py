@@ -45,8 +45,8 @@ class _Consumer:
     def stop(self) -> None:
         self.rt.calls.append(f"stop {self.name}")
 
-    async def ready(self) -> bool:
-        return True
+    def health(self) -> tuple[bool, str | None]:
+        return True, None
 
 
 async def test_consumers_are_registered_with_their_checks_and_stopped_before_the_broker() -> None:
