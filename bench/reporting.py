@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ioc_shared.contracts import Envelope
+from ioc_shared.contracts.headers import H_PRODUCER
 from ioc_shared.contracts.topics import ROUTING_EVENTS
 from ioc_shared.platform.db import create_pool, migrate
 from ioc_shared.platform.kafka import declare_topics
@@ -230,7 +231,7 @@ def intake_messages(n: int) -> list[tuple[bytes, bytes, list[tuple[str, bytes]]]
     start, end = datetime(2026, 10, 15, tzinfo=UTC), datetime(2026, 11, 14, tzinfo=UTC)
     out = []
     for key, value in incident_events(n, start, end, seed=17, prefix="bench"):
-        out.append((key.encode(), value, []))
+        out.append((key.encode(), value, [(H_PRODUCER, b"routing")]))   # as routing's relay
         if len(out) >= n:
             break
     return out

@@ -96,7 +96,8 @@ class IngestService:
             rt.add_check(self.consumer.name, self.consumer.health)
             self.intake.pipeline = self.pipeline
             self.intake.ready = rt.is_ready
-            self._relay = OutboxRelay(rt.pool, s.db_schema, self._producer, s.kafka_bootstrap)
+            self._relay = OutboxRelay(rt.pool, s.db_schema, self._producer, s.kafka_bootstrap,
+                                      producer_name="ingest")
             policy = policy_from(rt.registry, s.freshness_continuous_s, s.freshness_grace_s)
             self.freshness = FreshnessChecker(repository, rt.registry, self.topics.freshness, policy)
             self.quality = QualityPublisher(repository, rt.registry, self.topics.quality)

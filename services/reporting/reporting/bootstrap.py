@@ -120,7 +120,8 @@ async def run_reporting(settings: ReportingSettings, stop: asyncio.Event, *,
             client_id=f"reporting-outbox-{settings.instance_id}",
             topics=[topics.results, topics.published, topics.notifications,
                     topics.unauthenticated],
-            batch_size=settings.relay_batch_size, grace_s=settings.shutdown_grace_s))
+            batch_size=settings.relay_batch_size, grace_s=settings.shutdown_grace_s,
+            producer_name="reporting"))
         scheduler = Scheduler(service, instance=settings.instance_id, poll_s=settings.timer_poll_s)
         if settings.timers_enabled:
             rt.supervise("scheduler", scheduler.run)

@@ -21,6 +21,7 @@ from typing import Any
 import asyncpg
 import orjson
 from ioc_shared.calendar_vn import WorkingCalendar
+from ioc_shared.contracts.headers import H_PRODUCER
 from ioc_shared.platform.consumer import Delivery
 from ioc_shared.platform.logging import get_logger
 from ioc_shared.registry import Registry
@@ -32,6 +33,13 @@ from reporting.repository import ReportingRepository
 log = get_logger(__name__)
 
 CONSUMER = "reporting-rollups"
+
+
+def producer_of(event_type: str) -> str:
+    """The service that may produce an event of this type: incident events are routing's,
+    everything else counted here is ingest's. Inside the check; the broker's WRITE ACLs on
+    those topics are what enforce it (deploy/README.md)."""
+    return "routing" if event_type.startswith(inc.EVENT_PREFIX) else "ingest"
 RECORD_ACCEPTED = "ingest.record.accepted"
 QUALITY = "ingest.quality.counters"
 REJECTED = "ingest.record.rejected"
@@ -116,6 +124,12 @@ class RollupHandler:
             if event is None:
                 log.warning("rollups: not an envelope, skipped", topic=d.topic,
                             partition=d.partition, offset=d.offset)
+                continue
+            if d.header(H_PRODUCER) != producer_of(event.type):
+                # A unit system that can write the topic must not be able to forge figures.
+                log.error("rollups: event not from the service that produces it, skipped",
+                          topic=d.topic, partition=d.partition, offset=d.offset,
+                          event_type=event.type[:80], expected=producer_of(event.type))
                 continue
             events.setdefault(event.event_id, event)
         if not events:

@@ -37,7 +37,8 @@ async def routing_relay_until(settings: RoutingSettings, pool: asyncpg.Pool,
                       client_id=f"routing-outbox-{settings.instance_id}",
                       topics=[topics.results, topics.events, topics.notifications,
                               topics.reporter],
-                      batch_size=settings.relay_batch_size, grace_s=settings.shutdown_grace_s)
+                      batch_size=settings.relay_batch_size, grace_s=settings.shutdown_grace_s,
+                      producer_name="routing")
 
 
 async def run_relay_process(settings: RoutingSettings) -> None:

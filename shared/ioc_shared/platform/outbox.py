@@ -48,7 +48,7 @@ from aiokafka.errors import (
 from tenacity import RetryCallState, wait_exponential_jitter
 
 from ioc_shared.contracts.envelope import Envelope
-from ioc_shared.contracts.headers import H_EVENT_ID
+from ioc_shared.contracts.headers import H_EVENT_ID, H_PRODUCER
 from ioc_shared.platform.kafka import consumer_options, envelope_headers, partition_for
 from ioc_shared.platform.logging import get_logger
 
@@ -226,9 +226,12 @@ class OutboxRelay:
     def __init__(self, pool: asyncpg.Pool, schema: str, producer: AIOKafkaProducer,
                  bootstrap: str, *, batch_size: int = 2000, idle_poll_s: float = 0.5,
                  retention_s: float = 3600.0, topics: Sequence[str] = (),
-                 max_message_bytes: int = 1_000_000) -> None:
-        """`retention_s`: how long published rows stay in the outbox (for operators who
-        look at what went out recently) before the relay deletes them. `topics`: the
+                 max_message_bytes: int = 1_000_000, producer_name: str | None = None) -> None:
+        """`producer_name`: the service, sent as the `ioc-producer` header of every message
+        (consumers check that an event comes from the service that may produce it; the
+        broker's WRITE ACL is what enforces it). `retention_s`: how long published rows stay
+        in the outbox (for operators who look at what went out recently) before the relay
+        deletes them. `topics`: the
         topics the outbox writes to, if known: their partitions' positions are saved at
         start, not on the first message to each (a broker round trip in the first batch).
         `max_message_bytes`: a larger message (key, value and headers) is parked in
@@ -253,6 +256,7 @@ class OutboxRelay:
         self._already_sent: set[str] = set()
         self._offsets_consumer: AIOKafkaConsumer | None = None
         self._max_message_bytes = max_message_bytes
+        self._produced_by = [(H_PRODUCER, producer_name.encode())] if producer_name else []
         self.published = 0
         self.parked = 0
 
@@ -589,6 +593,7 @@ class OutboxRelay:
                 batch.parked.append(i)   # the broker would refuse it on every attempt
                 continue
             headers = [(k, v.encode()) for k, v in orjson.loads(batch.headers[i]).items()]
+            headers += self._produced_by
             builder = builders.get(tp)
             if builder is None:
                 builder = builders[tp] = producer.create_batch()

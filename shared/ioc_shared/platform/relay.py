@@ -44,7 +44,7 @@ _HEALTHY_RUN_S = 60.0
 
 async def relay_until(stop: asyncio.Event, *, pool: asyncpg.Pool, schema: str, bootstrap: str,
                       client_id: str, topics: Sequence[str] = (), batch_size: int = 2000,
-                      grace_s: float = 10.0) -> None:
+                      grace_s: float = 10.0, producer_name: str | None = None) -> None:
     """Publish the outbox of `schema` until `stop` is set.
 
     The relay itself retries broker and database failures; if it still raises (a
@@ -53,7 +53,8 @@ async def relay_until(stop: asyncio.Event, *, pool: asyncpg.Pool, schema: str, b
         try:
             await _relay_with_one_producer(stop, pool=pool, schema=schema, bootstrap=bootstrap,
                                            client_id=client_id, topics=topics,
-                                           batch_size=batch_size, grace_s=grace_s)
+                                           batch_size=batch_size, grace_s=grace_s,
+                                           producer_name=producer_name)
         except ProducerBroken:
             continue   # logged by the relay; a new producer, a new relay
         return
@@ -61,7 +62,8 @@ async def relay_until(stop: asyncio.Event, *, pool: asyncpg.Pool, schema: str, b
 
 async def _relay_with_one_producer(stop: asyncio.Event, *, pool: asyncpg.Pool, schema: str,
                                    bootstrap: str, client_id: str, topics: Sequence[str],
-                                   batch_size: int, grace_s: float) -> None:
+                                   batch_size: int, grace_s: float,
+                                   producer_name: str | None) -> None:
     producer = make_producer(bootstrap, client_id=client_id)
     failures = 0
     while not stop.is_set():
@@ -79,7 +81,7 @@ async def _relay_with_one_producer(stop: asyncio.Event, *, pool: asyncpg.Pool, s
             await asyncio.wait_for(producer.stop(), grace_s / 4)
         return
     relay = OutboxRelay(pool, schema, producer, bootstrap, batch_size=batch_size,
-                        idle_poll_s=0.5, topics=topics)
+                        idle_poll_s=0.5, topics=topics, producer_name=producer_name)
     task = asyncio.create_task(relay.run())
     try:
         waiter = asyncio.create_task(stop.wait())

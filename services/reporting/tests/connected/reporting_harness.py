@@ -20,6 +20,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 from ioc_shared.calendar_vn import WorkingCalendar
+from ioc_shared.contracts.headers import H_PRODUCER
 from ioc_shared.contracts.topics import ROUTING_EVENTS
 from ioc_shared.platform.settings import REPO_ROOT
 from ioc_shared.registry import load_credentials
@@ -83,7 +84,11 @@ class World:
 
     async def send(self, topic: str, items: Sequence[tuple[str, bytes]]) -> None:
         producer = await self._producer()
-        futures = [await producer.send(topic, value, key=key.encode()) for key, value in items]
+        # As the producing service sends them: routing's incident events, ingest's others.
+        producer_name = b"routing" if topic == self.topic(ROUTING_EVENTS) else b"ingest"
+        futures = [await producer.send(topic, value, key=key.encode(),
+                                       headers=[(H_PRODUCER, producer_name)])
+                   for key, value in items]
         await asyncio.gather(*futures)
 
     async def send_incident_events(self, items: Sequence[tuple[str, bytes]]) -> None:
