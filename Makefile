@@ -8,7 +8,7 @@ UNIT := shared/tests/unit $(wildcard services/*/tests/unit)
 CONNECTED := shared/tests/connected $(wildcard services/*/tests/connected)
 E2E := $(wildcard tests/e2e)
 # Every package; pyproject.toml makes shared/ and the services' domain packages strict.
-TYPED := shared/ioc_shared $(wildcard services/ingest/ingest services/routing/routing)
+TYPED := shared/ioc_shared $(wildcard services/ingest/ingest services/routing/routing services/sync-province/sync_province)
 
 .PHONY: up test test-unit test-connected test-e2e lint typecheck bench bootstrap platform-start platform-stop clean
 
