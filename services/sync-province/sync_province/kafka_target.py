@@ -165,11 +165,10 @@ class KafkaTarget:
         ids: set[str] = set()
         await consumer.start()
         try:
-            parts = consumer.partitions_for_topic(topic) or set()
-            if not parts:
-                await consumer.force_metadata_update()
-                parts = consumer.partitions_for_topic(topic) or set()
-            tps = [TopicPartition(topic, p) for p in parts]
+            if topic not in self._declared and topic not in await consumer.topics():
+                return ids
+            tps = [TopicPartition(topic, p)
+                   for p in range(self._source_partitions.get(stream.source_topic, 1))]
             if not tps:
                 return ids
             consumer.assign(tps)

@@ -42,12 +42,12 @@ cli = typer.Typer(add_completion=False, help="sync-province: mirror shared data 
 
 
 class _Runtime(ServiceRuntime):
-    """The kit's runtime, with health checks that can be added once the links exist
-    (`/health` reads this very dict)."""
+    """The kit's runtime, with the links' health checks beside Kafka's and PostgreSQL's."""
+
+    extra_checks: dict[str, Any]
 
     def _checks(self) -> dict[str, Any]:
-        self.health_checks: dict[str, Any] = super()._checks()
-        return self.health_checks
+        return {**super()._checks(), **self.extra_checks}
 
 
 def build_streams(settings: SyncSettings, watcher: RegistryWatcher) -> list[Stream]:
@@ -115,6 +115,10 @@ async def run_service(settings: SyncSettings) -> None:
         return JSONResponse(reporter_box[0].snapshot() if reporter_box else [])
 
     runtime._http_routes = [Route("/status", status_route)]
+    runtime.extra_checks = {}
+    for target in targets:
+        runtime.extra_checks.update(_link_checks(target, reporter_box,
+                                                 settings.unreachable_after_s))
     async with runtime as rt:
         assert rt.pool is not None
         repo = Repository(rt.pool, settings.schema_name)
@@ -127,7 +131,7 @@ async def run_service(settings: SyncSettings) -> None:
 
         for target in targets:
             pipeline = Pipeline(
-                target, streams, district_bootstrap=settings.kafka_bootstrap,
+                target, streams, partitions, district_bootstrap=settings.kafka_bootstrap,
                 district=settings.district, repo=repo, grants=watcher,
                 require_producer="ingest" if settings.require_producer_header else None,
                 forwarded_types=settings.event_type_names(), batch_records=settings.batch_records,
@@ -145,7 +149,6 @@ async def run_service(settings: SyncSettings) -> None:
                                   unreachable_after_s=settings.unreachable_after_s,
                                   retention_margin_s=settings.retention_margin_s)
         reporter_box.append(reporter)
-        rt.health_checks.update(reporter.checks())
         key = load_or_create_key(settings.signing_key_file)
         loop = asyncio.get_running_loop()
         with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -160,6 +163,17 @@ async def run_service(settings: SyncSettings) -> None:
                         lambda: _ask_reconcile(repo, pipelines, settings.reconcile_days),
                         "reconcile"))
         await rt.wait_for_shutdown()
+
+
+def _link_checks(target: Target, reporter_box: list[StatusReporter], unreachable_after_s: float
+                 ) -> dict[str, Any]:
+    async def reachable() -> bool:
+        return target.health.unreachable_for() < unreachable_after_s
+
+    async def retention_safe() -> bool:
+        return not (reporter_box and any(t == target.name for t, _ in reporter_box[0].at_risk))
+
+    return {f"province-{target.name}": reachable, f"retention-{target.name}": retention_safe}
 
 
 async def _every(interval: float, work: Any, what: str, first_delay: float | None = None) -> None:

@@ -50,13 +50,15 @@ class Progress:
 
 
 class Pipeline:
-    def __init__(self, target: Target, streams: Sequence[Stream], *, district_bootstrap: str,
+    def __init__(self, target: Target, streams: Sequence[Stream], partitions: dict[str, int], *,
+                 district_bootstrap: str,
                  district: str, repo: Repository, grants: RegistryWatcher,
                  require_producer: str | None, forwarded_types: frozenset[str],
                  batch_records: int, retry_max_wait_s: float, registry_check_s: float) -> None:
         self.target = target
         self.streams = list(streams)
         self._by_topic = {s.source_topic: s for s in streams}
+        self._partitions = partitions        # source topic -> partition count
         self._bootstrap = district_bootstrap
         self._district = district
         self.repo = repo
@@ -181,6 +183,8 @@ class Pipeline:
                         return await self.target.positions()
                 except Unreachable as exc:
                     self.target.health.failed(exc.reason)
+                    log.warning("province not reachable yet", target=self.target.name,
+                                error=exc.reason, attempt=attempt.retry_state.attempt_number)
                     await self.target.stop()
                     raise
         return await self.repo.cursor.load(self.repo.pool, self.target.name)
@@ -195,11 +199,8 @@ class Pipeline:
                       ) -> list[TopicPartition]:
         tps: list[TopicPartition] = []
         for stream in self.streams:
-            parts = consumer.partitions_for_topic(stream.source_topic)
-            if not parts:
-                await consumer.force_metadata_update()
-                parts = consumer.partitions_for_topic(stream.source_topic) or set()
-            tps += [TopicPartition(stream.source_topic, p) for p in sorted(parts)]
+            tps += [TopicPartition(stream.source_topic, p)
+                    for p in range(self._partitions.get(stream.source_topic, 0))]
         consumer.assign(tps)
         beginnings = await consumer.beginning_offsets(tps) if tps else {}
         for tp in tps:
@@ -225,6 +226,8 @@ class Pipeline:
         await consumer.start()
         try:
             tps = await self._assign(consumer, positions)
+            log.info("pipeline started", target=self.target.name, partitions=len(tps),
+                     positions=len(positions))
             last_check = 0.0
             while True:
                 now = time.monotonic()
@@ -288,11 +291,8 @@ class Pipeline:
         await consumer.start()
         batches: list[Batch] = []
         try:
-            parts = consumer.partitions_for_topic(stream.source_topic)
-            if not parts:
-                await consumer.force_metadata_update()
-                parts = consumer.partitions_for_topic(stream.source_topic) or set()
-            tps = [TopicPartition(stream.source_topic, p) for p in sorted(parts)]
+            tps = [TopicPartition(stream.source_topic, p)
+                   for p in range(self._partitions.get(stream.source_topic, 0))]
             consumer.assign(tps)
             starts = await consumer.offsets_for_times({tp: from_ms for tp in tps})
             limit: dict[TopicPartition, int] = {}

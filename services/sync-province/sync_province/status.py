@@ -7,7 +7,8 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from aiokafka.admin import AIOKafkaAdminClient, ConfigResource, ConfigResourceType
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from ioc_shared.contracts.envelope import Envelope
 from ioc_shared.platform.logging import get_logger
 from prometheus_client import CollectorRegistry, Gauge
@@ -68,19 +69,6 @@ class StatusReporter:
         finally:
             await admin.close()
 
-    def checks(self) -> dict[str, Callable[[], Awaitable[bool]]]:
-        checks: dict[str, Callable[[], Awaitable[bool]]] = {}
-        for p in self.pipelines:
-            def reachable(p: Pipeline = p) -> Awaitable[bool]:
-                return _value(p.target.health.unreachable_for() < self._unreachable_after)
-
-            def retention_safe(p: Pipeline = p) -> Awaitable[bool]:
-                return _value(not any(t == p.target.name for t, _ in self.at_risk))
-
-            checks[f"province-{p.target.name}"] = reachable
-            checks[f"retention-{p.target.name}"] = retention_safe
-        return checks
-
     def snapshot(self) -> list[dict[str, Any]]:
         now_ms = int(time.time() * 1000)
         rows = []
@@ -139,6 +127,3 @@ class StatusReporter:
                 self.g_failures.labels(p.target.name, reason).set(n)
         return rows
 
-
-async def _value(v: bool) -> bool:
-    return v
