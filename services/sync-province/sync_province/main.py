@@ -156,7 +156,7 @@ async def run_service(settings: SyncSettings) -> None:
         for pipeline in pipelines:
             rt.spawn(pipeline.run())
         rt.spawn(_every(settings.status_interval_s, reporter.report, "status"))
-        rt.spawn(_every(60.0, reporter.refresh_retention, "retention", first_delay=0.0))
+        rt.spawn(_every(settings.retention_check_s, reporter.refresh_retention, "retention", first_delay=0.0))
         rt.spawn(_every(settings.checkpoint_interval_s,
                         lambda: checkpoint_now(repo, key, settings.district, targets), "checkpoint"))
         rt.spawn(_every(settings.reconcile_interval_s,
@@ -171,7 +171,10 @@ def _link_checks(target: Target, reporter_box: list[StatusReporter], unreachable
         return target.health.unreachable_for() < unreachable_after_s
 
     async def retention_safe() -> bool:
-        return not (reporter_box and any(t == target.name for t, _ in reporter_box[0].at_risk))
+        if not reporter_box:
+            return True
+        reporter_box[0].snapshot()      # judged now, not at the last status event
+        return not any(t == target.name for t, _ in reporter_box[0].at_risk)
 
     return {f"province-{target.name}": reachable, f"retention-{target.name}": retention_safe}
 

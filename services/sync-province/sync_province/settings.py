@@ -56,6 +56,7 @@ class SyncSettings(ServiceSettings):
     reconcile_days: int = 2
     unreachable_after_s: float = 60.0
     retention_margin_s: float = 6 * 3600.0
+    retention_check_s: float = 60.0
     signing_key_file: Path = REPO_ROOT / ".run" / "sync-province" / "share-log-ed25519.pem"
     schema_name: str = "sync_province"
 

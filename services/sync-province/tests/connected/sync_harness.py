@@ -270,7 +270,8 @@ async def link(tmp_path: Path) -> AsyncIterator[Link]:
            "SYNC_PROVINCE_EVENT_TOPICS": REPORT_TOPIC,
            "SYNC_PROVINCE_STATUS_INTERVAL_S": "0.5", "SYNC_PROVINCE_CHECKPOINT_INTERVAL_S": "0.5",
            "SYNC_PROVINCE_RETRY_MAX_WAIT_S": "0.5", "SYNC_PROVINCE_REGISTRY_CHECK_S": "0.1",
-           "SYNC_PROVINCE_UNREACHABLE_AFTER_S": "1", "SYNC_PROVINCE_BATCH_RECORDS": "200",
+           "SYNC_PROVINCE_UNREACHABLE_AFTER_S": "1", "SYNC_PROVINCE_RETENTION_CHECK_S": "0.5",
+           "SYNC_PROVINCE_RETENTION_MARGIN_S": "60", "SYNC_PROVINCE_BATCH_RECORDS": "200",
            "IOC_LOG_LEVEL": "INFO", "IOC_KAFKA_BOOTSTRAP": kafka_bootstrap(),
            "IOC_DATABASE_URL": database_url()}
     bootstrap = kafka_bootstrap()
