@@ -203,24 +203,24 @@ class Link:
 
     # --- province side -----------------------------------------------------------------
     async def province_records(self, contract_topic: str, at_least: int, timeout: float = 45,
-                               settle: float = 0.0, partitions: int = 3) -> list[ConsumerRecord[Any, Any]]:
+                               settle: float = 0.0, partitions: int = 6) -> list[ConsumerRecord[Any, Any]]:
         """Records of a province topic (read_committed), once at least `at_least` are there."""
         topic = self.province_topic(contract_topic)
-        consumer = AIOKafkaConsumer(bootstrap_servers=PROVINCE, group_id=None,
-                                    enable_auto_commit=False, isolation_level="read_committed",
-                                    **province_security().client_kwargs())
-        await consumer.start()
+        deadline = time.monotonic() + timeout
+        kwargs = {"bootstrap_servers": PROVINCE, "group_id": None, "enable_auto_commit": False,
+                  "isolation_level": "read_committed", **province_security().client_kwargs()}
+        while True:     # a consumer started before the topic existed would not see it soon
+            consumer = AIOKafkaConsumer(**kwargs)
+            await consumer.start()
+            if topic in await consumer.topics():
+                break
+            await consumer.stop()
+            if time.monotonic() >= deadline:
+                return []
+            await asyncio.sleep(0.3)
         records: list[ConsumerRecord[Any, Any]] = []
         try:
-            deadline = time.monotonic() + timeout
-            tps: list[TopicPartition] = []
-            while time.monotonic() < deadline and not tps:
-                if topic in await consumer.topics():
-                    tps = [TopicPartition(topic, p) for p in range(partitions)]
-                else:
-                    await asyncio.sleep(0.3)
-            if not tps:
-                return records
+            tps = [TopicPartition(topic, p) for p in range(partitions)]
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
             settle_until = None
@@ -276,7 +276,7 @@ async def link(tmp_path: Path) -> AsyncIterator[Link]:
            "IOC_DATABASE_URL": database_url()}
     bootstrap = kafka_bootstrap()
     await declare_topics(bootstrap, [
-        *(TopicSpec(f"{ns}.{canonical_topic(d).name}", 3, 3_600_000) for d in
+        *(TopicSpec(f"{ns}.{canonical_topic(d).name}", 6, 3_600_000) for d in
           (FIELD_REPORTS, HEALTH_ALERTS, KT_XH, "ho-so-dich-vu-cong", "chi-so-y-te",
            "thong-ke-truong-hoc")),
         TopicSpec(f"{ns}.{REPORT_TOPIC}", 1, 3_600_000),
