@@ -13,7 +13,6 @@ import pytest
 from ioc_shared.contracts.topics import SYNC_PROVINCE_STATUS, canonical_topic
 from ioc_shared.testing import read_topic
 from sync_harness import FIELD_REPORTS, Link
-
 from sync_province.domain import LOCAL_TZ, Figures
 
 pytestmark = pytest.mark.connected
