@@ -131,9 +131,9 @@ class Link:
         os.replace(tmp, self.registry)     # atomic: the service never reads half a file
 
     # --- processes ------------------------------------------------------------------
-    async def start_service(self, targets: str) -> ServiceProcess:
+    async def start_service(self, targets: str, scheme: str = "http", **extra: str) -> ServiceProcess:
         env = {**self.env, "SYNC_PROVINCE_TARGETS": targets,
-               "SYNC_PROVINCE_GATEWAY_URL": f"http://127.0.0.1:{self.sim_port}"}
+               "SYNC_PROVINCE_GATEWAY_URL": f"{scheme}://127.0.0.1:{self.sim_port}", **extra}
         service = ServiceProcess("sync-province", env, self.tmp / f"service-{time.time()}.log",
                                  REPO_ROOT)
         await service.start()
@@ -159,10 +159,12 @@ class Link:
             args += [f"--{k.replace('_', '-')}", v]
         self.simulator = subprocess.Popen(args, stdout=(self.tmp / "simulator.log").open("ab"),  # noqa: ASYNC220
                                           stderr=subprocess.STDOUT)
-        async with httpx.AsyncClient() as http:
+        scheme = "https" if "tls_cert" in extra else "http"
+        async with httpx.AsyncClient(verify=False) as http:
             for _ in range(200):
                 with contextlib.suppress(httpx.HTTPError):
-                    if (await http.get(f"http://127.0.0.1:{self.sim_port}/health")).status_code == 200:
+                    url = f"{scheme}://127.0.0.1:{self.sim_port}/health"
+                    if (await http.get(url)).status_code == 200:
                         return
                 await asyncio.sleep(0.1)
         raise RuntimeError("simulator did not start: " + (self.tmp / "simulator.log").read_text())
@@ -176,6 +178,7 @@ class Link:
     async def sim_mode(self, **mode: Any) -> None:
         async with httpx.AsyncClient() as http:
             await http.post(f"http://127.0.0.1:{self.sim_port}/admin/mode", json=mode)
+
 
     async def sim_requests(self) -> list[dict[str, Any]]:
         async with httpx.AsyncClient() as http:
@@ -234,6 +237,11 @@ class Link:
         finally:
             await consumer.stop()
         return records
+
+
+def platform_pki() -> Path:
+    """The local platform CA's folder (scripts/platform.sh): ca.pem, broker.pem, broker.key."""
+    return Path(os.environ["IOC_PROVINCE_KAFKA_CA_FILE"]).parent
 
 
 async def delete_province_topics(prefix: str) -> None:

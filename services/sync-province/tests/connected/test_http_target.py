@@ -15,7 +15,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from ioc_shared.contracts.topics import SYNC_PROVINCE_STATUS
 from ioc_shared.testing import kafka_bootstrap, read_topic
-from sync_harness import FIELD_REPORTS, HEALTH_ALERTS, Link
+from sync_harness import FIELD_REPORTS, HEALTH_ALERTS, Link, platform_pki
 
 pytestmark = pytest.mark.connected
 
@@ -206,3 +206,21 @@ async def test_retention_risk_is_alerted_when_the_province_stays_away(link: Link
     code, health = await link.health()
     assert code == 503 and health["checks"]["retention-http"] is False
     assert "ALERT oldest unsynced record is near" in link.service.log_tail(20000)  # type: ignore[union-attr]
+
+
+async def test_https_gateway_with_a_certificate_from_the_platform_ca(link: Link) -> None:
+    pki = platform_pki()
+    await link.start_simulator(tls_cert=str(pki / "broker.pem"), tls_key=str(pki / "broker.key"))
+    await link.produce(FIELD_REPORTS, 20)
+    # Not trusting the platform CA: TLS fails, nothing leaves.
+    untrusting = await link.start_service("http", scheme="https")
+
+    async def tls_failing() -> bool:
+        return _row(await link.status(), FIELD_REPORTS)["failures"].get("network", 0) > 0
+
+    await _until(tls_failing, what="TLS refusal")
+    assert not await link.sim_rows(FIELD_REPORTS)
+    untrusting.kill()
+    await link.start_service("http", scheme="https",
+                             SYNC_PROVINCE_GATEWAY_CA_FILE=str(pki / "ca.pem"))
+    await link.wait_sim(FIELD_REPORTS, 20)
