@@ -29,14 +29,15 @@ from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from ioc_shared.contracts import Envelope, canonical_topic
 from ioc_shared.contracts.headers import H_EVENT_ID, H_EVENT_TYPE
 from ioc_shared.platform.kafka import declare_topics
 from ioc_shared.platform.security import KafkaSecurity
-from ioc_shared.testing import database_url, free_port, unique
+from ioc_shared.testing import ServiceProcess, database_url, free_port, unique
 
 from bench.harness import BenchResult, median, preload
-from bench.service import BenchService, percentile, settle
+from bench.service import REPO, BenchService, percentile, settle
 
 DATASET = "phan-anh-hien-truong"
 LATENCY_RATE = 1000.0
@@ -75,7 +76,22 @@ def _service(bootstrap: str, targets: str, **extra: str) -> BenchService:
         "SYNC_PROVINCE_PROVINCE_TOPIC_PREFIX": f"{svc.namespace}.loc-ninh",
         "SYNC_PROVINCE_SIGNING_KEY_FILE": str(Path(tempfile.gettempdir()) / f"{svc.namespace}.pem"),
         "SYNC_PROVINCE_EVENT_TOPICS": "", "SYNC_PROVINCE_STATUS_INTERVAL_S": "5", **extra})
+    # ServiceProcess copies its environment when made: make it again with these settings.
+    svc.process = ServiceProcess("sync-province", svc.env, svc.process.log_path, REPO)
     return svc
+
+
+async def _drop_province_topics(svc: BenchService) -> None:
+    """The province's copies of this run (its broker is not cleaned by the harness)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=os.environ["IOC_PROVINCE_KAFKA_BOOTSTRAP"],
+                                **_security().client_kwargs())
+    await admin.start()
+    try:
+        doomed = [t for t in await admin.list_topics() if t.startswith(f"{svc.namespace}.")]
+        if doomed:
+            await admin.delete_topics(doomed)
+    finally:
+        await admin.close()
 
 
 async def _source(bootstrap: str, svc: BenchService) -> str:
@@ -203,6 +219,7 @@ async def run(*, bootstrap: str, messages: list[Any], repeats: int, reference: A
         async with svc:
             rate = await catch_up_rate(svc, count)
             rss.append(svc.process.peak_rss_mb())
+        await _drop_province_topics(svc)
         kafka_rates.append(rate)
         ratios.append(rate / ref_rate)
         print(f"# sync kafka catch-up {rate:.0f}/s, reference {ref_rate:.0f}/s", flush=True)
@@ -220,6 +237,7 @@ async def run(*, bootstrap: str, messages: list[Any], repeats: int, reference: A
     async with svc:
         latency = await steady_lag(bootstrap, svc, source)
         rss.append(svc.process.peak_rss_mb())
+    await _drop_province_topics(svc)
     return BenchResult("sync", {
         "records": count, "repeats": repeats,
         "kafka_records_per_s": median(kafka_rates), "ratio": median(ratios),
