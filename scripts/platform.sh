@@ -367,6 +367,7 @@ print_env() {
     echo "export IOC_PROVINCE_KAFKA_CA_FILE=$P_PKI/ca.pem"
     echo "export IOC_PROVINCE_KAFKA_SASL_USER=$PROVINCE_SYNC_USER"
     echo "export IOC_PROVINCE_KAFKA_SASL_PASSWORD_FILE=$P_SECRETS/sync-password"
+    echo "export IOC_PROVINCE_KAFKA_PID_FILE=$P_PID"   # tests freeze it to play an outage
   fi
 }
 

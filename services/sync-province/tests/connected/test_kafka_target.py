@@ -4,7 +4,10 @@ granted, provenance and trace context kept, SASL really on."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -83,3 +86,38 @@ async def test_province_kafka_refuses_clients_without_credentials() -> None:
         await asyncio.wait_for(guessing.start(), 15)
         await guessing.list_topics()
     await guessing.close()
+
+
+@contextlib.contextmanager
+def province_frozen():  # type: ignore[no-untyped-def]
+    """The provincial broker stopped dead (SIGSTOP): connections hang, requests time out."""
+    pid = int(Path(os.environ["IOC_PROVINCE_KAFKA_PID_FILE"]).read_text())
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+async def test_kafka_target_catches_up_after_the_province_was_away(link: Link) -> None:
+    with province_frozen():
+        await link.start_service("kafka")
+        await link.produce(FIELD_REPORTS, 500)
+        deadline = time.monotonic() + 30
+        while True:
+            row = next(r for r in await link.status() if r["stream"] == FIELD_REPORTS)
+            if row["lag_records"] > 0 and row["unreachable_s"] > 1:
+                break
+            assert time.monotonic() < deadline, row
+            await asyncio.sleep(0.3)
+        code, health = await link.health()
+        assert code == 503 and health["checks"]["province-kafka"] is False
+    await link.produce(FIELD_REPORTS, 300)
+    got = await link.province_records(canonical_topic(FIELD_REPORTS).name, 800, timeout=60,
+                                      settle=1.5)
+    ids = [_h(r)["ioc-event-id"] for r in got]
+    assert len(ids) == len(set(ids)) == 800 and set(ids) == set(link.sent[FIELD_REPORTS])
+    by_key: dict[bytes, list[int]] = defaultdict(list)
+    for r in got:
+        by_key[r.key].append(int(_h(r)["ioc-origin-offset"]))
+    assert all(offsets == sorted(offsets) for offsets in by_key.values())
