@@ -122,7 +122,9 @@ class Pipeline:
                       record_positions: bool = True) -> None:
         """Deliver until the province took them (retrying for as long as it takes)."""
         groups = [batches] if self.target.transactional else [[b] for b in batches]
-        advance = record_positions and not self.target.holds_positions
+        # The PostgreSQL cursor: the authority for targets that cannot hold positions, a
+        # hint (for lag while the target is away) for those that do.
+        advance = record_positions
 
         async def confirm(done: list[Batch]) -> None:
             await self.repo.confirm_delivery(self.target.name, done, advance_cursor=advance,
@@ -221,11 +223,16 @@ class Pipeline:
         return tps
 
     async def run(self) -> None:
-        positions = await self._connect()
         consumer = self._consumer = self._consumer_for()
         await consumer.start()
         try:
-            tps = await self._assign(consumer, positions)
+            # Last positions known here, so lag shows while the target is still away; for
+            # the Kafka target the authority is its cursor topic, read once it answers.
+            hint = await self.repo.cursor.load(self.repo.pool, self.target.name)
+            tps = await self._assign(consumer, hint)
+            positions = await self._connect()
+            if self.target.holds_positions:
+                tps = await self._assign(consumer, positions)
             log.info("pipeline started", target=self.target.name, partitions=len(tps),
                      positions=len(positions))
             last_check = 0.0
