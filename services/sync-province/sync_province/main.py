@@ -225,10 +225,12 @@ def status() -> None:
         settings = SyncSettings()
         repo = await _repo(settings)
         try:
-            cursor = {f"{stream}:{p}": o for (stream, p), o in
-                      (await repo.cursor.load(repo.pool, "http")).items()}
+            # http: the cursor itself; kafka: the copy kept here (its cursor topic rules).
+            cursor = {target: {f"{stream}:{p}": o for (stream, p), o in
+                               (await repo.cursor.load(repo.pool, target)).items()}
+                      for target in ("http", "kafka")}
             seq, head = await repo.head()
-            return {"http_cursor": cursor, "paused": sorted(map(list, await repo.paused())),
+            return {"positions": cursor, "paused": sorted(map(list, await repo.paused())),
                     "parked": len(await repo.parked()), "share_log_head": {"seq": seq, "hash": head},
                     "last_checkpoint_seq": await repo.last_checkpoint_seq()}
         finally:
