@@ -9,6 +9,7 @@ import json
 import time
 from collections import defaultdict
 
+import httpx
 import orjson
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
@@ -85,7 +86,12 @@ async def test_http_outage_catch_up_and_sigkill_without_gap_or_duplicate(link: L
     assert set(ids) == set(link.sent[FIELD_REPORTS]) and _order_kept(rows)
     record = orjson.loads(rows[0]["value"])["payload"]["record"]
     assert "reporter_phone" not in record and record["title"]
-    assert json.loads(rows[0]["headers"])["ioc-origin-ioc"] == "loc-ninh"
+    headers = json.loads(rows[0]["headers"])
+    assert headers["ioc-origin-ioc"] == "loc-ninh" and headers["traceparent"].startswith("00-")
+    assert headers["ioc-grant-ids"] == "prov-pa-ioc-binh-phuoc"
+    async with httpx.AsyncClient() as http:
+        metrics = (await http.get(f"http://127.0.0.1:{link.service.port}/metrics")).text
+    assert 'sync_province_records_sent{stream="phan-anh-hien-truong",target="http"}' in metrics
 
 
 async def _bigger(link: Link, than: int) -> int:

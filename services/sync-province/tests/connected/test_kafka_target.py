@@ -16,7 +16,9 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from ioc_shared.contracts.topics import canonical_topic
+from ioc_shared.testing import read_topic
 from sync_harness import FIELD_REPORTS, HEALTH_ALERTS, KT_XH, PROVINCE, REPORT_TOPIC, Link
+from sync_province.sharelog import checkpoint_valid, load_or_create_key, public_hex
 
 pytestmark = pytest.mark.connected
 
@@ -121,3 +123,14 @@ async def test_kafka_target_catches_up_after_the_province_was_away(link: Link) -
     for r in got:
         by_key[r.key].append(int(_h(r)["ioc-origin-offset"]))
     assert all(offsets == sorted(offsets) for offsets in by_key.values())
+    # Same partition and timestamp as at the district.
+    source = await read_topic(link.topic(FIELD_REPORTS), until=lambda rs: len(rs) >= 800)
+    at_source = {(r.partition, r.offset): (r.timestamp, r.key) for r in source}
+    for r in got:
+        assert at_source[(r.partition, int(_h(r)["ioc-origin-offset"]))] == (r.timestamp, r.key)
+    # The share log's head, signed, reached the province's checkpoint topic.
+    checkpoints = await link.province_records("ioc.sync-province.checkpoints.v1", 1, partitions=1,
+                                              settle=1.0)
+    checkpoint = orjson.loads(checkpoints[-1].value)
+    key = load_or_create_key(link.tmp / "share-log.pem")
+    assert checkpoint_valid("loc-ninh", checkpoint, public_hex(key))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
@@ -50,6 +50,12 @@ async def test_reconciliation_repairs_a_deleted_range_and_the_share_log_verifies
     again = json.loads(link.cli("reconcile", "--target", "http", "--stream", FIELD_REPORTS,
                                 "--day", today).stdout)
     assert again["drift"] is False and again["province"] == again["district"]
+    # Re-sending a time range: the province deduplicates by event id.
+    start = datetime.now(UTC).astimezone(LOCAL_TZ).replace(hour=0, minute=0, second=0, microsecond=0)
+    resent = link.cli("resend", "--target", "http", "--stream", FIELD_REPORTS, "--from",
+                      start.isoformat(), "--to", (start + timedelta(days=1)).isoformat())
+    assert json.loads(resent.stdout) == {"resent": 300}, resent.stderr
+    assert len(await link.sim_rows(FIELD_REPORTS)) == 300
 
     # The share log: every shipment, chained; checkpoints signed and sent to the province.
     deadline = time.monotonic() + 20
@@ -60,7 +66,7 @@ async def test_reconciliation_repairs_a_deleted_range_and_the_share_log_verifies
     link.service.kill()
     entries = await link.pool.fetch(f"SELECT * FROM {link.ns}.share_log ORDER BY seq")
     assert {e for row in entries for e in row["event_ids"]} == set(ids)
-    assert {row["kind"] for row in entries} == {"ship", "repair"}
+    assert {row["kind"] for row in entries} == {"ship", "repair", "resend"}
     assert all(row["grant_ids"] == ["prov-pa-ioc-binh-phuoc"] for row in entries)
     assert await link.pool.fetchval(f"SELECT count(*) FROM {link.sim_schema}.checkpoints") >= 1
     ok = link.cli("verify-log")
