@@ -213,3 +213,23 @@ def test_security_refuses_clear_text_and_builds_sasl_ssl_kwargs(tmp_path: Path) 
     assert kwargs["security_protocol"] == "SASL_SSL" and kwargs["sasl_mechanism"] == "SCRAM-SHA-512"
     assert kwargs["sasl_plain_username"] == "sync" and kwargs["sasl_plain_password"] == "s3cret"
     assert kwargs["ssl_context"].check_hostname
+
+
+def test_retries_wait_at_least_retry_after_and_back_off_otherwise() -> None:
+    from sync_province.pipeline import Pipeline
+    from sync_province.targets import Unreachable
+    from tenacity import RetryCallState
+
+    pipeline = Pipeline.__new__(Pipeline)
+    pipeline._max_wait = 30.0
+
+    def state(exc: Exception, attempt: int) -> RetryCallState:
+        s = RetryCallState(None, None, (), {})
+        s.attempt_number = attempt
+        s.set_exception((type(exc), exc, None))
+        return s
+
+    assert pipeline._wait(state(Unreachable("http: 429", 2.0), 1)) >= 2.0
+    assert pipeline._wait(state(Unreachable("http: 429", 2.0), 1)) <= 3.0
+    early, late = (pipeline._wait(state(Unreachable("network"), n)) for n in (1, 8))
+    assert early < 1.0 and 10.0 <= late <= 30.5
