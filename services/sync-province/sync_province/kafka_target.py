@@ -133,16 +133,22 @@ class KafkaTarget:
                                  for b in batches if b.outgoing})
             await producer.begin_transaction()
             try:
+                sends = []
                 for batch in batches:
                     topic = self.target_topic(batch.stream)
                     for o in batch.outgoing:
                         # Same partition as at the source: order per key is kept as it was.
-                        await producer.send(topic, o.value, key=o.key, partition=o.partition,
-                                            timestamp_ms=o.timestamp_ms, headers=list(o.headers))
+                        sends.append(await producer.send(
+                            topic, o.value, key=o.key, partition=o.partition,
+                            timestamp_ms=o.timestamp_ms, headers=list(o.headers)))
                     if record_positions:
-                        await producer.send(self.cursor_topic, orjson.dumps(
+                        sends.append(await producer.send(self.cursor_topic, orjson.dumps(
                             {"next_offset": batch.next_offset}),
-                            key=self._cursor_key(batch.stream.source_topic, batch.partition))
+                            key=self._cursor_key(batch.stream.source_topic, batch.partition)))
+                # Every write acknowledged before the commit: aiokafka commits a transaction
+                # even when one of its batches failed (seen: NotLeaderForPartition on a new
+                # topic), which would commit the positions without those records.
+                await asyncio.gather(*sends)
                 await confirm(batches)      # share log first: a shipment is never unlogged
                 await producer.commit_transaction()
             except BaseException:

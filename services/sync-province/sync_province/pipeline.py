@@ -72,6 +72,7 @@ class Pipeline:
         self.paused: set[str] = set()
         self.registry_generation = 0
         self._consumer: AIOKafkaConsumer | None = None
+        self._tps: list[TopicPartition] = []
         # Where drift found by reconciliation is told (the service publishes an event).
         self.drift_sink: Callable[[dict[str, Any]], Awaitable[None]] | None = None
 
@@ -197,19 +198,20 @@ class Pipeline:
                                 auto_offset_reset="earliest", max_partition_fetch_bytes=1 << 20,
                                 client_id=f"sync-province-{self.target.name}")
 
+    def _partitions_of_streams(self) -> list[TopicPartition]:
+        return [TopicPartition(stream.source_topic, p) for stream in self.streams
+                for p in range(self._partitions.get(stream.source_topic, 0))]
+
     async def _assign(self, consumer: AIOKafkaConsumer, positions: dict[tuple[str, int], int]
                       ) -> list[TopicPartition]:
-        tps: list[TopicPartition] = []
-        for stream in self.streams:
-            tps += [TopicPartition(stream.source_topic, p)
-                    for p in range(self._partitions.get(stream.source_topic, 0))]
+        tps = self._partitions_of_streams()
         consumer.assign(tps)
         beginnings = await consumer.beginning_offsets(tps) if tps else {}
         for tp in tps:
             start = positions.get((tp.topic, tp.partition))
             if start is None:
-                await consumer.seek_to_beginning(tp)
                 start = beginnings[tp]
+                consumer.seek(tp, start)
             elif start < beginnings[tp]:
                 # Retention deleted records before they left: say it, never skip silently.
                 log.error("ALERT records deleted by retention before they reached the province",
@@ -228,11 +230,14 @@ class Pipeline:
         try:
             # Last positions known here, so lag shows while the target is still away; for
             # the Kafka target the authority is its cursor topic, read once it answers.
+            # (Not assigned yet: one assignment, one seek, from the authority.)
             hint = await self.repo.cursor.load(self.repo.pool, self.target.name)
-            tps = await self._assign(consumer, hint)
+            self._tps = self._partitions_of_streams()
+            for tp in self._tps:
+                self.progress.of(tp.topic, tp.partition).next_offset = hint.get(
+                    (tp.topic, tp.partition), 0)
             positions = await self._connect()
-            if self.target.holds_positions:
-                tps = await self._assign(consumer, positions)
+            tps = await self._assign(consumer, positions)
             log.info("pipeline started", target=self.target.name, partitions=len(tps),
                      positions=len(positions))
             last_check = 0.0
@@ -366,7 +371,7 @@ class Pipeline:
         consumer = self._consumer
         if consumer is None:
             return
-        tps = list(consumer.assignment())
+        tps = self._tps
         if tps:
             for tp, end in (await consumer.end_offsets(tps)).items():
                 self.progress.of(tp.topic, tp.partition).end_offset = end

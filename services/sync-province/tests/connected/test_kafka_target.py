@@ -50,7 +50,16 @@ async def test_kafka_target_exactly_once_through_sigkill_only_granted(link: Link
                                       settle=2.0)
     ids = [_h(r)["ioc-event-id"] for r in got]
     assert len(ids) == len(set(ids)), "a record arrived twice"
-    assert set(ids) == set(expected), f"{len(set(expected) - set(ids))} records missing"
+    if set(ids) != set(expected):
+        source = await read_topic(link.topic(FIELD_REPORTS), until=lambda rs: len(rs) >= 2430)
+        where = {_h(r)["ioc-event-id"]: (r.partition, r.offset) for r in source}
+        missing = sorted(where[e] for e in set(expected) - set(ids))
+        got_at = sorted((r.partition, int(_h(r)["ioc-origin-offset"])) for r in got)
+        cursor = await link.province_records("ioc.sync-province.cursor.v1", 1, partitions=1,
+                                             timeout=5, settle=1)
+        raise AssertionError(f"missing at the source positions {missing}; province has "
+                             f"{got_at[:5]}...; cursor {[(r.key, r.value) for r in cursor]}\n"
+                             + (link.service.log_tail(5000) if link.service else ""))
     by_key: dict[bytes, list[int]] = defaultdict(list)
     for r in got:
         headers = _h(r)
