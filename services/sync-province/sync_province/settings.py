@@ -47,7 +47,7 @@ class SyncSettings(ServiceSettings):
     gateway_client_key_file: Path | None = None
     gateway_timeout_s: float = 10.0
 
-    batch_records: int = 500
+    batch_records: int = 1000
     retry_max_wait_s: float = 30.0
     registry_check_s: float = 0.5
     status_interval_s: float = 10.0
