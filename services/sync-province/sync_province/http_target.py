@@ -43,6 +43,12 @@ def record_json(o: Outgoing) -> dict[str, Any]:
             "value": orjson.Fragment(o.value)}
 
 
+# Answers that blame the batch itself: park it and go on. Any other 4xx (401, 403, 404,
+# ...) blames our side (credentials, address): parking would skip every batch, so retry
+# and alert instead.
+BATCH_AT_FAULT = frozenset({400, 409, 413, 415, 422})
+
+
 class HttpTarget:
     name = "http"
     holds_positions = False
@@ -96,9 +102,10 @@ class HttpTarget:
         if response.status_code == 429:
             self.health.failed("throttled")
             raise Unreachable("http: 429", _retry_after(response.headers.get("Retry-After")))
-        if response.status_code >= 500:
+        if response.status_code >= 500 or (
+                response.status_code >= 400 and response.status_code not in BATCH_AT_FAULT):
             self.health.failed(f"http-{response.status_code}")
-            raise Unreachable(f"http: {response.status_code}")
+            raise Unreachable(f"http: {response.status_code} {response.text[:200]}")
         return response
 
     async def deliver(self, batches: list[Batch], confirm: Confirm, *,

@@ -230,3 +230,20 @@ async def test_https_gateway_with_a_certificate_from_the_platform_ca(link: Link)
     await link.start_service("http", scheme="https",
                              SYNC_PROVINCE_GATEWAY_CA_FILE=str(pki / "ca.pem"))
     await link.wait_sim(FIELD_REPORTS, 20)
+
+
+async def test_a_refused_token_is_retried_and_alerted_never_parked(link: Link) -> None:
+    await link.start_simulator()
+    wrong = link.tmp / "wrong-token"
+    wrong.write_text("not-the-province-token")
+    refused = await link.start_service("http", SYNC_PROVINCE_GATEWAY_TOKEN_FILE=str(wrong))
+    await link.produce(FIELD_REPORTS, 10)
+
+    async def unauthorised() -> bool:
+        return _row(await link.status(), FIELD_REPORTS)["failures"].get("http-401", 0) > 1
+
+    await _until(unauthorised, what="401 retried")
+    assert not await link.pool.fetch(f"SELECT * FROM {link.ns}.failed_sync")
+    refused.kill()
+    await link.start_service("http")
+    await link.wait_sim(FIELD_REPORTS, 10)

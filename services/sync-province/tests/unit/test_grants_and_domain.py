@@ -233,3 +233,10 @@ def test_retries_wait_at_least_retry_after_and_back_off_otherwise() -> None:
     assert pipeline._wait(state(Unreachable("http: 429", 2.0), 1)) <= 3.0
     early, late = (pipeline._wait(state(Unreachable("network"), n)) for n in (1, 8))
     assert early < 1.0 and 10.0 <= late <= 30.5
+
+
+def test_only_answers_that_blame_the_batch_park_it() -> None:
+    from sync_province.http_target import BATCH_AT_FAULT
+
+    assert 400 in BATCH_AT_FAULT and 422 in BATCH_AT_FAULT
+    assert not {401, 403, 404, 429} & BATCH_AT_FAULT
