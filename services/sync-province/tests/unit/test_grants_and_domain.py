@@ -240,3 +240,22 @@ def test_only_answers_that_blame_the_batch_park_it() -> None:
 
     assert 400 in BATCH_AT_FAULT and 422 in BATCH_AT_FAULT
     assert not {401, 403, 404, 429} & BATCH_AT_FAULT
+
+
+def test_registry_watcher_reloads_on_change_or_sighup_and_fails_closed(tmp_path: Path) -> None:
+    import os
+
+    from sync_province.grants_watch import RegistryWatcher
+
+    path = tmp_path / "registry.yaml"
+    path.write_text((REPO_ROOT / "config" / "registry.yaml").read_text(encoding="utf-8"))
+    watcher = RegistryWatcher(path, None, PROVINCE)
+    assert watcher.projection(REPORTS) is not None and not watcher.check()
+    path.write_text("centre: [not, a, registry]\n")
+    os.utime(path, (1, 1))
+    assert watcher.check() and watcher.error and watcher.projection(REPORTS) is None
+    path.write_text((REPO_ROOT / "config" / "registry.yaml").read_text(encoding="utf-8"))
+    assert watcher.check() and watcher.projection(REPORTS) is not None
+    assert not watcher.check()      # unchanged file: nothing to do ...
+    watcher.force()                 # ... unless SIGHUP asks
+    assert watcher.check() and watcher.generation == 4
