@@ -138,7 +138,10 @@ class Pipeline:
                                                wait=self._wait, reraise=True):
                 with attempt:
                     if not first:
-                        group = self._rejudged(await self._pending(group))
+                        # A re-send is below the positions by design: only shipments are
+                        # checked against what the target already committed.
+                        pending = await self._pending(group) if record_positions else group
+                        group = self._rejudged(pending)
                     first = False
                     for b in group:
                         self.progress.of(b.stream.source_topic, b.partition).oldest_unsynced_ms = oldest
