@@ -148,8 +148,9 @@ class KafkaTarget:
                 # Every write acknowledged before the commit: aiokafka commits a transaction
                 # even when one of its batches failed (seen: NotLeaderForPartition on a new
                 # topic), which would commit the positions without those records.
-                await asyncio.gather(*sends)
-                await confirm(batches)      # share log first: a shipment is never unlogged
+                # The share-log entry is written meanwhile, before the commit: a shipment is
+                # never unlogged (one that fails after it is logged again when retried).
+                await asyncio.gather(asyncio.gather(*sends), confirm(batches))
                 await producer.commit_transaction()
             except BaseException:
                 with contextlib.suppress(Exception):
