@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 
 import pytest
 from ioc_shared.testing import delete_topics_of_this_run
+
+# Tests run on the development credentials of the repository.
+os.environ.setdefault("IOC_DEV_MODE", "1")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -29,6 +29,7 @@ from ioc_shared.contracts.headers import H_EVENT_ID, H_EVENT_TYPE
 from ioc_shared.contracts.topics import ROUTING_EVENTS
 from ioc_shared.platform.kafka import declare_topics
 from routing.domain.model import incident_id_for
+from routing.handlers import CANONICAL_PRODUCER, PRODUCER_HEADER
 
 from bench.cpu import CpuMeter
 from bench.harness import BenchResult, median, output_rate, preload, wait_committed
@@ -36,7 +37,8 @@ from bench.service import BenchService, paced_latency, percentile, settle
 
 DATASET = "phan-anh-hien-truong"
 ASSIGNED = "routing.incident.assigned"
-COMMUNES = ["xa-loc-an", "tt-loc-ninh", "xa-loc-hiep", "xa-loc-hoa", "xa-loc-tan"]
+# Units that may publish field reports (routing refuses records of any other).
+COMMUNES = ["xa-loc-an", "tt-loc-ninh", "xa-loc-thanh-huyen", "xa-loc-thanh-nang"]
 INCIDENTS = 20_000
 LATENCY_RATE = 500.0
 LATENCY_SECONDS = 15
@@ -61,7 +63,7 @@ def incident_messages(n: int, tag: str, seed: int = 3) -> list[tuple[bytes, byte
         record_id = f"PA-{tag}-{i:07d}"
         commune = rng.choice(COMMUNES)
         env = Envelope(
-            type="ingest.record.accepted", source_unit=commune, subject=record_id,
+            type="ingest.record.accepted", source_unit=commune, subject=f"{commune}/{record_id}",
             payload={"dataset": DATASET, "schema_version": 2, "record_id": record_id, "record": {
                 "record_id": record_id, "reported_at": _reported_at(rng),
                 "commune": commune, "category": "moi-truong", "priority": "binh-thuong",
@@ -69,8 +71,10 @@ def incident_messages(n: int, tag: str, seed: int = 3) -> list[tuple[bytes, byte
                 # Spread out so no two incidents are likely duplicates of each other.
                 "location": {"lat": 11.70 + rng.random() * 0.3, "lon": 106.50 + rng.random() * 0.2},
             }})
-        headers = [(H_EVENT_ID, str(env.event_id).encode()), (H_EVENT_TYPE, env.type.encode())]
-        out.append((record_id.encode(), env.to_bytes(), headers))
+        # As ingest publishes them: keyed by unit and record id, with the producer header.
+        headers = [(H_EVENT_ID, str(env.event_id).encode()), (H_EVENT_TYPE, env.type.encode()),
+                   (PRODUCER_HEADER, CANONICAL_PRODUCER.encode())]
+        out.append((f"{commune}/{record_id}".encode(), env.to_bytes(), headers))
     return out
 
 
@@ -104,7 +108,8 @@ async def run(*, bootstrap: str, messages: list, repeats: int, reference: Any) -
             return rec.key.decode() if rec.key else None
 
         def incident_of_input(value: bytes) -> str:
-            return incident_id_for(DATASET, str(Envelope.from_bytes(value).subject))
+            env = Envelope.from_bytes(value)
+            return incident_id_for(env.source_unit, DATASET, env.payload["record"]["record_id"])
 
         warmup = incident_messages(int(LATENCY_RATE * WARMUP_SECONDS), "W", seed=7)
         await paced_latency(

@@ -18,9 +18,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 class BenchService:
-    """`python -m <service> serve` in its own namespace; dropped schema afterwards."""
+    """`python -m <service> serve` in its own namespace; dropped schema afterwards.
 
-    def __init__(self, service: str, bootstrap: str, extra_env: dict[str, str] | None = None) -> None:
+    `processes`: that many processes of the service, sharing namespace, schema and
+    consumer group (members of one group, each with its own HTTP port)."""
+
+    def __init__(self, service: str, bootstrap: str, extra_env: dict[str, str] | None = None,
+                 *, processes: int = 1) -> None:
         self.service = service
         self.namespace = unique("bench").replace("_", "-")
         prefix = service.upper().replace("-", "_") + "_"
@@ -35,18 +39,29 @@ class BenchService:
             f"{prefix}CONSUMER_GROUP": unique(f"bench-{service}"),
             **(extra_env or {}),
         }
-        log = Path(tempfile.gettempdir()) / f"{self.namespace}-{service}.log"
-        self.process = ServiceProcess(service, self.env, log, REPO)
+        logs = Path(tempfile.gettempdir())
+        self.processes = [ServiceProcess(service, self.env, logs / f"{self.namespace}-{service}-{n}.log",
+                                         REPO) for n in range(max(1, processes))]
+        self.process = self.processes[0]
 
     def topic(self, name: str) -> str:
         return f"{self.namespace}.{name}"
 
+    def peak_rss_mb(self) -> float:
+        return sum(p.peak_rss_mb() for p in self.processes)
+
     async def __aenter__(self) -> BenchService:
-        await self.process.start()
+        try:
+            # Together, so that every member joins the consumer group's first generation.
+            await asyncio.gather(*(process.start() for process in self.processes))
+        except BaseException:
+            await self.__aexit__()
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        self.process.stop()
+        for process in self.processes:
+            process.stop()
         pool = await create_pool(database_url(), max_size=1)
         await pool.execute(f"DROP SCHEMA IF EXISTS {self.schema} CASCADE")
         await pool.close()

@@ -10,8 +10,10 @@
 # Ports: IOC_KAFKA_PORT (19092), IOC_KAFKA_CONTROLLER_PORT (IOC_KAFKA_PORT+1), IOC_PG_PORT (15432).
 # A second, separate broker stands for the provincial IOC's cluster (sync-province's target):
 # SASL_SSL only (SCRAM-SHA-512 over TLS, certificate authority made here for the local platform),
-# IOC_PROVINCE_KAFKA_PORT (19094) and its controller (+1); IOC_PROVINCE_KAFKA=0 skips it.
-# State lives in <repo>/.run (data, logs, pids) and <repo>/.cache (Kafka jars), both git-ignored.
+# IOC_PROVINCE_KAFKA_PORT (19094) and its controller (+1); IOC_PROVINCE_KAFKA=0 skips it (the
+# default with IOC_RUN_DIR).
+# State lives in <repo>/.run (data, logs, pids; IOC_RUN_DIR moves it) and <repo>/.cache (Kafka
+# jars), both git-ignored.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -22,9 +24,10 @@ BOOTSTRAP="127.0.0.1:${KAFKA_PORT}"
 DATABASE_URL="postgresql://ioc@127.0.0.1:${PG_PORT}/ioc"
 
 LIBS="$ROOT/.cache/kafka-libs"
-K_RUN="$ROOT/.run/kafka"
+RUN_DIR="${IOC_RUN_DIR:-$ROOT/.run}"  # a second, private platform (fault tests) lives elsewhere
+K_RUN="$RUN_DIR/kafka"
 K_PID="$K_RUN/kafka.pid"
-PG_RUN="$ROOT/.run/pg"
+PG_RUN="$RUN_DIR/pg"
 PG_DATA="$PG_RUN/data"
 PG_SOCK="$PG_RUN/sock"
 # Unix socket paths are limited to ~107 bytes; deep checkouts get a short per-checkout dir.
@@ -138,7 +141,8 @@ P_RUN="$(dirname "$K_RUN")/province-kafka"
 P_PID="$P_RUN/kafka.pid"
 P_PKI="$P_RUN/pki"
 P_SECRETS="$P_RUN/secrets"
-PROVINCE_ENABLED="${IOC_PROVINCE_KAFKA:-1}"
+# A private platform (IOC_RUN_DIR, e.g. the fault tests') has no province unless asked.
+if [[ -n "${IOC_RUN_DIR:-}" ]]; then PROVINCE_ENABLED="${IOC_PROVINCE_KAFKA:-0}"; else PROVINCE_ENABLED="${IOC_PROVINCE_KAFKA:-1}"; fi
 PROVINCE_PORT="${IOC_PROVINCE_KAFKA_PORT:-19094}"
 PROVINCE_CONTROLLER_PORT="${IOC_PROVINCE_KAFKA_CONTROLLER_PORT:-$((PROVINCE_PORT + 1))}"
 PROVINCE_BOOTSTRAP="127.0.0.1:${PROVINCE_PORT}"

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # `make up`: start Kafka, PostgreSQL and every service in the foreground.
 # Ctrl-C (or SIGTERM) stops the services, then the platform (if this started it).
+# HTTP ports: IOC_HTTP_BASE_PORT (18080), one more per service in the order of services/;
+# a service's own <SERVICE>_HTTP_PORT, if set, wins.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -9,10 +11,13 @@ bash scripts/platform.sh status >/dev/null 2>&1 && platform_was_running=1
 bash scripts/platform.sh start
 eval "$(bash scripts/platform.sh env)"
 export IOC_LOG_LEVEL="${IOC_LOG_LEVEL:-INFO}"
+export IOC_DEV_MODE=1
 
 pids=()
+stopping=0
 stop_all() {
   trap - INT TERM EXIT
+  stopping=1
   echo "[up] stopping services" >&2
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
@@ -23,22 +28,42 @@ stop_all() {
     bash scripts/platform.sh stop
   fi
 }
-trap stop_all INT TERM EXIT
+trap stop_all EXIT
+trap 'stop_all; exit 130' INT
+trap 'stop_all; exit 143' TERM
 
-port=18080
+# Ports IOC_HTTP_BASE_PORT (18080), +1, ... in the order of services/, one per process (a
+# service's own <SERVICE>_HTTP_PORT wins). Ingest scales by partitions: INGEST_PROCESSES=N
+# (default 1) runs N members of its consumer group, each on the next port (the services
+# after it move up by N-1).
+port="${IOC_HTTP_BASE_PORT:-18080}"
 for dir in services/*/; do
   name="$(basename "$dir")"
   module="${name//-/_}"
   [[ -f "$dir/pyproject.toml" && -f "$dir/$module/main.py" ]] || { echo "[up] $name: not built yet, skipped" >&2; continue; }
   prefix="$(echo "$module" | tr '[:lower:]' '[:upper:]')_"
-  export "${prefix}HTTP_PORT=$port"
-  echo "[up] starting $name (health and metrics on http://127.0.0.1:$port/health, /metrics)" >&2
-  .venv/bin/python -m "$module" serve &
-  pids+=($!)
-  port=$((port + 1))
+  count=1
+  [[ "$name" == ingest ]] && count="${INGEST_PROCESSES:-1}"
+  [[ "$count" =~ ^[1-9][0-9]*$ ]] || { echo "[up] INGEST_PROCESSES must be a positive number" >&2; exit 2; }
+  own="${prefix}HTTP_PORT"
+  for ((n = 1; n <= count; n++)); do
+    label="$name"
+    (( count > 1 )) && label="$name $n/$count"
+    this="$port"
+    (( count == 1 )) && [[ -n "${!own:-}" ]] && this="${!own}"
+    echo "[up] starting $label (health and metrics on http://127.0.0.1:$this/health, /metrics)" >&2
+    # setsid: Ctrl-C reaches the services only through stop_all (one SIGTERM, in order),
+    # not also straight from the terminal.
+    env "$own=$this" setsid .venv/bin/python -m "$module" serve &
+    pids+=($!)
+    port=$((port + 1))
+  done
 done
 (( ${#pids[@]} )) || { echo "[up] no service to run" >&2; exit 1; }
 echo "[up] running; Ctrl-C stops everything" >&2
-# Exit (and stop everything) as soon as any service dies.
-wait -n "${pids[@]}" || true
-echo "[up] a service exited" >&2
+# Stop everything as soon as any service dies on its own.
+code=0
+wait -n "${pids[@]}" || code=$?
+if (( !stopping )); then
+  echo "[up] a service exited (code $code); stopping the others" >&2
+fi

@@ -82,6 +82,19 @@ class Unit(_Strict):
     contacts: tuple[Contact, ...] = ()
     # Approximate centre (lat, lon), used to check coordinates and for areas.
     centre: tuple[float, float] | None = None
+    # May incidents be assigned to this unit? Unset: departments, communes, towns and
+    # cooperating units do; the district, the IOC and provincial bodies do not.
+    handles_incidents: bool | None = None
+
+    @property
+    def may_handle_incidents(self) -> bool:
+        if self.handles_incidents is not None:
+            return self.handles_incidents
+        return self.kind in _HANDLING_KINDS
+
+
+_HANDLING_KINDS = frozenset({UnitKind.DEPARTMENT, UnitKind.COMMUNE, UnitKind.TOWN,
+                             UnitKind.COOPERATING})
 
 
 class Principal(_Strict):
@@ -207,7 +220,8 @@ def ascii_fold(text: str) -> str:
 class Registry:
     """Validated, indexed registry. Immutable once loaded."""
 
-    def __init__(self, data: _RegistryFile, secrets: Mapping[str, str], source: str) -> None:
+    def __init__(self, data: _RegistryFile, secrets: Mapping[str, str], source: str,
+                 credentials: Credentials | None = None) -> None:
         self.source = source
         self.centre = data.centre
         self.units: dict[str, Unit] = {u.id: u for u in data.units}
@@ -215,6 +229,11 @@ class Registry:
         self.datasets: dict[str, Dataset] = {d.id: d for d in data.datasets}
         self.grants: tuple[Grant, ...] = data.grants
         self._secrets = {k: v.encode() for k, v in secrets.items()}
+        creds = credentials if credentials is not None else Credentials(dict(secrets))
+        # sha256 hex of a bearer token -> principal id (tokens are not the signing keys).
+        self._token_hashes = {h: pid for pid, hashes in creds.tokens.items() for h in hashes}
+        self.pseudonym_key: bytes | None = (creds.pseudonym_key.encode()
+                                            if creds.pseudonym_key else None)
         self._names: dict[str, str] = {}
         ascii_names: dict[str, set[str]] = {}
         for unit in data.units:
@@ -262,12 +281,23 @@ class Registry:
         return self._secrets.get(principal_id)
 
     def authenticate_token(self, token: str) -> Principal | None:
-        """Principal whose secret equals the bearer token (constant-time compare)."""
-        found: Principal | None = None
-        for pid, secret in self._secrets.items():
-            if hmac.compare_digest(secret, token.encode()) and pid in self.principals:
-                found = self.principals[pid]
-        return found
+        """Principal holding this HTTP bearer token (its SHA-256 is in the credentials file).
+
+        A plain hash lookup is enough: tokens are random and high-entropy, so neither a
+        slow hash nor a constant-time compare protects anything more (the hash of a
+        guess says nothing about the hashes stored)."""
+        pid = self._token_hashes.get(token_hash(token))
+        return self.principals.get(pid) if pid is not None else None
+
+    def has_token(self, principal_id: str) -> bool:
+        return principal_id in self._token_hashes.values()
+
+    # --- personal fields ---------------------------------------------------
+    def personal_fields(self, dataset_id: str, version: int | None = None) -> tuple[str, ...]:
+        """Fields marked `personal: true` in a schema of a dataset (canonical by default)."""
+        ds = self.datasets.get(dataset_id)
+        schema = ds.schema_for(ds.canonical_version if version is None else version) if ds else None
+        return tuple(sorted(n for n, f in schema.fields.items() if f.personal)) if schema else ()
 
     def verify_signature(self, principal_id: str, body: bytes, signature_hex: str) -> Principal | None:
         """Principal if `signature_hex` is HMAC-SHA256(secret, body); identity never from payload."""
@@ -277,6 +307,20 @@ class Registry:
             return None
         expected = hmac.digest(secret, body, "sha256").hex()   # one-shot, in C
         return principal if hmac.compare_digest(expected, signature_hex) else None
+
+
+def token_hash(token: str) -> str:
+    """How the credentials file stores an HTTP bearer token: `sha256:<hex>`."""
+    return "sha256:" + hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def reporter_ref(key: bytes, unit: str, dataset: str, values: tuple[str, ...]) -> str:
+    """Pseudonymous reference to the person behind a record's personal fields:
+    `"r-" + hex(HMAC-SHA256(key, unit \\x1f dataset \\x1f v1 \\x1f v2 ...))[:32]`, the values
+    being the normalized personal fields in field-name order ("" when absent). Same person,
+    same unit and dataset -> same reference; without the key it cannot be reversed."""
+    message = "\x1f".join((unit, dataset, *values)).encode("utf-8", "surrogatepass")
+    return "r-" + hmac.digest(key, message, "sha256").hex()[:32]
 
 
 def sign(secret: str | bytes, body: bytes) -> str:
@@ -387,7 +431,8 @@ def _read_yaml(path: Path) -> Any:
         raise RegistryError([f"{path}: not valid YAML: {exc}"]) from exc
 
 
-def parse_registry(raw: Any, source: str, secrets: Mapping[str, str] | None = None) -> Registry:
+def parse_registry(raw: Any, source: str, secrets: Mapping[str, str] | None = None,
+                   credentials: Credentials | None = None) -> Registry:
     if not isinstance(raw, dict):
         raise RegistryError([f"{source}: top level must be a mapping with centre, units, ..."])
     try:
@@ -395,29 +440,79 @@ def parse_registry(raw: Any, source: str, secrets: Mapping[str, str] | None = No
     except ValidationError as exc:
         raise RegistryError(_pydantic_problems(source, raw, exc)) from exc
     problems = _cross_check(source, data)
-    secrets = dict(secrets or {})
+    if credentials is None:
+        credentials = Credentials(dict(secrets or {}))
     principal_ids = {p.id for p in data.principals}
     problems += [f"{source}: credentials for unknown principal '{pid}'"
-                 for pid in secrets if pid not in principal_ids]
+                 for pid in (*credentials.secrets, *credentials.tokens) if pid not in principal_ids]
     if problems:
         raise RegistryError(problems)
-    return Registry(data, secrets, source)
+    return Registry(data, credentials.secrets, source, credentials)
 
 
-def load_credentials(path: Path) -> dict[str, str]:
+class Credentials(dict[str, str]):
+    """The credentials file, kept outside the repository in production. As a mapping:
+    principal id -> signing key (what `load_credentials` always returned).
+
+    ```yaml
+    secrets:        # HMAC-SHA256 signing keys of Kafka submissions and commands
+      xa-loc-an-system: <at least 16 characters>
+    tokens:         # HTTP bearer tokens, stored as hashes; a list, so two are valid during rotation
+      xa-loc-an-system: ["sha256:<hex of SHA-256(token)>", ...]
+    pseudonym_key: <at least 16 characters>   # key of reporter_ref pseudonyms
+    ```
+    """
+
+    def __init__(self, secrets: Mapping[str, str], tokens: dict[str, tuple[str, ...]] | None = None,
+                 pseudonym_key: str | None = None) -> None:
+        super().__init__(secrets)
+        self.tokens = tokens or {}
+        self.pseudonym_key = pseudonym_key
+
+    @property
+    def secrets(self) -> dict[str, str]:
+        return dict(self)
+
+
+_TOKEN_HASH_LEN = len("sha256:") + 64
+
+
+def load_credentials(path: Path) -> Credentials:
     raw = _read_yaml(path)
     if not isinstance(raw, dict) or not isinstance(raw.get("secrets", {}), dict):
         raise RegistryError([f"{path}: expected a mapping 'secrets: {{principal-id: secret}}'"])
     secrets = raw.get("secrets") or {}
     problems = [f"{path}: secrets.{k}: secret must be a string of at least 16 characters"
                 for k, v in secrets.items() if not isinstance(v, str) or len(v) < 16]
+    tokens_raw = raw.get("tokens") or {}
+    tokens: dict[str, tuple[str, ...]] = {}
+    if not isinstance(tokens_raw, dict):
+        problems.append(f"{path}: tokens: expected a mapping 'principal-id: [sha256:<hex>, ...]'")
+        tokens_raw = {}
+    for pid, hashes in tokens_raw.items():
+        items = [hashes] if isinstance(hashes, str) else hashes
+        if (not isinstance(items, list) or not 1 <= len(items) <= 2
+                or not all(isinstance(h, str) and h.startswith("sha256:")
+                           and len(h) == _TOKEN_HASH_LEN for h in items)):
+            problems.append(f"{path}: tokens.{pid}: expected one or two (during rotation) "
+                            "'sha256:<64 hex digits>' hashes of bearer tokens")
+            continue
+        tokens[str(pid)] = tuple(h.lower() for h in items)
+    for pid, hashes in tokens.items():
+        secret = secrets.get(pid)
+        if isinstance(secret, str) and token_hash(secret) in hashes:
+            problems.append(f"{path}: tokens.{pid}: the bearer token must not be the signing key")
+    key = raw.get("pseudonym_key")
+    if key is not None and (not isinstance(key, str) or len(key) < 16):
+        problems.append(f"{path}: pseudonym_key must be a string of at least 16 characters")
     if problems:
         raise RegistryError(problems)
-    return {str(k): str(v) for k, v in secrets.items()}
+    return Credentials({str(k): str(v) for k, v in secrets.items()}, tokens,
+                       key if isinstance(key, str) else None)
 
 
 def load_registry(path: str | Path, credentials: str | Path | None = None) -> Registry:
     """Load and validate the registry (and optional credentials) from YAML files."""
     path = Path(path)
-    secrets = load_credentials(Path(credentials)) if credentials else {}
-    return parse_registry(_read_yaml(path), str(path), secrets)
+    creds = load_credentials(Path(credentials)) if credentials else Credentials({})
+    return parse_registry(_read_yaml(path), str(path), credentials=creds)

@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,10 @@ import httpx
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient
 
+from ioc_shared.contracts.envelope import Envelope
+from ioc_shared.contracts.headers import H_PRINCIPAL, H_SIGNATURE
 from ioc_shared.platform.kafka import decode_headers
+from ioc_shared.registry import sign
 
 
 def kafka_bootstrap() -> str:
@@ -192,3 +195,55 @@ class ServiceProcess:
             self._proc.kill()
             self._proc.wait()
             self._proc = None
+
+
+# A service's `run_<service>(settings, stop, ready=ready, ...)`, bound to its settings.
+ServiceRun = Callable[[asyncio.Event, asyncio.Event], Coroutine[Any, Any, None]]
+RunningService = tuple["asyncio.Task[None]", asyncio.Event]
+
+
+async def start_in_loop(name: str, run: ServiceRun) -> RunningService:
+    """Run a service in this event loop; return once it is ready, or raise what it failed
+    with (an AssertionError if it is not ready within 60 s)."""
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(run(stop, ready))
+    waiter = asyncio.create_task(ready.wait())
+    await asyncio.wait({task, waiter}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        waiter.cancel()
+        task.result()
+    assert ready.is_set(), f"{name} did not start within 60 s"
+    return task, stop
+
+
+class InLoopServices:
+    """The instances of one service a test runs in its event loop."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.instances: list[RunningService] = []
+
+    async def start(self, run: ServiceRun) -> None:
+        self.instances.append(await start_in_loop(self.name, run))
+
+    async def stop(self) -> None:
+        """Ask every instance to stop, wait for each (30 s at most), forget them."""
+        for _, stop in self.instances:
+            stop.set()
+        for task, _ in self.instances:
+            await asyncio.wait_for(task, 30)
+        self.instances.clear()
+
+
+def signed_headers(principal: str, secret: str, value: bytes) -> list[tuple[str, bytes]]:
+    """Kafka headers of a command `value` sent by `principal`, signed with `secret`."""
+    return [(H_PRINCIPAL, principal.encode()), (H_SIGNATURE, sign(secret, value).encode())]
+
+
+def signed_command(type: str, subject: str, payload: dict[str, Any], *, principal: str,
+                   secret: str) -> tuple[bytes, list[tuple[str, bytes]]]:
+    """A command as a unit's system sends it: the envelope's bytes and the headers signing
+    them as `principal` with `secret`. Its `source_unit` claims nothing: identity comes
+    from the signature."""
+    value = Envelope(type=type, source_unit="whoever", subject=subject, payload=payload).to_bytes()
+    return value, signed_headers(principal, secret, value)

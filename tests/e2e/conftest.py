@@ -35,7 +35,8 @@ class Deployment:
 @pytest.fixture
 async def deployment(tmp_path: Path) -> AsyncIterator[Deployment]:
     namespace = unique("e2e").replace("_", "-")
-    schemas = {"ingest": unique("e2e_ingest"), "routing": unique("e2e_routing")}
+    schemas = {"ingest": unique("e2e_ingest"), "routing": unique("e2e_routing"),
+               "reporting": unique("e2e_reporting")}
     env = {
         **os.environ,
         "IOC_KAFKA_BOOTSTRAP": kafka_bootstrap(),
@@ -46,6 +47,9 @@ async def deployment(tmp_path: Path) -> AsyncIterator[Deployment]:
         "INGEST_CONSUMER_GROUP": unique("e2e-ingest"),
         "ROUTING_DB_SCHEMA": schemas["routing"],
         "ROUTING_CONSUMER_GROUP": unique("e2e-routing"),
+        "REPORTING_DB_SCHEMA": schemas["reporting"],
+        "REPORTING_CONSUMER_GROUP": unique("e2e-reporting"),
+        "REPORTING_OUTPUT_DIR": str(tmp_path / "reports"),
     }
     dep = Deployment(namespace, env, tmp_path)
     try:

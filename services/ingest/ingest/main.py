@@ -1,4 +1,4 @@
-"""The one entry point: `python -m ingest [serve | replay | check-registry | contract]`."""
+"""The one entry point: `python -m ingest [serve | replay | parked | check-registry | contract]`."""
 
 from __future__ import annotations
 
@@ -13,11 +13,12 @@ from typing import Annotated
 
 import typer
 from ioc_shared.platform.logging import configure_logging
+from ioc_shared.platform.parking import parked_cli
 from ioc_shared.registry import RegistryError, load_registry
+from pydantic import ValidationError
 
 from ingest.contract import submission_json_schema
-from ingest.decider import build_catalog
-from ingest.domain import Code
+from ingest.domain import Code, build_catalog
 from ingest.replay import ReplayFilter, replay_quarantine
 from ingest.service import run_ingest
 from ingest.settings import IngestSettings
@@ -25,6 +26,7 @@ from ingest.topics import IngestTopics
 
 app = typer.Typer(add_completion=False, no_args_is_help=False,
                   help="IOC ingest: validate, normalize and publish what unit systems send.")
+app.add_typer(parked_cli(IngestSettings, lambda s: s.db_schema), name="parked")
 
 
 @app.callback(invoke_without_command=True)
@@ -36,7 +38,7 @@ def _default(ctx: typer.Context) -> None:
 @app.command()
 def serve() -> None:
     """Run the service until SIGINT/SIGTERM."""
-    settings = IngestSettings()
+    settings = _settings()
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -47,6 +49,18 @@ def serve() -> None:
         await run_ingest(settings, stop, gc_tuning=True)
 
     asyncio.run(main())
+
+
+def _settings() -> IngestSettings:
+    """Settings from the environment; a refusal (e.g. development credentials outside
+    IOC_DEV_MODE) is one clear line and exit status 2, not a traceback."""
+    try:
+        return IngestSettings()
+    except ValidationError as exc:
+        for error in exc.errors():
+            typer.echo(f"ingest: refusing to start: {error['msg'].removeprefix('Value error, ')}",
+                       err=True)
+        raise typer.Exit(2) from None
 
 
 def _when(text: str) -> datetime:
@@ -72,7 +86,7 @@ def replay(
     if unknown:
         typer.echo(f"unknown rejection code(s) {unknown}; known: {sorted(known)}", err=True)
         raise typer.Exit(2)
-    settings = IngestSettings()
+    settings = _settings()
     configure_logging("ingest-replay", settings.log_level)
     registry = load_registry(settings.registry_file, settings.credentials_file)
     topics = IngestTopics.resolve(settings, registry)
@@ -90,7 +104,7 @@ def check_registry(
     credentials_file: Annotated[Path | None, typer.Option("--credentials")] = None,
 ) -> None:
     """Validate the registry and credentials and compile every dataset schema."""
-    settings = IngestSettings()
+    settings = _settings()
     path = registry_file or settings.registry_file
     creds = credentials_file or settings.credentials_file
     try:
@@ -105,6 +119,12 @@ def check_registry(
     for p in registry.principals.values():
         if registry.secret_of(p.id) is None:
             warnings.append(f"principal '{p.id}' has no secret in {creds}")
+        if not registry.has_token(p.id):
+            warnings.append(f"principal '{p.id}' has no HTTP bearer token in {creds}")
+    personal = [ds for ds in registry.datasets if registry.personal_fields(ds)]
+    if personal and registry.pseudonym_key is None:
+        problems.append(f"{creds}: no pseudonym_key, needed for the personal fields of "
+                        + ", ".join(personal))
     for g in registry.special_grants():
         if g.expires_at is not None and g.expires_at <= now:
             warnings.append(f"special-request grant '{g.id}' expired at {g.expires_at.isoformat()}")

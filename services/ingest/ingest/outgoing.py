@@ -58,18 +58,24 @@ class KafkaSink:
     def __init__(self, producer: AIOKafkaProducer) -> None:
         self._producer = producer
         self._partitioner = DefaultPartitioner()
-        self._partitions: dict[str, list[int]] = {}
+        # topic -> (the producer's partition set it was sorted from, sorted partitions)
+        self._partitions: dict[str, tuple[frozenset[int] | set[int], list[int]]] = {}
         self._open: dict[tuple[str, int], _Pending] = {}      # still taking records
         self._queue: collections.deque[_Pending] = collections.deque()   # hand-over order
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     async def _partitions_of(self, topic: str) -> list[int]:
-        partitions = self._partitions.get(topic)
-        if partitions is None:
-            partitions = sorted(await self._producer.partitions_for(topic))
-            self._partitions[topic] = partitions
-        return partitions
+        """The topic's partitions as the producer's metadata has them now: an operator's
+        `grow-partitions` is followed as soon as the producer refreshes its metadata (keys
+        then land where any Kafka client puts them), not cached for the process's life."""
+        current = self._producer.client.cluster.partitions_for_topic(topic)
+        if current is None:
+            current = await self._producer.partitions_for(topic)   # fetches the metadata
+        known = self._partitions.get(topic)
+        if known is None or known[0] != current:
+            known = self._partitions[topic] = (frozenset(current), sorted(current))
+        return known[1]
 
     async def send_all(self, messages: Sequence[Outgoing]) -> None:
         """Send every message and return once the broker confirmed all of them."""
@@ -86,9 +92,7 @@ class KafkaSink:
         used: dict[int, _Pending] = {}
         # murmur2 is pure Python; a record's canonical and shared copies share the key.
         hashes: dict[bytes, int] = {}
-        known = self._partitions
-        for topic in {m[0] for m in messages}.difference(known):
-            await self._partitions_of(topic)
+        known = {topic: await self._partitions_of(topic) for topic in {m[0] for m in messages}}
         open_ = self._open
         for m in messages:
             # Unpacked once: cheaper than reading four fields by name.

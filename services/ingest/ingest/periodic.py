@@ -9,6 +9,7 @@ without emitting).
 from __future__ import annotations
 
 import asyncio
+import re
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
@@ -19,7 +20,7 @@ from ioc_shared.contracts.envelope import Envelope, deterministic_event_id
 from ioc_shared.platform.kafka import envelope_headers
 from ioc_shared.platform.logging import get_logger
 from ioc_shared.platform.outbox import enqueue_many
-from ioc_shared.registry import Cadence, Registry
+from ioc_shared.registry import ID_PATTERN, Cadence, Registry
 
 from ingest.domain import FreshnessPolicy, Transition, assess, expected_publishers
 from ingest.domain.normalize import iso_utc
@@ -104,6 +105,7 @@ class QualityPublisher:
     def _message(self, key: tuple[date, str, str],
                  rows: list[dict[str, Any]]) -> tuple[str, Envelope, bytes, dict[str, str]]:
         day, unit, dataset = key
+        unit, dataset = _id_or_unknown(unit), _id_or_unknown(dataset)
         as_of = max(r["updated_at"] for r in rows)
         rejected = {r["code"]: r["n"] for r in rows if r["outcome"] == "rejected"}
         accepted = sum(r["n"] for r in rows if r["outcome"] == "accepted")
@@ -112,10 +114,24 @@ class QualityPublisher:
             type=QUALITY_TYPE, source_unit=self.registry.centre.unit,
             subject=f"{unit or 'unknown'}/{dataset or 'unknown'}/{day.isoformat()}",
             occurred_at=as_of, payload={
-                "day": day.isoformat(), "unit": unit or None, "dataset": dataset or None,
+                # `unknown`: an unverified sender, or a dataset not in the registry.
+                "day": day.isoformat(), "unit": _known(unit), "dataset": _known(dataset),
                 "accepted": accepted, "rejected": rejected, "rejected_total": sum(rejected.values()),
                 "as_of": iso_utc(as_of), "cumulative": True})
         return (self.topic, envelope, (unit or "unknown").encode(), envelope_headers(envelope))
+
+
+def _id_or_unknown(value: str) -> str:
+    """Counters hold registry ids or `unknown`; anything else (an old row, a bug) is not
+    allowed to break the round on the envelope's subject limit."""
+    return value if _REGISTRY_ID.match(value) else "unknown"
+
+
+def _known(value: str) -> str | None:
+    return None if value in ("", "unknown") else value
+
+
+_REGISTRY_ID = re.compile(ID_PATTERN)
 
 
 async def every(interval_s: float, action: Callable[[], Any], name: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import uuid
 from collections.abc import Iterable, Sequence
@@ -138,7 +139,7 @@ SELECT ord, prior_origin FROM prior"""
             return rows
         async with self._claims_lock:
             conn = self._claims_conn
-            if conn is None or conn.is_closed():
+            if conn is None or not _usable(conn):
                 conn = self._claims_conn = await self.pool.acquire()
             try:
                 rows = await conn.fetch(sql, *args)
@@ -146,15 +147,18 @@ SELECT ord, prior_origin FROM prior"""
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.CancelledError):
                 # Its state is unknown now: hand it back (the pool resets or replaces it).
                 self._claims_conn = None
-                await asyncio.shield(self.pool.release(conn))
+                if _usable(conn):   # a lost connection went back to the pool by itself
+                    with contextlib.suppress(asyncpg.InterfaceError):
+                        await asyncio.shield(self.pool.release(conn))
                 raise
 
     async def close(self) -> None:
         """Give the held claim connection back to the pool (before the pool is closed)."""
         async with self._claims_lock:
             conn, self._claims_conn = self._claims_conn, None
-            if conn is not None:
-                await self.pool.release(conn)
+            if conn is not None and _usable(conn):
+                with contextlib.suppress(asyncpg.InterfaceError):
+                    await self.pool.release(conn)
 
     # --- freshness ------------------------------------------------------------
 
@@ -219,3 +223,13 @@ SELECT ord, prior_origin FROM prior"""
             "WHERE unit = $1 AND dataset = $2 AND record_id = $3 ORDER BY accepted_at",
             unit, dataset, record_id)
         return [r["event_id"] for r in rows]
+
+
+def _usable(conn: asyncpg.Connection) -> bool:
+    """Whether a held pool connection still works: when its connection is lost, asyncpg
+    hands it back to the pool itself and every call on the proxy (`is_closed()` too)
+    raises InterfaceError."""
+    try:
+        return not conn.is_closed()
+    except asyncpg.InterfaceError:
+        return False

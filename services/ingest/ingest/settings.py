@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import ClassVar
 
 from ioc_shared.platform.settings import ServiceSettings
@@ -17,35 +16,29 @@ class IngestSettings(ServiceSettings):
 
     db_schema: str = "ingest"
     consumer_group: str = "ioc-ingest"
-    # Hot path: records per batch and how long an empty poll waits.
+    # Hot path: records per batch and how long an empty poll waits. FastStream sleeps as
+    # long again after an empty poll, so this bounds the latency a trickle can get.
     batch_max_records: int = 1000
-    batch_timeout_ms: int = 100
-    # Fetches: the broker answers once `fetch_min_bytes` are there or after `fetch_max_wait_ms`.
-    # Under load the first holds at once; at a trickle, a fetch (and a pass of the consume
-    # loop) every few ms instead of one per record or two, for at most that much latency.
+    batch_timeout_ms: int = 10
+    # Fetches: the broker answers once `fetch_min_bytes` are there or after
+    # `fetch_max_wait_ms`. Under load the first holds at once; at a trickle a batch every few
+    # ms instead of one per record or two (each batch is a claim, produce requests and a
+    # commit), for at most that much latency.
     fetch_min_bytes: int = 64 * 1024
     fetch_max_wait_ms: int = 5
-    # At most one offset commit per interval (the offsets of batches worked meanwhile are
-    # merged; each is still committed only once its effects are durable).
-    commit_interval_ms: int = 20
-    # A batch is worked in chunks so database and broker waits overlap with work.
-    chunk_records: int = 500
-    # Child processes that decide submissions while the service process consumes, joins
-    # the messages, records and produces (`ingest.decider`); 0: decide in-process.
-    # None: one per core but one, at most 4 (one on 2 cores, for ~46 MB more memory);
-    # none on a single core.
-    decision_workers: int | None = None
-    # With decision workers: batches taken from the fetched records ahead of the one being
-    # worked, their decisions asked for at once (the workers go on meanwhile).
-    decision_lookahead: int = 2
-    # Smaller chunks (a trickle: a fetch every few ms brings a few records) are decided in
-    # the service process: the round trip to a worker costs more CPU than deciding them.
-    decision_worker_min_records: int = 32
-
-    def decision_worker_count(self) -> int:
-        if self.decision_workers is not None:
-            return max(0, self.decision_workers)
-        return max(0, min(4, (os.cpu_count() or 1) - 1))
+    # A batch is worked in chunks, so that the waits for PostgreSQL and the broker overlap
+    # with deciding the next chunk (docs/perf/ingest.md).
+    chunk_records: int = 250
+    # Retention (ioc_shared.platform.retention; deploy/README.md "Retention"). The interval
+    # also reads the common IOC_RETENTION_INTERVAL_S.
+    retention_interval_s: float = 3600.0
+    retention_slice_rows: int = 1000
+    # Claims of accepted records (dedupe keys and their first delivery): a unit re-sending
+    # a record later than this is accepted again.
+    retention_accepted_days: float = 400.0
+    # Daily quality counters, once published.
+    retention_quality_days: float = 400.0
+    retention_parked_days: float = 90.0
     # Larger inbound messages are rejected as too_large before parsing.
     max_message_bytes: int = 1024 * 1024
     # Timestamps: how far in the future an event time may lie (clock skew).
@@ -60,5 +53,3 @@ class IngestSettings(ServiceSettings):
     # HTTP intake limits.
     http_max_body_bytes: int = 8 * 1024 * 1024
     http_max_records: int = 5000
-    # Pause before a failed batch is redelivered (broker or database down), to not spin.
-    retry_backoff_s: float = 1.0

@@ -10,20 +10,24 @@ import asyncio
 import contextlib
 import gc
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
-from ioc_shared.contracts.topics import canonical_topic
+from ioc_shared.contracts.topics import ROUTING_COMMANDS, canonical_topic
+from ioc_shared.platform.retention import RetentionJob, RetentionPolicy, platform_policies
 from ioc_shared.platform.runtime import ServiceRuntime
+from ioc_shared.platform.wiring import register_consumers, run_until, stop_consumers_then_broker
 from ioc_shared.registry import load_registry
 
 from routing.config import load_policy, organisation_from_registry
+from routing.domain.states import State
 from routing.handlers import CommandHandler, IntakeHandler, RoutingCore
+from routing.positions import PositionReader
 from routing.publishing import RoutingTopics, incident_topic_specs
 from routing.relay import start_relay
 from routing.repository import RoutingRepository
 from routing.settings import RoutingSettings
-from routing.subscribers import register_subscribers
+from routing.subscribers import routing_consumers
 from routing.timers import TimerWorker
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -57,21 +61,29 @@ async def run_routing(settings: RoutingSettings, stop: asyncio.Event, *,
     async with runtime as rt:
         assert rt.pool is not None
         core = RoutingCore(rt.pool, RoutingRepository(settings.db_schema), topics, policy,
-                           policy.calendar.build(), org, rt.registry, settings.instance_id)
+                           policy.calendar.build(), org, rt.registry, settings.instance_id,
+                           metrics=rt.metrics,
+                           positions=PositionReader(settings.kafka_bootstrap))
         if clock is not None:
             core.clock = clock
         # Load this year's and next year's holidays now, not in the first batch's deadlines.
         today = core.clock().date()
         for year in (today.year, today.year + 1):
             core.calendar.is_working_day(today.replace(year=year, month=1, day=1))
-        register_subscribers(rt.broker, intake=IntakeHandler(core), commands=CommandHandler(core),
-                             incident_topics=incident_topics, commands_topic=topics.commands,
-                             group=group, max_records=settings.batch_max_records,
-                             batch_timeout_ms=settings.batch_timeout_ms,
-                             intake_consumers=settings.intake_consumers)
-        stop_relay, relay_task = await start_relay(settings, rt.pool, rt.spawn)
+        consumers = routing_consumers(
+            core, intake=IntakeHandler(core), commands=CommandHandler(core),
+            incident_topics=incident_topics, commands_topic=topics.commands, group=group,
+            max_records=settings.batch_max_records, batch_timeout_ms=settings.batch_timeout_ms,
+            metrics=rt.metrics)
+        register_consumers(rt, consumers)
+        stop_relay, relay_task = await start_relay(settings, rt.pool, rt.supervise)
         timers = TimerWorker(core, poll_s=settings.timer_poll_s, batch=settings.timer_batch)
-        rt.spawn(timers.run())
+        rt.supervise("timers", timers.run)
+        retention = RetentionJob(rt.pool, settings.db_schema,
+                                 retention_policies(settings, datasets), registry=rt.metrics,
+                                 interval_s=settings.retention_interval_s,
+                                 slice_rows=settings.retention_slice_rows)
+        rt.supervise("retention", retention.run)
         try:
             await rt.start_broker()
             rt.log.info("routing ready", rules=len(policy.rules), datasets=datasets,
@@ -80,15 +92,46 @@ async def run_routing(settings: RoutingSettings, stop: asyncio.Event, *,
                 tune_gc()
             if ready is not None:
                 ready.set()
-            await _until(stop, rt)
+            await run_until(stop, rt)
         finally:
             timers.stop()
-            # Stop consuming first so the outbox can drain what was already decided.
-            await rt.broker.stop()
-            await _drain(core)
+            retention.stop()
+            # Stop consuming first so the outbox can drain what was already decided;
+            # each step bounded (a dependency may be down).
+            grace = settings.shutdown_grace_s
+            await stop_consumers_then_broker(rt, consumers, timeout_s=grace * 0.3)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(_drain(core), _DRAIN_ON_STOP_S + 0.5)
             await stop_relay()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(relay_task, 15)
+                await asyncio.wait_for(relay_task, grace * 0.5)
+
+
+# Due work is history once its incident no longer waits for anything (a reopened
+# incident gets new rows); until then the overdue view reads its latest rows.
+_NOT_WAITING = ", ".join(f"'{s.value}'" for s in
+                         (State.RESOLVED, State.CLOSED, State.REJECTED, State.MERGED))
+
+
+def retention_policies(settings: RoutingSettings, datasets: list[str]) -> list[RetentionPolicy]:
+    """What routing deletes, when (deploy/README.md, "Retention"). Incidents, their
+    transitions (the audit trail) and survey answers are kept: they are the record.
+
+    Processed events are claimed by the consumers of the commands topic and of the
+    incident datasets' canonical topics: kept longer than both keep their records."""
+    consumed = [settings.topic(ROUTING_COMMANDS),
+                *(settings.topic(canonical_topic(d)) for d in datasets)]
+    processed = settings.retention_processed_events_days
+    return [
+        *platform_policies(consumed,
+                           processed_events=None if processed is None else timedelta(processed),
+                           handled_parked=timedelta(settings.retention_parked_days)),
+        RetentionPolicy("due_work", "coalesce(fired_at, skipped_at)",
+                        timedelta(settings.retention_due_work_days),
+                        where="EXISTS (SELECT 1 FROM {schema}.incidents i WHERE "
+                              f"i.id = t.incident_id AND i.state IN ({_NOT_WAITING}))"),
+        RetentionPolicy("commands", "received_at", timedelta(settings.retention_commands_days)),
+    ]
 
 
 def tune_gc() -> None:
@@ -101,18 +144,6 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
-
-
-async def _until(stop: asyncio.Event, rt: ServiceRuntime) -> None:
-    stopped = asyncio.create_task(stop.wait())
-    failed = asyncio.create_task(rt.wait_for_shutdown())
-    try:
-        await asyncio.wait({stopped, failed}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (stopped, failed):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
 
 async def _drain(core: RoutingCore) -> None:

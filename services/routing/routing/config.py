@@ -13,6 +13,7 @@ import yaml
 from ioc_shared.registry import Registry, UnitKind
 from pydantic import ValidationError
 
+from routing.domain.disputes import DISPUTE_CATEGORY
 from routing.domain.organisation import ContactInfo, Organisation
 from routing.domain.policy import RoutingPolicy, validate_policy
 
@@ -28,7 +29,8 @@ def organisation_from_registry(registry: Registry) -> Organisation:
     district = next((u.id for u in units.values() if u.kind is UnitKind.DISTRICT),
                     registry.centre.unit)
     incident_datasets = [d for d in registry.datasets.values() if d.incident]
-    categories: set[str] = set()
+    # Routing's own category: data disputes (Đ4.5), whatever the dataset.
+    categories: set[str] = {DISPUTE_CATEGORY}
     for ds in incident_datasets:
         schema = ds.schema_for(ds.canonical_version)
         spec = schema.fields.get("category") if schema else None
@@ -46,6 +48,7 @@ def organisation_from_registry(registry: Registry) -> Organisation:
         contacts={u.id: tuple(ContactInfo(c.role, c.title, c.name) for c in u.contacts)
                   for u in units.values()},
         unit_names={u.id: u.name for u in units.values()},
+        incident_units=frozenset(u.id for u in units.values() if u.may_handle_incidents),
     )
 
 
@@ -70,6 +73,11 @@ def parse_policy(raw: Any, source: str, org: Organisation) -> RoutingPolicy:
         problems = [f"{source}: {_label(raw, tuple(e['loc']))}: {e['msg']}" for e in exc.errors()]
         raise RoutingConfigError(problems) from exc
     problems = [f"{source}: {p}" for p in validate_policy(policy, org)]
+    targets = [(f"rules[{i}] (id={r.id})", r.unit) for i, r in enumerate(policy.rules)]
+    problems += [f"{source}: {label}: unit '{unit}' does not handle incidents "
+                 "(registry: handles_incidents)"
+                 for label, unit in [*targets, ("default", policy.default.unit)]
+                 if unit in org.unit_ids and not org.handles_incidents(unit)]
     if problems:
         raise RoutingConfigError(problems)
     return policy

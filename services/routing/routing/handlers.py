@@ -10,20 +10,35 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 import asyncpg
+from ioc_shared.calendar_vn import WorkingCalendar
+from ioc_shared.commands import bounded_text, command_id_of, verified_sender
 from ioc_shared.contracts.envelope import Envelope, EnvelopeHead, deterministic_event_id
-from ioc_shared.contracts.headers import H_PRINCIPAL, H_SIGNATURE
+from ioc_shared.contracts.headers import H_PRINCIPAL, H_PRODUCER, H_SIGNATURE
+from ioc_shared.contracts.hygiene import HygieneError, loads_strict
+from ioc_shared.contracts.topics import canonical_topic
 from ioc_shared.platform.logging import get_logger
 from ioc_shared.platform.outbox import enqueue_many
 from ioc_shared.platform.telemetry import start_hop
-from ioc_shared.registry import Registry
+from ioc_shared.registry import Action, Registry
 from opentelemetry import trace
+from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
 
-from routing.domain.calendar import WorkingCalendar
-from routing.domain.commands import Command, command_id_of, parse_command
+from routing.domain.commands import Command, parse_command, screen_command
+from routing.domain.disputes import (
+    DISPUTE_TYPE,
+    DISPUTE_VERB,
+    DisputeCommand,
+    ReadRecord,
+    admit,
+    open_dispute,
+    parse_dispute,
+    provenance,
+)
 from routing.domain.geo import CandidateIndex, DuplicateCandidate, bounding_box, cells_of_box
 from routing.domain.intake import (
     RecordError,
@@ -36,10 +51,20 @@ from routing.domain.lifecycle import decide
 from routing.domain.model import Context, Incident
 from routing.domain.organisation import Organisation
 from routing.domain.policy import RoutingPolicy
-from routing.domain.reasons import Reason, Rejection, accepted_message, reject
+from routing.domain.reasons import (
+    DISPUTE_EXISTS,
+    DISPUTE_OPENED,
+    STATE_NAMES,
+    Reason,
+    Rejection,
+    accepted_message,
+    dispute_message,
+    reject,
+)
 from routing.domain.states import Actor, State, Verb
-from routing.publishing import Effects, RoutingTopics, command_result
-from routing.repository import DuplicateQuery, RoutingRepository
+from routing.positions import PositionReader
+from routing.publishing import Effects, RoutingTopics, command_result, unauthenticated_answer
+from routing.repository import CommandReceipt, DuplicateQuery, RefusedRecord, RoutingRepository
 
 log = get_logger(__name__)
 tracer = trace.get_tracer("routing")
@@ -47,6 +72,9 @@ tracer = trace.get_tracer("routing")
 RECORD_ACCEPTED = "ingest.record.accepted"
 INTAKE_CONSUMER = "routing-intake"
 COMMAND_CONSUMER = "routing-commands"
+# Kafka header ingest sets on canonical records (ingest's side of the contract).
+PRODUCER_HEADER = H_PRODUCER
+CANONICAL_PRODUCER = "ingest"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +107,16 @@ class RoutingCore:
     registry: Registry
     instance_id: str
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    # The service's metrics registry (its /metrics); a private one if not given.
+    metrics: CollectorRegistry | None = None
+    # Reads a disputed record at its position (None, a wiring fault: a dispute fails, parked).
+    positions: PositionReader | None = None
+
+    @cached_property
+    def refused(self) -> Counter:
+        """Inputs refused as unusable, by input and reason (commands also get an answer)."""
+        return Counter("routing_refused_inputs", "Inputs refused at routing's door",
+                       ["input", "reason"], registry=self.metrics or CollectorRegistry())
 
     @property
     def system(self) -> Actor:
@@ -105,42 +143,106 @@ class _Arrival:
     incident: Incident
 
 
+def _head(doc: Any) -> EnvelopeHead | None:
+    """The envelope head of a decoded document (`EnvelopeHead.read` without parsing again)."""
+    if not isinstance(doc, dict):
+        return None
+    try:
+        correlation = doc.get("correlation_id")
+        head = EnvelopeHead(uuid.UUID(doc["event_id"]), doc["type"], doc["source_unit"],
+                            uuid.UUID(correlation) if correlation is not None else None,
+                            doc.get("payload", {}))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+    if not (isinstance(head.type, str) and isinstance(head.source_unit, str)
+            and isinstance(head.payload, dict)):
+        return None
+    return head
+
+
 class IntakeHandler:
-    """Canonical incident records -> incidents, one transaction per batch."""
+    """Canonical incident records -> incidents, one transaction per batch.
+
+    Only ingest writes canonical topics (the broker's ACL: ingest's principal alone may
+    WRITE `ioc.data.*`); inside, a record must carry `ioc-producer: ingest`, be strict
+    JSON with storable text, come from a unit that may publish its dataset, on that
+    dataset's topic. Anything else is refused: an internal error (logged without its
+    content, counted, kept in `refused_records`), never a stuck partition.
+    """
 
     def __init__(self, core: RoutingCore) -> None:
         self.core = core
+        namespace = core.topics.namespace
+        self._dataset_of_topic = {
+            (f"{namespace}." if namespace else "") + canonical_topic(d).name: d
+            for d in core.org.incident_datasets}
 
-    def _parse(self, record: Inbound) -> _Arrival | None:
-        env = EnvelopeHead.read(record.value)
+    def _refuse(self, record: Inbound, code: str, detail: str,
+                env: EnvelopeHead | None = None) -> RefusedRecord:
+        return RefusedRecord(record.topic, record.partition, record.offset, code,
+                             bounded_text(detail, 300) or "",
+                             env.event_id if env else None,
+                             bounded_text(env.source_unit, 100) if env else None)
+
+    def _parse(self, record: Inbound) -> _Arrival | RefusedRecord | None:
+        if record.headers.get(PRODUCER_HEADER) != CANONICAL_PRODUCER:
+            return self._refuse(record, "unknown_producer",
+                                f"header {PRODUCER_HEADER} is not '{CANONICAL_PRODUCER}'")
+        try:
+            doc = loads_strict(record.value)
+        except HygieneError as exc:
+            return self._refuse(record, exc.code, exc.path)
+        env = _head(doc)
         if env is None:
-            log.warning("intake: not an envelope, skipped", topic=record.topic,
-                        partition=record.partition, offset=record.offset)
-            return None
+            return self._refuse(record, "not_an_envelope", "not an envelope")
         if env.type != RECORD_ACCEPTED:
             return None
-        dataset = str(env.payload.get("dataset", ""))
+        dataset = env.payload.get("dataset")
+        if dataset != self._dataset_of_topic.get(record.topic):
+            return self._refuse(record, "dataset_mismatch",
+                                "payload.dataset is not the dataset of the topic", env)
+        assert isinstance(dataset, str)
+        registry = self.core.registry
+        if env.source_unit not in registry.units or not registry.may(
+                env.source_unit, dataset, Action.PUBLISH):
+            return self._refuse(record, "source_not_allowed",
+                                "source_unit may not publish this dataset", env)
         body = env.payload.get("record")
-        if dataset not in self.core.org.incident_datasets or not isinstance(body, dict):
-            log.warning("intake: not an incident record, skipped", event_id=str(env.event_id),
-                        dataset=dataset)
-            return None
-        id_field = self.core.registry.datasets[dataset].record_id_field
+        if not isinstance(body, dict):
+            return self._refuse(record, "unusable_record", "payload.record is not an object", env)
         try:
-            incident = incident_from_record(dataset, env.source_unit, body, id_field)
+            incident = incident_from_record(dataset, env.source_unit, body,
+                                            registry.datasets[dataset].record_id_field)
         except RecordError as exc:
-            log.warning("intake: record unusable, skipped", event_id=str(env.event_id),
-                        dataset=dataset, problem=str(exc))
-            return None
+            return self._refuse(record, exc.code, exc.detail, env)
         return _Arrival(record, env, incident)
+
+    async def _record_refused(self, refused: list[RefusedRecord]) -> None:
+        core = self.core
+        async with core.pool.acquire() as conn, conn.transaction():
+            new = await core.repo.record_refused(conn, refused)
+        for r in refused:
+            if (r.topic, r.partition, r.offset) not in new:
+                continue   # a redelivery: logged and counted the first time
+            core.refused.labels("canonical-record", r.reason_code).inc()
+            log.error("intake: canonical record refused (internal error: only ingest's "
+                      "validated records belong on this topic)", topic=r.topic,
+                      partition=r.partition, offset=r.offset,
+                      event_id=str(r.event_id) if r.event_id else None,
+                      source_unit=r.source_unit, reason=r.reason_code, detail=r.detail)
 
     async def handle_batch(self, records: Sequence[Inbound]) -> int:
         """Returns how many incidents were created."""
         arrivals: dict[uuid.UUID, _Arrival] = {}
+        refused: list[RefusedRecord] = []
         for record in records:
             arrival = self._parse(record)
-            if arrival is not None:
+            if isinstance(arrival, RefusedRecord):
+                refused.append(arrival)
+            elif arrival is not None:
                 arrivals.setdefault(arrival.envelope.event_id, arrival)
+        if refused:
+            await self._record_refused(refused)
         if not arrivals:
             return 0
         core = self.core
@@ -150,7 +252,8 @@ class IntakeHandler:
             # Round trips are the cost of a batch: BEGIN; claim + load; all the writes with
             # the duplicate-check locks; the candidates; the flags, if any; COMMIT.
             fresh, existing = await core.repo.claim_and_load(
-                conn, INTAKE_CONSUMER, [(eid, a.incident.id) for eid, a in arrivals.items()])
+                conn, INTAKE_CONSUMER,
+                [(eid, a.incident.record_key) for eid, a in arrivals.items()])
             todo = [a for eid, a in arrivals.items() if eid in fresh]
             if not todo:
                 return 0
@@ -161,7 +264,8 @@ class IntakeHandler:
             for arrival in todo:
                 incident = arrival.incident
                 hop = start_hop(tracer, "routing.intake", arrival.record.headers)
-                known = existing.get(incident.id)
+                # Only the publishing unit's own record: record ids are per unit.
+                known = existing.get(incident.record_key)
                 if known is not None:
                     outcome = record_updated(known, incident, ctx, system,
                                              primaries.get(known.primary_id or ""))
@@ -173,7 +277,7 @@ class IntakeHandler:
                 effects.record(outcome, incident, seed=arrival.envelope.event_id,
                                cause=arrival.envelope, trace=hop.headers)
                 hop.end()
-                existing[incident.id] = incident
+                existing[incident.record_key] = incident
                 created.append(arrival)
             located = [a for a in created if a.incident.location is not None]
             # The duplicate-check locks come last, with the bulk of the writes: only the
@@ -234,7 +338,8 @@ class IntakeHandler:
 
 
 class CommandHandler:
-    """Signed commands from units and operators -> transitions, always answered."""
+    """Signed commands from units and operators -> transitions, always answered, every one
+    recorded in `commands` with its outcome."""
 
     def __init__(self, core: RoutingCore) -> None:
         self.core = core
@@ -243,69 +348,90 @@ class CommandHandler:
         core = self.core
         effects = core.effects()
         principal_id = record.headers.get(H_PRINCIPAL)
-        signature = record.headers.get(H_SIGNATURE)
-        principal = (core.registry.verify_signature(principal_id, record.value, signature)
-                     if principal_id and signature else None)
-        env: Envelope | None
-        try:
-            env = Envelope.from_bytes(record.value)
-        except ValidationError:
-            env = None
-        cause_id = env.event_id if env is not None else record.position_id
-        claimed = core.registry.principals.get(principal_id or "")
-        command_id = command_id_of(env.payload) if env else None
-        verb = env.type.rsplit(".", 1)[-1] if env else None
-        incident_id = env.subject if env else None
+        principal = verified_sender(core.registry, principal_id, record.headers.get(H_SIGNATURE),
+                                    record.value)
+        # Text that cannot be stored or shown safely is refused before anything reads it.
+        doc, problem = screen_command(record.value)
+        env: Envelope | None = None
+        if doc is not None and problem is None:
+            try:
+                env = Envelope.model_validate(doc)
+            except ValidationError:
+                env = None
+        received = _Received(record, doc, env, principal.id if principal else None,
+                           bounded_text(principal_id, 100))
         if principal is None:
-            # Answer to the unit the sender claims to be: it learns nothing but the refusal.
-            no = reject(Reason.UNAUTHENTICATED)
-            log.warning("command: unauthenticated", claimed_principal=principal_id,
+            # Answered to the IOC's operators only: never into the feed of the unit the
+            # sender claims to be (anyone who can write the commands topic could).
+            log.warning("command: unauthenticated", claimed_principal=received.claimed_principal,
                         topic=record.topic, partition=record.partition, offset=record.offset)
-            command_result(effects, unit=claimed.unit if claimed else "unknown", cause_id=cause_id,
-                           cause=env, status="rejected", reason_code=no.reason.value,
-                           message=no.message, command_id=command_id, verb=verb,
-                           incident_id=incident_id, principal=None)
-            await self._write_answer_only(effects, cause_id)
+            await self._refuse(received, reject(Reason.UNAUTHENTICATED), None, effects)
             return
         actor = Actor(principal.id, principal.unit, frozenset(principal.roles))
-        parsed = (parse_command(env.type, env.subject, env.payload) if env is not None
-                  else reject(Reason.MALFORMED, "không phải một envelope hợp lệ"))
+        if problem is not None:
+            parsed: Command | Rejection = problem
+        elif env is None:
+            parsed = reject(Reason.MALFORMED, "không phải một envelope hợp lệ")
+        elif env.type == DISPUTE_TYPE:
+            dispute = parse_dispute(env.payload)
+            if not isinstance(dispute, Rejection):
+                await self._dispute(dispute, actor, env, effects, received)
+                return
+            parsed = dispute
+        else:
+            parsed = parse_command(env.type, env.subject, env.payload)
         if isinstance(parsed, Rejection):
-            command_result(effects, unit=actor.unit, cause_id=cause_id, cause=env,
-                           status="rejected", reason_code=parsed.reason.value,
-                           message=parsed.message, command_id=command_id, verb=verb,
-                           incident_id=incident_id, principal=actor.principal)
-            await self._write_answer_only(effects, cause_id)
+            log.info("command refused", principal=actor.principal, reason=parsed.reason.value,
+                     topic=record.topic, partition=record.partition, offset=record.offset)
+            await self._refuse(received, parsed, actor.unit, effects)
             return
         assert env is not None
-        await self._execute(parsed, actor, env, effects)
+        await self._execute(parsed, actor, env, effects, received)
 
-    async def _write_answer_only(self, effects: Effects, cause_id: uuid.UUID) -> None:
-        async with self.core.pool.acquire() as conn, conn.transaction():
-            if await self.core.repo.claim_events(conn, COMMAND_CONSUMER, [cause_id]):
-                await enqueue_many(conn, self.core.repo.s, effects.messages)
+    async def _refuse(self, received: _Received, no: Rejection, unit: str | None,
+                      effects: Effects) -> None:
+        """Answer a command refused before any decision, and record it (once per record).
+        `unit` None: the sender is not authenticated; the answer goes to the operators."""
+        core = self.core
+        if unit is None:
+            r = received.record
+            unauthenticated_answer(effects, cause_id=received.cause_id, origin_topic=r.topic,
+                                   origin_partition=r.partition, origin_offset=r.offset,
+                                   reason_code=no.reason.value, message=no.message,
+                                   claimed_principal=received.claimed_principal,
+                                   command_id=received.command_id, verb=received.verb,
+                                   incident_id=received.incident_id)
+        else:
+            command_result(effects, unit=unit, cause_id=received.cause_id, cause=received.env,
+                           status="rejected", reason_code=no.reason.value, message=no.message,
+                           command_id=received.command_id, verb=received.verb,
+                           incident_id=received.incident_id, principal=received.principal)
+        async with core.pool.acquire() as conn, conn.transaction():
+            if not await core.repo.claim_events(conn, COMMAND_CONSUMER, [received.cause_id]):
+                return   # a redelivery: answered and recorded the first time
+            await core.repo.record_command_receipt(conn, received.receipt("rejected",
+                                                                         no.reason.value))
+            await enqueue_many(conn, core.repo.s, effects.messages)
+        core.refused.labels("command", no.reason.value).inc()
 
-    async def _execute(self, cmd: Command, actor: Actor, env: Envelope, effects: Effects) -> None:
+    async def _execute(self, cmd: Command, actor: Actor, env: Envelope, effects: Effects,
+                       received: _Received) -> None:
         core, repo = self.core, self.core.repo
         ctx = core.context()
+        # Claimed per principal: an envelope id chosen by one sender cannot shadow another's.
+        claim_id = deterministic_event_id("command", actor.principal, env.event_id)
 
         def answer(status: str, reason: Reason | None, message: str, state: str | None = None,
-                   duplicate: bool = False) -> None:
-            command_result(effects, unit=actor.unit, cause_id=env.event_id, cause=env,
+                   duplicate: bool = False, cause_id: uuid.UUID = claim_id) -> None:
+            command_result(effects, unit=actor.unit, cause_id=cause_id, cause=env,
                            status=status, reason_code=reason.value if reason else None,
                            message=message, command_id=cmd.command_id, verb=cmd.verb.value,
                            incident_id=cmd.incident_id, principal=actor.principal, state=state,
                            duplicate=duplicate)
 
         async with core.pool.acquire() as conn, conn.transaction():
-            if not await repo.claim_events(conn, COMMAND_CONSUMER, [env.event_id]):
-                return  # redelivery of a command already answered
-            if not await repo.claim_command(conn, actor.principal, cmd.command_id):
-                earlier = await repo.command_status(conn, actor.principal, cmd.command_id)
-                no = reject(Reason.DUPLICATE_COMMAND)
-                answer(earlier[0] if earlier else "rejected", Reason.DUPLICATE_COMMAND, no.message,
-                       duplicate=True)
-                await enqueue_many(conn, repo.s, effects.messages)
+            if not await self._claim(conn, actor, cmd.command_id, claim_id, received,
+                                     effects, answer):
                 return
             ids = [cmd.incident_id] + ([cmd.primary_id] if cmd.primary_id else [])
             loaded = await repo.load_incidents(conn, ids, for_update=True)
@@ -326,8 +452,9 @@ class CommandHandler:
                 return
             assert incident is not None
             await repo.update_incident(conn, incident, ctx.now)
-            effects.record(result, incident, seed=env.event_id, cause=env)
-            await self._relay_to_duplicates(conn, incident, result.events, effects, env)
+            effects.record(result, incident, seed=claim_id, cause=env)
+            await self._relay_to_duplicates(conn, incident, result.events, effects, claim_id,
+                                            env)
             if cmd.verb is Verb.ANSWER_SURVEY and cmd.score is not None:
                 await repo.record_survey(conn, incident.id, incident.last_unit, cmd.score,
                                          cmd.comment, actor.principal, ctx.now)
@@ -338,13 +465,162 @@ class CommandHandler:
         log.info("command accepted", verb=cmd.verb.value, incident_id=cmd.incident_id,
                  principal=actor.principal, state=incident.state.value)
 
+    async def _claim(self, conn: asyncpg.Connection, actor: Actor, command_id: uuid.UUID,
+                     claim_id: uuid.UUID, received: _Received, effects: Effects,
+                     answer: Callable[..., None]) -> bool:
+        """Claim the decision of this command; False (answered, recorded) when it was
+        handled before: a redelivery, a copy at another offset, a command id decided."""
+        repo = self.core.repo
+        first = await repo.claim_events(conn, COMMAND_CONSUMER, [claim_id])
+        if not first and await repo.command_recorded_at(conn, received.origin):
+            return False  # a redelivery of this very record: answered and recorded then
+        # A copy of an envelope already handled (at another offset), or a command id
+        # already decided: answered with the earlier decision, recorded as a repeat.
+        if not first or not await repo.claim_command(conn, actor.principal, command_id,
+                                                     claim_id, received.origin):
+            earlier = await repo.command_status(conn, actor.principal, command_id)
+            no = reject(Reason.DUPLICATE_COMMAND)
+            status = earlier[0] if earlier else "rejected"
+            cause_id = claim_id if first else received.cause_id
+            answer(status, Reason.DUPLICATE_COMMAND, no.message, duplicate=True,
+                   cause_id=cause_id)
+            await repo.record_command_receipt(conn, received.receipt(
+                status, Reason.DUPLICATE_COMMAND.value, cause_id=cause_id, raw=False))
+            await enqueue_many(conn, repo.s, effects.messages)
+            return False
+        return True
+
+    async def _dispute(self, cmd: DisputeCommand, actor: Actor, env: Envelope,
+                       effects: Effects, received: _Received) -> None:
+        """Đ4.5: open an incident for the owner of the disputed record, the owner read from
+        the record at the named position (its provenance), never from the command."""
+        core, repo = self.core, self.core.repo
+        ctx = core.context()
+        claim_id = deterministic_event_id("command", actor.principal, env.event_id)
+        incident_id = cmd.incident_id(actor)
+        dataset = core.registry.datasets.get(cmd.dataset)
+        may = dataset is not None and any(
+            core.registry.may(actor.unit, cmd.dataset, action, ctx.now)
+            for action in (Action.READ, Action.RECEIVE))
+        verdict: Any = admit(cmd, actor, dataset_known=dataset is not None, may_receive=may,
+                             canonical_topic=core.topics.canonical(cmd.dataset))
+        if verdict is None:
+            assert dataset is not None
+            verdict = provenance(cmd, await self._read(cmd), dataset.record_id_field,
+                                 core.org.unit_ids)
+
+        def answer(status: str, reason: Reason | None, message: str, state: str | None = None,
+                   duplicate: bool = False, cause_id: uuid.UUID = claim_id) -> None:
+            command_result(effects, unit=actor.unit, cause_id=cause_id, cause=env,
+                           status=status, reason_code=reason.value if reason else None,
+                           message=message, command_id=cmd.command_id, verb=DISPUTE_VERB,
+                           incident_id=incident_id if status == "accepted" else None,
+                           principal=actor.principal, state=state, duplicate=duplicate)
+
+        async with core.pool.acquire() as conn, conn.transaction():
+            if not await self._claim(conn, actor, cmd.command_id, claim_id, received,
+                                     effects, answer):
+                return
+            if isinstance(verdict, Rejection):
+                answer("rejected", verdict.reason, verdict.message)
+                await repo.record_command(conn, actor.principal, cmd.command_id, None,
+                                          DISPUTE_VERB, "rejected", verdict.reason.value)
+                await enqueue_many(conn, repo.s, effects.messages)
+                log.info("dispute refused", principal=actor.principal, dataset=cmd.dataset,
+                         position=cmd.position, reason=verdict.reason.value)
+                return
+            existing = (await repo.load_incidents(conn, [incident_id], for_update=True)
+                        ).get(incident_id)
+            if existing is not None:
+                # The same principal disputing the same record again: the incident it has.
+                answer("accepted", None, dispute_message(
+                    DISPUTE_EXISTS, incident=incident_id,
+                    state=STATE_NAMES[existing.state]), existing.state.value)
+                await repo.record_command(conn, actor.principal, cmd.command_id, incident_id,
+                                          DISPUTE_VERB, "accepted", None)
+                await enqueue_many(conn, repo.s, effects.messages)
+                return
+            incident, outcome = open_dispute(cmd, actor, verdict, ctx, core.system)
+            await repo.insert_incident(conn, incident, ctx.now)
+            effects.record(outcome, incident, seed=claim_id, cause=env)
+            answer("accepted", None, dispute_message(
+                DISPUTE_OPENED, incident=incident.id,
+                unit=core.org.name_of(incident.assigned_unit or "")), incident.state.value)
+            await repo.record_command(conn, actor.principal, cmd.command_id, incident.id,
+                                      DISPUTE_VERB, "accepted", None)
+            await core.write(conn, effects)
+        log.info("dispute opened", incident_id=incident.id, principal=actor.principal,
+                 dataset=cmd.dataset, position=cmd.position, unit=incident.assigned_unit)
+
+    async def _read(self, cmd: DisputeCommand) -> ReadRecord | None:
+        positions = self.core.positions
+        if positions is None:   # wiring fault: fail (and park) rather than refuse wrongly
+            raise RuntimeError("routing: no position reader to check a disputed record")
+        found = await positions.read(cmd.topic, cmd.partition, cmd.offset)
+        if found is None:
+            return None
+        try:
+            doc = loads_strict(found.value)
+        except HygieneError:
+            doc = None
+        return ReadRecord(found.headers.get(PRODUCER_HEADER), doc)
+
     async def _relay_to_duplicates(self, conn: asyncpg.Connection, incident: Incident,
-                                   events: Sequence[Any], effects: Effects, env: Envelope) -> None:
+                                   events: Sequence[Any], effects: Effects, seed: uuid.UUID,
+                                   env: Envelope) -> None:
         if incident.state is State.MERGED:
             return
         duplicates = await self.core.repo.merged_into(conn, incident.id)
         for duplicate in duplicates:
             for i, event in enumerate(events):
                 if event.incident_id == incident.id:
-                    effects.relay_status(duplicate, incident, event, seed=(env.event_id, i),
+                    effects.relay_status(duplicate, incident, event, seed=(seed, i),
                                          cause=env)
+
+
+# Kept with a refused command: bounded, and raw bytes only where nothing was decided.
+_RAW_LIMIT = 16 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class _Received:
+    """A command record as received: what can be said of it before (or without) a decision."""
+
+    record: Inbound
+    doc: dict[str, Any] | None     # strict JSON, possibly with forbidden characters
+    env: Envelope | None           # only when the document passed every check
+    principal: str | None          # verified
+    claimed_principal: str | None  # the header, bounded and cleaned
+
+    @property
+    def cause_id(self) -> uuid.UUID:
+        # The record's position, not an id the sender chose: an envelope id cannot be
+        # reused to shadow another command.
+        return self.record.position_id
+
+    @property
+    def origin(self) -> str:
+        return f"{self.record.topic}/{self.record.partition}/{self.record.offset}"
+
+    @property
+    def command_id(self) -> uuid.UUID | None:
+        return command_id_of(self.doc.get("payload")) if self.doc is not None else None
+
+    @property
+    def verb(self) -> str | None:
+        kind = self.doc.get("type") if self.doc is not None else None
+        return bounded_text(kind.rsplit(".", 1)[-1], 40) if isinstance(kind, str) else None
+
+    @property
+    def incident_id(self) -> str | None:
+        subject = self.doc.get("subject") if self.doc is not None else None
+        return bounded_text(subject, 200) if isinstance(subject, str) else None
+
+    def receipt(self, status: str, reason_code: str, *, cause_id: uuid.UUID | None = None,
+                raw: bool = True) -> CommandReceipt:
+        return CommandReceipt(
+            status=status, reason_code=reason_code, cause_id=cause_id or self.cause_id,
+            origin=self.origin, principal=self.principal,
+            claimed_principal=self.claimed_principal, command_id=self.command_id,
+            incident_id=self.incident_id, verb=self.verb,
+            raw=self.record.value[:_RAW_LIMIT] if raw else None)

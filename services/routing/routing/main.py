@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import typer
 from ioc_shared.platform.db import create_pool
+from ioc_shared.platform.parking import parked_cli
+from ioc_shared.platform.wiring import stop_on_signals
 from ioc_shared.registry import RegistryError, load_registry
 
 from routing.bootstrap import run_routing
@@ -22,6 +23,7 @@ from routing.repository import RoutingRepository
 from routing.settings import RoutingSettings
 
 cli = typer.Typer(add_completion=False, help="IOC routing: dispatch incidents and follow them up.")
+cli.add_typer(parked_cli(RoutingSettings, lambda s: s.db_schema), name="parked")
 
 
 def _load(settings: RoutingSettings):  # type: ignore[no-untyped-def]
@@ -40,11 +42,7 @@ def serve() -> None:
     settings = RoutingSettings()
 
     async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await run_routing(settings, stop, gc_tuning=True)
+        await run_routing(settings, stop_on_signals(), gc_tuning=True)
 
     asyncio.run(main())
 
@@ -59,13 +57,28 @@ def relay() -> None:
 
 @cli.command("check-config")
 def check_config() -> None:
-    """Validate config/routing.yaml against the registry; exit 1 with every problem."""
+    """Validate config/routing.yaml against the registry; exit 1 with every problem.
+
+    Then list the coming twelve months' days off and worked days that break the weekly
+    pattern, to compare with the government's decision on days off."""
     settings = RoutingSettings()
     _, org, policy = _load(settings)
+    steps = sum(len(e.chain) for e in policy.escalation)
     typer.echo(f"{settings.routing_config}: OK — {len(policy.rules)} rules + default, "
-               f"{len(policy.deadlines)} deadline entries, {len(policy.escalation.chain)} "
-               f"escalation steps, {len(policy.automation)} automation entries; "
+               f"{len(policy.deadlines)} deadline entries, {len(policy.escalation)} escalation "
+               f"entries ({steps} steps), {len(policy.ioc_deadlines)} IOC deadline entries, "
+               f"{len(policy.automation)} automation entries; "
                f"incident datasets: {', '.join(sorted(org.incident_datasets))}")
+    calendar = policy.calendar.build()
+    today = datetime.now(calendar.tz).date()
+    until = today.replace(year=today.year + 1) if (today.month, today.day) != (2, 29) \
+        else today + timedelta(days=365)
+    typer.echo(f"Working calendar {today} to {until - timedelta(days=1)} ({calendar.timezone}): "
+               "holidays and days off, and days worked outside office weekdays. Compare with the "
+               "year's decision on days off; enter differences under calendar.extra_days_off "
+               "and calendar.compensatory_working_days.")
+    for day, worked, why in calendar.days_off_and_worked_days(today, until):
+        typer.echo(f"  {day:%a %Y-%m-%d}  {'WORKED' if worked else 'off   '}  {why}")
 
 
 @cli.command("dry-run")
@@ -126,7 +139,7 @@ def overdue(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 
     rows = asyncio.run(main())
     if as_json:
-        json.dump(rows, sys.stdout, default=str, ensure_ascii=False, indent=2)
+        json.dump(rows, sys.stdout, default=_iso, ensure_ascii=False, indent=2)
         typer.echo()
         return
     if not rows:
@@ -134,8 +147,15 @@ def overdue(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         return
     for r in rows:
         typer.echo(f"{r['id']}  {r['state']:<13} {r['assigned_unit'] or '-':<22} {r['deadline']:<11} "
-                   f"due {r['due_at']:%Y-%m-%d %H:%M}Z  escalation step {r['escalation_step'] or 0}  "
+                   f"due {_iso(r['due_at'])}  escalation step {r['escalation_step']}  "
                    f"{r['category']}/{r['priority']}  {r['commune']}")
+
+
+def _iso(value: object) -> str:
+    """ISO 8601 with `T`, as in every event (UTC as the database returns it)."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,22 +10,27 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, Protocol
+from datetime import datetime
+from typing import Any
 
-import orjson
-from ioc_shared.contracts.envelope import ENVELOPE_SCHEMA_VERSION, deterministic_event_id
-from ioc_shared.contracts.headers import H_EVENT_ID, H_EVENT_TYPE
+from ioc_shared.contracts.envelope import deterministic_event_id
 from ioc_shared.contracts.topics import (
     ROUTING_COMMAND_RESULTS,
     ROUTING_COMMANDS,
     ROUTING_EVENTS,
     ROUTING_NOTIFICATIONS,
     ROUTING_REPORTER_UPDATES,
+    ROUTING_UNAUTHENTICATED_COMMANDS,
     canonical_topic,
 )
 from ioc_shared.platform.settings import ServiceSettings
-from ioc_shared.platform.telemetry import inject_trace_headers
+from ioc_shared.serialized import (
+    Cause,
+    SerializedEnvelope,
+    current_trace,
+    envelope_headers,
+    serialize_envelope,
+)
 
 from routing.domain.deadlines import DueWork
 from routing.domain.model import Incident, IncidentEvent, Notification, Outcome
@@ -39,54 +44,8 @@ from routing.domain.reporter import (
 )
 
 COMMAND_RESULT = "routing.command.result"
+UNAUTHENTICATED_COMMAND = "routing.command.unauthenticated"
 NOTIFICATION_PREFIX = "routing.notification."
-
-class Cause(Protocol):
-    """What an outgoing envelope takes from the envelope it answers."""
-
-    @property
-    def event_id(self) -> uuid.UUID: ...
-
-    @property
-    def correlation_id(self) -> uuid.UUID | None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class SerializedEnvelope:
-    """An envelope this service built from trusted values, serialized once with orjson.
-
-    Same JSON shape as `Envelope` (consumers parse it with `Envelope.from_bytes`), without
-    the cost of building a validated model for each of thousands of events per second.
-    `event_id` is the canonical text form of the UUID (as in the JSON and the headers).
-    """
-
-    event_id: str
-    type: str
-    subject: str
-    body: bytes
-
-    @property
-    def key(self) -> bytes:
-        return self.subject.encode()
-
-    def to_bytes(self) -> bytes:
-        return self.body
-
-
-def serialize_envelope(*, event_id: uuid.UUID | str, type: str, source_unit: str, subject: str,
-                       payload: dict[str, Any], cause: Cause | None,
-                       at: datetime | None = None) -> SerializedEnvelope:
-    """`at`: occurred and produced time (default: now); a batch passes its decision time."""
-    now = at or datetime.now(UTC)
-    body = orjson.dumps({
-        "envelope_version": ENVELOPE_SCHEMA_VERSION, "event_id": event_id, "type": type,
-        "schema_version": 1, "source_unit": source_unit, "subject": subject,
-        "occurred_at": now, "produced_at": now,
-        "correlation_id": (cause.correlation_id or cause.event_id) if cause else None,
-        "causation_id": cause.event_id if cause else None, "payload": payload,
-    }, default=str)
-    return SerializedEnvelope(str(event_id), type, subject, body)
-
 
 OutboxMessage = tuple[str, SerializedEnvelope, bytes | None, dict[str, str]]
 
@@ -99,25 +58,25 @@ class RoutingTopics:
     notifications: str
     reporter: str
     namespace: str
+    # Operators only: answers to commands that failed authentication.
+    unauthenticated: str = ""
 
     @classmethod
     def from_settings(cls, settings: ServiceSettings) -> RoutingTopics:
         return cls(settings.topic(ROUTING_COMMANDS).name, settings.topic(ROUTING_COMMAND_RESULTS).name,
                    settings.topic(ROUTING_EVENTS).name, settings.topic(ROUTING_NOTIFICATIONS).name,
-                   settings.topic(ROUTING_REPORTER_UPDATES).name, settings.topic_namespace)
+                   settings.topic(ROUTING_REPORTER_UPDATES).name, settings.topic_namespace,
+                   settings.topic(ROUTING_UNAUTHENTICATED_COMMANDS).name)
+
+    def canonical(self, dataset: str) -> str:
+        """The name of `dataset`'s canonical topic in this namespace."""
+        return (f"{self.namespace}." if self.namespace else "") + canonical_topic(dataset).name
 
 
 def incident_topic_specs(settings: ServiceSettings, datasets: list[str]) -> list[Any]:
     own = [ROUTING_COMMANDS, ROUTING_COMMAND_RESULTS, ROUTING_EVENTS, ROUTING_NOTIFICATIONS,
-           ROUTING_REPORTER_UPDATES]
+           ROUTING_REPORTER_UPDATES, ROUTING_UNAUTHENTICATED_COMMANDS]
     return [settings.topic(s) for s in own] + [settings.topic(canonical_topic(d)) for d in datasets]
-
-
-def current_trace() -> dict[str, str]:
-    """W3C trace context of the current span (what `envelope_headers` would add)."""
-    carrier: dict[str, str] = {}
-    inject_trace_headers(carrier)
-    return carrier
 
 
 def event_payload(event: IncidentEvent) -> dict[str, Any]:
@@ -160,11 +119,7 @@ class Effects:
         """Add an envelope; `trace` is the current span's context if the caller has it."""
         env = serialize_envelope(event_id=event_id, type=type, source_unit=self.source_unit,
                                  subject=key, payload=payload, cause=cause, at=self.at)
-        if trace is None:
-            trace = current_trace()
-        headers = {H_EVENT_ID: env.event_id, H_EVENT_TYPE: type}
-        headers.update(trace)
-        self.messages.append((topic, env, None, headers))
+        self.messages.append((topic, env, None, envelope_headers(env, trace)))
         return env
 
     def record(self, outcome: Outcome, incident: Incident, *, seed: object,
@@ -176,10 +131,14 @@ class Effects:
         if trace is None:
             trace = current_trace()
         base = str(deterministic_event_id(seed))
+        dispute = incident.dispute.as_data() if incident.dispute is not None else None
         for i, event in enumerate(outcome.events):
             event_id = _derive(base, _EVENTS + i)
             self.audit.append((event_id, event))
-            self.publish(self.topics.events, event.type, event.incident_id, event_payload(event),
+            payload = event_payload(event)
+            if dispute is not None and event.incident_id == incident.id:
+                payload["dispute"] = dispute   # which record, at which position (Đ4.5)
+            self.publish(self.topics.events, event.type, event.incident_id, payload,
                          event_id=event_id, cause=cause, trace=trace)
         latest: tuple[int, dict[str, Any]] | None = None
         for i in range(len(outcome.events) - 1, -1, -1):
@@ -232,3 +191,25 @@ def command_result(effects: Effects, *, unit: str, cause_id: uuid.UUID, cause: C
         payload["duplicate"] = True
     effects.publish(effects.topics.results, COMMAND_RESULT, unit, payload,
                     event_id=deterministic_event_id(cause_id, "result"), cause=cause)
+
+
+def unauthenticated_answer(effects: Effects, *, cause_id: uuid.UUID, origin_topic: str,
+                           origin_partition: int, origin_offset: int, reason_code: str,
+                           message: str, claimed_principal: str | None,
+                           command_id: uuid.UUID | None, verb: str | None,
+                           incident_id: str | None) -> None:
+    """The answer to a command that failed authentication, for the IOC's operators only.
+
+    Keyed by the command's origin (topic:partition), never by the unit the sender claims:
+    whoever can write the commands topic must not be able to write into a unit's feed.
+    Everything from the sender is bounded, cleaned text (the caller's `bounded_text`)."""
+    payload: dict[str, Any] = {
+        "command_id": str(command_id) if command_id else None, "command": verb,
+        "incident_id": incident_id, "status": "rejected", "reason_code": reason_code,
+        "message": message, "claimed_principal": claimed_principal,
+        "origin": {"topic": origin_topic, "partition": origin_partition,
+                   "offset": origin_offset},
+    }
+    effects.publish(effects.topics.unauthenticated, UNAUTHENTICATED_COMMAND,
+                    f"{origin_topic}:{origin_partition}", payload,
+                    event_id=deterministic_event_id(cause_id, "result"), cause=None)

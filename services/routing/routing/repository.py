@@ -11,11 +11,12 @@ from typing import Any
 
 import asyncpg
 import orjson
+from ioc_shared.platform.idempotency import claim_events
 from ioc_shared.platform.outbox import OutboxMessage, notify_channel, outbox_insert
 
 from routing.domain.deadlines import SHARED_SNAPSHOT_KEYS, DueWork
 from routing.domain.geo import DuplicateCandidate, Point
-from routing.domain.model import Incident, IncidentEvent
+from routing.domain.model import Dispute, Incident, IncidentEvent, RecordKey
 from routing.domain.states import State
 
 _INCIDENT_COLUMNS = (
@@ -33,6 +34,37 @@ class DueRow:
     deadline: str
     step: int
     due_at: datetime
+    # An IOC step's plan (None for unit deadlines) and whether a later entry of the
+    # incident into an IOC waiting state superseded this row's sequence.
+    plan: dict[str, Any] | None = None
+    superseded: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CommandReceipt:
+    """A command answered without a decision of its own; text fields bounded and clean."""
+
+    status: str
+    reason_code: str
+    cause_id: uuid.UUID
+    origin: str
+    principal: str | None = None
+    claimed_principal: str | None = None
+    command_id: uuid.UUID | None = None
+    incident_id: str | None = None
+    verb: str | None = None
+    raw: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RefusedRecord:
+    topic: str
+    partition: int
+    offset: int
+    reason_code: str
+    detail: str
+    event_id: uuid.UUID | None = None
+    source_unit: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +81,7 @@ class DuplicateQuery:
 
 _SELECT_INCIDENTS = (
     "SELECT " + ", ".join(f"i.{c.strip()}" for c in _INCIDENT_COLUMNS.split(",")) +
-    ", v.body AS shared_policy FROM {s}.incidents i "
+    ", i.dispute, v.body AS shared_policy FROM {s}.incidents i "
     "LEFT JOIN {s}.policy_versions v ON v.version = i.policy->>'version' ")
 
 
@@ -69,6 +101,7 @@ def _incident(row: asyncpg.Record) -> Incident:
     policy = _json(row["policy"])
     if policy is not None and row["shared_policy"] is not None:
         policy = {**_json(row["shared_policy"]), **policy}
+    dispute = _json(row.get("dispute"))
     return Incident(
         id=row["id"], dataset=row["dataset"], record_id=row["record_id"],
         source_unit=row["source_unit"], category=row["category"], priority=row["priority"],
@@ -80,6 +113,7 @@ def _incident(row: asyncpg.Record) -> Incident:
         policy=policy,
         ack_due_at=row["ack_due_at"], resolve_due_at=row["resolve_due_at"],
         survey_answered=row["survey_answered"], created_at=row["created_at"],
+        dispute=Dispute.from_data(dispute) if dispute is not None else None,
     )
 
 
@@ -109,17 +143,16 @@ class RoutingRepository:
     async def claim_events(self, conn: asyncpg.Connection, consumer: str,
                            event_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
         """Claim a batch of event ids in the caller's transaction; returns the new ones."""
-        rows = await conn.fetch(
-            f"INSERT INTO {self.s}.processed_events (consumer, event_id) "
-            "SELECT $1, unnest($2::uuid[]) ON CONFLICT DO NOTHING RETURNING event_id",
-            consumer, list(event_ids))
-        return {r["event_id"] for r in rows}
+        return await claim_events(conn, self.s, consumer, event_ids)
 
     async def claim_command(self, conn: asyncpg.Connection, principal: str,
-                            command_id: uuid.UUID) -> bool:
+                            command_id: uuid.UUID, cause_id: uuid.UUID | None = None,
+                            origin: str | None = None) -> bool:
+        """Claim the decision of (principal, command id); False if it was decided before."""
         row = await conn.fetchval(
-            f"INSERT INTO {self.s}.commands (principal, command_id, status) VALUES ($1, $2, 'pending') "
-            "ON CONFLICT DO NOTHING RETURNING 1", principal, command_id)
+            f"INSERT INTO {self.s}.commands (principal, command_id, status, cause_id, origin) "
+            "VALUES ($1, $2, 'pending', $3, $4) ON CONFLICT DO NOTHING RETURNING 1",
+            principal, command_id, cause_id, origin)
         return row is not None
 
     async def record_command(self, conn: asyncpg.Connection, principal: str, command_id: uuid.UUID,
@@ -127,15 +160,47 @@ class RoutingRepository:
                              reason_code: str | None) -> None:
         await conn.execute(
             f"UPDATE {self.s}.commands SET incident_id = $3, verb = $4, status = $5, "
-            "reason_code = $6 WHERE principal = $1 AND command_id = $2",
+            "reason_code = $6 WHERE principal = $1 AND command_id = $2 AND decided",
             principal, command_id, incident_id, verb, status, reason_code)
+
+    async def record_command_receipt(self, conn: asyncpg.Connection, receipt: CommandReceipt) -> None:
+        """A command answered without a decision of its own (refused at the door, or a
+        repeat of a decided one): recorded with its outcome all the same."""
+        r = receipt
+        await conn.execute(
+            f"INSERT INTO {self.s}.commands (principal, command_id, incident_id, verb, status, "
+            "reason_code, decided, cause_id, claimed_principal, origin, raw) "
+            "VALUES ($1, $2, $3, $4, $5, $6, false, $7, $8, $9, $10)",
+            r.principal, r.command_id, r.incident_id, r.verb, r.status, r.reason_code,
+            r.cause_id, r.claimed_principal, r.origin, r.raw)
+
+    async def command_recorded_at(self, conn: asyncpg.Connection, origin: str) -> bool:
+        """Whether the command record at `origin` (topic/partition/offset) was recorded."""
+        return bool(await conn.fetchval(
+            f"SELECT EXISTS (SELECT 1 FROM {self.s}.commands WHERE origin = $1)", origin))
 
     async def command_status(self, conn: asyncpg.Connection, principal: str,
                              command_id: uuid.UUID) -> tuple[str, str | None] | None:
         row = await conn.fetchrow(
             f"SELECT status, reason_code FROM {self.s}.commands WHERE principal = $1 "
-            "AND command_id = $2", principal, command_id)
+            "AND command_id = $2 AND decided", principal, command_id)
         return (row["status"], row["reason_code"]) if row else None
+
+    async def record_refused(self, conn: asyncpg.Connection, refused: Sequence[RefusedRecord]
+                             ) -> set[tuple[str, int, int]]:
+        """Canonical records the intake refused; returns the positions new to the table
+        (a redelivered one is there already)."""
+        rows = await conn.fetch(
+            f"INSERT INTO {self.s}.refused_records (topic, kafka_partition, kafka_offset, "
+            "event_id, source_unit, reason_code, detail) "
+            "SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::uuid[], $5::text[], "
+            "$6::text[], $7::text[]) ON CONFLICT DO NOTHING "
+            "RETURNING topic, kafka_partition, kafka_offset",
+            [r.topic for r in refused], [r.partition for r in refused],
+            [r.offset for r in refused], [r.event_id for r in refused],
+            [r.source_unit for r in refused], [r.reason_code for r in refused],
+            [r.detail for r in refused])
+        return {(r["topic"], r["kafka_partition"], r["kafka_offset"]) for r in rows}
 
     # --- incidents -------------------------------------------------------------
     async def load_incidents(self, conn: asyncpg.Connection, ids: Iterable[str], *,
@@ -146,28 +211,34 @@ class RoutingRepository:
         return {r["id"]: _incident(r) for r in rows}
 
     async def claim_and_load(self, conn: asyncpg.Connection, consumer: str,
-                             arrivals: Sequence[tuple[uuid.UUID, str]]
-                             ) -> tuple[set[uuid.UUID], dict[str, Incident]]:
-        """`claim_events`, then `load_incidents(for_update=True)` of the incidents whose
-        event was new, in one round trip: (new event ids, locked incidents by id)."""
+                             arrivals: Sequence[tuple[uuid.UUID, RecordKey]]
+                             ) -> tuple[set[uuid.UUID], dict[RecordKey, Incident]]:
+        """`claim_events`, then the incidents (locked) of the records whose event was new,
+        found by (source unit, dataset, record id), in one round trip: (new event ids,
+        locked incidents by record key). The key, not the id, finds incidents recorded
+        before ids were scoped to the unit."""
         rows = await conn.fetch(
             f"""WITH claimed AS (
                     INSERT INTO {self.s}.processed_events (consumer, event_id)
                     SELECT $1, unnest($2::uuid[]) ON CONFLICT DO NOTHING RETURNING event_id),
                 locked AS (
                     SELECT i.* FROM {self.s}.incidents i
-                    WHERE i.id IN (SELECT a.incident_id
-                                   FROM unnest($2::uuid[], $3::text[]) AS a(event_id, incident_id)
-                                   JOIN claimed c ON c.event_id = a.event_id)
+                    WHERE i.dispute IS NULL AND (i.source_unit, i.dataset, i.record_id) IN (
+                        SELECT a.source_unit, a.dataset, a.record_id
+                        FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[])
+                             AS a(event_id, source_unit, dataset, record_id)
+                        JOIN claimed c ON c.event_id = a.event_id)
                     ORDER BY i.id FOR UPDATE)
                 SELECT (SELECT array_agg(event_id) FROM claimed) AS fresh,
                        {", ".join(f"i.{c.strip()}" for c in _INCIDENT_COLUMNS.split(","))},
                        v.body AS shared_policy
                 FROM (SELECT 1) AS one LEFT JOIN locked i ON true
                 LEFT JOIN {self.s}.policy_versions v ON v.version = i.policy->>'version'""",
-            consumer, [e for e, _ in arrivals], [i for _, i in arrivals])
+            consumer, [e for e, _ in arrivals], [k[0] for _, k in arrivals],
+            [k[1] for _, k in arrivals], [k[2] for _, k in arrivals])
         fresh = set(rows[0]["fresh"] or ()) if rows else set()
-        return fresh, {r["id"]: _incident(r) for r in rows if r["id"] is not None}
+        found = (_incident(r) for r in rows if r["id"] is not None)
+        return fresh, {i.record_key: i for i in found}
 
     async def write_intake(self, conn: asyncpg.Connection, incidents: Sequence[Incident],
                            now: datetime, due: Sequence[tuple[str, int, DueWork]],
@@ -187,7 +258,7 @@ class RoutingRepository:
         """
         versions = self._new_versions([i.policy for i in incidents])
         rows = orjson.dumps([_incident_row(i, now) for i in incidents], default=str).decode()
-        due_rows = orjson.dumps([(i, n, w.kind, w.deadline, w.step, w.due_at)
+        due_rows = orjson.dumps([(i, n, w.kind, w.deadline, w.step, w.due_at, w.plan, w.stage_at)
                                  for i, n, w in due]).decode()
         audit_rows = orjson.dumps([_audit_row(event_id, e) for event_id, e in audit],
                                   default=str).decode()
@@ -213,8 +284,9 @@ class RoutingRepository:
                     FROM jsonb_array_elements($3::jsonb) AS r),
                 dw AS (
                     INSERT INTO {self.s}.due_work (incident_id, assignment_no, kind, deadline,
-                                                   step, due_at)
-                    SELECT r->>0, (r->>1)::int, r->>2, r->>3, (r->>4)::int, (r->>5)::timestamptz
+                                                   step, due_at, plan, stage_at)
+                    SELECT r->>0, (r->>1)::int, r->>2, r->>3, (r->>4)::int, (r->>5)::timestamptz,
+                           nullif(r->6, 'null'::jsonb), (r->>7)::timestamptz
                     FROM jsonb_array_elements($4::jsonb) AS r
                     ON CONFLICT DO NOTHING),
                 audit AS (
@@ -230,6 +302,18 @@ class RoutingRepository:
             list(versions), list(versions.values()), rows, due_rows, audit_rows,
             notify_channel(self.s), locks, *outbox_args)
         return list(versions)
+
+    async def insert_incident(self, conn: asyncpg.Connection, incident: Incident,
+                              now: datetime) -> None:
+        """One incident opened by a command (a data dispute), with its dispute."""
+        await self._save_policy_versions(conn, [incident.policy])
+        row = list(_incident_row(incident, now))
+        row[17] = _stored_policy(incident.policy)
+        dispute = _dumps(incident.dispute.as_data()) if incident.dispute else None
+        await conn.execute(
+            f"INSERT INTO {self.s}.incidents ({_INCIDENT_COLUMNS}, updated_at, dispute) VALUES "
+            "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, "
+            "$18::jsonb, $19, $20, $21, $22, $23, $24::jsonb)", *row, dispute)
 
     def _category_lock(self, category: str) -> str:
         return f"routing-duplicates:{self.s}:{category}"
@@ -250,8 +334,8 @@ class RoutingRepository:
         for p in policies:
             if (p is not None and p.get("version") and p["version"] not in versions
                     and p["version"] not in self._versions):
-                versions[p["version"]] = json.dumps({k: p[k] for k in SHARED_SNAPSHOT_KEYS},
-                                                    ensure_ascii=False)
+                versions[p["version"]] = json.dumps(
+                    {k: p[k] for k in SHARED_SNAPSHOT_KEYS if k in p}, ensure_ascii=False)
         return versions
 
     async def _save_policy_versions(self, conn: asyncpg.Connection,
@@ -353,22 +437,32 @@ class RoutingRepository:
         if not work:
             return
         await conn.execute(
-            f"INSERT INTO {self.s}.due_work (incident_id, assignment_no, kind, deadline, step, due_at) "
-            "SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::int[], "
-            "$6::timestamptz[]) ON CONFLICT DO NOTHING",
+            f"INSERT INTO {self.s}.due_work (incident_id, assignment_no, kind, deadline, step, "
+            "due_at, plan, stage_at) "
+            "SELECT i, n, k, d, st, at, p::jsonb, sa FROM unnest($1::text[], $2::int[], "
+            "$3::text[], $4::text[], $5::int[], $6::timestamptz[], $7::text[], "
+            "$8::timestamptz[]) AS x(i, n, k, d, st, at, p, sa) ON CONFLICT DO NOTHING",
             [i for i, _, _ in work], [n for _, n, _ in work], [w.kind for _, _, w in work],
             [w.deadline for _, _, w in work], [w.step for _, _, w in work],
-            [w.due_at for _, _, w in work])
+            [w.due_at for _, _, w in work],
+            [None if w.plan is None else _dumps(w.plan) for _, _, w in work],
+            [w.stage_at for _, _, w in work])
 
     async def claim_due_work(self, conn: asyncpg.Connection, now: datetime,
                              limit: int) -> list[DueRow]:
         """Due rows locked for this transaction; rows another instance holds are skipped."""
         rows = await conn.fetch(
-            f"SELECT id, incident_id, assignment_no, kind, deadline, step, due_at "
-            f"FROM {self.s}.due_work WHERE fired_at IS NULL AND skipped_at IS NULL "
-            "AND due_at <= $1 ORDER BY due_at, id LIMIT $2 FOR UPDATE SKIP LOCKED", now, limit)
+            f"""SELECT w.id, w.incident_id, w.assignment_no, w.kind, w.deadline, w.step,
+                       w.due_at, w.plan,
+                       w.stage_at IS NOT NULL AND EXISTS (
+                           SELECT 1 FROM {self.s}.due_work later
+                           WHERE later.incident_id = w.incident_id
+                             AND later.stage_at > w.stage_at) AS superseded
+                FROM {self.s}.due_work w WHERE w.fired_at IS NULL AND w.skipped_at IS NULL
+                AND w.due_at <= $1 ORDER BY w.due_at, w.id LIMIT $2 FOR UPDATE OF w SKIP LOCKED""",
+            now, limit)
         return [DueRow(r["id"], r["incident_id"], r["assignment_no"], r["kind"], r["deadline"],
-                       r["step"], r["due_at"]) for r in rows]
+                       r["step"], r["due_at"], _json(r["plan"]), r["superseded"]) for r in rows]
 
     async def finish_due_work(self, conn: asyncpg.Connection, fired: Sequence[int],
                               skipped: Sequence[int], now: datetime, instance: str) -> None:
@@ -389,22 +483,43 @@ class RoutingRepository:
     # --- overdue and survey ----------------------------------------------------
     async def overdue(self, conn: asyncpg.Connection, now: datetime,
                       limit: int = 500) -> list[asyncpg.Record]:
-        """Incidents past a deadline they still wait on, with the highest escalation fired."""
+        """One row per deadline an incident still waits on and has missed, with the
+        highest escalation step fired for that deadline (0 when none yet).
+
+        Unit deadlines come from the incident; the IOC's own steps from the plan of the
+        latest entry into the state that waits for them."""
         return list(await conn.fetch(
-            f"""SELECT i.id, i.dataset, i.record_id, i.category, i.priority, i.commune, i.state,
-                       i.assigned_unit,
-                       CASE WHEN i.state = 'assigned' AND i.ack_due_at < $1 THEN 'acknowledge'
-                            ELSE 'resolve' END AS deadline,
-                       CASE WHEN i.state = 'assigned' AND i.ack_due_at < $1 THEN i.ack_due_at
-                            ELSE i.resolve_due_at END AS due_at,
-                       (SELECT max(w.step) FROM {self.s}.due_work w
-                         WHERE w.incident_id = i.id AND w.assignment_no = i.assignment_no
-                           AND w.kind = 'escalation' AND w.fired_at IS NOT NULL) AS escalation_step
-                FROM {self.s}.incidents i
-                WHERE (i.state = 'assigned' AND i.ack_due_at < $1)
-                   OR (i.state IN ('assigned', 'acknowledged', 'in_progress')
-                       AND i.resolve_due_at < $1)
-                ORDER BY due_at LIMIT $2""", now, limit))
+            f"""WITH missed AS (
+                    SELECT i.id, 'acknowledge' AS deadline, i.ack_due_at AS due_at,
+                           NULL::timestamptz AS stage_at
+                    FROM {self.s}.incidents i WHERE i.state = 'assigned' AND i.ack_due_at < $1
+                    UNION ALL
+                    SELECT i.id, 'resolve', i.resolve_due_at, NULL
+                    FROM {self.s}.incidents i
+                    WHERE i.state IN ('assigned', 'acknowledged', 'in_progress')
+                      AND i.resolve_due_at < $1
+                    UNION ALL
+                    SELECT i.id, w.deadline, (w.plan->>'due_at')::timestamptz, w.stage_at
+                    FROM {self.s}.incidents i
+                    CROSS JOIN LATERAL (
+                        SELECT s.deadline, s.plan, s.stage_at FROM {self.s}.due_work s
+                        WHERE s.incident_id = i.id AND s.stage_at IS NOT NULL
+                        ORDER BY s.stage_at DESC, s.id DESC LIMIT 1) w
+                    WHERE i.state IN ('received', 'verified', 'approved', 'returned')
+                      AND (w.deadline, i.state) IN (('verify', 'received'),
+                          ('approve', 'verified'), ('dispatch', 'approved'),
+                          ('dispatch', 'returned'))
+                      AND (w.plan->>'due_at')::timestamptz < $1)
+                SELECT i.id, i.dataset, i.record_id, i.category, i.priority, i.commune, i.state,
+                       i.assigned_unit, m.deadline, m.due_at,
+                       coalesce((SELECT max(w.step) FROM {self.s}.due_work w
+                                 WHERE w.incident_id = i.id AND w.assignment_no = i.assignment_no
+                                   AND w.deadline = m.deadline
+                                   AND w.stage_at IS NOT DISTINCT FROM m.stage_at
+                                   AND w.kind = 'escalation' AND w.fired_at IS NOT NULL), 0)
+                           AS escalation_step
+                FROM missed m JOIN {self.s}.incidents i ON i.id = m.id
+                ORDER BY m.due_at, i.id, m.deadline LIMIT $2""", now, limit))
 
     async def record_survey(self, conn: asyncpg.Connection, incident_id: str, unit: str | None,
                             score: int, comment: str | None, principal: str,

@@ -22,12 +22,19 @@ class RoutingSettings(ServiceSettings):
     batch_max_records: int = 500
     # aiokafka returns at once when records are buffered; this bounds the idle wait only.
     batch_timeout_ms: int = 10
-    # Intake consumers per process (same group). Two overlap decision work with database
-    # waits (~2,500 against ~2,350 incidents/s in BENCH routing) but split the batches and
-    # wait for each other's duplicate-check locks: p99 at 500/s went from ~70 to ~120-190 ms.
-    intake_consumers: int = 1
     relay_batch_size: int = 2000
     # "process": the outbox relay runs as a child process on another core; "inline": a task.
     relay_mode: Literal["process", "inline"] = "process"
     timer_poll_s: float = 1.0
     timer_batch: int = 200
+    # Retention (ioc_shared.platform.retention; deploy/README.md "Retention"). The interval
+    # also reads the common IOC_RETENTION_INTERVAL_S.
+    retention_interval_s: float = 3600.0
+    retention_slice_rows: int = 1000
+    # None: the longest retention of the consumed topics + 7 days (a shorter one is refused).
+    retention_processed_events_days: float | None = None
+    retention_parked_days: float = 90.0
+    # Fired or skipped reminders and escalation steps of incidents no longer waiting.
+    retention_due_work_days: float = 90.0
+    # The answer given to each command (its idempotency key and audit trail).
+    retention_commands_days: float = 400.0

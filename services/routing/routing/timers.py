@@ -14,10 +14,20 @@ from typing import Any
 
 from ioc_shared.contracts.envelope import deterministic_event_id
 from ioc_shared.platform.logging import get_logger
+from ioc_shared.platform.runtime import restart_delay
 from opentelemetry import trace
 
-from routing.domain.deadlines import chain_step, following, recipients, still_due
+from routing.domain.deadlines import (
+    UNIT_DEADLINES,
+    chain_step,
+    due_at_of,
+    following,
+    recipients,
+    reminder_target,
+    still_due,
+)
 from routing.domain.model import Incident, IncidentEvent, Notification
+from routing.domain.policy import EscalationStep
 from routing.handlers import RoutingCore
 from routing.publishing import Effects, event_payload
 from routing.repository import DueRow
@@ -41,12 +51,20 @@ class TimerWorker:
         self._stop.set()
 
     async def run(self) -> None:
+        failures = 0
         while not self._stop.is_set():
             try:
                 done = await self.fire_due()
             except Exception as exc:  # a transient database error must not end the timers
-                log.error("timers: firing failed; retrying", error=repr(exc))
-                done = 0
+                failures += 1
+                if failures == 1:   # one line per outage; the backoff grows meanwhile
+                    log.error("timers: firing failed; retrying with backoff", error=repr(exc))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), restart_delay(failures))
+                continue
+            if failures:
+                log.info("timers: firing again", failed_attempts=failures)
+                failures = 0
             if done == 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), self.poll_s)
@@ -66,16 +84,17 @@ class TimerWorker:
                 skipped: list[int] = []
                 for row in rows:
                     incident = incidents.get(row.incident_id)
-                    if (incident is None or incident.assignment_no != row.assignment_no
-                            or not still_due(row.deadline, incident.state.value)
-                            or incident.policy is None):
+                    plan = _plan_of(row, incident)
+                    if (incident is None or plan is None or row.superseded
+                            or incident.assignment_no != row.assignment_no
+                            or not still_due(row.deadline, incident.state.value)):
                         skipped.append(row.id)
                         continue
-                    self._fire(row, incident, effects)
+                    self._fire(row, incident, plan, effects)
                     fired.append(row.id)
                     # Only the next item of this deadline is kept as a row: fewer rows to
                     # write per assignment, and the sequence stops once the deadline is met.
-                    nxt = following(incident.policy, row.deadline, row.kind, row.step)
+                    nxt = following(plan, row.deadline, row.kind, row.step)
                     if nxt is not None:
                         effects.due.append((incident.id, row.assignment_no, nxt))
                 await core.repo.finish_due_work(conn, fired, skipped, now, core.instance_id)
@@ -85,37 +104,42 @@ class TimerWorker:
             log.info("timers fired", fired=len(fired), skipped=len(skipped))
         return len(rows)
 
-    def _fire(self, row: DueRow, incident: Incident, effects: Effects) -> None:
+    def _fire(self, row: DueRow, incident: Incident, plan: dict[str, Any],
+              effects: Effects) -> None:
         core = self.core
-        assert incident.policy is not None
-        due_key = "acknowledge_due_at" if row.deadline == "acknowledge" else "resolve_due_at"
         base: dict[str, Any] = {
-            "deadline": row.deadline, "step": row.step, "due_at": incident.policy[due_key],
+            "deadline": row.deadline, "step": row.step, "due_at": due_at_of(plan, row.deadline),
             "work_due_at": row.due_at.isoformat(), "assignment_no": row.assignment_no,
             "state": incident.state.value, "category": incident.category,
             "priority": incident.priority, "title": incident.title,
         }
-        if row.kind == "reminder":
-            unit = incident.assigned_unit or incident.last_unit or core.org.ioc_unit
-            targets: list[tuple[str, tuple[str, ...], tuple[dict[str, str], ...]]] = [
-                (unit, ("incident-officer",), ())]
-            event_type, data = REMINDER_EVENT, base
-        else:
-            step = chain_step(incident.policy, row.step)
-            found = recipients(step, incident.assigned_unit, core.org)
-            targets = [(r.unit, r.roles, r.contacts) for r in found]
-            data = {**base, "level": step.level,
-                    "recipients": [{"unit": r.unit, "contact_roles": list(r.roles),
-                                    "contacts": list(r.contacts)} for r in found]}
+        # Reminders and escalation steps name their recipients the same way: units resolved
+        # from the plan, with the contacts the registry gives for the roles asked.
+        target = reminder_target(plan) if row.kind == "reminder" else chain_step(plan, row.step)
+        found = recipients(target, incident.assigned_unit, core.org)
+        data = {**base, "recipients": [{"unit": r.unit, "contact_roles": list(r.roles),
+                                        "contacts": list(r.contacts)} for r in found]}
+        if isinstance(target, EscalationStep):
+            data["level"] = target.level
             event_type = ESCALATION_EVENT
+        else:
+            event_type = REMINDER_EVENT
         event = IncidentEvent(event_type, incident.id, incident.state, incident.state, core.system,
                               core.clock(), None, data)
         event_id = str(deterministic_event_id("due-work", row.id))
         effects.audit.append((event_id, event))
         effects.publish(effects.topics.events, event_type, incident.id, event_payload(event),
                         event_id=event_id, cause=None)
-        for unit, roles, contacts in targets:
-            note = Notification(row.kind, unit, incident.id, tuple(roles),
-                                {**data, "contacts": list(contacts)})
-            effects.notify(note, event_id=deterministic_event_id("due-work", row.id, unit),
+        for r in found:
+            note = Notification(row.kind, r.unit, incident.id, r.roles,
+                                {**data, "contacts": list(r.contacts)})
+            effects.notify(note, event_id=deterministic_event_id("due-work", row.id, r.unit),
                            cause=None)
+
+
+def _plan_of(row: DueRow, incident: Incident | None) -> dict[str, Any] | None:
+    """What the row's sequence follows: the IOC step's frozen plan, or the assignment's
+    snapshot on the incident."""
+    if row.deadline in UNIT_DEADLINES:
+        return incident.policy if incident is not None else None
+    return row.plan

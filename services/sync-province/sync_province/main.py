@@ -20,6 +20,7 @@ from ioc_shared.contracts.topics import SYNC_PROVINCE_STATUS, canonical_topic
 from ioc_shared.platform.db import create_pool, migrate
 from ioc_shared.platform.kafka import declare_topics, envelope_headers
 from ioc_shared.platform.logging import get_logger
+from ioc_shared.platform.observability import ReadinessCheck
 from ioc_shared.platform.runtime import ServiceRuntime
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -39,15 +40,6 @@ from sync_province.targets import Target
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 log = get_logger("sync-province")
 cli = typer.Typer(add_completion=False, help="sync-province: mirror shared data to the provincial IOC.")
-
-
-class _Runtime(ServiceRuntime):
-    """The kit's runtime, with the links' health checks beside Kafka's and PostgreSQL's."""
-
-    extra_checks: dict[str, Any]
-
-    def _checks(self) -> dict[str, Any]:
-        return {**super()._checks(), **self.extra_checks}
 
 
 def build_streams(settings: SyncSettings, watcher: RegistryWatcher) -> list[Stream]:
@@ -105,8 +97,8 @@ async def run_service(settings: SyncSettings) -> None:
     for s in set(wanted) - set(streams):
         log.warning("event topic absent: not forwarded until it exists and the service restarts",
                     topic=s.source_topic)
-    runtime = _Runtime("sync-province", settings, schema=settings.schema_name,
-                       migrations=MIGRATIONS, topics=[status_topic])
+    runtime = ServiceRuntime("sync-province", settings, schema=settings.schema_name,
+                             migrations=MIGRATIONS, topics=[status_topic])
     targets = build_targets(settings, partitions)
     pipelines: list[Pipeline] = []
     reporter_box: list[StatusReporter] = []
@@ -115,14 +107,14 @@ async def run_service(settings: SyncSettings) -> None:
         return JSONResponse(reporter_box[0].snapshot() if reporter_box else [])
 
     runtime._http_routes = [Route("/status", status_route)]
-    runtime.extra_checks = {}
-    for target in targets:
-        runtime.extra_checks.update(_link_checks(target, reporter_box,
-                                                 settings.unreachable_after_s))
     async with runtime as rt:
         assert rt.pool is not None
         repo = Repository(rt.pool, settings.schema_name)
         await repo.prepare()
+        for target in targets:
+            for name, check in _link_checks(target, reporter_box,
+                                            settings.unreachable_after_s).items():
+                rt.add_check(name, check)
         await rt.start_broker()
 
         async def publish(envelope: Envelope) -> None:
@@ -154,9 +146,12 @@ async def run_service(settings: SyncSettings) -> None:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signal.SIGHUP, watcher.force)
         for pipeline in pipelines:
-            rt.spawn(pipeline.run())
+            # Restarted with backoff if the district broker or PostgreSQL fails under it;
+            # the province being away never raises (the pipeline waits for it).
+            rt.supervise(f"pipeline {pipeline.target.name}", pipeline.run)
         rt.spawn(_every(settings.status_interval_s, reporter.report, "status"))
-        rt.spawn(_every(settings.retention_check_s, reporter.refresh_retention, "retention", first_delay=0.0))
+        rt.spawn(_every(settings.retention_check_s, reporter.refresh_retention, "retention",
+                        first_delay=0.0))
         rt.spawn(_every(settings.checkpoint_interval_s,
                         lambda: checkpoint_now(repo, key, settings.district, targets), "checkpoint"))
         rt.spawn(_every(settings.reconcile_interval_s,
@@ -166,15 +161,19 @@ async def run_service(settings: SyncSettings) -> None:
 
 
 def _link_checks(target: Target, reporter_box: list[StatusReporter], unreachable_after_s: float
-                 ) -> dict[str, Any]:
-    async def reachable() -> bool:
-        return target.health.unreachable_for() < unreachable_after_s
+                 ) -> dict[str, ReadinessCheck]:
+    """Readiness of a link, from memory: the target answers, no retention risk."""
+    def reachable() -> tuple[bool, str | None]:
+        away = target.health.unreachable_for()
+        return away < unreachable_after_s, (f"province {target.name} unreachable for {away:.0f} s:"
+                                            f" {target.health.last_error}")
 
-    async def retention_safe() -> bool:
+    def retention_safe() -> tuple[bool, str | None]:
         if not reporter_box:
-            return True
+            return True, None
         reporter_box[0].snapshot()      # judged now, not at the last status event
-        return not any(t == target.name for t, _ in reporter_box[0].at_risk)
+        risky = sorted(s for t, s in reporter_box[0].at_risk if t == target.name)
+        return not risky, f"oldest unsynced record near the retention of {risky}"
 
     return {f"province-{target.name}": reachable, f"retention-{target.name}": retention_safe}
 

@@ -1,7 +1,7 @@
 """`python -m ioc_shared.contracts DIR`: write the bus contract documents.
 
-Writes `envelope.schema.json` (JSON Schema of the envelope) and `topics.md`
-(every topic with partitions, retention, cleanup policy and key).
+Writes `envelope.schema.json` (JSON Schema of the envelope), `topics.md`
+(every topic with partitions, retention, cleanup policy and key) and `asyncapi.yaml`.
 """
 
 from __future__ import annotations
@@ -11,15 +11,25 @@ from typing import Annotated
 
 import typer
 
+from ioc_shared.contracts.asyncapi import asyncapi_yaml
 from ioc_shared.contracts.envelope import envelope_json_schema
-from ioc_shared.contracts.topics import DAY_MS, TOPICS, canonical_topic, special_topic
+from ioc_shared.contracts.topics import (
+    DAY_MS,
+    TOPICS,
+    canonical_topic,
+    restricted_topic,
+    special_topic,
+    unit_rejections_topic,
+)
 
 app = typer.Typer(add_completion=False)
 
 
 def topics_markdown() -> str:
     rows = ["| topic | partitions | retention | cleanup | key | carries |", "|---|---|---|---|---|---|"]
-    examples = (canonical_topic("<dataset>"), special_topic("<requester>", "<dataset>", "<grant>"))
+    examples = (canonical_topic("<dataset>"), restricted_topic("<dataset>"),
+                special_topic("<requester>", "<dataset>", "<grant>"),
+                unit_rejections_topic("<unit>"))
     for spec in (*TOPICS, *examples):
         cfg = spec.config()
         rows.append(f"| `{spec.name}` | {spec.partitions} | {spec.retention_ms // DAY_MS} days "
@@ -31,7 +41,13 @@ def topics_markdown() -> str:
         "and quarantine topics, which carry what units sent. Headers carry `traceparent` "
         "(W3C trace context), `ioc-event-id` and `ioc-event-type`; unit submissions and "
         "commands carry `ioc-principal` and `ioc-signature` (HMAC-SHA256 of the value).\n\n"
-        + "\n".join(rows) + "\n")
+        + "\n".join(rows) + "\n\n"
+        "Read access (ACLs to set on the broker): each unit READ on its own "
+        "`ioc.ingest.rejections.<unit>.v1` only; IOC services (operators, reporting) READ on "
+        "`ioc.ingest.rejected.v1`; operators only on `ioc.ingest.unauthenticated.v1` and "
+        "`ioc.ingest.quarantine.v1` (raw bytes as sent, personal data included); "
+        "`ioc.restricted.<dataset>.v1` only for the services named to handle citizens' "
+        "personal data (routing's reporter updates).\n")
 
 
 @app.command()
@@ -39,6 +55,7 @@ def main(out: Annotated[Path, typer.Argument()] = Path("docs/contracts")) -> Non
     out.mkdir(parents=True, exist_ok=True)
     (out / "envelope.schema.json").write_text(envelope_json_schema() + "\n", encoding="utf-8")
     (out / "topics.md").write_text(topics_markdown(), encoding="utf-8")
+    (out / "asyncapi.yaml").write_text(asyncapi_yaml(), encoding="utf-8")
     typer.echo(f"contract documents written to {out}")
 
 

@@ -3,8 +3,9 @@
 Two checks, both pure:
 
 - `loads_strict`: JSON that a lenient parser would silently change is refused
-  (duplicate keys: the last one would win, so a dataset could be swapped); a
-  leading UTF-8 byte-order mark is stripped.
+  (duplicate keys: the last one would win, so a dataset could be swapped;
+  integers beyond 64 bits, which would become floats); a leading UTF-8
+  byte-order mark is stripped.
 - `find_forbidden`: text that PostgreSQL cannot store (NUL), that cannot be
   encoded (lone surrogates) or that misleads people reading an operator's
   screen (C0/C1 controls, bidi overrides, zero-width characters) is found in
@@ -36,13 +37,18 @@ _FORBIDDEN = re.compile(
 # A key is `"` + optional white space + `:`; any `":` inside a string value only adds to
 # this count, so "count == distinct keys parsed" proves there is no duplicate key.
 _KEY_ENDS = re.compile(rb'"\s*:')
+# orjson turns an integer beyond 64 bits into a float, silently changing it. Such an
+# integer has at least 19 digits; a run that long (rare, even inside strings) sends the
+# document to the pair-by-pair parse, which refuses integers out of range.
+_LONG_DIGITS = re.compile(rb"\d{19}")
+_INT_MIN, _UINT_MAX = -(2**63), 2**64 - 1
 
 
 @dataclass(frozen=True, slots=True)
 class HygieneError(ValueError):
     """Why a document was refused: `code` for machines, `detail` for people."""
 
-    code: str      # malformed_json | duplicate_key | forbidden_character
+    code: str      # malformed_json | duplicate_key | number_out_of_range | forbidden_character
     detail: str
     path: str = "$"
 
@@ -67,8 +73,9 @@ def loads_strict(raw: bytes | bytearray | memoryview | str) -> Any:
         value = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise HygieneError("malformed_json", str(exc)) from None
-    if _key_count(value) != len(_KEY_ENDS.findall(data)):
-        _find_duplicate(data)
+    if (_key_count(value) != len(_KEY_ENDS.findall(data))
+            or _LONG_DIGITS.search(data) is not None):
+        _parse_slowly(data)
     return value
 
 
@@ -85,7 +92,16 @@ def _key_count(value: Any) -> int:
     return count
 
 
-def _find_duplicate(data: bytes) -> None:
+def _bounded_int(literal: str) -> int:
+    number = int(literal)
+    if not _INT_MIN <= number <= _UINT_MAX:
+        raise HygieneError("number_out_of_range",
+                           f"integer {literal[:30]} does not fit in 64 bits")
+    return number
+
+
+def _parse_slowly(data: bytes) -> None:
+    """The standard parser, pair by pair: names a duplicate key or an integer out of range."""
     path: list[str] = []
 
     def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -98,11 +114,13 @@ def _find_duplicate(data: bytes) -> None:
         return seen
 
     try:
-        json.loads(data, object_pairs_hook=pairs)
+        json.loads(data, object_pairs_hook=pairs, parse_int=_bounded_int)
     except HygieneError:
         raise
     except ValueError as exc:   # orjson accepted it; the stdlib should too
         raise HygieneError("malformed_json", str(exc)) from None
+    except RecursionError:      # orjson's limit is deeper than the stdlib's
+        raise HygieneError("malformed_json", "nested too deeply") from None
 
 
 def find_forbidden(value: Any, path: str = "$") -> HygieneError | None:

@@ -46,7 +46,12 @@ INGEST_INBOUND = _spec(
     "Raw submissions from unit systems, signed with the unit's credentials.")
 INGEST_REJECTED = _spec(
     "ioc.ingest.rejected.v1", 6, 90, "unit id",
-    "Rejections with machine-readable reasons, addressed to the sending unit.")
+    "IOC-internal (operators, reporting): every rejection of an authenticated input, with "
+    "machine-readable reasons. Units read their own `ioc.ingest.rejections.<unit>.v1` instead.")
+INGEST_UNAUTHENTICATED = _spec(
+    "ioc.ingest.unauthenticated.v1", 3, 90, "delivery origin",
+    "Operators only: rejections of inputs whose sender could not be verified (bad or "
+    "missing signature or token, unknown principal); never addressed to the claimed unit.")
 INGEST_QUARANTINE = _spec(
     "ioc.ingest.quarantine.v1", 3, 180, "unit id",
     "Raw bytes and headers of every rejected input, kept for replay after a fix.")
@@ -73,6 +78,11 @@ ROUTING_NOTIFICATIONS = _spec(
 ROUTING_REPORTER_UPDATES = _spec(
     "ioc.routing.reporter-updates.v1", 3, 90, "incident id",
     "Status updates and satisfaction survey requests for the original reporter.")
+ROUTING_UNAUTHENTICATED_COMMANDS = _spec(
+    "ioc.routing.unauthenticated-commands.v1", 3, 30, "origin topic:partition of the command",
+    "Operators only: the answer to every command that failed authentication (missing or "
+    "bad signature, unknown principal), with its origin and the principal it claimed; "
+    "never addressed to a unit.")
 
 # --- province mirror --------------------------------------------------------
 SYNC_PROVINCE_STATUS = _spec(
@@ -97,10 +107,31 @@ def province_topic(district: str, name: str) -> str:
     return f"{_part(district)}.{name}"
 
 TOPICS: tuple[TopicSpec, ...] = (
-    INGEST_INBOUND, INGEST_REJECTED, INGEST_QUARANTINE, INGEST_FRESHNESS, INGEST_QUALITY,
+    INGEST_INBOUND, INGEST_REJECTED, INGEST_UNAUTHENTICATED, INGEST_QUARANTINE, INGEST_FRESHNESS,
+    INGEST_QUALITY,
     ROUTING_COMMANDS, ROUTING_COMMAND_RESULTS, ROUTING_EVENTS, ROUTING_NOTIFICATIONS,
-    ROUTING_REPORTER_UPDATES, SYNC_PROVINCE_STATUS,
+    ROUTING_REPORTER_UPDATES, ROUTING_UNAUTHENTICATED_COMMANDS, SYNC_PROVINCE_STATUS,
 )
+
+# --- reporting (a block of its own, appended to TOPICS) ---------------------
+REPORTING_COMMANDS = _spec(
+    "ioc.reporting.commands.v1", 3, 30, "report period key",
+    "Signed report commands: generate, submit, approve, issue, send, request thematic/ad-hoc.")
+REPORTING_COMMAND_RESULTS = _spec(
+    "ioc.reporting.command-results.v1", 3, 30, "acting unit id",
+    "Accepted / rejected answer to every report command, with the Vietnamese reason.")
+REPORTING_PUBLISHED = _spec(
+    "ioc.reporting.reports.v1", 3, 3650, "report period key",
+    "report.published: every generated report version with all its figures (versioned JSON).")
+REPORTING_NOTIFICATIONS = _spec(
+    "ioc.reporting.notifications.v1", 3, 90, "recipient unit id",
+    "report.due-soon and report.overdue reminders to the IOC leader.")
+REPORTING_UNAUTHENTICATED_COMMANDS = _spec(
+    "ioc.reporting.unauthenticated-commands.v1", 3, 30, "origin topic:partition of the command",
+    "Operators only: the answer to every report command that failed authentication, with "
+    "its origin and the principal it claimed; never addressed to a unit.")
+TOPICS += (REPORTING_COMMANDS, REPORTING_COMMAND_RESULTS, REPORTING_PUBLISHED,
+           REPORTING_NOTIFICATIONS, REPORTING_UNAUTHENTICATED_COMMANDS)
 
 _NAME_PART = re.compile(r"[^a-z0-9\-]")
 
@@ -113,9 +144,26 @@ def _part(value: str) -> str:
 
 
 def canonical_topic(dataset_id: str, partitions: int = 6, retention_days: int = 400) -> TopicSpec:
-    """Default-sharing topic of a dataset (Đ3.5): canonical records, keyed by record id."""
-    return _spec(f"ioc.data.{_part(dataset_id)}.v1", partitions, retention_days, "record id",
-                 f"Canonical records of dataset {dataset_id}.")
+    """Default-sharing topic of a dataset (Đ3.5): canonical records, keyed by
+    `<source unit>/<record id>` (record ids are unique per unit only)."""
+    return _spec(f"ioc.data.{_part(dataset_id)}.v1", partitions, retention_days,
+                 "source unit / record id",
+                 f"Canonical records of dataset {dataset_id}, without citizens' personal fields.")
+
+
+def restricted_topic(dataset_id: str, partitions: int = 6, retention_days: int = 400) -> TopicSpec:
+    """Citizens' personal fields of a dataset's records (not default-sharing): same key as
+    the canonical record, read only by the services that need them."""
+    return _spec(f"ioc.restricted.{_part(dataset_id)}.v1", partitions, retention_days,
+                 "source unit / record id",
+                 f"Restricted: personal fields of {dataset_id} records (ACL: named services only).")
+
+
+def unit_rejections_topic(unit_id: str) -> TopicSpec:
+    """A unit's own rejection feed: only rejections of inputs it was verified to send
+    (ACL: the unit READ on its own feed only)."""
+    return _spec(f"ioc.ingest.rejections.{_part(unit_id)}.v1", 1, 90, "unit id",
+                 f"Rejections of authenticated inputs of unit {unit_id}, for that unit only.")
 
 
 def special_topic(requester_unit: str, dataset_id: str, grant_id: str) -> TopicSpec:

@@ -8,12 +8,18 @@ service needs (processed events, outbox) come first from this package.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 from importlib import resources
 from pathlib import Path
 
 import asyncpg
+
+# Bounds that keep a database outage from hanging a caller: connecting, and any one
+# statement (a stalled network answers nothing, and TCP would wait for many minutes).
+CONNECT_TIMEOUT_S = 10.0
+COMMAND_TIMEOUT_S = 120.0
 
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -36,9 +42,22 @@ async def _release_without_reset_query(conn: asyncpg.Connection) -> None:
 async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size,
                                      server_settings={"timezone": "UTC"},
-                                     reset=_release_without_reset_query)
+                                     reset=_release_without_reset_query,
+                                     timeout=CONNECT_TIMEOUT_S,
+                                     command_timeout=COMMAND_TIMEOUT_S)
     assert pool is not None
     return pool
+
+
+async def close_pool(pool: asyncpg.Pool, timeout: float = 5.0) -> None:
+    """Close the pool gracefully within `timeout`, else terminate its connections.
+
+    `Pool.close()` waits for every connection to be released and for the server to
+    answer each close; with the server gone it can wait for minutes."""
+    try:
+        await asyncio.wait_for(pool.close(), timeout)
+    except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        pool.terminate()
 
 
 def _platform_migrations() -> list[tuple[str, str]]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import asyncpg
@@ -22,6 +22,20 @@ async def claim_event(conn: asyncpg.Connection, schema: str, consumer: str,
         f"INSERT INTO {schema}.processed_events (consumer, event_id) VALUES ($1, $2) "
         "ON CONFLICT DO NOTHING RETURNING 1", consumer, event_id)
     return row is not None
+
+
+async def claim_events(conn: asyncpg.Connection, schema: str, consumer: str,
+                       event_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+    """Record that `consumer` processed `event_ids`, in one round trip; returns the ids it
+    had not processed before (the ones whose effects to apply now).
+
+    Like `claim_event`, it must run inside the transaction that applies the effects.
+    """
+    rows = await conn.fetch(
+        f"INSERT INTO {schema}.processed_events (consumer, event_id) "
+        "SELECT $1, unnest($2::uuid[]) ON CONFLICT DO NOTHING RETURNING event_id",
+        consumer, list(event_ids))
+    return {r["event_id"] for r in rows}
 
 
 async def process_once(pool: asyncpg.Pool, schema: str, consumer: str, event_id: uuid.UUID,

@@ -3,19 +3,35 @@
 Safe defaults: producers wait for acks from all in-sync replicas and are
 idempotent; consumers never auto-commit (subscribers must state an ack policy
 other than ACK_FIRST, see `DURABLE`); topics are created explicitly with their
-partitions and retention, never by the broker on first use.
+partitions and retention, never by the broker on first use. Clients back off
+while the broker is away (`client_options`, and `_throttle_failed_metadata_updates`).
+
+`declare_topics` creates missing topics with their configs. It does not change
+the configs of existing topics (an operator does, with `kafka-configs`), and it
+refuses to add partitions to an existing topic: that moves keys to other
+partitions and breaks per-key order. An operator who accepts that runs
+`python -m ioc_shared.platform.kafka grow-partitions TOPIC N --i-understand-keys-move`.
 """
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import functools
 import logging
+import random
 import struct
+import sys
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord
+from aiokafka import errors as kafka_errors
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.client import AIOKafkaClient
+from aiokafka.errors import OutOfOrderSequenceNumber, TopicAlreadyExistsError, UnknownProducerId
+from aiokafka.producer.sender import SendProduceReqHandler
+from aiokafka.producer.transaction_manager import NO_PRODUCER_EPOCH, NO_PRODUCER_ID, PidAndEpoch
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
@@ -31,6 +47,97 @@ from ioc_shared.platform.logging import get_logger
 from ioc_shared.platform.telemetry import inject_trace_headers
 
 log = get_logger(__name__)
+
+# Backoff of aiokafka's own retries while the broker is unreachable.
+RETRY_BACKOFF_MS = 500
+_METADATA_BACKOFF_MAX_S = 5.0
+
+
+def _throttle_failed_metadata_updates() -> None:
+    """Make aiokafka pause between failed metadata updates, growing to 5 s.
+
+    aiokafka 0.14 has no `reconnect_backoff_ms`: a failed connection in a metadata
+    update calls `force_metadata_update()`, which wakes the metadata task at once for
+    another attempt that fails the same way, about 2,000 times a second per client
+    while the broker is down (each a pair of error lines). `retry_backoff_ms` only
+    paces the sender and fetcher, not this loop. Sleeping after a failed update, inside
+    the update, paces every caller; a successful update resets the pause.
+    """
+    original = AIOKafkaClient._metadata_update
+    if getattr(original, "_ioc_throttled", False):
+        return
+
+    @functools.wraps(original)
+    async def throttled(self: Any, cluster_metadata: Any, topics: Any) -> Any:
+        updated = await original(self, cluster_metadata, topics)
+        if updated:
+            self._ioc_metadata_pause = 0.0
+            return updated
+        pause = min(_METADATA_BACKOFF_MAX_S,
+                    max(self._retry_backoff, 2 * getattr(self, "_ioc_metadata_pause", 0.0)))
+        self._ioc_metadata_pause = pause
+        await asyncio.sleep(pause * random.uniform(0.8, 1.2))
+        return updated
+
+    throttled._ioc_throttled = True  # type: ignore[attr-defined]
+    AIOKafkaClient._metadata_update = throttled
+
+
+_throttle_failed_metadata_updates()
+
+# Produce errors after which an idempotent producer's sequence state is worthless.
+_LOST_SEQUENCE = (OutOfOrderSequenceNumber, UnknownProducerId)
+
+
+def reset_producer_id(txn_manager: Any) -> None:
+    """Forget an idempotent producer's id and sequence numbers: its sender asks the broker
+    for a new producer id before the next batch, whose sequences start at 0 again."""
+    txn_manager._pid_and_epoch = PidAndEpoch(NO_PRODUCER_ID, NO_PRODUCER_EPOCH)
+    txn_manager._sequence_numbers.clear()
+    txn_manager._pid_waiter = asyncio.get_running_loop().create_future()
+
+
+def _renew_producer_id_after_lost_sequence() -> None:
+    """Let an idempotent producer recover from `OutOfOrderSequenceNumber`.
+
+    After a broker restart with batches in the air, the broker can answer a batch with
+    OutOfOrderSequenceNumber (or UnknownProducerId). aiokafka 0.14 fails that batch and
+    keeps its producer id and sequence numbers, so every later batch to the partition
+    fails the same way, for good: ingest stopped publishing after a broker SIGTERM.
+    The Java client (KIP-360) gets a new producer id instead; so does this. The failed
+    batch's sender sees the error and retries it (a retried batch may land twice:
+    at-least-once, consumers dedupe by event id)."""
+    original = SendProduceReqHandler.handle_response
+    if getattr(original, "_ioc_renews", False):
+        return
+
+    @functools.wraps(original)
+    def handle_response(self: Any, response: Any) -> Any:
+        result = original(self, response)
+        txn = self._sender._txn_manager
+        if txn is None or txn.transactional_id is not None or not txn.has_pid():
+            return result
+        for _topic, partitions in response.topics:
+            for info in partitions:
+                if kafka_errors.for_code(info[1]) in _LOST_SEQUENCE:
+                    log.warning("producer sequence lost on the broker; getting a new "
+                                "producer id", error=kafka_errors.for_code(info[1]).__name__)
+                    reset_producer_id(txn)
+                    return result
+        return result
+
+    handle_response._ioc_renews = True  # type: ignore[attr-defined]
+    SendProduceReqHandler.handle_response = handle_response
+
+
+_renew_producer_id_after_lost_sequence()
+
+
+def client_options() -> dict[str, Any]:
+    """Options every aiokafka client of the project takes: retries back off; metadata is
+    refreshed every 30 s (not 5 min), so a broker back at a new address is found soon."""
+    return {"retry_backoff_ms": RETRY_BACKOFF_MS, "metadata_max_age_ms": 30_000,
+            "request_timeout_ms": 30_000}
 
 
 
@@ -70,8 +177,13 @@ DURABLE: dict[str, Any] = {"ack_policy": AckPolicy.NACK_ON_ERROR, "auto_offset_r
 
 
 def producer_options() -> dict[str, Any]:
-    return {"acks": "all", "enable_idempotence": True, "linger_ms": 2,
+    return {**client_options(), "acks": "all", "enable_idempotence": True, "linger_ms": 2,
             "max_batch_size": 256 * 1024, "compression_type": None}
+
+
+def consumer_options() -> dict[str, Any]:
+    """Client options for consumers made directly with aiokafka (never auto-commit)."""
+    return {**client_options(), "enable_auto_commit": False}
 
 
 def make_broker(bootstrap: str, *, service: str, tracer_provider: TracerProvider | None = None,
@@ -99,14 +211,40 @@ def make_producer(bootstrap: str, *, client_id: str, **kwargs: Any) -> AIOKafkaP
                             **{**producer_options(), **kwargs})
 
 
-async def declare_topics(bootstrap: str, specs: Iterable[TopicSpec], *,
-                         replication: int = 1) -> list[str]:
-    """Create missing topics; grow partitions and update configs of existing ones.
+class RepartitionRefused(RuntimeError):
+    """An existing topic has fewer partitions than declared; growing it moves keys."""
 
-    Returns the names created. Never shrinks a topic (Kafka cannot).
+
+def partitions_to_add(specs: Iterable[TopicSpec], existing: Mapping[str, int], *,
+                      allow_repartition: bool) -> dict[str, tuple[int, int]]:
+    """{topic: (partitions it has, partitions declared)} of the existing topics that have
+    fewer than declared; `RepartitionRefused` unless `allow_repartition`."""
+    short = {s.name: (existing[s.name], s.partitions) for s in specs
+             if s.name in existing and existing[s.name] < s.partitions}
+    if short and not allow_repartition:
+        detail = ", ".join(f"{n} has {have}, declared {want}"
+                           for n, (have, want) in sorted(short.items()))
+        raise RepartitionRefused(
+            f"topics with fewer partitions than declared: {detail}. Adding partitions "
+            "moves keys to other partitions (per-key order breaks); if that is accepted: "
+            "python -m ioc_shared.platform.kafka grow-partitions TOPIC N "
+            "--i-understand-keys-move")
+    return short
+
+
+async def declare_topics(bootstrap: str, specs: Iterable[TopicSpec], *,
+                         replication: int = 1, allow_repartition: bool = False) -> list[str]:
+    """Create missing topics with their partitions and configs; returns the names created.
+
+    Existing topics are left as they are: their configs are not updated, and a topic
+    with fewer partitions than declared is refused (`RepartitionRefused`), because more
+    partitions send keys elsewhere and break per-key order, unless `allow_repartition`
+    (the operator's `grow-partitions` command). Never shrinks a topic (Kafka cannot);
+    more partitions than declared are accepted.
     """
     specs = list({s.name: s for s in specs}.values())
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="ioc-topic-declarer")
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="ioc-topic-declarer",
+                                **client_options())
     await admin.start()
     created: list[str] = []
     try:
@@ -124,15 +262,54 @@ async def declare_topics(bootstrap: str, specs: Iterable[TopicSpec], *,
         if present:
             described = await admin.describe_topics([s.name for s in present])
             existing = {t["topic"]: len(t["partitions"]) for t in described}
-            grow = {s.name: NewPartitions(s.partitions) for s in present
-                    if existing.get(s.name, s.partitions) < s.partitions}
-            if grow:
-                await admin.create_partitions(grow)
+            short = partitions_to_add(present, existing, allow_repartition=allow_repartition)
+            if short:
+                await admin.create_partitions({n: NewPartitions(want)
+                                               for n, (_, want) in short.items()})
+                log.warning("partitions added; keys moved", topics=sorted(short))
         if created:
             log.info("topics declared", created=created)
     finally:
         await admin.close()
     return created
+
+
+async def grow_partitions(bootstrap: str, topic: str, partitions: int) -> None:
+    """Add partitions to an existing topic (the operator accepted that keys move)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="ioc-topic-declarer",
+                                **client_options())
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+        have = len(described[0]["partitions"]) if described else 0
+        if not described or described[0].get("error_code"):
+            raise SystemExit(f"topic {topic} does not exist")
+        if have >= partitions:
+            raise SystemExit(f"topic {topic} already has {have} partitions")
+        await admin.create_partitions({topic: NewPartitions(partitions)})
+    finally:
+        await admin.close()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """`python -m ioc_shared.platform.kafka grow-partitions TOPIC N --i-understand-keys-move`."""
+    parser = argparse.ArgumentParser(prog="python -m ioc_shared.platform.kafka")
+    commands = parser.add_subparsers(dest="command", required=True)
+    grow = commands.add_parser("grow-partitions", help="add partitions to a keyed topic")
+    grow.add_argument("topic")
+    grow.add_argument("partitions", type=int)
+    grow.add_argument("--bootstrap", default=None, help="default: IOC_KAFKA_BOOTSTRAP")
+    grow.add_argument("--i-understand-keys-move", dest="confirmed", action="store_true",
+                      help="required: keys hash to other partitions afterwards")
+    args = parser.parse_args(argv)
+    if not args.confirmed:
+        parser.error("adding partitions moves keys to other partitions (per-key order breaks "
+                     "across the change); pass --i-understand-keys-move to do it anyway")
+    import os
+
+    bootstrap = args.bootstrap or os.environ.get("IOC_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
+    asyncio.run(grow_partitions(bootstrap, args.topic, args.partitions))
+    sys.stdout.write(f"{args.topic}: {args.partitions} partitions\n")
 
 
 def envelope_headers(envelope: Envelope, extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -184,3 +361,7 @@ def murmur2(data: bytes) -> int:
 def partition_for(key: bytes, partitions: Sequence[int]) -> int:
     """The partition Kafka's default partitioner picks for `key` among `partitions`."""
     return partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

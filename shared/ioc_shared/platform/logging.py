@@ -1,7 +1,10 @@
 """structlog JSON logging with trace and span ids, and personal data kept out.
 
 Library loggers (faststream, aiokafka, uvicorn) go through the same JSON
-renderer. Fields that carry citizens' personal data are masked whatever the
+renderer; exceptions are rendered as JSON (`dict_tracebacks`), never as boxed
+text. While a broker is away aiokafka logs every failed attempt: its lines are
+rate-limited per message template (`RepeatFilter`: the first, then one a
+minute with the count of the ones left out). Fields that carry citizens' personal data are masked whatever the
 caller passes: the log is for operators, not a copy of the data.
 """
 
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -38,6 +42,37 @@ def _mask_personal(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableM
     return event
 
 
+class RepeatFilter(logging.Filter):
+    """Lets through the first record of each (logger, message template) at WARNING and
+    above from loggers under `prefixes`, then one per `interval_s` carrying how many
+    were left out since (`suppressed=N` in its text). Other records pass untouched."""
+
+    def __init__(self, prefixes: tuple[str, ...] = ("aiokafka", "kafka"),
+                 interval_s: float = 60.0, clock: Any = time.monotonic) -> None:
+        super().__init__()
+        self._prefixes = prefixes
+        self._interval = interval_s
+        self._clock = clock
+        self._seen: dict[tuple[str, str], list[float]] = {}  # key -> [last passed, left out]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING or not record.name.startswith(self._prefixes):
+            return True
+        key = (record.name, str(record.msg))
+        now = self._clock()
+        seen = self._seen.get(key)
+        if seen is not None and now - seen[0] < self._interval:
+            seen[1] += 1
+            return False
+        left_out = int(seen[1]) if seen is not None else 0
+        self._seen[key] = [now, 0]
+        if len(self._seen) > 1000:   # templates are few; bound it anyway
+            self._seen = {key: self._seen[key]}
+        if left_out:
+            record.msg = f"{record.msg} (suppressed={left_out} like it since the last one)"
+        return True
+
+
 def configure_logging(service: str, level: str = "INFO") -> None:
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
@@ -57,12 +92,15 @@ def configure_logging(service: str, level: str = "INFO") -> None:
         foreign_pre_chain=shared,
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            structlog.processors.format_exc_info,
+            # Frames without their local variables: those may hold personal data.
+            structlog.processors.ExceptionRenderer(structlog.tracebacks.ExceptionDictTransformer(
+                show_locals=False, max_frames=20, use_rich=False)),
             structlog.processors.JSONRenderer(ensure_ascii=False),
         ],
     )
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(formatter)
+    handler.addFilter(RepeatFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

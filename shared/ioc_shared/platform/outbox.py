@@ -3,11 +3,19 @@
 `enqueue_many` runs inside the caller's transaction and writes *one row* for
 all the messages of that transaction, in order (parallel arrays). `OutboxRelay`
 publishes pending rows in id order with acks=all and marks them published. One
-relay per schema is active at a time (a PostgreSQL advisory lock); others stand
-by.
+relay per schema is active at a time (a PostgreSQL advisory lock, held by a
+session that is watched: the moment it is lost the relay stops publishing and
+goes back to standing by); others stand by.
 
-Each message is published once even if the relay dies between publishing and
-marking. `outbox_positions` holds, for every partition the relay writes to, an
+What holds: every event is published at least once (acks=all, marked only after
+the broker confirmed it). Duplicates are avoided in the normal case, not ruled
+out: a relay that dies between publishing and marking does not send the same
+messages again, because recovery finds them on the broker (below); a relay cut off
+from the database while a batch is in the air, or a producer retry across a
+broker failover, can still deliver a message twice. Consumers therefore dedupe by
+event id (`ioc_shared.platform.idempotency`).
+
+Recovery after a crash: `outbox_positions` holds, for every partition the relay writes to, an
 offset at or before anything it sent and has not marked: a partition's position
 is saved (from its end offset) before its first message is sent, and moves to
 the real end of what was sent in the same transaction that marks the rows. On
@@ -26,22 +34,47 @@ import struct
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    KafkaError,
+    OutOfOrderSequenceNumber,
+    UnknownProducerId,
+)
+from tenacity import RetryCallState, wait_exponential_jitter
 
 from ioc_shared.contracts.envelope import Envelope
-from ioc_shared.contracts.headers import H_EVENT_ID
-from ioc_shared.platform.kafka import envelope_headers, partition_for
+from ioc_shared.contracts.headers import H_EVENT_ID, H_PRODUCER
+from ioc_shared.platform.kafka import consumer_options, envelope_headers, partition_for
 from ioc_shared.platform.logging import get_logger
 
 log = get_logger(__name__)
 
-# After a failed batch (broker or database unreachable), wait before recovering.
-_RETRY_PAUSE_S = 1.0
+# After a failed batch (broker or database unreachable), wait before recovering:
+# 0.5 s doubling up to 10 s, with jitter, while the failures go on.
+_RETRY_BACKOFF = wait_exponential_jitter(multiplier=0.5, max=10.0, jitter=0.3)
+# How often the lock's session is checked (a network stall closes no socket).
+_LOCK_CHECK_S = 1.0
+# A relay that takes the lock over from another waits this long before recovering,
+# so that what the other one had in the air has landed on the broker.
+_HANDOVER_S = 2.0
+
+
+class LockLost(Exception):
+    """The relay's advisory-lock session is gone: another relay may take over."""
+
+
+class ProducerBroken(Exception):
+    """The idempotent producer lost its sequence state (the broker restarted with batches
+    in the air): aiokafka does not recover such a producer; its owner makes a new one."""
+
+
+# What an aiokafka idempotent producer never recovers from.
+_PRODUCER_FATAL = (OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerEpoch)
 
 
 def notify_channel(schema: str) -> str:
@@ -193,9 +226,12 @@ class OutboxRelay:
     def __init__(self, pool: asyncpg.Pool, schema: str, producer: AIOKafkaProducer,
                  bootstrap: str, *, batch_size: int = 2000, idle_poll_s: float = 0.5,
                  retention_s: float = 3600.0, topics: Sequence[str] = (),
-                 max_message_bytes: int = 1_000_000) -> None:
-        """`retention_s`: how long published rows stay in the outbox (for operators who
-        look at what went out recently) before the relay deletes them. `topics`: the
+                 max_message_bytes: int = 1_000_000, producer_name: str | None = None) -> None:
+        """`producer_name`: the service, sent as the `ioc-producer` header of every message
+        (consumers check that an event comes from the service that may produce it; the
+        broker's WRITE ACL is what enforces it). `retention_s`: how long published rows stay
+        in the outbox (for operators who look at what went out recently) before the relay
+        deletes them. `topics`: the
         topics the outbox writes to, if known: their partitions' positions are saved at
         start, not on the first message to each (a broker round trip in the first batch).
         `max_message_bytes`: a larger message (key, value and headers) is parked in
@@ -213,12 +249,14 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._round_robin = 0
         self._stopping = False
+        self._lock_lost = False
         # Partitions whose position is saved (so a message may be sent there).
         self._positioned: set[TopicPartition] = set()
         # Pending messages found on the broker by `recover`: not to be sent again.
         self._already_sent: set[str] = set()
         self._offsets_consumer: AIOKafkaConsumer | None = None
         self._max_message_bytes = max_message_bytes
+        self._produced_by = [(H_PRODUCER, producer_name.encode())] if producer_name else []
         self.published = 0
         self.parked = 0
 
@@ -230,24 +268,86 @@ class OutboxRelay:
     async def run(self) -> None:
         """Hold the relay lock (standing by until it is free) and publish until stopped.
 
-        A failed batch (broker or database away) is retried after a pause, from a fresh
+        A failed batch (broker or database away) is retried with backoff, from a fresh
         recovery: what it sent before failing is found on the broker, not sent twice.
+        If the lock's session is lost, publishing stops at once and the relay stands by
+        for the lock again. Anything else raises (the runtime restarts it with backoff).
         """
+        while not self._stopping:
+            took_over = await self._hold_lock_and_publish()
+            if took_over is None:
+                return
+
+    async def _hold_lock_and_publish(self) -> bool | None:
+        """One tenure of the lock; None when stopped before getting it."""
         async with self._pool.acquire() as lock_conn:
+            self._lock_lost = False
+            watcher: asyncio.Task[None] | None = None
+            listening = False
             try:
+                waited = False
                 while not await lock_conn.fetchval("SELECT pg_try_advisory_lock($1)",
                                                    self._lock_key):
                     if self._stopping:
-                        return
+                        return None
+                    waited = True
                     await asyncio.sleep(1.0)
+                lock_conn.add_termination_listener(self._on_lock_lost)
+                watcher = asyncio.create_task(self._watch_lock(lock_conn))
                 await lock_conn.add_listener(notify_channel(self._schema), self._on_notify)
-                await self.recover()
-                await self._position_topics()
+                listening = True
+                if waited:
+                    log.info("outbox relay took over the lock", schema=self._schema)
+                    await asyncio.sleep(_HANDOVER_S)
                 await self._pipeline()
+                return True
             finally:
-                # The pool does not reset sessions: leave none of ours behind.
+                if watcher is not None:
+                    watcher.cancel()
+                await self._release_lock(lock_conn, listening)
+
+    async def _release_lock(self, lock_conn: asyncpg.Connection, listening: bool) -> None:
+        """Undo the session state (the pool does not reset it); on a dead connection there
+        is nothing to undo (the server released the lock with the session), and a failure
+        here must not hide the error that ended the tenure."""
+        if self._lock_lost:
+            return
+        with contextlib.suppress(Exception):
+            lock_conn.remove_termination_listener(self._on_lock_lost)
+        try:
+            if listening:
                 await lock_conn.remove_listener(notify_channel(self._schema), self._on_notify)
-                await lock_conn.execute("SELECT pg_advisory_unlock_all()")
+            await asyncio.wait_for(lock_conn.execute("SELECT pg_advisory_unlock_all()"), 5.0)
+        except Exception as exc:
+            log.warning("outbox relay: could not release its lock session cleanly "
+                        "(the server releases it with the session)", schema=self._schema,
+                        error=repr(exc))
+            with contextlib.suppress(Exception):
+                lock_conn.terminate()
+
+    def _on_lock_lost(self, *_: Any) -> None:
+        if not self._lock_lost:
+            log.error("outbox relay lost its lock session; stops publishing",
+                      schema=self._schema)
+        self._lock_lost = True
+        self._wake.set()
+
+    async def _watch_lock(self, lock_conn: asyncpg.Connection) -> None:
+        """A stalled network closes no socket: ask the lock's session every second."""
+        while not self._lock_lost:
+            await asyncio.sleep(_LOCK_CHECK_S)
+            try:
+                await lock_conn.fetchval("SELECT 1", timeout=2 * _LOCK_CHECK_S)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self._on_lock_lost()
+                with contextlib.suppress(Exception):
+                    lock_conn.terminate()
+
+    def _check_lock(self) -> None:
+        if self._lock_lost:
+            raise LockLost(self._schema)
 
     async def _pipeline(self) -> None:
         """Publish until stopped, the next batch queued while the previous one's
@@ -258,36 +358,61 @@ class OutboxRelay:
         """
         in_flight: collections.deque[tuple[_Batch, list[tuple[TopicPartition, Any, int]]]] = (
             collections.deque())
-        while not self._stopping:
+        failures = 0
+        recovered = False
+        while not self._stopping and not self._lock_lost:
             try:
+                if not recovered:
+                    await self.recover()
+                    await self._position_topics()
+                    recovered = True
                 batch = None
                 if len(in_flight) < 2:
                     # Cleared before reading: a NOTIFY from here on ends the idle wait below.
                     self._wake.clear()
                     batch = await self._pending([i for b, _ in in_flight for i in b.row_ids])
                     if batch.row_ids:
+                        self._check_lock()
                         in_flight.append((batch, await self._queue(batch)))
                     else:
                         batch = None
                 if in_flight and (batch is None or len(in_flight) == 2):
                     done, queued = in_flight.popleft()
                     await self._mark(done, await self._confirmed(queued))
+                    if failures:   # the backoff restarts only once a batch went through
+                        log.info("outbox relay publishing again", schema=self._schema,
+                                 failed_attempts=failures)
+                        failures = 0
                 elif not in_flight:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), self._idle_poll_s)
                 if asyncio.get_running_loop().time() >= self._next_cleanup:
                     await self.delete_published()
-            except (OSError, KafkaError, asyncpg.PostgresError, TimeoutError) as exc:
-                log.error("outbox relay batch failed; recovering", schema=self._schema,
-                          error=repr(exc))
+            except (OSError, KafkaError, asyncpg.PostgresError, asyncpg.InterfaceError,
+                    TimeoutError, LockLost) as exc:
+                if isinstance(exc, _PRODUCER_FATAL):
+                    log.error("outbox relay producer lost its sequence state; needs a new one",
+                              schema=self._schema, error=repr(exc))
+                    raise ProducerBroken(repr(exc)) from exc
+                failures += 1
+                if isinstance(exc, LockLost) or self._lock_lost:
+                    pass   # logged by `_on_lock_lost`
+                elif failures == 1:
+                    log.error("outbox relay batch failed; recovering with backoff",
+                              schema=self._schema, error=repr(exc))
+                else:
+                    log.debug("outbox relay still failing", schema=self._schema,
+                              error=repr(exc), failures=failures)
                 # Whatever is still on its way must land before recovery looks for it.
                 for _, queued in in_flight:
                     for _, future, _ in queued:
                         with contextlib.suppress(Exception):
-                            await future
+                            await asyncio.wait_for(future, 30.0)
                 in_flight.clear()
-                await asyncio.sleep(_RETRY_PAUSE_S)
-                await self.recover()
+                await self.close()   # its offsets client may be dead too
+                recovered = False
+                if not self._lock_lost:
+                    await asyncio.sleep(_retry_delay(failures))
 
     def stop(self) -> None:
         self._stopping = True
@@ -345,11 +470,11 @@ class OutboxRelay:
                                wanted: set[str]) -> set[str]:
         if not start:
             return set()
-        consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False,
-                                    group_id=None, isolation_level="read_uncommitted")
-        await consumer.start()
+        consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, group_id=None,
+                                    isolation_level="read_uncommitted", **consumer_options())
         found: set[str] = set()
         try:
+            await consumer.start()
             consumer.assign(list(start))
             ends = await consumer.end_offsets(list(start))
             for tp, offset in start.items():
@@ -468,6 +593,7 @@ class OutboxRelay:
                 batch.parked.append(i)   # the broker would refuse it on every attempt
                 continue
             headers = [(k, v.encode()) for k, v in orjson.loads(batch.headers[i]).items()]
+            headers += self._produced_by
             builder = builders.get(tp)
             if builder is None:
                 builder = builders[tp] = producer.create_batch()
@@ -532,12 +658,19 @@ class OutboxRelay:
         consumer = self._offsets_consumer
         if consumer is None:
             consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, group_id=None,
-                                        enable_auto_commit=False)
+                                        **consumer_options())
+            self._offsets_consumer = consumer   # closed by `close` even if start fails
             await consumer.start()
-            self._offsets_consumer = consumer
         return dict(await consumer.end_offsets(list(tps)))
 
     async def close(self) -> None:
-        if self._offsets_consumer is not None:
-            await self._offsets_consumer.stop()
-            self._offsets_consumer = None
+        consumer, self._offsets_consumer = self._offsets_consumer, None
+        if consumer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(consumer.stop(), 5.0)
+
+
+def _retry_delay(failures: int) -> float:
+    state = RetryCallState(cast(Any, None), None, (), {})
+    state.attempt_number = failures
+    return float(_RETRY_BACKOFF(state))

@@ -13,6 +13,7 @@ import socket
 from pathlib import Path
 from typing import ClassVar
 
+from pydantic import model_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -39,6 +40,9 @@ class ServiceSettings(BaseSettings):
     database_url: str = "postgresql://ioc@127.0.0.1:15432/ioc"
     registry_file: Path = REPO_ROOT / "config" / "registry.yaml"
     credentials_file: Path | None = REPO_ROOT / "config" / "credentials.dev.yaml"
+    # Development mode (IOC_DEV_MODE=1: scripts/up.sh, tests, benchmarks): only then may
+    # the credentials file be unset or inside the repository (the development one).
+    dev_mode: bool = False
     otlp_endpoint: str | None = None
     log_level: str = "INFO"
     http_host: str = "127.0.0.1"
@@ -46,9 +50,29 @@ class ServiceSettings(BaseSettings):
     topic_replication: int = 1
     instance_id: str = _default_instance()
     db_pool_size: int = 10
+    # SIGTERM ends the service within this many seconds, even with a dependency down.
+    shutdown_grace_s: float = 10.0
     # Prefix for every topic name: isolates tests and benchmarks that share a
     # broker ("" in production, so names match the published contract).
     topic_namespace: str = ""
+
+    @model_validator(mode="after")
+    def _credentials_outside_the_repository(self) -> ServiceSettings:
+        """Outside development mode a service refuses to start on the development
+        credentials (public in the repository) or on none."""
+        if self.dev_mode:
+            return self
+        path = self.credentials_file
+        if path is None:
+            raise ValueError(
+                "no credentials file: set IOC_CREDENTIALS_FILE to the deployment's credentials "
+                "(kept outside the repository), or IOC_DEV_MODE=1 for development")
+        if path.resolve().is_relative_to(REPO_ROOT):
+            raise ValueError(
+                f"credentials file {path} is inside the repository (public development "
+                "credentials): set IOC_CREDENTIALS_FILE to a file outside it, or IOC_DEV_MODE=1 "
+                "for development")
+        return self
 
     def topic(self, spec: TopicSpec) -> TopicSpec:
         """The spec as this deployment names it (namespace applied)."""

@@ -2,37 +2,157 @@
 
 from __future__ import annotations
 
+import base64
+import functools
+import json
+import os
 import random
 import re
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
-from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, TraceFlags, Tracer
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, TraceFlags, Tracer
+
+TRACES_FILE_ENV = "IOC_TRACES_FILE"
+TRACE_DB_ENV = "IOC_TRACE_DB"
 
 
 def setup_tracing(service_name: str, otlp_endpoint: str | None = None,
-                  exporter: SpanExporter | None = None) -> TracerProvider:
+                  exporter: SpanExporter | None = None, *, traces_file: str | Path | None = None,
+                  trace_db: bool | None = None) -> TracerProvider:
     """A tracer provider for the service: OTLP export when configured, none otherwise.
+
+    Exporters: `exporter` (tests), an OTLP/HTTP collector at `otlp_endpoint` (or
+    `OTEL_EXPORTER_OTLP_ENDPOINT`), and OTLP JSON lines appended to `traces_file` (or
+    `IOC_TRACES_FILE`), which `ioc trace` reads without any server. With one of them,
+    database calls are child spans too unless `trace_db` (or `IOC_TRACE_DB=0`) says no.
 
     Without an exporter spans are still created, so logs carry trace and span ids
     and the trace context still travels to the next hop.
     """
     provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
-    if exporter is None and otlp_endpoint:
+    exporters: list[SpanExporter] = [exporter] if exporter is not None else []
+    endpoint = otlp_endpoint or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    if endpoint:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        exporter = OTLPSpanExporter(endpoint=otlp_endpoint.rstrip("/") + "/v1/traces")
+        exporters.append(OTLPSpanExporter(endpoint=endpoint.rstrip("/") + "/v1/traces"))
+    traces_file = traces_file or os.environ.get(TRACES_FILE_ENV) or None
+    if traces_file:
+        exporters.append(JsonLinesSpanExporter(traces_file))
     global _recording
-    if exporter is not None:
-        provider.add_span_processor(BatchSpanProcessor(exporter))
-    _recording = exporter is not None
+    for each in exporters:
+        provider.add_span_processor(BatchSpanProcessor(each))
+    _recording = bool(exporters)
+    if trace_db is None:
+        trace_db = os.environ.get(TRACE_DB_ENV, "1").lower() not in ("0", "false", "no", "off")
+    trace_database_calls(provider if (_recording and trace_db) else None)
     trace.set_tracer_provider(provider)
     return provider
+
+
+class JsonLinesSpanExporter(SpanExporter):
+    """Finished spans as OTLP/JSON lines: one `ExportTraceServiceRequest` per line.
+
+    Ids are hex and enums integers, as the OTLP/JSON encoding wants (protobuf's own JSON
+    mapping would write ids in base64). Each line is one `write` on an `O_APPEND`
+    descriptor, so several processes can share the file without interleaving lines.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        from google.protobuf.json_format import MessageToDict
+        from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+        request = MessageToDict(encode_spans(spans), use_integers_for_enums=True)
+        for resource in request.get("resourceSpans", ()):
+            for scope in resource.get("scopeSpans", ()):
+                for span in scope.get("spans", ()):
+                    _hex_ids(span)
+                    for link in span.get("links", ()):
+                        _hex_ids(link)
+        line = json.dumps(request, ensure_ascii=False, separators=(",", ":")) + "\n"
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, line.encode())
+            finally:
+                os.close(fd)
+        except OSError:
+            return SpanExportResult.FAILURE
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        return None
+
+
+def _hex_ids(item: dict[str, Any]) -> None:
+    for key in ("traceId", "spanId", "parentSpanId"):
+        if item.get(key):
+            item[key] = base64.b64decode(item[key]).hex()
+
+
+# --- database calls as child spans -------------------------------------------------
+# opentelemetry-instrumentation-asyncpg would be the library for this, but its newest
+# release (0.66b1) pins opentelemetry-semantic-conventions 0.66b1 while
+# opentelemetry-sdk 1.45.2 needs 0.66b2: it cannot be installed beside the SDK in use.
+# Until it can, the same few asyncpg methods are wrapped here (the library wraps these).
+_DB_METHODS = ("execute", "executemany", "fetch", "fetchval", "fetchrow",
+               "copy_records_to_table", "copy_to_table")
+_db_tracer: Tracer | None = None
+_db_patched = False
+
+
+def trace_database_calls(provider: TracerProvider | None) -> None:
+    """Record each asyncpg query as a child span of the current one; None stops it.
+
+    The wrappers are installed once and cost one global read while switched off.
+    """
+    global _db_tracer, _db_patched
+    _db_tracer = provider.get_tracer("ioc.asyncpg") if provider is not None else None
+    if provider is None or _db_patched:
+        return
+    import asyncpg
+
+    for method in _DB_METHODS:
+        original = getattr(asyncpg.Connection, method, None)
+        if original is not None:
+            setattr(asyncpg.Connection, method, _traced(method, original))
+    _db_patched = True
+
+
+def _traced(method: str, original: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    copy = method.startswith("copy_")
+
+    @functools.wraps(original)
+    async def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        tracer = _db_tracer
+        # Only as a child: a query outside any span (pollers, start-up) is not worth a trace.
+        if tracer is None or not trace.get_current_span().get_span_context().is_valid:
+            return await original(self, *args, **kwargs)
+        first = args[0] if args and isinstance(args[0], str) else ""
+        if copy:
+            name, attributes = "postgresql COPY", {"db.operation.name": "COPY",
+                                                  "db.collection.name": first}
+        else:
+            verb = first.split(None, 1)[0].rstrip(";").upper() if first.strip() else method
+            name, attributes = f"postgresql {verb}", {"db.operation.name": verb,
+                                                       "db.query.text": first[:2000]}
+        attributes["db.system.name"] = "postgresql"
+        with tracer.start_as_current_span(name, kind=SpanKind.CLIENT, attributes=attributes):
+            return await original(self, *args, **kwargs)
+
+    return call
 
 
 def inject_trace_headers(headers: MutableMapping[str, str], context: Context | None = None) -> None:

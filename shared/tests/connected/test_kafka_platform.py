@@ -9,11 +9,17 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from ioc_shared.contracts import TopicSpec
-from ioc_shared.platform.kafka import declare_topics
+from ioc_shared.platform.kafka import RepartitionRefused, declare_topics
 from ioc_shared.platform.observability import LagMonitor
 from ioc_shared.platform.runtime import ServiceRuntime
 from ioc_shared.platform.settings import ServiceSettings
-from ioc_shared.testing import database_url, delete_topics_under, kafka_bootstrap, unique
+from ioc_shared.testing import (
+    database_url,
+    delete_topics_under,
+    free_port,
+    kafka_bootstrap,
+    unique,
+)
 from prometheus_client import CollectorRegistry
 
 pytestmark = pytest.mark.connected
@@ -32,7 +38,7 @@ async def describe(name: str) -> tuple[int, dict[str, str]]:
         await admin.close()
 
 
-async def test_declare_creates_with_partitions_and_retention_then_grows() -> None:
+async def test_declare_creates_with_partitions_and_retention_and_grows_only_when_allowed() -> None:
     name = unique("t.declare").replace("_", "-")
     spec = TopicSpec(name, 4, 86_400_000, compacted=True)
     assert await declare_topics(kafka_bootstrap(), [spec]) == [name]
@@ -41,7 +47,12 @@ async def test_declare_creates_with_partitions_and_retention_then_grows() -> Non
     assert config["retention.ms"] == "86400000"
     assert config["cleanup.policy"] == "compact,delete"
     assert await declare_topics(kafka_bootstrap(), [spec]) == []     # idempotent
-    await declare_topics(kafka_bootstrap(), [TopicSpec(name, 6, 86_400_000, compacted=True)])
+    grown = TopicSpec(name, 6, 86_400_000, compacted=True)
+    # More partitions move keys: refused unless the operator says so.
+    with pytest.raises(RepartitionRefused, match="grow-partitions"):
+        await declare_topics(kafka_bootstrap(), [grown])
+    assert (await describe(name))[0] == 4
+    await declare_topics(kafka_bootstrap(), [grown], allow_repartition=True)
     assert (await describe(name))[0] == 6
 
 
@@ -84,17 +95,55 @@ async def test_lag_monitor_measures_uncommitted_messages() -> None:
     assert registry.get_sample_value("ioc_consumer_lag_total", {"group": group}) == 6
 
 
+async def test_lag_monitor_keeps_the_last_value_and_says_it_is_stale() -> None:
+    topic = unique("t.lag-stale").replace("_", "-")
+    group = unique("g-lag-stale")
+    await declare_topics(kafka_bootstrap(), [TopicSpec(topic, 1, 3_600_000)])
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap(), acks="all")
+    await producer.start()
+    for _ in range(3):
+        await producer.send_and_wait(topic, b"m")
+    await producer.stop()
+    registry = CollectorRegistry()
+    monitor = LagMonitor(kafka_bootstrap(), group, [topic], registry)
+    try:
+        assert await monitor.measure() == 3
+        assert registry.get_sample_value("ioc_consumer_lag_stale", {"group": group}) == 0
+        monitor._bootstrap = f"127.0.0.1:{free_port()}"   # the broker is away
+        await monitor.close()                              # its clients reconnect there
+        for _ in range(3):
+            with pytest.raises(Exception):  # noqa: B017 - unreachable, whatever the error
+                await monitor.measure()
+            assert monitor._admin is None and monitor._consumer is None  # nothing left open
+        assert registry.get_sample_value("ioc_consumer_lag_stale", {"group": group}) == 1
+        assert registry.get_sample_value("ioc_consumer_lag_total", {"group": group}) == 3
+    finally:
+        await monitor.close()
+
+
 async def test_runtime_serves_health_and_metrics() -> None:
     settings = ServiceSettings(kafka_bootstrap=kafka_bootstrap(), database_url=database_url(),
                                topic_namespace=unique("t"))
     async with ServiceRuntime("probe", settings, schema=unique("t_runtime"),
                               configure_logs=False) as rt:
-        await rt.start_broker()
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{rt.http_port}") as http:
+            starting = await http.get("/health/ready")
+            await rt.start_broker()
+            for _ in range(100):   # the dependency probes answer within a second or two
+                if rt.is_ready():
+                    break
+                await asyncio.sleep(0.1)
             health = await http.get("/health")
+            ready = await http.get("/health/ready")
+            live = await http.get("/health/live")
             metrics = await http.get("/metrics")
+        assert starting.status_code == 503
+        assert "starting" in starting.json()["reasons"]
         assert health.status_code == 200
-        assert health.json() == {"status": "ok", "checks": {"kafka": True, "postgres": True}}
+        assert health.json() == {"status": "ok", "reasons": [],
+                                 "checks": {"started": True, "kafka": True, "postgres": True}}
+        assert ready.json() == health.json()
+        assert live.status_code == 200
         assert metrics.status_code == 200
         assert rt.pool is not None
         await rt.pool.execute(f"DROP SCHEMA {rt.schema} CASCADE")

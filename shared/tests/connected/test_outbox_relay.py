@@ -1,4 +1,4 @@
-"""The outbox relay publishes every committed row once, even across a crash."""
+"""The outbox relay publishes every committed row once, even across a crash or a lost lock."""
 
 import asyncio
 import contextlib
@@ -11,9 +11,11 @@ import asyncpg
 import pytest
 from ioc_shared.contracts import Envelope, TopicSpec
 from ioc_shared.contracts.headers import H_EVENT_ID
+from ioc_shared.platform.db import create_pool
 from ioc_shared.platform.kafka import declare_topics, envelope_headers, make_producer
 from ioc_shared.platform.outbox import OutboxRelay, enqueue, enqueue_many
-from ioc_shared.testing import headers_of, kafka_bootstrap, read_topic, unique
+from ioc_shared.testing import database_url, headers_of, kafka_bootstrap, read_topic, unique
+from opentelemetry.sdk.trace import TracerProvider
 
 pytestmark = pytest.mark.connected
 
@@ -80,7 +82,10 @@ async def published_once(topic: str, events: list[Envelope]) -> list:
 async def test_relay_publishes_rows_in_order_per_key_and_marks_them(schema_pool) -> None:
     schema, pool = schema_pool
     topic = await new_topic()
-    events = await enqueue_events(pool, schema, topic, 40)
+    tracer = TracerProvider().get_tracer("test")
+    with tracer.start_as_current_span("state change") as span:
+        events = await enqueue_events(pool, schema, topic, 40)
+    trace_id = format(span.get_span_context().trace_id, "032x")
     async with started_relay(pool, schema, batch_size=15) as relay:
         await drain(relay)
     records = await read_topic(topic, until=lambda r: len(r) >= 40)
@@ -89,7 +94,8 @@ async def test_relay_publishes_rows_in_order_per_key_and_marks_them(schema_pool)
         seqs = [Envelope.from_bytes(r.value).payload["seq"] for r in records if r.key == key.encode()]
         assert seqs == sorted(seqs)
     assert await pool.fetchval(f"SELECT count(*) FROM {schema}.outbox WHERE published_at IS NULL") == 0
-    assert "traceparent" in headers_of(records[0]) or True  # no active span in a bare test
+    # The trace context current when the row was written travels with every message.
+    assert all(headers_of(r)["traceparent"].split("-")[1] == trace_id for r in records)
 
 
 async def test_crash_between_publish_and_mark_publishes_each_row_once(schema_pool) -> None:
@@ -230,7 +236,8 @@ async def test_rows_pending_in_the_old_layout_are_migrated_and_published() -> No
                     None if i == 1 else env.key, f'{{"{H_EVENT_ID}": "{env.event_id}"}}',
                     env.to_bytes(), None)
         assert await migrate(pool, schema, None) == [
-            "platform/0001_batched_outbox.sql", "platform/0002_outbox_parked.sql"]
+            "platform/0001_batched_outbox.sql", "platform/0002_outbox_parked.sql",
+            "platform/0003_consumer_parked.sql", "platform/0004_retention.sql"]
         async with started_relay(pool, schema) as relay:
             assert await relay.drain_once() == 3
         records = await read_topic(topic, until=lambda r: len(r) >= 3)
@@ -297,3 +304,75 @@ async def test_a_message_too_large_for_the_broker_is_parked_and_does_not_block(s
     assert parked[0]["payload"] == huge.to_bytes() and parked[0]["size"] > 1_000_000
     assert await pool.fetchval(
         f"SELECT count(*) FROM {schema}.outbox WHERE published_at IS NULL") == 0
+
+
+class TimedRelay(OutboxRelay):
+    """Records when it hands a batch to the producer and when the broker confirmed it; after
+    its first tenure of the lock it waits before asking again (so the other one takes over)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sends: list[tuple[float, float]] = []
+        self._started_at: list[float] = []
+        self.tenures = 0
+
+    async def _queue(self, batch: Any) -> Any:
+        self._started_at.append(asyncio.get_running_loop().time())
+        return await super()._queue(batch)
+
+    async def _after_publish_hook(self) -> None:
+        self.sends.append((self._started_at.pop(0), asyncio.get_running_loop().time()))
+
+    async def _hold_lock_and_publish(self) -> bool | None:
+        if self.tenures:
+            await asyncio.sleep(3.0)
+        self.tenures += 1
+        return await super()._hold_lock_and_publish()
+
+
+async def test_a_relay_that_loses_its_lock_stops_and_the_other_takes_over(schema_pool) -> None:
+    """The lock's session is killed (`pg_terminate_backend`) while events stream in: the
+    relay stops publishing at once, the standby takes over, nothing is lost or doubled."""
+    schema, _ = schema_pool
+    topic = await new_topic()
+    pools = [await create_pool(database_url(), max_size=4) for _ in range(2)]
+    producers = [make_producer(kafka_bootstrap(), client_id=f"test-relay-{i}") for i in range(2)]
+    for producer in producers:
+        await producer.start()
+    first, second = (TimedRelay(pool, schema, producer, kafka_bootstrap(), idle_poll_s=0.05,
+                                batch_size=50, topics=[topic])
+                     for pool, producer in zip(pools, producers, strict=True))
+    tasks = [asyncio.create_task(first.run())]
+    await asyncio.sleep(0.3)   # the first one holds the lock
+    tasks.append(asyncio.create_task(second.run()))
+    events: list[Envelope] = []
+    try:
+        for _ in range(20):
+            events += await enqueue_events(pools[0], schema, topic, 25)
+            await asyncio.sleep(0.02)
+        key = first._lock_key & 0xFFFFFFFFFFFFFFFF
+        holder = await pools[0].fetchval(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            "AND classid = $1::bigint::oid AND objid = $2::bigint::oid AND objsubid = 1",
+            key >> 32, key & 0xFFFFFFFF)
+        assert holder is not None
+        killed_at = asyncio.get_running_loop().time()
+        assert await pools[0].fetchval("SELECT pg_terminate_backend($1)", holder)
+        for _ in range(40):
+            events += await enqueue_events(pools[0], schema, topic, 25)
+            await asyncio.sleep(0.02)
+        await published_once(topic, events)
+    finally:
+        for relay in (first, second):
+            relay.stop()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for relay, producer, pool in zip((first, second), producers, pools, strict=True):
+            await relay.close()
+            await producer.stop()
+            await pool.close()
+    assert first.published > 0 and second.published > 0, "the standby took over"
+    assert first.tenures >= 1
+    # Never both at once: the first one's last send ended before the second one's first.
+    takeover = min(start for start, _ in second.sends)
+    assert takeover > killed_at
+    assert max(end for _, end in first.sends) <= takeover

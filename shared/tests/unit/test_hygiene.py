@@ -26,6 +26,19 @@ def test_white_space_before_the_colon_still_counts() -> None:
         loads_strict(b'{"a" :1, "a"\n:2}')
 
 
+@pytest.mark.parametrize("literal", [b"-9223372036854775809", b"18446744073709551616",
+                                     b"123456789012345678901234567890"])
+def test_integers_beyond_64_bits_are_refused_not_rounded(literal: bytes) -> None:
+    with pytest.raises(HygieneError) as err:
+        loads_strict(b'{"n": ' + literal + b"}")
+    assert err.value.code == "number_out_of_range"
+
+
+def test_long_digit_runs_in_strings_and_64_bit_integers_pass() -> None:
+    assert loads_strict(b'{"id": "12345678901234567890123", "n": -9223372036854775808}') == {
+        "id": "12345678901234567890123", "n": -(2**63)}
+
+
 def test_a_leading_bom_is_stripped() -> None:
     assert loads_strict(b"\xef\xbb\xbf{\"a\": 1}") == {"a": 1}
 
@@ -64,13 +77,14 @@ def test_strict_loading_agrees_with_the_standard_parser(value: object) -> None:
     try:
         parsed = loads_strict(raw)
     except HygieneError as exc:
-        # Only orjson's refusal of lone surrogates may stop a document without duplicates.
-        assert exc.code == "malformed_json"
+        # Only lone surrogates (orjson refuses them) and integers beyond 64 bits may stop
+        # a document without duplicate keys.
+        assert exc.code in ("malformed_json", "number_out_of_range")
         return
     assert parsed == value
 
 
-@given(st.dictionaries(st.sampled_from("abc"), st.integers(), min_size=1))
+@given(st.dictionaries(st.sampled_from("abc"), st.integers(-(2**63), 2**63 - 1), min_size=1))
 def test_any_repeated_key_is_found(value: dict[str, int]) -> None:
     key = next(iter(value))
     body = json.dumps(value)[1:-1]

@@ -75,8 +75,50 @@ def test_credentials_sign_and_verify_identity() -> None:
     assert reg.verify_signature("xa-loc-an-system", body + b" ", good) is None
     assert reg.verify_signature("tt-loc-ninh-system", body, good) is None  # someone else's key
     assert reg.verify_signature("nobody", body, good) is None
-    assert reg.authenticate_token("dev-secret-ioc-leader-0001").id == "ioc-leader"  # type: ignore[union-attr]
+    assert reg.authenticate_token("dev-token-ioc-leader-0001").id == "ioc-leader"  # type: ignore[union-attr]
+    assert reg.authenticate_token("dev-secret-ioc-leader-0001") is None   # a signing key is no token
     assert reg.authenticate_token("dev-secret-wrong") is None
+
+
+def test_bearer_tokens_are_hashes_two_at_once_while_rotating(tmp_path: Path) -> None:
+    from ioc_shared.registry import load_credentials, token_hash
+
+    creds = tmp_path / "creds.yaml"
+    creds.write_text(yaml.safe_dump({
+        "secrets": {"xa-loc-an-system": "signing-key-xa-loc-an-01"},
+        "tokens": {"xa-loc-an-system": [token_hash("old-token-aaaaaaaaaaaa"),
+                                        token_hash("new-token-bbbbbbbbbbbb")]},
+        "pseudonym_key": "pseudonym-key-0123456789"}))
+    reg = load_registry(SEED, creds)
+    assert reg.authenticate_token("old-token-aaaaaaaaaaaa").unit == "xa-loc-an"  # type: ignore[union-attr]
+    assert reg.authenticate_token("new-token-bbbbbbbbbbbb").unit == "xa-loc-an"  # type: ignore[union-attr]
+    assert reg.authenticate_token("signing-key-xa-loc-an-01") is None
+    assert reg.pseudonym_key == b"pseudonym-key-0123456789"
+    creds.write_text(yaml.safe_dump({
+        "secrets": {"xa-loc-an-system": "signing-key-xa-loc-an-01"},
+        "tokens": {"xa-loc-an-system": [token_hash("signing-key-xa-loc-an-01")]}}))
+    with pytest.raises(RegistryError, match="must not be the signing key"):
+        load_credentials(creds)
+    creds.write_text(yaml.safe_dump({"tokens": {"xa-loc-an-system": ["plain-token"]}}))
+    with pytest.raises(RegistryError, match="sha256"):
+        load_credentials(creds)
+
+
+def test_services_refuse_repository_credentials_outside_dev_mode(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from ioc_shared.platform.settings import ServiceSettings
+    from pydantic import ValidationError
+
+    monkeypatch.delenv("IOC_DEV_MODE", raising=False)
+    monkeypatch.delenv("IOC_CREDENTIALS_FILE", raising=False)
+    with pytest.raises(ValidationError, match="inside the repository"):
+        ServiceSettings()
+    with pytest.raises(ValidationError, match="no credentials file"):
+        ServiceSettings(credentials_file=None)
+    outside = tmp_path / "credentials.yaml"
+    assert ServiceSettings(credentials_file=outside).credentials_file == outside
+    monkeypatch.setenv("IOC_DEV_MODE", "1")
+    assert ServiceSettings().dev_mode
 
 
 def test_error_names_file_entry_and_problem_for_unknown_parent(tmp_path: Path, seed: dict) -> None:

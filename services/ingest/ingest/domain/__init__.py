@@ -6,7 +6,7 @@ Nothing here does I/O or imports asyncpg, faststream or aiokafka.
 from ingest.domain.codes import Code
 from ingest.domain.freshness import FreshnessPolicy, Transition, WatchState, assess, expected_publishers
 from ingest.domain.model import Accepted, Decision, Inbound, Problem, Rejected, as_duplicate
-from ingest.domain.schema import Limits, SchemaCatalog, upgrade
+from ingest.domain.schema import Limits, SchemaCatalog, build_catalog, upgrade
 from ingest.domain.sharing import (
     SharedView,
     active_grants,
@@ -37,6 +37,7 @@ __all__ = [
     "active_grants",
     "as_duplicate",
     "assess",
+    "build_catalog",
     "expected_publishers",
     "project",
     "projection",

@@ -24,6 +24,10 @@ class Code(StrEnum):
     FUTURE_TIMESTAMP = "future_timestamp"
     ABSURD_TIMESTAMP = "absurd_timestamp"
     DUPLICATE = "duplicate"
+    DUPLICATE_KEY = "duplicate_key"
+    FORBIDDEN_CHARACTER = "forbidden_character"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    INTERNAL_ERROR = "internal_error"
     # Per-field problems inside a schema violation.
     MISSING = "missing"
     WRONG_TYPE = "wrong_type"
@@ -51,6 +55,11 @@ MESSAGES_VI: dict[Code, str] = {
     Code.FUTURE_TIMESTAMP: "Thời gian nằm ở tương lai.",
     Code.ABSURD_TIMESTAMP: "Thời gian không hợp lý.",
     Code.DUPLICATE: "Bản ghi đã được tiếp nhận trước đó (trùng lặp).",
+    Code.DUPLICATE_KEY: "Một khóa xuất hiện hai lần trong cùng đối tượng JSON.",
+    Code.FORBIDDEN_CHARACTER: "Văn bản chứa ký tự không được phép (ký tự điều khiển, NUL, "
+                              "ký tự định hướng hoặc ký tự vô hình).",
+    Code.UNSUPPORTED_MEDIA_TYPE: "Định dạng nội dung không được hỗ trợ (chỉ JSON hoặc CSV).",
+    Code.INTERNAL_ERROR: "Lỗi nội bộ của Trung tâm IOC; dữ liệu đã được lưu để xử lý lại.",
     Code.MISSING: "Thiếu trường bắt buộc.",
     Code.WRONG_TYPE: "Giá trị không đúng kiểu dữ liệu.",
     Code.OUT_OF_RANGE: "Giá trị nằm ngoài khoảng cho phép.",

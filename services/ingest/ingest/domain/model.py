@@ -79,7 +79,11 @@ class Accepted:
     """The canonical form of an accepted submission; treated as immutable (see `Inbound`).
 
     `record_json`: the record serialized with sorted keys, the bytes `content_hash` hashes
-    and the canonical envelope embeds. `event_id`: the deterministic uuid5, as a string.
+    and the canonical envelope embeds: without the citizens' personal fields, with their
+    pseudonym `reporter_ref`. `personal_json`: those fields as a JSON object (for the
+    restricted topic; empty when the record has none). `record` is the whole normalized
+    record, personal fields included (special-request grants may name them).
+    `event_id`: the deterministic uuid5, as a string.
     """
 
     unit: str
@@ -94,6 +98,7 @@ class Accepted:
     client_event_id: str | None = None
     occurred_at: datetime | None = None
     record_json: bytes = b""
+    personal_json: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)

@@ -374,3 +374,11 @@ def upgrade(record: dict[str, Any], steps: tuple[SchemaVersion, ...]) -> dict[st
             if out.get(name) is None:
                 out[name] = value
     return out
+
+
+def build_catalog(registry: Registry, future_tolerance_s: float,
+                  geo_margin_deg: float) -> SchemaCatalog:
+    """The registry's compiled schemas, with the plausibility limits from settings."""
+    limits = Limits(future_tolerance=timedelta(seconds=future_tolerance_s),
+                    geo_margin_deg=geo_margin_deg)
+    return SchemaCatalog(registry, limits)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
 import orjson
 import yaml
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from ingest.settings import IngestSettings
 from ioc_shared.platform.kafka import decode_headers
 from ioc_shared.registry import sign
@@ -17,6 +19,8 @@ REPO = Path(__file__).resolve().parents[4]
 SEED_REGISTRY = REPO / "config" / "registry.yaml"
 SEED_CREDENTIALS = REPO / "config" / "credentials.dev.yaml"
 SECRETS = yaml.safe_load(SEED_CREDENTIALS.read_text(encoding="utf-8"))["secrets"]
+# HTTP bearer tokens of the development credentials (the file holds their hashes).
+TOKENS = {principal: f"dev-token-{principal}-0001" for principal in SECRETS}
 
 
 def isolated_settings(registry_file: Path = SEED_REGISTRY, **overrides: Any) -> IngestSettings:
@@ -28,7 +32,7 @@ def isolated_settings(registry_file: Path = SEED_REGISTRY, **overrides: Any) -> 
         "topic_namespace": tag.replace("_", "-"), "db_schema": f"ingest_{tag}",
         "consumer_group": f"ingest-{tag}", "http_port": 0, "batch_timeout_ms": 50,
         "freshness_check_interval_s": 3600.0, "quality_publish_interval_s": 3600.0,
-        "retry_backoff_s": 0.2, "db_pool_size": 4, "log_level": "WARNING",
+        "db_pool_size": 4, "log_level": "WARNING",
     }
     values.update(overrides)
     return IngestSettings(**values)
@@ -86,3 +90,51 @@ def field_report(record_id: str, **overrides: Any) -> dict[str, Any]:
     }
     record.update(overrides)
     return record
+
+
+async def end_offsets(topic: str) -> dict[TopicPartition, int]:
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap())
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap(), group_id=None)
+    await producer.start()
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in await producer.partitions_for(topic)]
+        assert partitions, topic
+        return dict(await consumer.end_offsets(partitions))
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+async def inputs_handled(settings: IngestSettings, inbound: str, timeout: float = 30.0) -> None:
+    """Wait until the service's group committed the inbound topic up to its end as of now.
+
+    Offsets are committed only after every output of the records before them was confirmed,
+    so from then on the outputs of every input sent so far are on their topics: a test that
+    checks that something did *not* arrive waits for this position, not for a fixed time."""
+    target = await end_offsets(inbound)
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap())
+    await admin.start()
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            committed = await admin.list_consumer_group_offsets(settings.consumer_group)
+            behind = {tp: end for tp, end in target.items()
+                      if end > 0 and (committed.get(tp) is None or committed[tp].offset < end)}
+            if not behind:
+                return
+            if loop.time() > deadline:
+                raise AssertionError(f"inbound not handled up to its end: {behind}")
+            await asyncio.sleep(0.1)
+    finally:
+        await admin.close()
+
+
+async def read_all(topic: str, timeout: float = 20.0) -> list[ConsumerRecord[Any, Any]]:
+    """Every record of `topic` up to its end as of now (test topics start at offset 0)."""
+    target = await end_offsets(topic)
+    records = await read_topic(topic, timeout=timeout, until=lambda rs: len(
+        [r for r in rs if r.offset < target[TopicPartition(r.topic, r.partition)]])
+        >= sum(target.values()))
+    return [r for r in records if r.offset < target[TopicPartition(r.topic, r.partition)]]

@@ -18,8 +18,10 @@ from .helpers import (
     SEED_REGISTRY,
     drop_schema,
     field_report,
+    inputs_handled,
     isolated_settings,
     publish,
+    read_all,
     signed_headers,
     submission,
 )
@@ -43,8 +45,8 @@ async def send_report(service: IngestService, record_id: str) -> None:
 
 async def subjects(topic: str, wanted: set[str], timeout: float) -> set[str]:
     records = await read_topic(topic, timeout=timeout, until=lambda rs: wanted <= {
-        orjson.loads(r.value)["subject"] for r in rs})
-    return {orjson.loads(r.value)["subject"] for r in records}
+        orjson.loads(r.value)["payload"]["record_id"] for r in rs})
+    return {orjson.loads(r.value)["payload"]["record_id"] for r in records}
 
 
 async def test_special_request_stream_stops_at_expiry(tmp_path: Path) -> None:
@@ -55,8 +57,7 @@ async def test_special_request_stream_stops_at_expiry(tmp_path: Path) -> None:
             if grant["id"] == "sr-cong-an-pa-2026":
                 grant["expires_at"] = expires.isoformat()
 
-    # Deciding in the service process (the flow tests use a decision worker).
-    settings = isolated_settings(registry_with(tmp_path, short_grant), decision_workers=0)
+    settings = isolated_settings(registry_with(tmp_path, short_grant))
     async with IngestService(settings, configure_logs=False) as service:
         shared_topic = service.topics.special["sr-cong-an-pa-2026"]
         before, after = f"PA-{uuid.uuid4().hex[:8]}", f"PA-{uuid.uuid4().hex[:8]}"
@@ -69,14 +70,14 @@ async def test_special_request_stream_stops_at_expiry(tmp_path: Path) -> None:
         await asyncio.sleep(max(0.0, (expires - datetime.now(UTC)).total_seconds()) + 0.5)
         await send_report(service, after)
         assert after in await subjects(service.topics.canonical[DATASET], {after}, 20)
-        await asyncio.sleep(1.0)
-        final = await read_topic(shared_topic, timeout=2, until=lambda rs: False)
-        assert [orjson.loads(r.value)["subject"] for r in final] == [before]
+        await inputs_handled(service.settings, service.topics.inbound)
+        final = await read_all(shared_topic)
+        assert [orjson.loads(r.value)["payload"]["record_id"] for r in final] == [before]
     await drop_schema(settings)
 
 
 async def test_freshness_lateness_fires_and_recovers() -> None:
-    settings = isolated_settings(decision_workers=0, freshness_continuous_s=1.0,
+    settings = isolated_settings(freshness_continuous_s=1.0,
                                  freshness_grace_s=0.0, freshness_check_interval_s=0.3)
     async with IngestService(settings, configure_logs=False) as service:
         topic = service.topics.freshness

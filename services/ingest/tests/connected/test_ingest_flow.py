@@ -5,16 +5,26 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import orjson
 import pytest
 from ingest.replay import ReplayFilter, replay_quarantine
 from ingest.service import IngestService
-from ingest.subscribers import inbound_from_record
+from ingest.subscribers import inbound_of
+from ioc_shared.platform.consumer import Delivery
 from ioc_shared.testing import read_topic
 
-from .helpers import SECRETS, field_report, publish, signed_headers, submission
+from .helpers import (
+    TOKENS,
+    field_report,
+    inputs_handled,
+    publish,
+    read_all,
+    signed_headers,
+    submission,
+)
 
 pytestmark = pytest.mark.connected
 CANONICAL = "phan-anh-hien-truong"
@@ -24,11 +34,18 @@ def rid(prefix: str = "PA") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
+def _json(value: bytes | None) -> Any:
+    """The value as JSON, or None (quarantine copies hold whatever was sent)."""
+    try:
+        return orjson.loads(value) if value and value[:1] == b"{" else None
+    except orjson.JSONDecodeError:
+        return None
+
+
 async def wait_for(topic: str, predicate, count: int = 1, timeout: float = 20.0):  # type: ignore[no-untyped-def]
     records = await read_topic(topic, timeout=timeout, until=lambda rs: sum(
-        1 for r in rs if predicate(orjson.loads(r.value) if r.value[:1] == b"{" else None, r)) >= count)
-    return [r for r in records
-            if predicate(orjson.loads(r.value) if r.value[:1] == b"{" else None, r)]
+        1 for r in rs if predicate(_json(r.value), r)) >= count)
+    return [r for r in records if predicate(_json(r.value), r)]
 
 
 async def test_valid_record_becomes_canonical_envelope_with_trace(service: IngestService) -> None:
@@ -39,10 +56,11 @@ async def test_valid_record_becomes_canonical_envelope_with_trace(service: Inges
     await publish(service.topics.inbound, [(b"xa-loc-thanh-huyen", value, signed_headers(
         "xa-loc-thanh-huyen-system", value, extra=[("traceparent", parent.encode())]))])
     (rec,) = await wait_for(service.topics.canonical[CANONICAL],
-                            lambda v, r: v and v["subject"] == record_id)
+                            lambda v, r: v and v["payload"]["record_id"] == record_id)
     envelope = orjson.loads(rec.value)
     headers = {k: v.decode() for k, v in rec.headers}
-    assert rec.key == record_id.encode()
+    assert rec.key == f"xa-loc-thanh-huyen/{record_id}".encode()
+    assert envelope["subject"] == f"xa-loc-thanh-huyen/{record_id}"
     assert envelope["type"] == "ingest.record.accepted"
     assert envelope["source_unit"] == "xa-loc-thanh-huyen"
     assert envelope["payload"]["record"]["commune"] == "xa-loc-thanh-huyen"
@@ -77,12 +95,14 @@ async def test_bad_signature_is_unauthenticated(service: IngestService) -> None:
     # Unverified content is not parsed, so the rejection is found through its quarantine copy.
     (copy,) = await wait_for(service.topics.quarantine, lambda v, r: r.value == value)
     event_id = dict(copy.headers)["ioc-quarantine-event-id"].decode()
-    (rejection,) = await wait_for(service.topics.rejected, lambda v, r: v and v["event_id"] == event_id)
+    (rejection,) = await wait_for(service.topics.unauthenticated,
+                                  lambda v, r: v and v["event_id"] == event_id)
     body = orjson.loads(rejection.value)["payload"]
     assert body["code"] == "unauthenticated" and body["identity_verified"] is False
-    assert rejection.key == b"xa-loc-an"
-    canonical = await read_topic(service.topics.canonical[CANONICAL], timeout=1.0, until=lambda r: False)
-    assert not any(orjson.loads(r.value)["subject"] == record_id for r in canonical)
+    assert body["unit"] is None and rejection.key == dict(copy.headers)["ioc-quarantine-origin"]
+    await inputs_handled(service.settings, service.topics.inbound)
+    canonical = await read_all(service.topics.canonical[CANONICAL])
+    assert not any(orjson.loads(r.value)["payload"]["record_id"] == record_id for r in canonical)
 
 
 async def test_redelivery_republishes_same_event_and_repeat_is_duplicate(service: IngestService) -> None:
@@ -90,11 +110,12 @@ async def test_redelivery_republishes_same_event_and_repeat_is_duplicate(service
     value = submission(field_report(record_id))
     headers = signed_headers("xa-loc-an-system", value)
     await publish(service.topics.inbound, [(b"xa-loc-an", value, headers)])
-    await wait_for(service.topics.canonical[CANONICAL], lambda v, r: v and v["subject"] == record_id)
+    await wait_for(service.topics.canonical[CANONICAL],
+        lambda v, r: v and v["payload"]["record_id"] == record_id)
     # Redelivery: the very same inbound record (same topic, partition, offset) processed again,
     # as after a crash between publishing and committing the offset.
     (inbound,) = await wait_for(service.topics.inbound, lambda v, r: r.value == value)
-    (outcome,) = await service.pipeline.process([inbound_from_record(inbound)])
+    (outcome,) = await service.pipeline.process([inbound_of(Delivery.of(inbound))])
     assert outcome.status == "redelivered"
     # A genuine repeat: the unit sends the same record again.
     await publish(service.topics.inbound, [(b"xa-loc-an", value, headers)])
@@ -102,7 +123,7 @@ async def test_redelivery_republishes_same_event_and_repeat_is_duplicate(service
                             lambda v, r: v and v["payload"]["record_id"] == record_id)
     assert orjson.loads(dup.value)["payload"]["code"] == "duplicate"
     canonical = await wait_for(service.topics.canonical[CANONICAL],
-                               lambda v, r: v and v["subject"] == record_id, count=2)
+                               lambda v, r: v and v["payload"]["record_id"] == record_id, count=2)
     assert len(canonical) == 2
     assert len({orjson.loads(r.value)["event_id"] for r in canonical}) == 1
 
@@ -112,7 +133,7 @@ async def test_http_intake_answers_per_record(service: IngestService) -> None:
     records = [field_report(ids[0]), field_report(ids[1], category="không có"),
                field_report(ids[2], location={"lat": 10.77, "lon": 106.70})]
     url = f"http://127.0.0.1:{service.http_port}/intake/{CANONICAL}"
-    token = {"Authorization": f"Bearer {SECRETS['xa-loc-an-system']}"}
+    token = {"Authorization": f"Bearer {TOKENS['xa-loc-an-system']}"}
     async with httpx.AsyncClient(timeout=20) as client:
         answer = await client.post(url, json=records, headers=token)
         denied = await client.post(url, json=records, headers={"Authorization": "Bearer wrong"})
@@ -145,14 +166,14 @@ async def test_http_csv_for_a_tabular_dataset(service: IngestService) -> None:
         answer = await client.post(
             f"http://127.0.0.1:{service.http_port}/intake/chi-so-y-te",
             content=csv_body.encode(), headers={
-                "Authorization": f"Bearer {SECRETS['trung-tam-y-te-system']}",
+                "Authorization": f"Bearer {TOKENS['trung-tam-y-te-system']}",
                 "Content-Type": "text/csv; charset=utf-8"})
     results = answer.json()["results"]
     assert results[0]["status"] == "accepted"
     assert {p["field"]: p["code"] for p in results[1]["problems"]} == {
         "commune": "unknown_commune", "value": "wrong_type"}
     (rec,) = await wait_for(service.topics.canonical["chi-so-y-te"],
-                            lambda v, r: v and v["subject"] == ids[0])
+                            lambda v, r: v and v["payload"]["record_id"] == ids[0])
     assert orjson.loads(rec.value)["payload"]["record"]["value"] == 1250
 
 
@@ -170,16 +191,17 @@ async def test_replay_of_quarantine_is_not_quarantined_again(service: IngestServ
     rejected = await wait_for(service.topics.rejected,
                               lambda v, r: v and v["payload"]["record_id"] == record_id, count=2)
     assert sorted(orjson.loads(r.value)["payload"]["replay"] for r in rejected) == [False, True]
-    await asyncio.sleep(1.0)
-    copies = await read_topic(service.topics.quarantine, timeout=2.0, until=lambda r: False)
+    await inputs_handled(service.settings, service.topics.inbound)
+    copies = await read_all(service.topics.quarantine)
     assert sum(1 for r in copies if r.value == value) == 1
 
 
 async def test_quality_counters_are_published(service: IngestService) -> None:
     value = submission(field_report(rid()))
     await publish(service.topics.inbound, [(b"xa-loc-an", value, signed_headers("xa-loc-an-system", value))])
-    await asyncio.sleep(0.5)
-    for _ in range(40):   # the batch commits its counters just before its outputs are confirmed
+    # Handled: its counters were committed before its outputs were confirmed.
+    await inputs_handled(service.settings, service.topics.inbound)
+    for _ in range(40):
         if await service.quality.publish_once():
             break
         await asyncio.sleep(0.25)
@@ -203,4 +225,5 @@ async def test_undecodable_header_does_not_block_the_partition(service: IngestSe
     assert dict(copy.headers)["ioc-principal"] == b"\xff\xfe"        # exact bytes kept
     assert dict(copy.headers)["ioc-quarantine-code"] == b"unauthenticated"
     await wait_for(service.topics.quarantine, lambda v, r: r.value == b"null header")
-    await wait_for(service.topics.canonical[CANONICAL], lambda v, r: v and v["subject"] == record_id)
+    await wait_for(service.topics.canonical[CANONICAL],
+        lambda v, r: v and v["payload"]["record_id"] == record_id)

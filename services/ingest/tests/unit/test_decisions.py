@@ -152,10 +152,11 @@ def test_owner_may_publish_without_grant(ingestor: Ingestor) -> None:
     assert acc.record["indicator"] == "ca-sot-xuat-huyet" and acc.record["value"] == 12
 
 
-def test_bad_signature_is_unauthenticated_but_addressed(ingestor: Ingestor) -> None:
+def test_bad_signature_is_unauthenticated_and_addressed_to_nobody(ingestor: Ingestor) -> None:
     rej = rejected(ingestor.decide(signed(report(), secret="not-the-right-secret-000"), NOW))
     assert rej.code is Code.UNAUTHENTICATED
-    assert rej.unit == "xa-loc-an"    # the claimed unit learns someone failed to sign as it
+    # Never the claimed unit: anyone could flood its feed by claiming to be it.
+    assert rej.unit is None and rej.principal is None and rej.extra["identity_verified"] is False
 
 
 def test_missing_headers_and_unknown_principal(ingestor: Ingestor) -> None:

@@ -9,6 +9,67 @@ from ingest.messages import envelope_bytes
 from ioc_shared.contracts.envelope import Envelope
 
 
+class Unfetched:
+    """A producer's client whose cluster metadata has no topic yet."""
+
+    class cluster:  # aiokafka's attribute name
+        @staticmethod
+        def partitions_for_topic(topic: str) -> set[int] | None:
+            return None
+
+
+async def test_sink_follows_the_partitions_of_the_producers_metadata() -> None:
+    """An operator grew a topic (`grow-partitions`): once the producer's metadata says so,
+    keys go where Kafka's default partitioner puts them among all the partitions."""
+    from aiokafka.partitioner import DefaultPartitioner
+    from ingest.messages import Outgoing
+    from ingest.outgoing import KafkaSink
+
+    class Batch:
+        def __init__(self) -> None:
+            self.keys: list[bytes | None] = []
+
+        def append(self, *, key: bytes | None, **_: object) -> object:
+            self.keys.append(key)
+            return object()
+
+    partitions = {0, 1, 2}
+
+    class Cluster:
+        def partitions_for_topic(self, topic: str) -> set[int]:
+            return partitions
+
+    class Producer:
+        client = type("Client", (), {"cluster": Cluster()})()
+
+        def __init__(self) -> None:
+            self.sent: dict[int, list[bytes | None]] = {}
+
+        def create_batch(self) -> Batch:
+            return Batch()
+
+        async def send_batch(self, batch: Batch, topic: str, partition: int) -> object:
+            self.sent.setdefault(partition, []).extend(batch.keys)
+            import asyncio
+
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+
+    producer = Producer()
+    sink = KafkaSink(producer)  # type: ignore[arg-type]
+    keys = [f"xa-loc-an/PA-{i}".encode() for i in range(60)]
+    await sink.send_all([Outgoing("t", b"v", k, []) for k in keys])
+    assert set(producer.sent) == {0, 1, 2}
+    partitions = {0, 1, 2, 3, 4, 5}
+    producer.sent.clear()
+    await sink.send_all([Outgoing("t", b"v", k, []) for k in keys])
+    default = DefaultPartitioner()
+    for key in keys:
+        assert key in producer.sent[default(key, list(range(6)), list(range(6)))]
+    await sink.close()
+
+
 def test_fast_envelope_bytes_match_the_contract() -> None:
     fields = {
         "event_id": uuid.uuid4(), "type": "ingest.record.accepted", "source_unit": "xa-loc-an",
@@ -40,6 +101,8 @@ async def test_sink_partitions_keys_like_kafkas_default_partitioner() -> None:
             return len(self.records)
 
     class Producer:
+        client = Unfetched()
+
         def __init__(self) -> None:
             self.sent: dict[tuple[str, int], list[bytes | None]] = {}
 
@@ -93,18 +156,19 @@ def test_batch_outputs_build_the_same_envelopes_as_the_generic_builder() -> None
             acc, inbound, trace_headers(None), [view])
         expected = envelope_bytes(
             event_id=acc.event_id, type="ingest.record.accepted", source_unit=acc.unit,
-            subject=acc.record_id, occurred_at=occurred or now, produced_at=now, payload={
+            subject=f"xa-loc-an/{acc.record_id}", occurred_at=occurred or now, produced_at=now,
+            payload={
                 "dataset": acc.dataset, "schema_version": 2, "source_schema_version": 1,
                 "record_id": acc.record_id, "record": record, "client_event_id": client_event_id,
                 "provenance": {"principal": acc.principal, "channel": "kafka", "origin": "in:3:17",
                                "content_hash": acc.content_hash}})
         assert orjson.loads(canonical.value) == orjson.loads(expected)
         assert Envelope.from_bytes(canonical.value) == Envelope.from_bytes(expected)
-        assert (canonical.topic, canonical.key) == ("c", acc.record_id.encode())
+        assert (canonical.topic, canonical.key) == ("c", f"xa-loc-an/{acc.record_id}".encode())
         assert dict(canonical.headers)["ioc-event-id"] == acc.event_id.encode()
         expected = envelope_bytes(
             event_id=view.event_id, type="ingest.record.shared", source_unit=acc.unit,
-            subject=acc.record_id, occurred_at=occurred or now, produced_at=now,
+            subject=f"xa-loc-an/{acc.record_id}", occurred_at=occurred or now, produced_at=now,
             causation_id=acc.event_id, payload={
                 "dataset": acc.dataset, "schema_version": 2, "record_id": acc.record_id,
                 "record": view.record, "grant_id": "sr-1", "requester": "cong-an-huyen",
@@ -132,6 +196,8 @@ async def test_sink_hands_batches_over_in_order_without_blocking_the_caller() ->
             return object()
 
     class Producer:
+        client = Unfetched()
+
         def __init__(self) -> None:
             self.sent: list[list[bytes]] = []
             self.gate = asyncio.Event()

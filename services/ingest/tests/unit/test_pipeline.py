@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
 
 import orjson
 import pytest
-from ingest.decider import WorkerDecider
 from ingest.domain import Code, Ingestor
 from ingest.handlers import IngestPipeline
 from ingest.messages import H_Q_CODE, H_REPLAY_ID, Outgoing
@@ -20,7 +19,6 @@ from ioc_shared.registry import Registry
 from opentelemetry.sdk.trace import TracerProvider
 
 from .conftest import NOW, report, signed
-from .test_decider import decision_config
 
 
 class MemoryRepository:
@@ -59,24 +57,16 @@ class MemorySink:
         return []
 
 
-@pytest.fixture(params=["in-process", "decision-worker"])
-async def parts(request: pytest.FixtureRequest, registry: Registry, ingestor: Ingestor,
-                ) -> AsyncIterator[tuple[IngestPipeline, MemoryRepository, MemorySink]]:
-    """The pipeline deciding in this process, and with a decision worker process."""
+@pytest.fixture
+def parts(registry: Registry, ingestor: Ingestor,
+          ) -> tuple[IngestPipeline, MemoryRepository, MemorySink]:
     topics = IngestTopics.resolve(ServiceSettings(topic_namespace="unit"), registry)
     repo, sink = MemoryRepository(), MemorySink()
     tracer = TracerProvider().get_tracer("test")
-    decider = None
-    if request.param == "decision-worker":
-        config = decision_config(registry)
-        decider = WorkerDecider(config, config.deciding(ingestor))
-        await decider.start()
     # Chunks of 2 records, so that batches in these tests span several chunks.
     pipeline = IngestPipeline(ingestor, repo, sink, topics, tracer=tracer,  # type: ignore[arg-type]
-                              clock=lambda: NOW, chunk_records=2, decider=decider)
-    yield pipeline, repo, sink
-    if decider is not None:
-        await decider.close()
+                              clock=lambda: NOW, chunk_records=2)
+    return pipeline, repo, sink
 
 
 def on(sink: MemorySink, suffix: str) -> list[Outgoing]:
@@ -93,12 +83,16 @@ async def test_batch_routes_each_record_to_exactly_one_place(parts: Any) -> None
     outcomes = await pipeline.process([good, bad])
     assert [o.status for o in outcomes] == ["accepted", "rejected"]
     (canonical,) = on(sink, "ioc.data.phan-anh-hien-truong.v1")
-    assert canonical.key == b"PA-1"
+    assert canonical.key == b"xa-loc-an/PA-1"     # record ids are unique per unit only
     envelope = Envelope.from_bytes(canonical.value)
-    assert envelope.source_unit == "xa-loc-an" and envelope.subject == "PA-1"
+    assert envelope.source_unit == "xa-loc-an" and envelope.subject == "xa-loc-an/PA-1"
+    assert envelope.payload["record_id"] == "PA-1"
     assert envelope.payload["schema_version"] == 2 and envelope.payload["record"]["commune"] == "xa-loc-an"
     (rejection,) = on(sink, "ioc.ingest.rejected.v1")
     assert rejection.key == b"xa-loc-an"
+    (feed,) = on(sink, "ioc.ingest.rejections.xa-loc-an.v1")   # the unit's own copy
+    assert feed.value == rejection.value and feed.key == b"xa-loc-an"
+    assert on(sink, "ioc.ingest.unauthenticated.v1") == []
     body = payload(rejection)
     assert body["code"] == "schema_violation" and body["field"] == "priority"
     assert body["record_id"] == "PA-1" and "Trường 'priority'" in body["problems"][0]["message_vi"]
@@ -178,3 +172,61 @@ async def test_repeat_across_chunks_of_one_batch_is_duplicate(parts: Any) -> Non
     outcomes = await pipeline.process(batch)
     assert [o.status for o in outcomes] == ["accepted", "accepted", "rejected"]
     assert len(on(sink, "ioc.data.phan-anh-hien-truong.v1")) == 2
+
+
+async def test_accepted_record_with_a_phone_also_goes_to_the_restricted_topic(parts: Any) -> None:
+    pipeline, _, sink = parts
+    await pipeline.process([signed(report(reporter_phone="0912345678"), origin="in:0:1")])
+    (canonical,) = on(sink, "ioc.data.phan-anh-hien-truong.v1")
+    (personal,) = on(sink, "ioc.restricted.phan-anh-hien-truong.v1")
+    assert b"912345678" not in canonical.value and b"reporter_ref" in canonical.value
+    assert payload(personal)["fields"] == {"reporter_phone": "+84912345678"}
+
+
+async def test_a_parked_record_is_answered_internal_error_to_its_verified_sender(
+        parts: Any) -> None:
+    pipeline, _, sink = parts
+    await pipeline.answer_parked(signed(report(), origin="in:3:7"), RuntimeError("bug"))
+    (rejection,) = on(sink, "ioc.ingest.rejected.v1")
+    (feed,) = on(sink, "ioc.ingest.rejections.xa-loc-an.v1")
+    assert feed.value == rejection.value and rejection.key == b"xa-loc-an"
+    body = payload(rejection)
+    assert body["code"] == "internal_error" and body["unit"] == "xa-loc-an"
+    assert body["origin"] == "in:3:7" and body["quarantined"] is False
+    # The parked row keeps the bytes: no quarantine copy, nothing for the operators.
+    assert on(sink, "ioc.ingest.quarantine.v1") == []
+    assert on(sink, "ioc.ingest.unauthenticated.v1") == []
+
+
+async def test_a_parked_record_of_an_unverified_sender_is_answered_to_the_operators(
+        parts: Any) -> None:
+    pipeline, _, sink = parts
+    forged = signed(report(), secret="forged-secret-0000", origin="in:3:8")
+    await pipeline.answer_parked(forged, RuntimeError("bug"))
+    (answer,) = on(sink, "ioc.ingest.unauthenticated.v1")
+    assert answer.key == b"in:3:8" and payload(answer)["unit"] is None
+    assert payload(answer)["code"] == "internal_error"
+    assert on(sink, "ioc.ingest.rejected.v1") == []
+    assert on(sink, "ioc.ingest.rejections.xa-loc-an.v1") == []
+    assert on(sink, "ioc.ingest.quarantine.v1") == []
+
+
+async def test_a_failed_claim_fails_the_batch_and_publishes_nothing_after_it(parts: Any) -> None:
+    pipeline, repo, sink = parts
+    original = repo.record_batch
+    calls = 0
+
+    async def second_fails(*args: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise ConnectionError("database gone")
+        return await original(*args)
+
+    repo.record_batch = second_fails  # type: ignore[method-assign]
+    batch = [signed(report(record_id=f"PA-{n}"), origin=f"in:0:{n}") for n in range(5)]
+    with pytest.raises(ConnectionError):
+        await pipeline.process(batch)
+    # The first chunk was claimed and handed over; nothing of the later chunks was.
+    assert {payload(m)["record_id"] for m in on(sink, "ioc.data.phan-anh-hien-truong.v1")} == {
+        "PA-0", "PA-1"}

@@ -11,12 +11,31 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from ioc_shared.commands import NOT_AN_OBJECT, invalid_field, screen_document
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from routing.domain.reasons import Reason, Rejection, reject
 from routing.domain.states import Verb
 
 COMMAND_TYPE_PREFIX = "routing.command."
+
+# Hygiene codes (ioc_shared.contracts.hygiene) -> reason of the rejected command.
+_HYGIENE_REASONS = {"malformed_json": Reason.MALFORMED_JSON, "number_out_of_range": Reason.MALFORMED_JSON,
+                    "duplicate_key": Reason.DUPLICATE_KEY,
+                    "forbidden_character": Reason.FORBIDDEN_CHARACTER}
+
+
+def screen_command(raw: bytes) -> tuple[dict[str, Any] | None, Rejection | None]:
+    """(the command document, why it is refused), by `ioc_shared.commands.screen_document`:
+    strict JSON, an object, no forbidden character in any key or value."""
+    doc, refusal = screen_document(raw)
+    if refusal is None:
+        return doc, None
+    if refusal.code == NOT_AN_OBJECT:
+        return doc, reject(Reason.MALFORMED, "không phải một đối tượng JSON")
+    if refusal.code == "forbidden_character":
+        return doc, reject(Reason.FORBIDDEN_CHARACTER, f"{refusal.character} tại {refusal.path}")
+    return doc, reject(_HYGIENE_REASONS[refusal.code], refusal.path)
 
 
 class _Payload(BaseModel):
@@ -69,9 +88,7 @@ def parse_command(event_type: str, subject: str | None,
     try:
         body = _Payload.model_validate(payload)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "payload"
-        return reject(Reason.MALFORMED, f"trường '{where}' không hợp lệ ({first['type']})")
+        return reject(Reason.MALFORMED, invalid_field(exc))
     incident_id = body.incident_id or subject
     if not incident_id:
         return reject(Reason.MALFORMED, "thiếu mã sự cố (subject hoặc incident_id)")
@@ -80,11 +97,3 @@ def parse_command(event_type: str, subject: str | None,
         reason=body.reason, note=body.resolution_note or body.note, unit=body.unit,
         primary_id=body.primary_id, score=body.score, comment=body.comment,
     )
-
-
-def command_id_of(payload: dict[str, Any]) -> uuid.UUID | None:
-    """The command id if one can be read, to answer even a malformed command."""
-    try:
-        return uuid.UUID(str(payload.get("command_id")))
-    except (ValueError, TypeError):
-        return None

@@ -6,18 +6,29 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from ioc_shared.contracts.hygiene import find_forbidden
+
 from routing.domain.geo import DuplicateCandidate, Point, likely_duplicates
-from routing.domain.lifecycle import assign
+from routing.domain.lifecycle import assign, with_ioc_deadline
 from routing.domain.model import Context, Incident, IncidentEvent, Outcome, incident_id_for
 from routing.domain.states import RECEIVED_EVENT, Actor, State
 
 DEFAULT_PRIORITY = "binh-thuong"
+_EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+_LATEST = datetime(2100, 1, 1, tzinfo=UTC)
 # Record fields that change nothing for routing but are worth passing on.
 _UPDATE_FIELDS = ("category", "priority", "commune", "title", "location")
 
 
 class RecordError(ValueError):
-    """The record lacks what routing needs (ingest validated it, so this is rare)."""
+    """A canonical record routing cannot use (ingest validated it, so this means a fault
+    upstream or a hostile producer). `code` is machine-readable; `detail` names fields,
+    never their values (records carry citizens' reports)."""
+
+    def __init__(self, detail: str, code: str = "unusable_record") -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
 
 
 def _text(record: dict[str, Any], name: str, *, required: bool = True) -> str | None:
@@ -35,7 +46,7 @@ def _location(record: dict[str, Any]) -> Point | None:
         return None
     try:
         lat, lon = float(raw["lat"]), float(raw["lon"])
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError):
         return None
     if not (-90 <= lat <= 90 and -180 <= lon <= 180):
         return None
@@ -47,20 +58,33 @@ def _reported_at(record: dict[str, Any]) -> datetime:
     assert raw is not None
     try:
         value = datetime.fromisoformat(raw)
-    except ValueError as exc:
-        raise RecordError(f"record field 'reported_at' is not a datetime: {raw!r}") from exc
-    if value.tzinfo is None:
-        raise RecordError("record field 'reported_at' has no time zone")
-    return value.astimezone(UTC)
+        if value.tzinfo is None:
+            raise RecordError("record field 'reported_at' has no time zone")
+        value = value.astimezone(UTC)
+    except (ValueError, OverflowError) as exc:
+        if isinstance(exc, RecordError):
+            raise
+        raise RecordError("record field 'reported_at' is not a datetime") from None
+    # Deadlines and the duplicate window do arithmetic on it: keep it where that is safe.
+    if not _EARLIEST <= value <= _LATEST:
+        raise RecordError("record field 'reported_at' is out of range")
+    return value
 
 
 def incident_from_record(dataset: str, source_unit: str, record: dict[str, Any],
                          record_id_field: str = "record_id") -> Incident:
-    """The incident of a canonical record; personal fields of the reporter are not read."""
+    """The incident of a canonical record; personal fields of the reporter are not read.
+
+    Every string of the record must be storable and harmless on a screen (no NUL, no
+    bidi override...): `RecordError` with the hygiene code otherwise.
+    """
+    problem = find_forbidden(record, "$.record")
+    if problem is not None:
+        raise RecordError(f"{problem.path}: {problem.detail}", problem.code)
     record_id = _text(record, record_id_field)
     assert record_id is not None
     return Incident(
-        id=incident_id_for(dataset, record_id),
+        id=incident_id_for(source_unit, dataset, record_id),
         dataset=dataset,
         record_id=record_id,
         source_unit=source_unit,
@@ -84,7 +108,7 @@ def receive(incident: Incident, ctx: Context, system: Actor) -> Outcome:
          "priority": incident.priority, "commune": incident.commune,
          "reported_at": incident.reported_at.isoformat(), "title": incident.title})])
     outcome.extend(automate(incident, ctx, system))
-    return outcome
+    return with_ioc_deadline(outcome, incident, ctx)
 
 
 def flag_duplicates(incident: Incident, ctx: Context, system: Actor,

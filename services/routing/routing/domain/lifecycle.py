@@ -69,8 +69,11 @@ def _validate(cmd: Command, incident: Incident, ctx: Context,
             return reject(Reason.MALFORMED, "thiếu đơn vị nhận chuyển (unit)")
         if cmd.unit == incident.assigned_unit:
             return reject(Reason.SAME_UNIT, cmd.unit)
-    if verb in (Verb.ASSIGN, Verb.TRANSFER) and cmd.unit and cmd.unit not in ctx.org.unit_ids:
-        return reject(Reason.UNKNOWN_UNIT, cmd.unit)
+    if verb in (Verb.ASSIGN, Verb.TRANSFER) and cmd.unit:
+        if cmd.unit not in ctx.org.unit_ids:
+            return reject(Reason.UNKNOWN_UNIT, cmd.unit)
+        if not ctx.org.handles_incidents(cmd.unit):
+            return reject(Reason.UNIT_DOES_NOT_HANDLE_INCIDENTS, ctx.org.name_of(cmd.unit))
     if verb is Verb.MERGE:
         if not cmd.primary_id:
             return reject(Reason.MALFORMED, "thiếu mã sự cố chính (primary_id)")
@@ -103,7 +106,21 @@ def decide(incident: Incident, cmd: Command, actor: Actor, ctx: Context,
     invalid = _validate(cmd, incident, ctx, primary)
     if invalid is not None:
         return invalid
-    return _apply(incident, cmd, actor, ctx, primary)
+    before = incident.state
+    outcome = _apply(incident, cmd, actor, ctx, primary)
+    if incident.state is not before:
+        with_ioc_deadline(outcome, incident, ctx)
+    return outcome
+
+
+def with_ioc_deadline(outcome: Outcome, incident: Incident, ctx: Context) -> Outcome:
+    """Schedule the deadline of the IOC step the incident now waits for (Đ13.2: verify,
+    approve, forward quickly), unless the decision gave it to a unit. The work of the state
+    it left is skipped when due (`still_due`, or a later entry supersedes it)."""
+    if outcome.schedule is None:
+        outcome.schedule = ctx.planner.stage_work(incident.category, incident.priority,
+                                                  incident.state.value)
+    return outcome
 
 
 def _apply(incident: Incident, cmd: Command, actor: Actor, ctx: Context,
@@ -166,7 +183,8 @@ def _move(incident: Incident, target: State, event_type: str, actor: Actor, ctx:
 def assign(incident: Incident, actor: Actor, ctx: Context, *, unit: str | None,
            reason: str | None, event_type: str = EVENT_TYPES[Verb.ASSIGN],
            automation: Automation | None = None,
-           extra: dict[str, object] | None = None) -> Outcome:
+           extra: dict[str, object] | None = None,
+           roles: tuple[str, ...] = ("incident-officer", "head")) -> Outcome:
     """Give the incident to exactly one unit and freeze the policy in force (snapshot)."""
     match = ctx.planner.match(ctx.org, incident.facts())
     chosen = unit or match.unit
@@ -189,7 +207,7 @@ def assign(incident: Incident, actor: Actor, ctx: Context, *, unit: str | None,
     }
     event = IncidentEvent(event_type, incident.id, before, State.ASSIGNED, actor, ctx.now, reason,
                           data)
-    note = Notification("assigned", chosen, incident.id, ("incident-officer", "head"), {
+    note = Notification("assigned", chosen, incident.id, roles, {
         "assignment_no": incident.assignment_no, "category": incident.category,
         "priority": incident.priority, "commune": incident.commune, "title": incident.title,
         "acknowledge_due_at": snapshot["acknowledge_due_at"],

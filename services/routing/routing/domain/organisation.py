@@ -29,6 +29,12 @@ class Organisation:
     commune_centres: dict[str, tuple[float, float]] = field(default_factory=dict)
     contacts: dict[str, tuple[ContactInfo, ...]] = field(default_factory=dict)
     unit_names: dict[str, str] = field(default_factory=dict)
+    # Units incidents may be assigned to (registry `handles_incidents`); None: every unit.
+    incident_units: frozenset[str] | None = None
+
+    def handles_incidents(self, unit: str) -> bool:
+        return unit in self.unit_ids and (self.incident_units is None
+                                          or unit in self.incident_units)
 
     def contacts_of(self, unit: str, roles: tuple[str, ...]) -> list[ContactInfo]:
         return [c for c in self.contacts.get(unit, ()) if c.role in roles]

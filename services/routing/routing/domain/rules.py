@@ -6,7 +6,13 @@ from dataclasses import dataclass
 
 from routing.domain.geo import Point, nearest_commune
 from routing.domain.organisation import Organisation
-from routing.domain.policy import TARGET_AREA, TARGET_COMMUNE, Conditions, RoutingPolicy
+from routing.domain.policy import (
+    TARGET_AREA,
+    TARGET_COMMUNE,
+    TARGET_OWNER,
+    Conditions,
+    RoutingPolicy,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +25,9 @@ class IncidentFacts:
     commune: str
     source_unit: str
     location: Point | None = None
+    # The unit whose record the incident is about (a data dispute's record owner; else
+    # the source unit): the `@owner` target.
+    owner_unit: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +67,8 @@ def resolve_target(target: str, facts: IncidentFacts, area: str) -> str:
         return facts.commune
     if target == TARGET_AREA:
         return area
+    if target == TARGET_OWNER:
+        return facts.owner_unit or facts.source_unit
     return target
 
 

@@ -20,15 +20,23 @@ import asyncpg
 import pytest
 import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka.structs import RecordMetadata
 from ioc_shared.contracts import Envelope, canonical_topic
-from ioc_shared.contracts.headers import H_PRINCIPAL, H_SIGNATURE
 from ioc_shared.platform.kafka import decode_headers
 from ioc_shared.platform.settings import REPO_ROOT
-from ioc_shared.registry import load_credentials, sign
-from ioc_shared.testing import database_url, kafka_bootstrap, unique
+from ioc_shared.registry import load_credentials
+from ioc_shared.testing import (
+    InLoopServices,
+    database_url,
+    kafka_bootstrap,
+    signed_command,
+    signed_headers,
+    unique,
+)
 from opentelemetry import trace
 from routing.bootstrap import run_routing
 from routing.domain.model import incident_id_for
+from routing.handlers import PRODUCER_HEADER
 from routing.publishing import RoutingTopics
 from routing.settings import RoutingSettings
 
@@ -40,10 +48,27 @@ def tiny_deadlines(raw: dict[str, Any]) -> dict[str, Any]:
     """The seed policy with wall-clock seconds, so escalations happen during a test."""
     raw = json.loads(json.dumps(raw))
     raw["deadlines"] = [{"acknowledge": {"seconds": 3}, "resolve": {"seconds": 600}}]
-    raw["escalation"]["reminders_before"] = [{"seconds": 1}]
-    for i, step in enumerate(raw["escalation"]["chain"]):
+    raw["escalation"] = [raw["escalation"][-1]]
+    raw["escalation"][0]["reminders_before"] = [{"seconds": 1}]
+    for i, step in enumerate(raw["escalation"][0]["chain"]):
         step["after"] = {"seconds": i}
     return raw
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a canonical record is: what a consumer reading it knows."""
+
+    event_id: uuid.UUID
+    topic: str
+    partition: int
+    offset: int
+
+    def dispute(self, dataset: str = FIELD_REPORTS, **overrides: Any) -> dict[str, Any]:
+        """The payload of a `dispute` of this record (without the command id)."""
+        return {"dataset": dataset, "event_id": str(self.event_id), "topic": self.topic,
+                "partition": self.partition, "offset": self.offset,
+                "reason": "Tọa độ và xã không khớp", **overrides}
 
 
 @dataclass
@@ -52,7 +77,7 @@ class World:
     tmp: Path
     topics: RoutingTopics = field(init=False)
     producer: AIOKafkaProducer | None = None
-    instances: list[tuple[asyncio.Task[None], asyncio.Event]] = field(default_factory=list)
+    services: InLoopServices = field(default_factory=lambda: InLoopServices("routing"))
 
     def __post_init__(self) -> None:
         self.topics = RoutingTopics.from_settings(self.settings)
@@ -64,23 +89,12 @@ class World:
         self.settings = self.settings.model_copy(update={"routing_config": path})
 
     async def start(self, instance: str = "a") -> None:
-        stop, ready = asyncio.Event(), asyncio.Event()
         settings = self.settings.model_copy(update={"instance_id": f"test-{instance}"})
-        task = asyncio.create_task(run_routing(settings, stop, ready=ready, configure_logs=False))
-        waiter = asyncio.create_task(ready.wait())
-        await asyncio.wait({task, waiter}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
-        if task.done():
-            waiter.cancel()
-            task.result()
-        assert ready.is_set(), "routing did not start within 60 s"
-        self.instances.append((task, stop))
+        await self.services.start(lambda stop, ready: run_routing(
+            settings, stop, ready=ready, configure_logs=False))
 
     async def stop(self) -> None:
-        for _, stop in self.instances:
-            stop.set()
-        for task, _ in self.instances:
-            await asyncio.wait_for(task, 30)
-        self.instances.clear()
+        await self.services.stop()
 
     async def _producer(self) -> AIOKafkaProducer:
         if self.producer is None:
@@ -90,25 +104,55 @@ class World:
 
     async def publish_record(self, record: dict[str, Any], *, dataset: str = FIELD_REPORTS,
                              source_unit: str = "tt-loc-ninh",
-                             headers: dict[str, str] | None = None) -> str:
-        env = Envelope(type="ingest.record.accepted", source_unit=source_unit,
-                       subject=record["record_id"],
+                             headers: dict[str, str] | None = None,
+                             producer: str | None = "ingest", legacy_key: bool = False,
+                             key: str | None = None) -> str:
+        """Publish a canonical record as ingest does: key and subject `<unit>/<record id>`
+        (`legacy_key`: the record id alone, as before), header `ioc-producer: ingest`
+        (`producer=None`: none, as a hostile producer would)."""
+        if key is None:
+            key = record["record_id"] if legacy_key else f"{source_unit}/{record['record_id']}"
+        env = Envelope(type="ingest.record.accepted", source_unit=source_unit, subject=key,
                        payload={"dataset": dataset, "schema_version": 2, "record": record})
+        sent = {**({PRODUCER_HEADER: producer} if producer is not None else {}),
+                **(headers or {})}
+        await self.publish_raw(dataset, env.to_bytes(), key=key, headers=sent)
+        return incident_id_for(source_unit, dataset, record["record_id"])
+
+    async def publish_canonical(self, record: dict[str, Any], *, dataset: str = FIELD_REPORTS,
+                                source_unit: str = "tt-loc-ninh",
+                                producer: str | None = "ingest") -> Position:
+        """Publish a canonical record as ingest does (key `<unit>/<record id>`, header
+        `ioc-producer: ingest`, unless `producer` says otherwise); where it landed."""
+        key = f"{source_unit}/{record['record_id']}"
+        env = Envelope(type="ingest.record.accepted", source_unit=source_unit, subject=key,
+                       payload={"dataset": dataset, "schema_version": 2, "record": record})
+        meta = await self.publish_raw(dataset, env.to_bytes(), key=key,
+                                      headers={PRODUCER_HEADER: producer} if producer else {})
+        return Position(env.event_id, meta.topic, meta.partition, meta.offset)
+
+    async def publish_raw(self, dataset: str, value: bytes, *, key: str,
+                          headers: dict[str, str]) -> RecordMetadata:
         topic = self.settings.topic(canonical_topic(dataset)).name
         producer = await self._producer()
-        await producer.send_and_wait(topic, env.to_bytes(), key=record["record_id"].encode(),
-                                     headers=[(k, v.encode()) for k, v in (headers or {}).items()])
-        return incident_id_for(dataset, record["record_id"])
+        return await producer.send_and_wait(topic, value, key=key.encode(),
+                                            headers=[(k, v.encode()) for k, v in headers.items()])
+
+    async def command_raw(self, principal: str, value: bytes, *, key: str,
+                          sign_with: str | None = None) -> None:
+        """Put `value` on the commands topic, signed as `principal` (or with another's secret)."""
+        headers = signed_headers(principal, SECRETS[sign_with or principal], value)
+        producer = await self._producer()
+        await producer.send_and_wait(self.topics.commands, value, key=key.encode(),
+                                     headers=headers)
 
     async def command(self, principal: str, verb: str, incident_id: str, *,
                       sign_with: str | None = None, command_id: str | None = None,
                       **payload: Any) -> str:
         command_id = command_id or str(uuid.uuid4())
-        env = Envelope(type=f"routing.command.{verb}", source_unit="whoever", subject=incident_id,
-                       payload={"command_id": command_id, **payload})
-        value = env.to_bytes()
-        secret = SECRETS[sign_with or principal]
-        headers = [(H_PRINCIPAL, principal.encode()), (H_SIGNATURE, sign(secret, value).encode())]
+        value, headers = signed_command(f"routing.command.{verb}", incident_id,
+                                        {"command_id": command_id, **payload},
+                                        principal=principal, secret=SECRETS[sign_with or principal])
         producer = await self._producer()
         await producer.send_and_wait(self.topics.commands, value, key=incident_id.encode(),
                                      headers=headers)
@@ -215,7 +259,8 @@ async def watch(world: World) -> AsyncIterator[Callable[..., Any]]:
 
     async def start() -> TopicWatch:
         t = world.topics
-        w = await TopicWatch(t.events, t.results, t.notifications, t.reporter).start()
+        w = await TopicWatch(t.events, t.results, t.notifications, t.reporter,
+                             t.unauthenticated).start()
         watches.append(w)
         return w
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 import pytest
+from ioc_shared.contracts import Envelope
 from ioc_shared.contracts.headers import H_PRINCIPAL
 from ioc_shared.testing import database_url
 from routing.repository import RoutingRepository
@@ -102,14 +103,19 @@ async def test_unit_acting_on_another_units_incident_is_refused(world: World, wa
     assert result[0].payload["reason_code"] == "not_assigned_to_unit"
     assert result[0].payload["message"] == "Sự cố không được giao cho đơn vị của bạn."
 
-    # A forged signature (signed with another principal's secret) is refused as unauthenticated.
+    # A forged signature (signed with another principal's secret) claiming xa-loc-an is
+    # refused as unauthenticated, and answered to the operators only: nothing goes into
+    # xa-loc-an's results (whoever can write the commands topic could write there).
     forged = await world.command("xa-loc-an-system", "acknowledge", incident,
                                  sign_with="xa-loc-thanh-huyen-system")
-    result = await w.wait(lambda: [e for e in w.envelopes(t.results, subject="xa-loc-an")
-                                   if e.payload["command_id"] == forged])
-    assert result[0].payload["reason_code"] == "unauthenticated"
+    refused = await w.wait(lambda: [r for r in w.records if r.topic == t.unauthenticated])
+    [answer] = [Envelope.from_bytes(r.value).payload for r in refused]
+    assert (answer["command_id"], answer["reason_code"]) == (forged, "unauthenticated")
+    assert answer["claimed_principal"] == "xa-loc-an-system" and "unit" not in answer
+    assert refused[0].key.decode() == f"{t.commands}:{answer['origin']['partition']}"
 
-    # Garbage on the command topic is answered and does not block the partition.
+    # Garbage on the command topic (a principal, no signature) is answered to the operators
+    # too and does not block the partition.
     producer = await world._producer()
     await producer.send_and_wait(t.commands, b"not json", key=incident.encode(),
                                  headers=[(H_PRINCIPAL, b"xa-loc-an-system")])
@@ -117,6 +123,13 @@ async def test_unit_acting_on_another_units_incident_is_refused(world: World, wa
     result = await w.wait(lambda: [e for e in w.envelopes(t.results, subject="xa-loc-an")
                                    if e.payload["command_id"] == own])
     assert result[0].payload["status"] == "accepted"
+    # Same key, same partition: both were handled before this one was answered.
+    assert not [e for e in w.envelopes(t.results) if e.payload["command_id"] == forged]
+    assert not [e for e in w.envelopes(t.results) if e.payload["reason_code"] == "unauthenticated"]
+    await w.wait(lambda: len(w.envelopes(t.unauthenticated)) >= 2)
+    unauthenticated = w.envelopes(t.unauthenticated)
+    assert [e.payload["command_id"] for e in unauthenticated] == [forged, None]
+    assert len([e for e in unauthenticated if e.payload["command_id"] == forged]) == 1
     assert [e.type for e in w.envelopes(t.events, subject=incident)][-1] == \
         "routing.incident.acknowledged"
 

@@ -20,6 +20,8 @@ ORG = Organisation(
     incident_datasets=frozenset({"field-reports", "alerts"}),
     categories=frozenset({"moi-truong", "an-ninh", "giao-thong"}),
     commune_centres={"xa-a": (11.80, 106.60), "xa-b": (11.90, 106.60)},
+    incident_units=frozenset({"env-dept", "police", "xa-a", "xa-b", "xa-c"}),
+    unit_names={"ioc": "Trung tâm IOC huyện"},
     contacts={"xa-a": (ContactInfo("incident-officer", "Công chức", "Cán bộ A"),
                        ContactInfo("head", "Chủ tịch", "Chủ tịch xã A")),
               "ioc": (ContactInfo("leader", "Lãnh đạo", "Lãnh đạo IOC"),),

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import unicodedata
 import uuid
 
-from routing.domain.commands import Command, parse_command
+import pytest
+from ioc_shared.commands import bounded_text
+from routing.domain.commands import Command, parse_command, screen_command
 from routing.domain.model import IncidentEvent
 from routing.domain.reasons import _MESSAGES, STATE_NAMES, Reason, Rejection, accepted_message
 from routing.domain.reporter import for_duplicate, status_update, survey_request
@@ -54,3 +57,35 @@ def test_reporter_update_carries_only_the_reporters_own_reference() -> None:
     relayed = for_duplicate(update, dup)
     assert relayed["incident_id"] == "inc-9" and relayed["primary_id"] == "inc-1"
     assert relayed["reporter"]["reporter_ref"] == "ticket-9"
+
+
+def _doc(**payload: object) -> dict[str, object]:
+    return {"event_id": str(uuid.uuid4()), "type": "routing.command.answer_survey",
+            "source_unit": "x", "subject": "inc-1",
+            "payload": {"command_id": str(uuid.uuid4()), "score": 4, **payload}}
+
+
+@pytest.mark.parametrize(("raw", "reason", "where"), [
+    (json.dumps(_doc(comment="tốt\x00")).encode(), Reason.FORBIDDEN_CHARACTER,
+     "U+0000 tại $.payload.comment"),
+    (json.dumps(_doc(comment="a\u202eb")).encode(), Reason.FORBIDDEN_CHARACTER, "U+202E"),
+    (json.dumps(_doc(comment="\ud800")).encode(), Reason.MALFORMED_JSON, ""),
+    (b'{"type": "routing.command.verify", "type": "routing.command.approve"}',
+     Reason.DUPLICATE_KEY, "$.type"),
+    (b"\xff\xfe not json", Reason.MALFORMED_JSON, ""),
+    (b"[1, 2]", Reason.MALFORMED, "không phải một đối tượng JSON"),
+    # Deep enough for the stdlib's duplicate-key pass to recurse out (orjson accepts it).
+    (b'{"a": "x\\":", "b": ' + b"[" * 1000 + b"]" * 1000 + b"}", Reason.MALFORMED_JSON, ""),
+])
+def test_text_that_cannot_be_stored_is_refused_at_the_door(raw: bytes, reason: Reason,
+                                                         where: str) -> None:
+    _, result = screen_command(raw)
+    assert isinstance(result, Rejection) and result.reason is reason
+    assert where in result.message
+    assert bounded_text(result.message, 1000) == result.message   # the answer itself is clean
+
+
+def test_a_clean_command_passes_the_door_with_its_bom_stripped() -> None:
+    doc = _doc(comment="Rất hài lòng\nCảm ơn")
+    assert screen_command(b"\xef\xbb\xbf" + json.dumps(doc).encode()) == (doc, None)
+

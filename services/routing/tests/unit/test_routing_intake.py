@@ -40,14 +40,16 @@ def raw(**kw: Any) -> dict[str, Any]:
 
 def test_record_becomes_an_incident_without_personal_data() -> None:
     inc = incident_from_record("field-reports", "xa-c", raw())
-    assert inc.id == incident_id_for("field-reports", "R-1")
+    assert inc.id == incident_id_for("xa-c", "field-reports", "R-1")
     assert inc.reported_at.utcoffset() == timedelta(0)
     assert inc.reporter_ref == "ticket-7"
     assert "Nguyễn" not in repr(inc) and "0912345678" not in repr(inc)
 
 
 @pytest.mark.parametrize("broken", [{"record_id": None}, {"reported_at": "yesterday"},
-                                    {"reported_at": "2026-06-03T09:00:00"}, {"category": ""}])
+                                    {"reported_at": "2026-06-03T09:00:00"}, {"category": ""},
+                                    {"reported_at": "0001-01-01T00:00:00+00:00"},
+                                    {"reported_at": "9999-12-31T23:59:59-05:00"}])
 def test_unusable_records_are_refused(broken: dict[str, Any]) -> None:
     with pytest.raises(RecordError):
         incident_from_record("field-reports", "xa-c", raw(**broken))
@@ -118,10 +120,38 @@ def test_update_of_a_merged_incident_reaches_the_primary() -> None:
     assert out.events[1].data["duplicate_id"] == "inc-1"
 
 
-@given(st.text(max_size=40), st.text(max_size=60))
-def test_incident_id_is_exactly_uuid5_of_dataset_and_record_id(dataset: str, record_id: str) -> None:
-    expected = uuid.uuid5(uuid.UUID("0d4c7f5e-2b1a-4e8f-9c3d-7a6b5e4f3d21"), f"{dataset}\x1f{record_id}")
-    assert incident_id_for(dataset, record_id) == str(expected)
+@given(st.text(max_size=20), st.text(max_size=40), st.text(max_size=60))
+def test_incident_id_is_exactly_uuid5_of_unit_dataset_and_record_id(
+        unit: str, dataset: str, record_id: str) -> None:
+    expected = uuid.uuid5(uuid.UUID("0d4c7f5e-2b1a-4e8f-9c3d-7a6b5e4f3d21"),
+                          f"{unit}\x1f{dataset}\x1f{record_id}")
+    assert incident_id_for(unit, dataset, record_id) == str(expected)
+
+
+def test_the_same_record_id_of_two_units_is_two_incidents() -> None:
+    mine = incident_from_record("field-reports", "xa-a", raw())
+    theirs = incident_from_record("field-reports", "xa-b", raw())
+    assert mine.id != theirs.id
+    assert mine.record_key == ("xa-a", "field-reports", "R-1")
+    assert theirs.record_key == ("xa-b", "field-reports", "R-1")
+
+
+@pytest.mark.parametrize(("field", "text"), [
+    ("title", "Rác\x00"), ("title", "abc\u202edcba"), ("commune", "xa-a\u200b"),
+    ("reporter_ref", "ticket\x07"), ("description", "\ud800")])
+def test_text_that_cannot_be_stored_is_refused_with_its_code(field: str, text: str) -> None:
+    with pytest.raises(RecordError) as caught:
+        incident_from_record("field-reports", "xa-c", raw(**{field: text}))
+    assert caught.value.code == "forbidden_character"
+    assert field in caught.value.detail
+    assert text not in str(caught.value)      # where and what kind, never the content
+
+
+def test_a_refused_record_names_the_field_not_its_value() -> None:
+    with pytest.raises(RecordError) as caught:
+        incident_from_record("field-reports", "xa-c", raw(reported_at="0912345678"))
+    assert caught.value.code == "unusable_record"
+    assert "0912345678" not in str(caught.value)
 
 
 @given(st.floats(min_value=8.0, max_value=23.5), st.floats(min_value=102.0, max_value=110.0),

@@ -91,7 +91,7 @@ def broken(edit: Any) -> list[str]:
     (lambda r: r["deadlines"][1].update(acknowledge={"hours": 1, "minutes": 5}),
      "routing.yaml: deadlines[1] field 'acknowledge': Value error, give exactly one of"),
     (lambda r: r["escalation"]["chain"][2].update(recipients=["@nobody"]),
-     "routing.yaml: escalation.chain[2] (level=ioc-leader): unknown recipient '@nobody'"),
+     "routing.yaml: escalation[0].chain[2] (level=ioc-leader): unknown recipient '@nobody'"),
     (lambda r: r["automation"][0].update(verify=False),
      "routing.yaml: automation[0] (id=env-auto): Value error, approve: true needs verify: true"),
     (lambda r: r.update(calendar={"office_hours": {"periods": ["07:30-12:00", "11:00-17:00"]}}),

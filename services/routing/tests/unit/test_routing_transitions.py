@@ -108,6 +108,24 @@ def test_illegal_transition_message_names_the_action_and_the_state() -> None:
     assert result.message == "Không thể đóng khi sự cố đã tiếp nhận."
 
 
+def test_resolve_before_acknowledge_says_to_acknowledge_first() -> None:
+    result = decide(in_state(S.ASSIGNED), command(V.RESOLVE, note="Đã xử lý"), UNIT_A, ctx())
+    assert isinstance(result, Rejection) and result.reason is Reason.ILLEGAL_TRANSITION
+    assert result.message == ("Không thể báo cáo kết quả xử lý khi sự cố đã được giao cho đơn vị "
+                              "xử lý. Cần xác nhận tiếp nhận sự cố trước.")
+    assert "chuyển" not in result.message       # nothing about a transfer
+    early = decide(in_state(S.RECEIVED), command(V.ASSIGN), OPERATOR, ctx())
+    assert isinstance(early, Rejection)
+    assert early.message.endswith("Cần xác minh, rồi phê duyệt sự cố trước.")
+
+
+def test_assigning_to_a_unit_that_does_not_handle_incidents_names_it() -> None:
+    result = decide(in_state(S.APPROVED), command(V.ASSIGN, unit="ioc"), OPERATOR, ctx())
+    assert isinstance(result, Rejection)
+    assert result.reason is Reason.UNIT_DOES_NOT_HANDLE_INCIDENTS
+    assert result.message.startswith("Đơn vị 'Trung tâm IOC huyện' không tiếp nhận xử lý sự cố")
+
+
 @pytest.mark.parametrize(("verb", "state", "actor", "reason"), [
     (V.APPROVE, S.VERIFIED, OPERATOR, Reason.ROLE_REQUIRED),        # Đ13.2: leader only
     (V.APPROVE, S.VERIFIED, UNIT_A, Reason.ROLE_REQUIRED),
@@ -145,6 +163,10 @@ def test_leader_may_also_act_as_operator_and_unit_may_hand_over() -> None:
     (V.TRANSFER, S.ASSIGNED, {"unit": "xa-a", "reason": "x"}, Reason.SAME_UNIT),
     (V.TRANSFER, S.ASSIGNED, {"unit": "nowhere", "reason": "x"}, Reason.UNKNOWN_UNIT),
     (V.ASSIGN, S.APPROVED, {"unit": "nowhere"}, Reason.UNKNOWN_UNIT),
+    (V.ASSIGN, S.APPROVED, {"unit": "ioc"}, Reason.UNIT_DOES_NOT_HANDLE_INCIDENTS),
+    (V.ASSIGN, S.RETURNED, {"unit": "district"}, Reason.UNIT_DOES_NOT_HANDLE_INCIDENTS),
+    (V.TRANSFER, S.IN_PROGRESS, {"unit": "ioc", "reason": "x"},
+     Reason.UNIT_DOES_NOT_HANDLE_INCIDENTS),
     (V.MERGE, S.RECEIVED, {"primary_id": "inc-1"}, Reason.MERGE_INTO_SELF),
     (V.MERGE, S.RECEIVED, {"primary_id": "inc-9"}, Reason.UNKNOWN_PRIMARY),
     (V.ANSWER_SURVEY, S.CLOSED, {"score": 9}, Reason.INVALID_SCORE),
@@ -225,3 +247,29 @@ def test_merge_notes_the_duplicate_on_the_primary() -> None:
 def test_close_requests_the_satisfaction_survey() -> None:
     out = decide(in_state(S.RESOLVED), command(V.CLOSE), OPERATOR, ctx())
     assert isinstance(out, Outcome) and out.survey_requested
+
+
+def test_the_seed_registry_says_which_units_handle_incidents() -> None:
+    from ioc_shared.platform.settings import REPO_ROOT
+    from ioc_shared.registry import load_registry
+    from routing.config import organisation_from_registry
+
+    registry = load_registry(REPO_ROOT / "config" / "registry.yaml",
+                             REPO_ROOT / "config" / "credentials.dev.yaml")
+    org = organisation_from_registry(registry)
+    for unit in ("ioc-loc-ninh", "ioc-binh-phuoc", "so-tt-tt", "ubnd-huyen"):
+        assert not org.handles_incidents(unit), unit
+    for unit in ("xa-loc-an", "tt-loc-ninh", "phong-tn-mt", "vp-hdnd-ubnd", "cong-an-huyen"):
+        assert org.handles_incidents(unit), unit
+    assert not org.handles_incidents("nowhere")
+
+
+def test_a_rule_may_not_send_incidents_to_a_unit_that_does_not_handle_them() -> None:
+    from routing.config import RoutingConfigError, parse_policy
+    from routing_examples import ORG, POLICY_RAW
+
+    raw = {**POLICY_RAW, "default": {"unit": "ioc"}}
+    with pytest.raises(RoutingConfigError) as caught:
+        parse_policy(raw, "routing.yaml", ORG)
+    assert ("routing.yaml: default: unit 'ioc' does not handle incidents (registry: handles_incidents)"
+            in caught.value.problems)

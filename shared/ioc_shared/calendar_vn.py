@@ -1,5 +1,7 @@
 """Working time in Vietnam: office hours, public holidays, compensatory working days.
 
+Shared by the services that count working time (routing, reporting).
+
 Deadlines of the regulation are counted in working hours and working days of
 the district administration, local time Asia/Ho_Chi_Minh. Every value that
 enters or leaves this module is an aware datetime; callers store UTC.
@@ -47,6 +49,8 @@ class WorkingCalendar:
     extra_working_days: frozenset[date] = frozenset()
     _holiday_years: dict[int, holidays.HolidayBase] = field(
         default_factory=dict, compare=False, repr=False)
+    # Answers of is_working_day: a duration of days asks about each of them, every time.
+    _working: dict[date, bool] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         for start, end in self.periods:
@@ -85,6 +89,12 @@ class WorkingCalendar:
         return str(name) if name is not None else None
 
     def is_working_day(self, day: date) -> bool:
+        known = self._working.get(day)
+        if known is None:
+            known = self._working[day] = self._is_working_day(day)
+        return known
+
+    def _is_working_day(self, day: date) -> bool:
         if day in self.extra_working_days:
             return True
         if day in self.extra_days_off:
@@ -96,6 +106,23 @@ class WorkingCalendar:
         if day in table:
             return False
         return day.weekday() in self.weekdays
+
+    def days_off_and_worked_days(self, start: date, end: date) -> list[tuple[date, bool, str]]:
+        """Holidays and days off in [start, end) (weekends included, as the government's
+        decision lists a whole break) and days worked outside the usual working weekdays
+        (compensatory Saturdays): (day, worked, why), for comparison with the decision."""
+        found: list[tuple[date, bool, str]] = []
+        day = start
+        while day < end:
+            worked, name = self.is_working_day(day), self.holiday_name(day)
+            if worked and day.weekday() not in self.weekdays:
+                why = ("compensatory working day (configuration)" if day in self.extra_working_days
+                       else "worked in exchange for a bridge day off (holidays library)")
+                found.append((day, True, why))
+            elif not worked and name is not None:
+                found.append((day, False, name))
+            day += timedelta(days=1)
+        return found
 
     def _intervals(self, day: date) -> list[tuple[datetime, datetime]]:
         if not self.is_working_day(day):
@@ -217,3 +244,28 @@ def parse_weekdays(names: Iterable[str]) -> frozenset[int]:
             raise CalendarError(f"unknown weekday {name!r} (use mon, tue, ... sun)")
         found.add(WEEKDAY_NAMES.index(key))
     return frozenset(found)
+
+
+def last_working_day_before(calendar: WorkingCalendar, day: date) -> date:
+    """The last working day strictly before `day`."""
+    for candidate in calendar._days_from(day - timedelta(days=1), -1):
+        if calendar.is_working_day(candidate):
+            return candidate
+    raise CalendarError("unreachable")  # pragma: no cover
+
+
+def working_days_before(calendar: WorkingCalendar, day: date, count: int) -> date:
+    """The working day `count` working days before `day` (`day` itself not counted)."""
+    found = day
+    for _ in range(count):
+        found = last_working_day_before(calendar, found)
+    return found
+
+
+def working_days_between(calendar: WorkingCalendar, start: date, end: date) -> int:
+    """Working days after `start` up to and including `end` (0 when end <= start)."""
+    n, day = 0, start
+    while day < end:
+        day += timedelta(days=1)
+        n += calendar.is_working_day(day)
+    return n

@@ -1,0 +1,1 @@
+"""Reporting: rollups, periods, reports of the district IOC (issue 15)."""

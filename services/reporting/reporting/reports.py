@@ -1,0 +1,232 @@
+"""Generating, storing and publishing reports (reads rollups only).
+
+`ReportService.generate` gathers the period's rollups, builds the figures and the
+document, renders PDF, DOCX, XLSX and JSON under `output_dir`, and in one transaction
+stores the version's metadata and puts `report.published` in the outbox.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+from ioc_shared.calendar_vn import WorkingCalendar, working_days_between
+from ioc_shared.contracts.envelope import deterministic_event_id
+from ioc_shared.platform.logging import get_logger
+from ioc_shared.platform.outbox import enqueue_many
+from ioc_shared.registry import Action, Registry
+from ioc_shared.serialized import SerializedEnvelope, envelope_headers, serialize_envelope
+
+from reporting.config import ReportingConfig
+from reporting.domain import periods as pd
+from reporting.domain.allowances import allowances
+from reporting.domain.document import Document, build_document
+from reporting.domain.figures import Names, OverdueItem, ReportInputs, Scope, build_figures
+from reporting.domain.incidents import LOCAL
+from reporting.domain.lifecycle import Status, document_number
+from reporting.render.office import render_docx, render_xlsx
+from reporting.render.pdf import render_pdf
+from reporting.repository import ReportingRepository
+
+log = get_logger(__name__)
+
+PUBLISHED = "report.published"
+DUE_SOON = "report.due-soon"
+OVERDUE = "report.overdue"
+
+
+def outgoing(topic: str, event_type: str, subject: str, payload: dict[str, Any],
+             event_id: uuid.UUID, source_unit: str, at: datetime
+             ) -> tuple[str, SerializedEnvelope, None, dict[str, str]]:
+    """An outbox message: the envelope serialized once, with its id, type and trace headers."""
+    env = serialize_envelope(event_id=event_id, type=event_type, source_unit=source_unit,
+                             subject=subject, payload=payload, cause=None, at=at)
+    return topic, env, None, envelope_headers(env)
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    commands: str
+    results: str
+    published: str
+    notifications: str
+    unauthenticated: str = ""
+
+
+def end_of_day_utc(day: date) -> datetime:
+    return datetime.combine(day + timedelta(days=1), time(0), LOCAL).astimezone(UTC)
+
+
+def names_of(registry: Registry) -> Names:
+    return Names({u.id: u.name for u in registry.units.values()},
+                 {d.id: (d.name, d.domain) for d in registry.datasets.values()})
+
+
+def expected_publishers(registry: Registry) -> list[tuple[str, str]]:
+    pairs = {(d.owner, d.id) for d in registry.datasets.values()}
+    pairs |= {(g.unit, g.dataset) for g in registry.grants if Action.PUBLISH in g.actions}
+    return sorted(pairs)
+
+
+class ReportService:
+    def __init__(self, pool: asyncpg.Pool, repo: ReportingRepository, registry: Registry,
+                 config: ReportingConfig, calendar: WorkingCalendar, topics: Topics,
+                 output_dir: Path, *, render_files: bool = True,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.pool = pool
+        self.repo = repo
+        self.registry = registry
+        self.config = config
+        self.calendar = calendar
+        self.topics = topics
+        self.output_dir = output_dir
+        self.render_files = render_files
+        self.clock = clock
+        self.names = names_of(registry)
+
+    @property
+    def ioc_unit(self) -> str:
+        return self.registry.centre.unit
+
+    # --- figures ---------------------------------------------------------------------
+    async def inputs(self, conn: asyncpg.Connection, period: pd.Period, scope: Scope) -> ReportInputs:
+        repo, rules = self.repo, self.config.rules
+        prev = pd.previous(period, rules)
+        last_year = pd.same_period_last_year(period, rules)
+        now = self.clock()
+        cut = min(now, end_of_day_utc(period.end))
+        overdue_rows = await repo.overdue_incidents(conn, cut)
+        overdue = []
+        for r in overdue_rows:
+            due_day = r["resolve_due_at"].astimezone(LOCAL).date()
+            overdue.append(OverdueItem(
+                r["incident_id"], r["unit"] or "", r["category"], r["commune"], due_day,
+                working_days_between(self.calendar, due_day, cut.astimezone(LOCAL).date())))
+        trend_start = date(period.end.year - 1, period.end.month, 1) + timedelta(days=31)
+        trend_start = trend_start.replace(day=1)
+        return ReportInputs(
+            period=period, scope=scope,
+            incident_rows=[tuple(r) for r in await repo.incident_rows(
+                conn, period.start, period.end, unit=scope.unit, commune=scope.commune,
+                category=scope.category)],
+            previous=prev, previous_totals=await repo.incident_totals(conn, prev.start, prev.end),
+            last_year=last_year,
+            last_year_totals=await repo.incident_totals(conn, last_year.start, last_year.end),
+            trend=[(r["month"], r["measure"], r["n"]) for r in await repo.incident_totals_by_month(
+                conn, trend_start, period.end, ("received", "resolved"))],
+            overdue=overdue, overdue_count=await repo.count_overdue(conn, cut),
+            quality=[(r["unit"], r["dataset"], r["accepted"])
+                     for r in await repo.quality_rows(conn, period.start, period.end)],
+            reasons=[(r["unit"], r["dataset"], r["code"], r["n"])
+                     for r in await repo.quality_reasons(conn, period.start, period.end)],
+            freshness=[(r["unit"], r["dataset"], r["late"], r["recovered"])
+                       for r in await repo.freshness_rows(conn, period.start, period.end)],
+            rejections=[(r["unit"], r["dataset"], r["code"], r["n"])
+                        for r in await repo.rejection_rows(conn, period.start, period.end)],
+            expected_pairs=expected_publishers(self.registry),
+            connected_pairs={(r["unit"], r["dataset"]) for r in await repo.quality_ever(conn, period.end)},
+            province_sync=None,
+            indicators=[(r["dataset"], r["commune"], r["unit"], r["indicator"], r["n"], r["total"],
+                         r["latest_day"], r["latest_total"], r["latest_n"])
+                        for r in await repo.indicator_rows(conn, period.start, period.end)],
+            allowances=allowances(self.config.staff, self.config.rates, period.start, period.end),
+            allowance_basis=self.config.allowance_basis)
+
+    async def figures(self, period: pd.Period, scope: Scope | None = None) -> dict[str, Any]:
+        async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read",
+                                                                 readonly=True):
+            return build_figures(await self.inputs(conn, period, scope or Scope()), self.names)
+
+    def document(self, figures: dict[str, Any], *, number: str | None = None,
+                 issued_on: date | None = None) -> Document:
+        body = self.config.issuing_body
+        s = self.config.signer
+        return build_document(
+            figures, parent_body=body.parent, issuing_body=body.name, place=body.place,
+            number_suffix=body.number_suffix, subject=body.subject,
+            recipients=list(self.config.recipients), signer=(s.authority, s.title, s.name),
+            number_text=number, issued_on=issued_on, today=self.clock().astimezone(LOCAL).date())
+
+    def write_files(self, report_id: uuid.UUID, period_key: str, version: int,
+                    figures: dict[str, Any], doc: Document, tag: str) -> dict[str, str]:
+        folder = self.output_dir / re.sub(r"[^A-Za-z0-9._-]+", "_", period_key) / f"v{version}"
+        folder.mkdir(parents=True, exist_ok=True)
+        base = f"bao-cao-{tag}"
+        files = {"json": folder / f"{base}.json"}
+        files["json"].write_bytes(orjson.dumps(figures, option=orjson.OPT_INDENT_2))
+        if self.render_files:
+            files["pdf"] = folder / f"{base}.pdf"
+            files["pdf"].write_bytes(render_pdf(doc))
+            files["docx"] = folder / f"{base}.docx"
+            files["docx"].write_bytes(render_docx(doc))
+            files["xlsx"] = folder / f"{base}.xlsx"
+            files["xlsx"].write_bytes(render_xlsx(doc))
+        return {k: str(v) for k, v in files.items()}
+
+    def published(self, report: dict[str, Any], *,
+                  at: datetime) -> tuple[str, SerializedEnvelope, None, dict[str, str]]:
+        payload = {
+            "report_id": str(report["report_id"]), "kind": report["kind"],
+            "period": report["figures"]["period"], "version": report["version"],
+            "status": report["status"], "number": report.get("number"),
+            "issued_on": report["issued_on"].isoformat() if report.get("issued_on") else None,
+            "files": {k: Path(v).name for k, v in report["files"].items()},
+            "figures": report["figures"],
+        }
+        event_id = deterministic_event_id(PUBLISHED, report["report_id"], report["status"])
+        return outgoing(self.topics.published, PUBLISHED, report["period_key"], payload, event_id,
+                        self.ioc_unit, at)
+
+    # --- versions --------------------------------------------------------------------
+    async def generate(self, conn: asyncpg.Connection, period: pd.Period, scope: Scope,
+                       *, actor: str, figures: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A new draft version of `period`'s report, in the caller's transaction."""
+        if figures is None:
+            figures = build_figures(await self.inputs(conn, period, scope), self.names)
+        key = period.key + (":" + ",".join(f"{k}={v}" for k, v in sorted(scope.to_json().items()))
+                            if scope.to_json() else "")
+        version = await self.repo.next_version(conn, key)
+        report_id = uuid.uuid4()
+        figures = {**figures, "report_id": str(report_id), "version": version,
+                   "status": Status.DRAFT.value, "number": None}
+        now = self.clock()
+        doc = self.document(figures)
+        files = self.write_files(report_id, key, version, figures, doc, "du-thao")
+        report = {"report_id": report_id, "kind": period.kind.value, "period_key": key,
+                  "period_start": period.start, "period_end": period.end, "scope": scope.to_json(),
+                  "version": version, "status": Status.DRAFT.value, "figures": figures,
+                  "files": files, "number": None, "issued_on": None,
+                  "history": [{"status": "draft", "by": actor, "at": now.isoformat()}]}
+        await self.repo.insert_report(conn, report)
+        await enqueue_many(conn, self.repo.s, [self.published(report, at=now)])
+        log.info("report generated", period=key, version=version, by=actor)
+        return report
+
+    async def issue(self, conn: asyncpg.Connection, report: dict[str, Any], *, actor: str
+                    ) -> dict[str, Any]:
+        """Number and date the approved version, render its final files, publish it."""
+        now = self.clock()
+        today = now.astimezone(LOCAL).date()
+        seq = await self.repo.allocate_number(conn, today.year, self.config.issuing_body.number_suffix)
+        number = document_number(seq, self.config.issuing_body.number_suffix)
+        figures = {**report["figures"], "status": Status.ISSUED.value, "number": number,
+                   "issued_on": today.isoformat()}
+        doc = self.document(figures, number=number, issued_on=today)
+        files = self.write_files(report["report_id"], report["period_key"], report["version"],
+                                 figures, doc, "ban-hanh")
+        await self.repo.update_report(conn, report["report_id"], status=Status.ISSUED.value,
+                                      history_entry={"status": "issued", "by": actor,
+                                                     "at": now.isoformat(), "number": number},
+                                      number=number, number_seq=seq, issued_on=today, files=files,
+                                      figures=figures)
+        issued = {**report, "status": Status.ISSUED.value, "number": number, "issued_on": today,
+                  "files": files, "figures": figures}
+        await enqueue_many(conn, self.repo.s, [self.published(issued, at=now)])
+        return issued

@@ -1,0 +1,282 @@
+"""Rollup consumption: a batch of raw records -> rollup deltas, in one transaction.
+
+`RollupHandler.handle(deliveries)` claims the batch's event ids and applies every
+fresh event's effect in the same PostgreSQL transaction: a redelivered batch (crash
+between this commit and the offset commit) finds its ids claimed and changes nothing.
+Records that cannot be used (not an envelope, unknown type, bad fields) are logged and
+skipped: they never stop a partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+import asyncpg
+import orjson
+from ioc_shared.calendar_vn import WorkingCalendar
+from ioc_shared.contracts.headers import H_PRODUCER
+from ioc_shared.platform.consumer import Delivery
+from ioc_shared.platform.logging import get_logger
+from ioc_shared.registry import Registry
+
+from reporting.domain import incidents as inc
+from reporting.domain import indicators as ind
+from reporting.repository import ReportingRepository
+
+log = get_logger(__name__)
+
+CONSUMER = "reporting-rollups"
+
+
+def producer_of(event_type: str) -> str:
+    """The service that may produce an event of this type: incident events are routing's,
+    everything else counted here is ingest's. Inside the check; the broker's WRITE ACLs on
+    those topics are what enforce it (deploy/README.md)."""
+    return "routing" if event_type.startswith(inc.EVENT_PREFIX) else "ingest"
+RECORD_ACCEPTED = "ingest.record.accepted"
+QUALITY = "ingest.quality.counters"
+REJECTED = "ingest.record.rejected"
+LATE = "ingest.freshness.late"
+# Incident rows per statement while the rest of the batch is folded.
+INCIDENT_CHUNK = 250
+RECOVERED = "ingest.freshness.recovered"
+
+
+# The canonical form this system writes; anything else goes through uuid.UUID.
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    event_id: str           # canonical lowercase UUID text (cheaper than uuid.UUID per record)
+    type: str
+    occurred_at: datetime
+    payload: dict[str, Any]
+    source_unit: str = ""
+
+
+def parse(value: bytes) -> Event | None:
+    try:
+        data = orjson.loads(value)
+        event_id = data["event_id"]
+        if not isinstance(event_id, str) or not _CANONICAL_UUID.fullmatch(event_id):
+            event_id = str(uuid.UUID(str(event_id)))
+        occurred = datetime.fromisoformat(str(data["occurred_at"]))
+        payload = data.get("payload") or {}
+        kind = data["type"]
+        source_unit = str(data.get("source_unit") or "")
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+    if not isinstance(payload, dict) or not isinstance(kind, str) or occurred.tzinfo is None:
+        return None
+    return Event(event_id, kind, occurred.astimezone(UTC), payload, source_unit)
+
+
+Parsed = tuple[str, inc.Transition, dict[str, Any]]   # incident id, transition, its JSON
+
+
+def _transitions(events: dict[str, Event]) -> dict[str, Parsed]:
+    """Event id -> (incident id, transition, its JSON) of the usable incident events
+    (the others are logged)."""
+    out: dict[str, Parsed] = {}
+    for event_id, e in events.items():
+        if not e.type.startswith(inc.EVENT_PREFIX):
+            continue
+        try:
+            t = inc.transition_from_event(event_id, e.type, e.payload)
+            out[event_id] = (e.payload["incident_id"], t, t.to_json())
+        except (inc.EventError, ValueError, TypeError, AttributeError, KeyError) as exc:
+            log.warning("rollups: event unusable, skipped", event_id=event_id, type=e.type,
+                        problem=str(exc))
+    return out
+
+
+def _day(value: Any, fallback: datetime) -> date:
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value[:10]) if len(value) == 10 else \
+                inc.local_day(datetime.fromisoformat(value))
+        except ValueError:
+            pass
+    return inc.local_day(fallback)
+
+
+class RollupHandler:
+    def __init__(self, pool: asyncpg.Pool, repo: ReportingRepository, registry: Registry,
+                 calendar: WorkingCalendar) -> None:
+        self.pool = pool
+        self.repo = repo
+        self.registry = registry
+        self.calendar = calendar
+        self.indicator_datasets = {d.id for d in registry.datasets.values() if not d.incident}
+
+    async def handle(self, deliveries: Sequence[Delivery]) -> None:
+        events: dict[str, Event] = {}
+        for d in deliveries:
+            event = parse(d.value or b"")
+            if event is None:
+                log.warning("rollups: not an envelope, skipped", topic=d.topic,
+                            partition=d.partition, offset=d.offset)
+                continue
+            if d.header(H_PRODUCER) != producer_of(event.type):
+                # A unit system that can write the topic must not be able to forge figures.
+                log.error("rollups: event not from the service that produces it, skipped",
+                          topic=d.topic, partition=d.partition, offset=d.offset,
+                          event_type=event.type[:80], expected=producer_of(event.type))
+                continue
+            events.setdefault(event.event_id, event)
+        if not events:
+            return
+        incident_ids = {e.payload["incident_id"] for e in events.values()
+                        if e.type.startswith(inc.EVENT_PREFIX)
+                        and isinstance(e.payload.get("incident_id"), str)}
+        async with self.pool.acquire() as conn, conn.transaction():
+            # Round trips: BEGIN; claim + load; the writes; COMMIT (+1 per other rollup kind).
+            loading = asyncio.ensure_future(self.repo.claim_and_load(
+                conn, CONSUMER, list(events), list(incident_ids)))
+            await asyncio.sleep(0)   # the query is on its way: read the transitions meanwhile
+            try:
+                transitions = _transitions(events)
+            finally:
+                fresh, stored = await loading
+            todo = [e for eid, e in events.items() if eid in fresh]
+            if todo:
+                await self._apply(conn, todo, stored, transitions)
+
+    async def _apply(self, conn: asyncpg.Connection, todo: list[Event],
+                     stored: dict[str, tuple[list[Any], list[Any]]],
+                     parsed: dict[str, Parsed]) -> None:
+        transitions: dict[str, list[Parsed]] = defaultdict(list)
+        quality: list[tuple[date, str, str, int, dict[str, int], datetime]] = []
+        rejections: dict[tuple[date, str, str, str], int] = defaultdict(int)
+        freshness: dict[tuple[date, str, str], tuple[int, int]] = {}
+        records: dict[tuple[str, str], tuple[Event, ind.IndicatorContribution]] = {}
+        for e in todo:
+            try:
+                if e.type.startswith(inc.EVENT_PREFIX):
+                    found = parsed.get(e.event_id)
+                    if found is not None:    # unusable ones were logged by _transitions
+                        transitions[found[0]].append(found)
+                elif e.type == QUALITY:
+                    p = e.payload
+                    rejected = {str(k): int(v) for k, v in (p.get("rejected") or {}).items()}
+                    as_of = datetime.fromisoformat(str(p.get("as_of") or e.occurred_at.isoformat()))
+                    if as_of.tzinfo is None:
+                        raise ValueError("as_of without offset")
+                    quality.append((_day(p.get("day"), e.occurred_at), str(p.get("unit") or ""),
+                                    str(p.get("dataset") or ""), int(p.get("accepted") or 0),
+                                    rejected, as_of))
+                elif e.type == REJECTED:
+                    p = e.payload
+                    rejections[(inc.local_day(e.occurred_at), str(p.get("unit") or ""),
+                                str(p.get("dataset") or ""), str(p.get("code") or ""))] += 1
+                elif e.type in (LATE, RECOVERED):
+                    p = e.payload
+                    key = (_day(p.get("detected_at"), e.occurred_at), str(p.get("unit") or ""),
+                           str(p.get("dataset") or ""))
+                    late, recovered = freshness.get(key, (0, 0))
+                    freshness[key] = (late + (e.type == LATE), recovered + (e.type == RECOVERED))
+                elif e.type == RECORD_ACCEPTED:
+                    self._record(e, records)
+            except (inc.EventError, ind.RecordError, ValueError, TypeError, AttributeError,
+                    KeyError) as exc:
+                log.warning("rollups: event unusable, skipped", event_id=e.event_id,
+                            type=e.type, problem=str(exc))
+        if transitions:
+            await self._incidents(conn, transitions, stored)
+        await self.repo.upsert_quality(conn, quality)
+        await self.repo.add_rejections(conn, rejections)
+        await self.repo.add_freshness(conn, freshness)
+        if records:
+            await self._indicators(conn, records)
+
+    def _record(self, e: Event,
+                records: dict[tuple[str, str], tuple[Event, ind.IndicatorContribution]]) -> None:
+        dataset = str(e.payload.get("dataset") or "")
+        record = e.payload.get("record")
+        if dataset not in self.indicator_datasets or not isinstance(record, dict):
+            return
+        record_id = str(record.get(self.registry.datasets[dataset].record_id_field) or "")
+        if not record_id:
+            raise ind.RecordError("no record id")
+        contribution = ind.contribution_of(dataset, record)
+        # Record ids are the publishing unit's own: two units may use the same one.
+        key = (dataset, f"{e.source_unit}/{record_id}")
+        known = records.get(key)
+        if known is None or (e.occurred_at, e.event_id) > (known[0].occurred_at, known[0].event_id):
+            records[key] = (e, contribution)
+
+    async def _incidents(self, conn: asyncpg.Connection,
+                         transitions: dict[str, list[Parsed]],
+                         stored: dict[str, tuple[list[Any], list[Any]]]) -> None:
+        deltas: inc.Contribution = defaultdict(int)
+        rows: list[dict[str, Any]] = []
+        # Incident rows go in chunks while the next ones are folded (PostgreSQL works
+        # while Python does); the deltas go last, in one sorted statement. Sorted
+        # incidents: two members handling the same records lock the rows in one order.
+        saving: asyncio.Future[None] | None = None
+        try:
+            for incident_id in sorted(transitions):
+                rows.append(self._fold(incident_id, transitions[incident_id], stored, deltas))
+                if len(rows) >= INCIDENT_CHUNK:
+                    if saving is not None:
+                        await saving
+                    saving = asyncio.ensure_future(self.repo.save_incidents(conn, rows, {}))
+                    await asyncio.sleep(0)   # sent: fold the next chunk meanwhile
+                    rows = []
+        finally:
+            if saving is not None:
+                await saving
+        await self.repo.save_incidents(conn, rows, {k: n for k, n in deltas.items() if n})
+
+    def _fold(self, incident_id: str, new: list[Parsed],
+              stored: dict[str, tuple[list[Any], list[Any]]],
+              deltas: inc.Contribution) -> dict[str, Any]:
+        """The incident's row after `new`; its change of contribution added to `deltas`."""
+        old_list, old_contribution = stored.get(incident_id, ([], []))
+        merged = {t["id"]: inc.Transition.from_json(t) for t in old_list}
+        as_json = list(old_list)
+        for _, t, t_json in new:
+            if t.event_id not in merged:
+                merged[t.event_id] = t
+                as_json.append(t_json)
+        summary = inc.fold(incident_id, list(merged.values()), self.calendar)
+        for key, n in inc.delta(inc.contribution_from_json(old_contribution),
+                                summary.contribution).items():
+            deltas[key] += n
+        return {
+            "incident_id": incident_id,
+            "transitions": as_json,
+            "contribution": inc.contribution_to_json(summary.contribution),
+            "state": summary.state, "unit": summary.unit, "category": summary.category,
+            "commune": summary.commune,
+            # Aware datetimes: orjson writes them as RFC 3339.
+            "received_at": summary.received_at, "assigned_at": summary.assigned_at,
+            "ack_due_at": summary.ack_due_at, "resolve_due_at": summary.resolve_due_at,
+            "acknowledged": summary.acknowledged,
+        }
+
+    async def _indicators(self, conn: asyncpg.Connection,
+                          records: dict[tuple[str, str], tuple[Event, ind.IndicatorContribution]]
+                          ) -> None:
+        stored = await self.repo.load_indicator_records(conn, sorted(records))
+        deltas: dict[ind.IndicatorKey, tuple[int, float]] = {}
+        saves = []
+        for key, (e, contribution) in records.items():
+            old = stored.get(key)
+            if old is not None and (old[0], old[1]) >= (e.occurred_at, e.event_id):
+                continue  # an older version arriving late changes nothing
+            previous = ind.from_json(old[2]) if old is not None else {}
+            for k, (n, t) in ind.indicator_delta(previous, contribution).items():
+                n0, t0 = deltas.get(k, (0, 0.0))
+                deltas[k] = (n0 + n, t0 + t)
+            saves.append((key[0], key[1], e.occurred_at, e.event_id, ind.to_json(contribution)))
+        await self.repo.save_indicator_records(conn, saves)
+        await self.repo.add_indicator_deltas(conn, deltas)

@@ -1,0 +1,1 @@
+"""`ioc`: the operators' command for the IOC event backbone."""
