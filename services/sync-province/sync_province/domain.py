@@ -11,12 +11,11 @@ from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 import orjson
-from ioc_shared.contracts.headers import H_EVENT_ID, H_EVENT_TYPE
+from ioc_shared.contracts.headers import H_EVENT_ID, H_EVENT_TYPE, H_PRODUCER
 from ioc_shared.grants import Projection
 
 LOCAL_TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 
-H_PRODUCER = "ioc-producer"
 H_ORIGIN_IOC = "ioc-origin-ioc"
 H_ORIGIN_TOPIC = "ioc-origin-topic"
 H_ORIGIN_PARTITION = "ioc-origin-partition"
