@@ -10,7 +10,7 @@ E2E := $(wildcard tests/e2e)
 # Stops and kills a private Kafka and PostgreSQL of its own (never the shared platform).
 FAULTS := $(wildcard tests/faults)
 # Every package; pyproject.toml makes shared/ and the services' domain packages strict.
-TYPED := shared/ioc_shared $(wildcard services/ingest/ingest services/routing/routing services/reporting/reporting tools/ioc/ioc_cli)
+TYPED := shared/ioc_shared $(wildcard services/ingest/ingest services/routing/routing services/reporting/reporting services/sync-province/sync_province tools/ioc/ioc_cli)
 
 .PHONY: up test test-unit test-connected test-e2e test-faults chaos lint typecheck bench bootstrap platform-start platform-stop clean docs
 

@@ -25,7 +25,7 @@ from bench.reference import reference_loop
 from bench.workload import Submission, make_messages
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
-SERVICE_BENCHES = ("bench.ingest", "bench.routing", "bench.reporting")
+SERVICE_BENCHES = ("bench.ingest", "bench.routing", "bench.reporting", "bench.sync")
 
 app = typer.Typer(add_completion=False)
 

@@ -8,6 +8,10 @@
 #   scripts/platform.sh env      print `export` lines:  eval "$(scripts/platform.sh env)"
 #
 # Ports: IOC_KAFKA_PORT (19092), IOC_KAFKA_CONTROLLER_PORT (IOC_KAFKA_PORT+1), IOC_PG_PORT (15432).
+# A second, separate broker stands for the provincial IOC's cluster (sync-province's target):
+# SASL_SSL only (SCRAM-SHA-512 over TLS, certificate authority made here for the local platform),
+# IOC_PROVINCE_KAFKA_PORT (19094) and its controller (+1); IOC_PROVINCE_KAFKA=0 skips it (the
+# default with IOC_RUN_DIR).
 # State lives in <repo>/.run (data, logs, pids; IOC_RUN_DIR moves it) and <repo>/.cache (Kafka
 # jars), both git-ignored.
 set -euo pipefail
@@ -130,6 +134,143 @@ kafka_stop() {
   rm -f "$K_PID"; log "kafka stopped"
 }
 
+# ------------------------------------------------------------------ provincial Kafka (SASL_SSL)
+# Its own KRaft node, data folder and credentials beside the first broker's. The CA, the
+# broker's certificate (SAN 127.0.0.1, localhost) and random SCRAM passwords are made once.
+P_RUN="$(dirname "$K_RUN")/province-kafka"
+P_PID="$P_RUN/kafka.pid"
+P_PKI="$P_RUN/pki"
+P_SECRETS="$P_RUN/secrets"
+# A private platform (IOC_RUN_DIR, e.g. the fault tests') has no province unless asked.
+if [[ -n "${IOC_RUN_DIR:-}" ]]; then PROVINCE_ENABLED="${IOC_PROVINCE_KAFKA:-0}"; else PROVINCE_ENABLED="${IOC_PROVINCE_KAFKA:-1}"; fi
+PROVINCE_PORT="${IOC_PROVINCE_KAFKA_PORT:-19094}"
+PROVINCE_CONTROLLER_PORT="${IOC_PROVINCE_KAFKA_CONTROLLER_PORT:-$((PROVINCE_PORT + 1))}"
+PROVINCE_BOOTSTRAP="127.0.0.1:${PROVINCE_PORT}"
+PROVINCE_SYNC_USER="sync-loc-ninh"
+
+province_pid() {
+  [[ -f "$P_PID" ]] || return 1
+  local pid; pid="$(cat "$P_PID")"
+  [[ -n "$pid" ]] && alive "$pid" && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'kafka\.Kafka' || return 1
+  echo "$pid"
+}
+
+province_pki() { # CA, broker key store (PKCS12), client trust file (PEM); idempotent
+  [[ -f "$P_PKI/broker.p12" && -f "$P_PKI/ca.pem" ]] && return 0
+  command -v openssl >/dev/null || apt_install openssl
+  mkdir -p "$P_PKI" "$P_SECRETS"; chmod 700 "$P_SECRETS"
+  local pass; pass="$(openssl rand -hex 16)"
+  log "creating the local platform CA and the provincial broker certificate in $P_PKI"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=IOC local platform CA" \
+    -keyout "$P_PKI/ca.key" -out "$P_PKI/ca.pem" >/dev/null 2>&1
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=province-kafka" \
+    -keyout "$P_PKI/broker.key" -out "$P_PKI/broker.csr" >/dev/null 2>&1
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n' >"$P_PKI/broker.ext"
+  openssl x509 -req -in "$P_PKI/broker.csr" -CA "$P_PKI/ca.pem" -CAkey "$P_PKI/ca.key" -CAcreateserial \
+    -days 3650 -extfile "$P_PKI/broker.ext" -out "$P_PKI/broker.pem" >/dev/null 2>&1
+  openssl pkcs12 -export -in "$P_PKI/broker.pem" -inkey "$P_PKI/broker.key" -certfile "$P_PKI/ca.pem" \
+    -name broker -passout "pass:$pass" -out "$P_PKI/broker.p12.tmp"
+  printf '%s' "$pass" >"$P_SECRETS/keystore-password"
+  mv "$P_PKI/broker.p12.tmp" "$P_PKI/broker.p12"
+  chmod 600 "$P_PKI"/*.key "$P_SECRETS"/*
+}
+
+province_secret() { # <name>: a random password made once
+  local f="$P_SECRETS/$1"
+  if [[ ! -s "$f" ]]; then mkdir -p "$P_SECRETS"; openssl rand -hex 24 | tr -d '\n' >"$f"; chmod 600 "$f"; fi
+  cat "$f"
+}
+
+province_start() {
+  [[ "$PROVINCE_ENABLED" == 1 ]] || return 0
+  local pid
+  if pid="$(province_pid)"; then
+    local running; running="$(cat "$P_RUN/port" 2>/dev/null || echo "?")"
+    [[ "$running" == "$PROVINCE_PORT" ]] || die "provincial kafka of this checkout already runs on port $running, not $PROVINCE_PORT; run '$0 stop' first"
+    log "provincial kafka already running (pid $pid) on $PROVINCE_BOOTSTRAP"; return 0
+  fi
+  port_open "$PROVINCE_PORT" && die "port $PROVINCE_PORT is in use by another process (set IOC_PROVINCE_KAFKA_PORT)"
+  port_open "$PROVINCE_CONTROLLER_PORT" && die "port $PROVINCE_CONTROLLER_PORT is in use (set IOC_PROVINCE_KAFKA_CONTROLLER_PORT)"
+  ensure_kafka_libs
+  province_pki
+  mkdir -p "$P_RUN/data" "$P_RUN/logs"
+  local admin_pw sync_pw ks_pw
+  admin_pw="$(province_secret admin-password)"; sync_pw="$(province_secret sync-password)"
+  ks_pw="$(cat "$P_SECRETS/keystore-password")"
+  # The first broker's file with the ports, data folder and listeners replaced.
+  sed -e "s#127\.0\.0\.1:19093#127.0.0.1:${PROVINCE_CONTROLLER_PORT}#g" \
+      -e "s#^log\.dirs=.*#log.dirs=${P_RUN}/data#" \
+      -e '/^listeners=/d' -e '/^advertised\.listeners=/d' -e '/^inter\.broker\.listener\.name=/d' \
+      -e '/^listener\.security\.protocol\.map=/d' "$ROOT/deploy/kafka/server.properties" >"$P_RUN/server.properties"
+  cat >>"$P_RUN/server.properties" <<PROPS
+
+############################# Provincial cluster: SASL_SSL only #############################
+listeners=SASL_SSL://127.0.0.1:${PROVINCE_PORT},CONTROLLER://127.0.0.1:${PROVINCE_CONTROLLER_PORT}
+advertised.listeners=SASL_SSL://127.0.0.1:${PROVINCE_PORT}
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL
+inter.broker.listener.name=SASL_SSL
+sasl.enabled.mechanisms=SCRAM-SHA-512
+sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="${admin_pw}";
+ssl.keystore.type=PKCS12
+ssl.keystore.location=${P_PKI}/broker.p12
+ssl.keystore.password=${ks_pw}
+ssl.truststore.type=PEM
+ssl.truststore.location=${P_PKI}/ca.pem
+ssl.client.auth=requested
+PROPS
+  chmod 600 "$P_RUN/server.properties"
+  cat >"$P_RUN/admin.properties" <<PROPS
+security.protocol=SASL_SSL
+sasl.mechanism=SCRAM-SHA-512
+sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="${admin_pw}";
+ssl.truststore.type=PEM
+ssl.truststore.location=${P_PKI}/ca.pem
+request.timeout.ms=5000
+default.api.timeout.ms=8000
+PROPS
+  chmod 600 "$P_RUN/admin.properties"
+  if [[ ! -f "$P_RUN/data/meta.properties" ]]; then
+    local cid; cid="$(kafka_java kafka.tools.StorageTool random-uuid)"
+    log "formatting provincial Kafka storage (cluster id $cid) with SCRAM users admin, $PROVINCE_SYNC_USER"
+    kafka_java kafka.tools.StorageTool format -t "$cid" -c "$P_RUN/server.properties" \
+      --add-scram "SCRAM-SHA-512=[name=admin,password=${admin_pw}]" \
+      --add-scram "SCRAM-SHA-512=[name=${PROVINCE_SYNC_USER},password=${sync_pw}]" \
+      >"$P_RUN/logs/format.log" 2>&1 || fail_with_log "provincial kafka storage format failed" "$P_RUN/logs/format.log"
+  fi
+  log "starting provincial kafka on $PROVINCE_BOOTSTRAP (SASL_SSL; controller 127.0.0.1:$PROVINCE_CONTROLLER_PORT)"
+  nohup setsid java -Xms128m -Xmx512m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExitOnOutOfMemoryError \
+    -Djava.awt.headless=true -Dkafka.logs.dir="$P_RUN/logs" \
+    -Dlog4j2.configurationFile="$ROOT/deploy/kafka/log4j2.yaml" \
+    -cp "$LIBS/*" kafka.Kafka "$P_RUN/server.properties" >"$P_RUN/logs/stdout.log" 2>&1 </dev/null 9>&- &
+  echo $! >"$P_PID"; echo "$PROVINCE_PORT" >"$P_RUN/port"
+}
+
+province_wait() { # after province_start: ready when an authenticated metadata request answers
+  [[ "$PROVINCE_ENABLED" == 1 && -f "$P_RUN/admin.properties" ]] || return 0
+  local deadline=$((SECONDS + 90))
+  while :; do
+    province_pid >/dev/null || fail_with_log "provincial kafka exited during startup" "$P_RUN/logs/stdout.log"
+    if port_open "$PROVINCE_PORT" && timeout 20 java -cp "$LIBS/*" org.apache.kafka.tools.TopicCommand \
+        --bootstrap-server "$PROVINCE_BOOTSTRAP" --command-config "$P_RUN/admin.properties" --list >/dev/null 2>&1; then
+      break
+    fi
+    (( SECONDS < deadline )) || fail_with_log "provincial kafka did not answer within 90s" "$P_RUN/logs/server.log"
+    sleep 1
+  done
+  log "provincial kafka ready on $PROVINCE_BOOTSTRAP (pid $(cat "$P_PID"))"
+}
+
+province_stop() {
+  local pid
+  if ! pid="$(province_pid)"; then rm -f "$P_PID"; return 0; fi
+  log "stopping provincial kafka (pid $pid)"
+  kill -TERM "$pid" 2>/dev/null || true
+  wait_gone "$pid" 30 || { log "provincial kafka still running after 30s, sending SIGKILL"; kill -KILL "$pid" 2>/dev/null || true; }
+  wait_gone "$pid" 10 || die "provincial kafka (pid $pid) survived SIGKILL"
+  rm -f "$P_PID"; log "provincial kafka stopped"
+}
+
 # ------------------------------------------------------------------ PostgreSQL
 PG_BIN="" PG_USER=""
 find_pg_bin() {
@@ -225,12 +366,23 @@ pg_stop() {
 print_env() {
   echo "export IOC_KAFKA_BOOTSTRAP=$BOOTSTRAP"
   echo "export IOC_DATABASE_URL=$DATABASE_URL"
+  if [[ "$PROVINCE_ENABLED" == 1 ]]; then
+    echo "export IOC_PROVINCE_KAFKA_BOOTSTRAP=$PROVINCE_BOOTSTRAP"
+    echo "export IOC_PROVINCE_KAFKA_CA_FILE=$P_PKI/ca.pem"
+    echo "export IOC_PROVINCE_KAFKA_SASL_USER=$PROVINCE_SYNC_USER"
+    echo "export IOC_PROVINCE_KAFKA_SASL_PASSWORD_FILE=$P_SECRETS/sync-password"
+    echo "export IOC_PROVINCE_KAFKA_PID_FILE=$P_PID"   # tests freeze it to play an outage
+  fi
 }
 
 status() {
   local rc=0 pid port
   if pid="$(kafka_pid)"; then echo "kafka:      running (pid $pid) on 127.0.0.1:$(cat "$K_RUN/port" 2>/dev/null)"
   else echo "kafka:      stopped"; rc=3; fi
+  if [[ "$PROVINCE_ENABLED" == 1 ]]; then
+    if pid="$(province_pid)"; then echo "province:   running (pid $pid) on $PROVINCE_BOOTSTRAP (SASL_SSL)"
+    else echo "province:   stopped"; rc=3; fi
+  fi
   find_pg_bin || true; pick_pg_user
   if pg_running; then
     pid="$(sed -n 1p "$PG_DATA/postmaster.pid")"; port="$(sed -n 4p "$PG_DATA/postmaster.pid")"
@@ -248,8 +400,9 @@ case "${1:-}" in
   start|stop) lock ;;
 esac
 case "${1:-}" in
-  start)  pg_start; kafka_start; print_env | sed 's/^/[platform] /' >&2 ;;
-  stop)   kafka_stop; pg_stop ;;
+  # The provincial broker boots while the first one is waited for (start-up stays short).
+  start)  pg_start; province_start; kafka_start; province_wait; print_env | sed 's/^/[platform] /' >&2 ;;
+  stop)   province_stop; kafka_stop; pg_stop ;;
   status) status ;;
   env)    print_env ;;
   *)      echo "usage: $0 {start|stop|status|env}" >&2; exit 2 ;;

@@ -88,6 +88,23 @@ ROUTING_UNAUTHENTICATED_COMMANDS = _spec(
 SYNC_PROVINCE_STATUS = _spec(
     "ioc.sync-province.status.v1", 1, 90, "dataset id",
     "Progress of the mirror of shared datasets to the provincial IOC.")
+# Topics sync-province keeps on the PROVINCE's cluster (not the district's, so not in
+# TOPICS): names there get the district's prefix (`province_topic`). The cursor holds the
+# district source positions written in the same transaction as the records (KIP-618).
+SYNC_PROVINCE_CURSOR = TopicSpec(
+    "ioc.sync-province.cursor.v1", 1, 3650 * DAY_MS, compacted=True,
+    key="<target>|<source topic>|<partition>",
+    description="Next district offset per source partition, written with the records.")
+SYNC_PROVINCE_CHECKPOINTS = _spec(
+    "ioc.sync-province.checkpoints.v1", 1, 3650, "district id",
+    "Signed checkpoints (Ed25519) of the head of the district's share log.")
+# Event topics forwarded besides the datasets (configurable: SYNC_PROVINCE_EVENT_TOPICS).
+REPORTING_PUBLISHED_DEFAULT = "ioc.reporting.events.v1"
+
+
+def province_topic(district: str, name: str) -> str:
+    """The name a district topic gets on the province's cluster: `<district>.<name>`."""
+    return f"{_part(district)}.{name}"
 
 TOPICS: tuple[TopicSpec, ...] = (
     INGEST_INBOUND, INGEST_REJECTED, INGEST_UNAUTHENTICATED, INGEST_QUARANTINE, INGEST_FRESHNESS,

@@ -1,0 +1,3 @@
+from sync_province.main import cli
+
+cli()
