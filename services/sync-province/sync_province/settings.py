@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-from ioc_shared.contracts.topics import REPORTING_PUBLISHED_DEFAULT
+from ioc_shared.contracts.topics import REPORTING_PUBLISHED
 from ioc_shared.platform.security import KafkaSecurity
 from ioc_shared.platform.settings import REPO_ROOT, ServiceSettings
 from pydantic import SecretStr
@@ -23,7 +23,8 @@ class SyncSettings(ServiceSettings):
     # Records of datasets must carry `ioc-producer: ingest` (what ingest produced).
     require_producer_header: bool = True
     # Event topics forwarded as they are, with the envelope types forwarded from them.
-    event_topics: str = REPORTING_PUBLISHED_DEFAULT
+    # Event topics forwarded besides the datasets: reporting's published reports.
+    event_topics: str = REPORTING_PUBLISHED.name
     event_types: str = "report.published"
     # Prefix of every topic this service writes on the province's cluster (tests add a namespace).
     province_topic_prefix: str = ""                  # default: the district id

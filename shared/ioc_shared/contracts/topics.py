@@ -98,8 +98,6 @@ SYNC_PROVINCE_CURSOR = TopicSpec(
 SYNC_PROVINCE_CHECKPOINTS = _spec(
     "ioc.sync-province.checkpoints.v1", 1, 3650, "district id",
     "Signed checkpoints (Ed25519) of the head of the district's share log.")
-# Event topics forwarded besides the datasets (configurable: SYNC_PROVINCE_EVENT_TOPICS).
-REPORTING_PUBLISHED_DEFAULT = "ioc.reporting.events.v1"
 
 
 def province_topic(district: str, name: str) -> str:

@@ -26,7 +26,7 @@ import orjson
 import pytest
 import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from ioc_shared.contracts.topics import SYNC_PROVINCE_STATUS, TopicSpec, canonical_topic
+from ioc_shared.contracts.topics import REPORTING_PUBLISHED, SYNC_PROVINCE_STATUS, TopicSpec, canonical_topic
 from ioc_shared.platform.kafka import declare_topics
 from ioc_shared.platform.security import KafkaSecurity
 from ioc_shared.platform.settings import REPO_ROOT
@@ -35,7 +35,7 @@ from ioc_shared.testing import ServiceProcess, database_url, free_port, kafka_bo
 FIELD_REPORTS = "phan-anh-hien-truong"      # shared, granted, has personal fields
 HEALTH_ALERTS = "canh-bao-y-te"             # shared, granted
 KT_XH = "chi-tieu-kt-xh"                    # shared; its grant is removed in the test registry
-REPORT_TOPIC = "ioc.reporting.events.v1"
+REPORT_TOPIC = REPORTING_PUBLISHED.name
 PROVINCE = os.environ.get("IOC_PROVINCE_KAFKA_BOOTSTRAP")
 
 
