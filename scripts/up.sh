@@ -60,7 +60,7 @@ for dir in services/*/; do
   done
 done
 (( ${#pids[@]} )) || { echo "[up] no service to run" >&2; exit 1; }
-echo "[up] running; Ctrl-C stops everything" >&2
+echo "[up] running; Ctrl-C stops everything. Operators: .venv/bin/ioc status (ioc --help)" >&2
 # Stop everything as soon as any service dies on its own.
 code=0
 wait -n "${pids[@]}" || code=$?
