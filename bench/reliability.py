@@ -1,10 +1,11 @@
-"""Fault injection: ingest and routing ride out broker and database stops and kills.
+"""Fault injection: ingest, routing and reporting ride out broker and database faults.
 
 On a private platform (its own Kafka broker and PostgreSQL server on free ports, in a
 temporary run dir: `scripts/platform.sh` with `IOC_RUN_DIR`, never the shared one),
-`python -m ingest serve` and `python -m routing serve` run as real processes, started
-once. For each fault, mid-stream (field reports sent at a steady rate to ingest's
-inbound topic; each becomes a canonical record, then a routing incident):
+`python -m ingest serve`, `python -m routing serve` and `python -m reporting serve` run
+as real processes, started once. For each fault, mid-stream (field reports sent at a
+steady rate to ingest's inbound topic; each becomes a canonical record, then a routing
+incident, then one incident of reporting's rollups):
 
 - `kafka-term`: SIGTERM to the broker, down a few seconds, started again;
 - `kafka-kill`: SIGKILL to the broker, likewise;
@@ -17,11 +18,14 @@ inbound topic; each becomes a canonical record, then a routing incident):
 At the end the broker is killed and the services get SIGTERM: each must be gone
 within its grace period (`shutdown_s`).
 
-Measured per fault: inputs; lost (no canonical record, or no incident); duplicate
-effects (a record with two canonical event ids, or two incidents); whether both
-services still run; whether their readiness went false while the dependency was
-down and true after; how long until both were ready again once the dependency was
-back (`recovery_s`) and until every input was through (`caught_up_s`); log lines.
+Measured per fault: inputs; lost (no canonical record, no incident, or a routing
+incident that reporting's rollups do not count as received); duplicate effects (a record
+with two canonical event ids, two incidents, or an incident counted as received more than
+once by reporting; and, over the whole run, `incident_daily`'s received total against the
+incidents' own contributions: a delta applied twice shows there); whether every service
+still runs; whether their readiness went false while the dependency was down and true
+after; how long until all were ready again once the dependency was back (`recovery_s`)
+and until every input was through, up to reporting (`caught_up_s`); log lines.
 
 `tests/faults/` runs one short round of the four faults in `make test`; `make chaos`
 (`python -m bench.reliability`) runs longer rounds, repeatedly, and writes the figures
@@ -61,6 +65,7 @@ from bench.workload import DATASET, bench_registry, make_messages
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "reliability.json"
+SERVICES = ("ingest", "routing", "reporting")
 FAULTS = ("kafka-term", "kafka-kill", "pg-restart", "pg-kill")
 # `make chaos` adds network-pause-like stalls: the process is stopped (SIGSTOP), so its
 # sockets stay open and nothing answers, then continued.
@@ -244,12 +249,14 @@ class Readiness:
 
 
 class Deployment:
-    """ingest and routing as processes on the private platform, one namespace and schema."""
+    """ingest, routing and reporting as processes on the private platform, one namespace,
+    a schema each."""
 
     def __init__(self, platform: PrivatePlatform, log_dir: Path) -> None:
         self.platform = platform
         self.namespace = unique("faults").replace("_", "-")
-        self.schemas = {"ingest": unique("faults_ingest"), "routing": unique("faults_routing")}
+        self.schemas = {"ingest": unique("faults_ingest"), "routing": unique("faults_routing"),
+                        "reporting": unique("faults_reporting")}
         # Every commune of the workload publishes (the seed registry grants only a few).
         registry, credentials = bench_registry(log_dir)
         env = {
@@ -266,9 +273,15 @@ class Deployment:
             "INGEST_CONSUMER_GROUP": unique("faults-ingest"),
             "ROUTING_DB_SCHEMA": self.schemas["routing"],
             "ROUTING_CONSUMER_GROUP": unique("faults-routing"),
+            "REPORTING_DB_SCHEMA": self.schemas["reporting"],
+            "REPORTING_CONSUMER_GROUP": unique("faults-reporting"),
+            "REPORTING_OUTPUT_DIR": str(log_dir / "reports"),
+            # Timers stay on (they poll PostgreSQL through every fault); a draft they
+            # generate is not rendered (Typst would only cost CPU here).
+            "REPORTING_RENDER_FILES": "false",
         }
         self.services = {name: ServiceProcess(name, env, log_dir / f"{name}.log", REPO)
-                         for name in ("ingest", "routing")}
+                         for name in SERVICES}
         self.readiness = Readiness({name: [] for name in self.services})
         self._poller: asyncio.Task[None] | None = None
         self._tags = 0
@@ -333,6 +346,9 @@ class FaultResult:
     lost_incidents: int
     duplicate_canonical: int
     duplicate_incidents: int
+    lost_reported: int         # routing incidents reporting does not count as received
+    duplicate_reported: int    # incidents reporting counts as received more than once
+    rollup_drift: int          # incident_daily received - the incidents' own (whole run)
     running_after: dict[str, bool]
     unready_during: dict[str, bool]
     ready_after: dict[str, bool]
@@ -351,6 +367,9 @@ class FaultResult:
         if self.duplicate_canonical or self.duplicate_incidents:
             out.append(f"duplicate effects: {self.duplicate_canonical} canonical, "
                        f"{self.duplicate_incidents} incidents")
+        if self.lost_reported or self.duplicate_reported or self.rollup_drift:
+            out.append(f"reporting: {self.lost_reported} lost, {self.duplicate_reported} "
+                       f"counted twice, rollup drift {self.rollup_drift}")
         for what, flags in (("not running", self.running_after),
                             ("readiness never false", self.unready_during),
                             ("not ready after", self.ready_after)):
@@ -405,9 +424,23 @@ async def _send(bootstrap: str, topic: str, messages: list[Any], rate: float,
             await asyncio.wait_for(producer.stop(), 10)
 
 
+def _received_sql(dep: Deployment) -> str:
+    """Per routing incident of the record ids ($1): its record id and how many times
+    reporting's rollups count it as received (its own contribution, as added to
+    `incident_daily`; 0 when reporting has no row for it)."""
+    return (f"SELECT r.record_id, coalesce((SELECT sum((c->>6)::bigint) "
+            f"FROM jsonb_array_elements(i.contribution) c WHERE c->>1 = 'received'), 0) AS n "
+            f"FROM {dep.schemas['routing']}.incidents r "
+            f"LEFT JOIN {dep.schemas['reporting']}.incidents i ON i.incident_id = r.id "
+            "WHERE r.record_id = ANY($1::text[])")
+
+
 async def _outcome(dep: Deployment, record_ids: set[str]) -> tuple[dict[str, set[str]],
-                                                                     dict[str, int]]:
-    """Canonical event ids per record id (read from the topic) and incidents per record id."""
+                                                                     dict[str, int],
+                                                                     list[int], int]:
+    """Canonical event ids per record id (read from the topic), incidents per record id,
+    reporting's received count per routing incident, and the drift of `incident_daily`'s
+    received total from the incidents' own contributions (0 unless a delta went twice)."""
     consumer = AIOKafkaConsumer(dep.topic(canonical_topic(DATASET).name),
                                 bootstrap_servers=dep.platform.bootstrap, group_id=None,
                                 auto_offset_reset="earliest", enable_auto_commit=False)
@@ -435,20 +468,28 @@ async def _outcome(dep: Deployment, record_ids: set[str]) -> tuple[dict[str, set
         rows = await conn.fetch(
             f"SELECT record_id, count(*) AS n FROM {dep.schemas['routing']}.incidents "
             "WHERE record_id = ANY($1::text[]) GROUP BY record_id", list(record_ids))
+        received = [int(r["n"]) for r in await conn.fetch(_received_sql(dep), list(record_ids))]
+        reporting = dep.schemas["reporting"]
+        drift = int(await conn.fetchval(
+            f"SELECT (SELECT coalesce(sum(n), 0) FROM {reporting}.incident_daily "
+            "WHERE measure = 'received') - (SELECT coalesce(sum((c->>6)::bigint), 0) "
+            f"FROM {reporting}.incidents i, jsonb_array_elements(i.contribution) c "
+            "WHERE c->>1 = 'received')"))
     finally:
         await conn.close()
-    return events, {r["record_id"]: r["n"] for r in rows}
+    return events, {r["record_id"]: r["n"] for r in rows}, received, drift
 
 
-async def _incident_count(dep: Deployment, record_ids: list[str]) -> int:
+async def _reported_count(dep: Deployment, record_ids: list[str]) -> int:
+    """Record ids whose incident reporting's rollups count (routing has them all then)."""
     try:
         conn = await asyncpg.connect(dep.platform.database_url, timeout=2)
     except (OSError, asyncpg.PostgresError):
         return -1
     try:
         return int(await conn.fetchval(
-            f"SELECT count(DISTINCT record_id) FROM {dep.schemas['routing']}.incidents "
-            "WHERE record_id = ANY($1::text[])", record_ids, timeout=5))
+            f"SELECT count(DISTINCT record_id) FROM ({_received_sql(dep)}) AS x WHERE n > 0",
+            record_ids, timeout=5))
     except (OSError, asyncpg.PostgresError, TimeoutError):
         return -1
     finally:
@@ -488,7 +529,7 @@ async def inject(dep: Deployment, fault: str, *, records: int, rate: float, down
     deadline = back_at + settle_timeout_s
     caught_up_at = None
     while time.monotonic() < deadline:
-        if sender.done() and await _incident_count(dep, record_ids) == len(record_ids):
+        if sender.done() and await _reported_count(dep, record_ids) == len(record_ids):
             caught_up_at = time.monotonic()
             break
         await asyncio.sleep(0.5)
@@ -497,7 +538,7 @@ async def inject(dep: Deployment, fault: str, *, records: int, rate: float, down
     with contextlib.suppress(asyncio.CancelledError):
         await sender   # anything else it raised is a fault of this harness: raise
     await asyncio.sleep(1.0)   # late duplicates, if any, have time to show
-    events, incidents = await _outcome(dep, set(record_ids))
+    events, incidents, received, drift = await _outcome(dep, set(record_ids))
     readiness = dep.readiness
     ready = {n: readiness.ready_at(n, back_at) for n in dep.services}
     recovered = [t for t in ready.values() if t is not None]
@@ -509,6 +550,9 @@ async def inject(dep: Deployment, fault: str, *, records: int, rate: float, down
         lost_incidents=len(record_ids) - len(incidents),
         duplicate_canonical=sum(1 for ids in events.values() if len(ids) > 1),
         duplicate_incidents=sum(1 for n in incidents.values() if n > 1),
+        lost_reported=sum(1 for n in received if n == 0),
+        duplicate_reported=sum(1 for n in received if n > 1),
+        rollup_drift=drift,
         running_after=dep.running(),
         unready_during={n: readiness.unready_between(n, fault_at, back_at + 5.0)
                         for n in dep.services},
@@ -565,7 +609,9 @@ def main() -> None:
         sys.stdout.write(
             f"CHAOS {r['fault']} inputs={r['inputs']} lost={r['lost_canonical']}/"
             f"{r['lost_incidents']} duplicates={r['duplicate_canonical']}/"
-            f"{r['duplicate_incidents']} down_s={r['down_s']} recovery_s={r['recovery_s']} "
+            f"{r['duplicate_incidents']} reporting_lost={r['lost_reported']} "
+            f"reporting_duplicates={r['duplicate_reported']} rollup_drift={r['rollup_drift']} "
+            f"down_s={r['down_s']} recovery_s={r['recovery_s']} "
             f"caught_up_s={r['caught_up_s']} log_lines={r['log_lines']}"
             f"{' PROBLEMS: ' + '; '.join(problems) if problems else ''}\n")
     failed |= any(report["exit_codes"].values())

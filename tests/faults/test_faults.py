@@ -1,4 +1,5 @@
-"""Fault tier: ingest and routing, as real processes, ride out broker and database faults.
+"""Fault tier: ingest, routing and reporting, as real processes, ride out broker and
+database faults.
 
 A private Kafka broker and PostgreSQL server (free ports, temporary run dir; the shared
 platform is never touched) are started for this test and stopped at its end, also when
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.reliability import FAULTS, FaultResult, run_faults
+from bench.reliability import FAULTS, SERVICES, FaultResult, run_faults
 
 pytestmark = pytest.mark.faults
 
@@ -32,15 +33,16 @@ async def test_services_ride_out_broker_and_database_faults(tmp_path: Path) -> N
     assert [r.fault for r in results] == list(FAULTS)
     problems = {r.fault: p for r in results if (p := r.problems(max_log_lines=MAX_LOG_LINES))}
     logs = "\n".join(f"--- {name}.log (tail)\n{(tmp_path / f'{name}.log').read_text()[-4000:]}"
-                     for name in ("ingest", "routing"))
+                     for name in SERVICES)
     assert not problems, f"{problems}\n{report}\n{logs}"
     for r in results:
         assert r.caught_up_s is not None, f"{r.fault}: not every input got through\n{logs}"
     # SIGTERM ends each service within its grace period (10 s) and a little, even with
     # the broker down (it is killed before the services are stopped).
     assert all(took < 12.0 for took in report["shutdown_s"].values()), report["shutdown_s"]
-    assert report["exit_codes"] == {"ingest": 0, "routing": 0}, f"{report}\n{logs}"
+    assert report["exit_codes"] == dict.fromkeys(SERVICES, 0), f"{report}\n{logs}"
     print({"shutdown_s": report["shutdown_s"],
            **{r.fault: {"down_s": r.down_s, "recovery_s": r.recovery_s,
-                        "caught_up_s": r.caught_up_s, "log_lines": r.log_lines}
+                        "caught_up_s": r.caught_up_s, "log_lines": r.log_lines,
+                        "lost/duplicate reported": (r.lost_reported, r.duplicate_reported)}
               for r in results}})
