@@ -1,11 +1,14 @@
-"""Fault injection: ingest, routing and reporting ride out broker and database faults.
+"""Fault injection: ingest, routing, reporting and sync-province ride out broker and database faults.
 
 On a private platform (its own Kafka broker and PostgreSQL server on free ports, in a
 temporary run dir: `scripts/platform.sh` with `IOC_RUN_DIR`, never the shared one),
 `python -m ingest serve`, `python -m routing serve` and `python -m reporting serve` run
+(and `python -m sync_province serve`, mirroring to the province's broker, which
+`platform.sh` starts beside with `IOC_PROVINCE_KAFKA=1` and which is never faulted)
 as real processes, started once. For each fault, mid-stream (field reports sent at a
 steady rate to ingest's inbound topic; each becomes a canonical record, then a routing
-incident, then one incident of reporting's rollups):
+incident, then one incident of reporting's rollups, and one record at the province's
+topic, the dataset being shared with the province and granted to its principal):
 
 - `kafka-term`: SIGTERM to the broker, down a few seconds, started again;
 - `kafka-kill`: SIGKILL to the broker, likewise;
@@ -22,7 +25,8 @@ Measured per fault: inputs; lost (no canonical record, no incident, or a routing
 incident that reporting's rollups do not count as received); duplicate effects (a record
 with two canonical event ids, two incidents, or an incident counted as received more than
 once by reporting; and, over the whole run, `incident_daily`'s received total against the
-incidents' own contributions: a delta applied twice shows there); whether every service
+incidents' own contributions: a delta applied twice shows there); record ids missing at
+the province topic or there more than once (read_committed); whether every service
 still runs; whether their readiness went false while the dependency was down and true
 after; how long until all were ready again once the dependency was back (`recovery_s`)
 and until every input was through, up to reporting (`caught_up_s`); log lines.
@@ -59,13 +63,14 @@ from aiokafka.errors import KafkaError, OutOfOrderSequenceNumber
 from ioc_shared.contracts import canonical_topic
 from ioc_shared.contracts.topics import INGEST_INBOUND
 from ioc_shared.platform.kafka import declare_topics
+from ioc_shared.platform.security import KafkaSecurity
 from ioc_shared.testing import ServiceProcess, free_port, process_tree, unique
 
 from bench.workload import DATASET, bench_registry, make_messages
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "reliability.json"
-SERVICES = ("ingest", "routing", "reporting")
+SERVICES = ("ingest", "routing", "reporting", "sync-province")
 FAULTS = ("kafka-term", "kafka-kill", "pg-restart", "pg-kill")
 # `make chaos` adds network-pause-like stalls: the process is stopped (SIGSTOP), so its
 # sockets stay open and nothing answers, then continued.
@@ -80,30 +85,47 @@ class PrivatePlatform:
 
     def __init__(self) -> None:
         self.run_dir = Path(tempfile.mkdtemp(prefix="ioc-faults-"))
-        ports = {free_port() for _ in range(3)}
-        while len(ports) < 3 or ports & _SHARED_PORTS:
-            ports = {free_port() for _ in range(3)}
-        self.kafka_port, self.controller_port, self.pg_port = sorted(ports)
+        ports = {free_port() for _ in range(5)}
+        while len(ports) < 5 or ports & _SHARED_PORTS:
+            ports = {free_port() for _ in range(5)}
+        (self.kafka_port, self.controller_port, self.pg_port, self.province_port,
+         self.province_controller_port) = sorted(ports)
+        # The province's broker (sync-province's target) runs beside, never faulted.
         self.env = {**os.environ, "IOC_RUN_DIR": str(self.run_dir),
                     "IOC_KAFKA_PORT": str(self.kafka_port),
                     "IOC_KAFKA_CONTROLLER_PORT": str(self.controller_port),
-                    "IOC_PG_PORT": str(self.pg_port)}
+                    "IOC_PG_PORT": str(self.pg_port), "IOC_PROVINCE_KAFKA": "1",
+                    "IOC_PROVINCE_KAFKA_PORT": str(self.province_port),
+                    "IOC_PROVINCE_KAFKA_CONTROLLER_PORT": str(self.province_controller_port)}
         self.bootstrap = f"127.0.0.1:{self.kafka_port}"
         self.database_url = f"postgresql://ioc@127.0.0.1:{self.pg_port}/ioc"
+        self.province_env: dict[str, str] = {}   # IOC_PROVINCE_KAFKA_* of `platform.sh env`
         self._started = False
 
     # --- whole platform -----------------------------------------------------------
-    def _script(self, *args: str, timeout: float = 180) -> None:
+    def _script(self, *args: str, timeout: float = 180) -> str:
         done = subprocess.run(["bash", str(REPO / "scripts/platform.sh"), *args], env=self.env,
                               capture_output=True, text=True, timeout=timeout, check=False)
         if done.returncode != 0:
             raise RuntimeError(f"platform.sh {' '.join(args)} failed:\n{done.stderr[-3000:]}")
+        return done.stdout
 
     def start(self) -> None:
         self._started = True
         atexit.register(self.stop)
         self._start_reaper()
         self._script("start")
+        for line in self._script("env").splitlines():
+            name, _, value = line.removeprefix("export ").partition("=")
+            if name.startswith("IOC_PROVINCE_KAFKA_"):
+                self.province_env[name] = value
+        assert self.province_env["IOC_PROVINCE_KAFKA_BOOTSTRAP"].endswith(f":{self.province_port}")
+
+    def province_security(self) -> KafkaSecurity:
+        return KafkaSecurity(
+            sasl_user=self.province_env["IOC_PROVINCE_KAFKA_SASL_USER"],
+            sasl_password_file=Path(self.province_env["IOC_PROVINCE_KAFKA_SASL_PASSWORD_FILE"]),
+            ca_file=Path(self.province_env["IOC_PROVINCE_KAFKA_CA_FILE"]))
 
     def _start_reaper(self) -> None:
         """Stops the platform once this process is gone, however it ended."""
@@ -142,7 +164,7 @@ class PrivatePlatform:
     def _ours(self, pid: int | None) -> int:
         """A pid of this platform (its pid file is in our run dir and it is alive)."""
         assert pid is not None and Path(f"/proc/{pid}").exists(), "dependency not running"
-        assert not ({self.kafka_port, self.pg_port} & _SHARED_PORTS)
+        assert not ({self.kafka_port, self.pg_port, self.province_port} & _SHARED_PORTS)
         return pid
 
     async def kafka_down(self, sig: signal.Signals) -> None:
@@ -249,14 +271,17 @@ class Readiness:
 
 
 class Deployment:
-    """ingest, routing and reporting as processes on the private platform, one namespace,
-    a schema each."""
+    """ingest, routing, reporting and sync-province as processes on the private platform,
+    one namespace, a schema each."""
 
     def __init__(self, platform: PrivatePlatform, log_dir: Path) -> None:
         self.platform = platform
         self.namespace = unique("faults").replace("_", "-")
         self.schemas = {"ingest": unique("faults_ingest"), "routing": unique("faults_routing"),
-                        "reporting": unique("faults_reporting")}
+                        "reporting": unique("faults_reporting"),
+                        "sync-province": unique("faults_sync")}
+        # sync-province mirrors to the province's broker under this prefix.
+        self.province_prefix = f"{self.namespace}.loc-ninh"
         # Every commune of the workload publishes (the seed registry grants only a few).
         registry, credentials = bench_registry(log_dir)
         env = {
@@ -279,6 +304,12 @@ class Deployment:
             # Timers stay on (they poll PostgreSQL through every fault); a draft they
             # generate is not rendered (Typst would only cost CPU here).
             "REPORTING_RENDER_FILES": "false",
+            **platform.province_env,
+            "SYNC_PROVINCE_TARGETS": "kafka",
+            "SYNC_PROVINCE_SCHEMA_NAME": self.schemas["sync-province"],
+            "SYNC_PROVINCE_PROVINCE_TOPIC_PREFIX": self.province_prefix,
+            "SYNC_PROVINCE_SIGNING_KEY_FILE": str(log_dir / "share-log.pem"),
+            "SYNC_PROVINCE_RETRY_MAX_WAIT_S": "2",
         }
         self.services = {name: ServiceProcess(name, env, log_dir / f"{name}.log", REPO)
                          for name in SERVICES}
@@ -349,6 +380,8 @@ class FaultResult:
     lost_reported: int         # routing incidents reporting does not count as received
     duplicate_reported: int    # incidents reporting counts as received more than once
     rollup_drift: int          # incident_daily received - the incidents' own (whole run)
+    lost_province: int         # record ids (all granted to the province) not at its topic
+    duplicate_province: int    # record ids at the province topic more than once
     running_after: dict[str, bool]
     unready_during: dict[str, bool]
     ready_after: dict[str, bool]
@@ -370,6 +403,9 @@ class FaultResult:
         if self.lost_reported or self.duplicate_reported or self.rollup_drift:
             out.append(f"reporting: {self.lost_reported} lost, {self.duplicate_reported} "
                        f"counted twice, rollup drift {self.rollup_drift}")
+        if self.lost_province or self.duplicate_province:
+            out.append(f"province: {self.lost_province} lost, {self.duplicate_province} "
+                       "duplicate")
         for what, flags in (("not running", self.running_after),
                             ("readiness never false", self.unready_during),
                             ("not ready after", self.ready_after)):
@@ -480,6 +516,34 @@ async def _outcome(dep: Deployment, record_ids: set[str]) -> tuple[dict[str, set
     return events, {r["record_id"]: r["n"] for r in rows}, received, drift
 
 
+async def _province_outcome(dep: Deployment, record_ids: set[str], timeout: float) -> dict[str, int]:
+    """Copies per record id at the province topic (read_committed, the province's own
+    security settings), read until every record id is there or `timeout`, then a second
+    more for late duplicates."""
+    topic = f"{dep.province_prefix}.{canonical_topic(DATASET).name}"
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=dep.platform.province_env["IOC_PROVINCE_KAFKA_BOOTSTRAP"],
+        group_id=None, auto_offset_reset="earliest", enable_auto_commit=False,
+        isolation_level="read_committed", metadata_max_age_ms=1000,
+        **dep.platform.province_security().client_kwargs())
+    await consumer.start()
+    copies: dict[str, int] = {}
+    try:
+        deadline = time.monotonic() + timeout
+        settle_until: float | None = None
+        while time.monotonic() < (settle_until or deadline):
+            for records in (await consumer.getmany(timeout_ms=300)).values():
+                for rec in records:
+                    rid = str(json.loads(rec.value)["payload"]["record_id"])
+                    if rid in record_ids:
+                        copies[rid] = copies.get(rid, 0) + 1
+            if settle_until is None and len(copies) == len(record_ids):
+                settle_until = time.monotonic() + 1.0
+    finally:
+        await consumer.stop()
+    return copies
+
+
 async def _reported_count(dep: Deployment, record_ids: list[str]) -> int:
     """Record ids whose incident reporting's rollups count (routing has them all then)."""
     try:
@@ -539,6 +603,8 @@ async def inject(dep: Deployment, fault: str, *, records: int, rate: float, down
         await sender   # anything else it raised is a fault of this harness: raise
     await asyncio.sleep(1.0)   # late duplicates, if any, have time to show
     events, incidents, received, drift = await _outcome(dep, set(record_ids))
+    province = await _province_outcome(dep, set(record_ids),
+                                       max(5.0, deadline - time.monotonic()))
     readiness = dep.readiness
     ready = {n: readiness.ready_at(n, back_at) for n in dep.services}
     recovered = [t for t in ready.values() if t is not None]
@@ -553,6 +619,8 @@ async def inject(dep: Deployment, fault: str, *, records: int, rate: float, down
         lost_reported=sum(1 for n in received if n == 0),
         duplicate_reported=sum(1 for n in received if n > 1),
         rollup_drift=drift,
+        lost_province=len(record_ids) - len(province),
+        duplicate_province=sum(1 for n in province.values() if n > 1),
         running_after=dep.running(),
         unready_during={n: readiness.unready_between(n, fault_at, back_at + 5.0)
                         for n in dep.services},
@@ -611,6 +679,7 @@ def main() -> None:
             f"{r['lost_incidents']} duplicates={r['duplicate_canonical']}/"
             f"{r['duplicate_incidents']} reporting_lost={r['lost_reported']} "
             f"reporting_duplicates={r['duplicate_reported']} rollup_drift={r['rollup_drift']} "
+            f"province_lost={r['lost_province']} province_duplicates={r['duplicate_province']} "
             f"down_s={r['down_s']} recovery_s={r['recovery_s']} "
             f"caught_up_s={r['caught_up_s']} log_lines={r['log_lines']}"
             f"{' PROBLEMS: ' + '; '.join(problems) if problems else ''}\n")

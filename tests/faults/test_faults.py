@@ -1,4 +1,5 @@
-"""Fault tier: ingest, routing and reporting, as real processes, ride out broker and
+"""Fault tier: ingest, routing, reporting and sync-province, as real processes, ride out
+broker and
 database faults.
 
 A private Kafka broker and PostgreSQL server (free ports, temporary run dir; the shared
@@ -44,5 +45,6 @@ async def test_services_ride_out_broker_and_database_faults(tmp_path: Path) -> N
     print({"shutdown_s": report["shutdown_s"],
            **{r.fault: {"down_s": r.down_s, "recovery_s": r.recovery_s,
                         "caught_up_s": r.caught_up_s, "log_lines": r.log_lines,
-                        "lost/duplicate reported": (r.lost_reported, r.duplicate_reported)}
+                        "lost/duplicate reported": (r.lost_reported, r.duplicate_reported),
+                        "lost/duplicate province": (r.lost_province, r.duplicate_province)}
               for r in results}})
