@@ -1,6 +1,5 @@
 """Fault tier: ingest, routing, reporting and sync-province, as real processes, ride out
-broker and
-database faults.
+broker and database faults.
 
 A private Kafka broker and PostgreSQL server (free ports, temporary run dir; the shared
 platform is never touched) are started for this test and stopped at its end, also when
