@@ -26,6 +26,7 @@ import orjson
 import pytest
 import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
 from ioc_shared.contracts.topics import REPORTING_PUBLISHED, SYNC_PROVINCE_STATUS, TopicSpec, canonical_topic
 from ioc_shared.platform.kafka import declare_topics
 from ioc_shared.platform.security import KafkaSecurity
@@ -214,9 +215,13 @@ class Link:
                   "isolation_level": "read_committed", **province_security().client_kwargs()}
         while True:     # a consumer started before the topic existed would not see it soon
             consumer = AIOKafkaConsumer(**kwargs)
-            await consumer.start()
-            if topic in await consumer.topics():
-                break
+            try:
+                await consumer.start()
+                if topic in await consumer.topics():
+                    break
+            except KafkaError:      # a broker just thawed (SIGCONT) may not answer yet
+                if time.monotonic() >= deadline:
+                    raise
             await consumer.stop()
             if time.monotonic() >= deadline:
                 return []
