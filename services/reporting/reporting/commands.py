@@ -162,7 +162,7 @@ class CommandHandler:
                                          verb=cmd.verb.value, principal=principal, report=report,
                                          duplicate=duplicate))
 
-        async with svc.pool.acquire() as conn, conn.transaction():
+        async with svc.pool.acquire() as conn, svc.transaction(conn):
             if not await repo.claim_events(conn, CONSUMER, [cause]):
                 return   # redelivery of a command already answered
             if not await repo.claim_command(conn, principal, cmd.command_id, cmd.verb.value):

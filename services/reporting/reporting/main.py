@@ -92,7 +92,7 @@ def request(
                                     config.calendar(), topics_of(settings), settings.output_dir,
                                     render_files=settings.render_files)
             handler = CommandHandler(service)
-            async with pool.acquire() as conn, conn.transaction():
+            async with pool.acquire() as conn, service.transaction(conn):
                 return await handler.decide(conn, cmd, principal, roles)
         finally:
             await pool.close()

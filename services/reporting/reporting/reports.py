@@ -3,13 +3,18 @@
 `ReportService.generate` gathers the period's rollups, builds the figures and the
 document, renders PDF, DOCX, XLSX and JSON under `output_dir`, and in one transaction
 stores the version's metadata and puts `report.published` in the outbox.
+
+Files are written under temporary names and moved into place only once that transaction
+committed (`ReportService.transaction`); a rolled-back version leaves no file behind.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -90,6 +95,29 @@ class ReportService:
         self.render_files = render_files
         self.clock = clock
         self.names = names_of(registry)
+        # Files written in a transaction not yet committed: id(connection) -> (temporary, final).
+        self._staged: dict[int, list[tuple[Path, Path]]] = {}
+
+    @contextlib.asynccontextmanager
+    async def transaction(self, conn: asyncpg.Connection) -> AsyncIterator[None]:
+        """`conn.transaction()` whose report files appear only after the commit: on a
+        rollback (or a failed commit) the temporary files are removed."""
+        staged: list[tuple[Path, Path]] = []
+        self._staged[id(conn)] = staged
+        try:
+            async with conn.transaction():
+                yield
+        except BaseException:
+            for temporary, _ in staged:
+                temporary.unlink(missing_ok=True)
+            for folder in {final.parent for _, final in staged}:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()       # only when empty: a version of its own, rolled back
+            raise
+        finally:
+            self._staged.pop(id(conn), None)
+        for temporary, final in staged:
+            os.replace(temporary, final)
 
     @property
     def ioc_unit(self) -> str:
@@ -154,21 +182,30 @@ class ReportService:
             recipients=list(self.config.recipients), signer=(s.authority, s.title, s.name),
             number_text=number, issued_on=issued_on, today=self.clock().astimezone(LOCAL).date())
 
-    def write_files(self, report_id: uuid.UUID, period_key: str, version: int,
-                    figures: dict[str, Any], doc: Document, tag: str) -> dict[str, str]:
+    def write_files(self, conn: asyncpg.Connection, report_id: uuid.UUID, period_key: str,
+                    version: int, figures: dict[str, Any], doc: Document,
+                    tag: str) -> dict[str, str]:
+        """Writes the files under temporary names, moved into place when `conn`'s
+        transaction (`self.transaction`) commits; returns their final paths."""
+        staged = self._staged.get(id(conn))
+        if staged is None:
+            raise RuntimeError("report files are written inside ReportService.transaction")
         folder = self.output_dir / re.sub(r"[^A-Za-z0-9._-]+", "_", period_key) / f"v{version}"
         folder.mkdir(parents=True, exist_ok=True)
         base = f"bao-cao-{tag}"
-        files = {"json": folder / f"{base}.json"}
-        files["json"].write_bytes(orjson.dumps(figures, option=orjson.OPT_INDENT_2))
+        contents: dict[str, Callable[[], bytes]] = {
+            "json": lambda: orjson.dumps(figures, option=orjson.OPT_INDENT_2)}
         if self.render_files:
-            files["pdf"] = folder / f"{base}.pdf"
-            files["pdf"].write_bytes(render_pdf(doc))
-            files["docx"] = folder / f"{base}.docx"
-            files["docx"].write_bytes(render_docx(doc))
-            files["xlsx"] = folder / f"{base}.xlsx"
-            files["xlsx"].write_bytes(render_xlsx(doc))
-        return {k: str(v) for k, v in files.items()}
+            contents |= {"pdf": lambda: render_pdf(doc), "docx": lambda: render_docx(doc),
+                         "xlsx": lambda: render_xlsx(doc)}
+        files = {}
+        for ext, content in contents.items():
+            final = folder / f"{base}.{ext}"
+            temporary = folder / f".{base}.{ext}.{report_id}.tmp"
+            staged.append((temporary, final))
+            temporary.write_bytes(content())
+            files[ext] = str(final)
+        return files
 
     def published(self, report: dict[str, Any], *,
                   at: datetime) -> tuple[str, SerializedEnvelope, None, dict[str, str]]:
@@ -198,7 +235,7 @@ class ReportService:
                    "status": Status.DRAFT.value, "number": None}
         now = self.clock()
         doc = self.document(figures)
-        files = self.write_files(report_id, key, version, figures, doc, "du-thao")
+        files = self.write_files(conn, report_id, key, version, figures, doc, "du-thao")
         report = {"report_id": report_id, "kind": period.kind.value, "period_key": key,
                   "period_start": period.start, "period_end": period.end, "scope": scope.to_json(),
                   "version": version, "status": Status.DRAFT.value, "figures": figures,
@@ -219,8 +256,8 @@ class ReportService:
         figures = {**report["figures"], "status": Status.ISSUED.value, "number": number,
                    "issued_on": today.isoformat()}
         doc = self.document(figures, number=number, issued_on=today)
-        files = self.write_files(report["report_id"], report["period_key"], report["version"],
-                                 figures, doc, "ban-hanh")
+        files = self.write_files(conn, report["report_id"], report["period_key"],
+                                 report["version"], figures, doc, "ban-hanh")
         await self.repo.update_report(conn, report["report_id"], status=Status.ISSUED.value,
                                       history_entry={"status": "issued", "by": actor,
                                                      "at": now.isoformat(), "number": number},

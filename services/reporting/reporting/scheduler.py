@@ -90,7 +90,7 @@ class Scheduler:
         fired = 0
         async with svc.pool.acquire() as conn:
             await svc.repo.plan_timers(conn, plan(svc, now.astimezone(LOCAL).date()))
-            async with conn.transaction():
+            async with svc.transaction(conn):
                 for row in await svc.repo.due_timers(conn, now, self.batch):
                     outcome = await self._fire(conn, row["period_key"], row["action"], now)
                     await svc.repo.mark_timer(conn, row["period_key"], row["action"],
