@@ -23,6 +23,7 @@ from ioc_shared.contracts.topics import (
     REPORTING_PUBLISHED,
     REPORTING_UNAUTHENTICATED_COMMANDS,
     ROUTING_EVENTS,
+    SYNC_PROVINCE_STATUS,
     TopicSpec,
     canonical_topic,
 )
@@ -34,12 +35,13 @@ from ioc_shared.registry import Registry, load_registry
 
 from reporting.commands import CommandHandler
 from reporting.config import load_config
+from reporting.province_sync import SyncStatusHandler
 from reporting.reports import ReportService, Topics
-from reporting.repository import ReportingRepository
+from reporting.repository import ReportingRepository, SyncStatusRepository
 from reporting.rollups import RollupHandler
 from reporting.scheduler import Scheduler
 from reporting.settings import ReportingSettings
-from reporting.subscribers import reporting_consumers
+from reporting.subscribers import province_sync_consumer, reporting_consumers
 from reporting.web import routes
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -87,13 +89,16 @@ async def run_reporting(settings: ReportingSettings, stop: asyncio.Event, *,
     config = load_config(settings.reporting_config, registry)
     calendar = config.calendar()
     consumed = consumed_specs(settings, registry)
+    # Declared here too: reporting may start before sync-province, which produces it.
+    sync_status = settings.topic(SYNC_PROVINCE_STATUS)
     topics = topics_of(settings)
     holder: dict[str, Any] = {}
     runtime = ServiceRuntime(
         "reporting", settings, schema=settings.db_schema, migrations=MIGRATIONS,
-        topics=[*consumed, *own_specs(settings)], configure_logs=configure_logs,
+        topics=[*consumed, sync_status, *own_specs(settings)], configure_logs=configure_logs,
         http_routes=routes(holder),
-        consumer_groups=[(f"{settings.consumer_group}-rollups", [s.name for s in consumed])])
+        consumer_groups=[(f"{settings.consumer_group}-rollups", [s.name for s in consumed]),
+                         (f"{settings.consumer_group}-province-sync", [sync_status.name])])
     async with runtime as rt:
         assert rt.pool is not None
         repo = ReportingRepository(settings.db_schema)
@@ -112,6 +117,12 @@ async def run_reporting(settings: ReportingSettings, stop: asyncio.Event, *,
             rollup_topics=[s.name for s in consumed], commands_topic=topics.commands,
             group=settings.consumer_group, max_records=settings.batch_max_records,
             batch_timeout_ms=settings.batch_timeout_ms, metrics=rt.metrics)
+        consumers.append(province_sync_consumer(
+            pool=rt.pool, schema=settings.db_schema,
+            handler=SyncStatusHandler(rt.pool, SyncStatusRepository(settings.db_schema)).handle,
+            topic=sync_status.name, group=settings.consumer_group,
+            max_records=settings.batch_max_records, batch_timeout_ms=settings.batch_timeout_ms,
+            metrics=rt.metrics))
         register_consumers(rt, consumers)
         stop_relay = asyncio.Event()
         relay = rt.supervise("outbox relay", lambda: relay_until(
@@ -126,7 +137,8 @@ async def run_reporting(settings: ReportingSettings, stop: asyncio.Event, *,
         if settings.timers_enabled:
             rt.supervise("scheduler", scheduler.run)
         retention = RetentionJob(rt.pool, settings.db_schema,
-                                 retention_policies(settings, consumed), registry=rt.metrics,
+                                 retention_policies(settings, [*consumed, sync_status]),
+                                 registry=rt.metrics,
                                  interval_s=settings.retention_interval_s,
                                  slice_rows=settings.retention_slice_rows)
         rt.supervise("retention", retention.run)

@@ -36,9 +36,10 @@ from reporting.domain.document import Document, build_document
 from reporting.domain.figures import Names, OverdueItem, ReportInputs, Scope, build_figures
 from reporting.domain.incidents import LOCAL
 from reporting.domain.lifecycle import Status, document_number
+from reporting.domain.province_sync import province_sync_figures
 from reporting.render.office import render_docx, render_xlsx
 from reporting.render.pdf import render_pdf
-from reporting.repository import ReportingRepository
+from reporting.repository import ReportingRepository, SyncStatusRepository
 
 log = get_logger(__name__)
 
@@ -95,6 +96,9 @@ class ReportService:
         self.render_files = render_files
         self.clock = clock
         self.names = names_of(registry)
+        self.sync_repo = SyncStatusRepository(repo.s)
+        self.shared_with_province = sorted(
+            d.id for d in registry.datasets.values() if d.shared_with_province)
         # Files written in a transaction not yet committed: id(connection) -> (temporary, final).
         self._staged: dict[int, list[tuple[Path, Path]]] = {}
 
@@ -160,12 +164,27 @@ class ReportService:
                         for r in await repo.rejection_rows(conn, period.start, period.end)],
             expected_pairs=expected_publishers(self.registry),
             connected_pairs={(r["unit"], r["dataset"]) for r in await repo.quality_ever(conn, period.end)},
-            province_sync=None,
+            province_sync=await self.province_sync(conn, period),
             indicators=[(r["dataset"], r["commune"], r["unit"], r["indicator"], r["n"], r["total"],
                          r["latest_day"], r["latest_total"], r["latest_n"])
                         for r in await repo.indicator_rows(conn, period.start, period.end)],
             allowances=allowances(self.config.staff, self.config.rates, period.start, period.end),
             allowance_basis=self.config.allowance_basis)
+
+    async def province_sync(self, conn: asyncpg.Connection,
+                            period: pd.Period) -> list[dict[str, Any]] | None:
+        rows = await self.sync_repo.period_rows(conn, period.start, period.end)
+        failures = await self.sync_repo.period_failures(conn, period.start, period.end)
+        return province_sync_figures(
+            [(r["stream"], r["target"], r["sent"], r["parked"], r["last_synced_at"]) for r in rows],
+            [(r["target"], r["reason"], r["n"]) for r in failures], self.shared_with_province,
+            self.stream_name)
+
+    def stream_name(self, stream: str) -> str:
+        """A dataset's name; an event topic (e.g. the published reports) by its name."""
+        if stream in self.names.datasets:
+            return self.names.dataset(stream)
+        return f"Luồng sự kiện {stream}"
 
     async def figures(self, period: pd.Period, scope: Scope | None = None) -> dict[str, Any]:
         async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read",

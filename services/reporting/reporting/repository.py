@@ -412,3 +412,82 @@ def _report(row: asyncpg.Record) -> dict[str, Any]:
         if name in out and isinstance(out[name], str):
             out[name] = orjson.loads(out[name])
     return out
+
+
+class SyncStatusRepository:
+    """SQL of the province-sync rollup (sync-province's status snapshots)."""
+
+    def __init__(self, schema: str) -> None:
+        self.s = schema
+
+    async def load_baselines(self, conn: asyncpg.Connection, keys: Sequence[tuple[str, str]]
+                             ) -> dict[tuple[str, str], tuple[datetime, dict[str, int],
+                                                              dict[str, int]]]:
+        """(target, stream) -> (occurred_at, counters, positions), rows locked in key order."""
+        keys = sorted(set(keys))
+        rows = await conn.fetch(
+            f"""SELECT b.target, b.stream, b.occurred_at, b.counters, b.positions
+                FROM {self.s}.sync_baselines b
+                JOIN unnest($1::text[], $2::text[]) AS k(target, stream)
+                  ON b.target = k.target AND b.stream = k.stream
+                ORDER BY b.target, b.stream FOR UPDATE OF b""",
+            [k[0] for k in keys], [k[1] for k in keys])
+        return {(r["target"], r["stream"]): (r["occurred_at"], orjson.loads(r["counters"]),
+                                             orjson.loads(r["positions"])) for r in rows}
+
+    async def save(self, conn: asyncpg.Connection,
+                   baselines: dict[tuple[str, str], tuple[datetime, dict[str, int],
+                                                          dict[str, int]]],
+                   days: dict[tuple[date, str, str], tuple[int, int, datetime | None]],
+                   failures: dict[tuple[date, str, str], int]) -> None:
+        """Upsert the baselines; add the day deltas (sent, parked; the latest sync time
+        wins) and the failures by reason."""
+        b = sorted(baselines)
+        if b:
+            await conn.execute(
+                f"""INSERT INTO {self.s}.sync_baselines AS s
+                        (target, stream, occurred_at, counters, positions)
+                    SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[],
+                                         $4::jsonb[], $5::jsonb[])
+                    ON CONFLICT (target, stream) DO UPDATE SET occurred_at = EXCLUDED.occurred_at,
+                        counters = EXCLUDED.counters, positions = EXCLUDED.positions""",
+                [k[0] for k in b], [k[1] for k in b], [baselines[k][0] for k in b],
+                [_json(baselines[k][1]) for k in b], [_json(baselines[k][2]) for k in b])
+        d = sorted(days)
+        if d:
+            await conn.execute(
+                f"""INSERT INTO {self.s}.sync_daily AS s
+                        (day, target, stream, sent, parked, last_synced_at)
+                    SELECT * FROM unnest($1::date[], $2::text[], $3::text[], $4::bigint[],
+                                         $5::bigint[], $6::timestamptz[])
+                    ON CONFLICT (day, target, stream) DO UPDATE SET
+                        sent = s.sent + EXCLUDED.sent, parked = s.parked + EXCLUDED.parked,
+                        last_synced_at = GREATEST(s.last_synced_at, EXCLUDED.last_synced_at)""",
+                [k[0] for k in d], [k[1] for k in d], [k[2] for k in d],
+                [days[k][0] for k in d], [days[k][1] for k in d], [days[k][2] for k in d])
+        f = sorted(k for k, n in failures.items() if n)
+        if f:
+            await conn.execute(
+                f"""INSERT INTO {self.s}.sync_failures_daily AS s (day, target, reason, n)
+                    SELECT * FROM unnest($1::date[], $2::text[], $3::text[], $4::bigint[])
+                    ON CONFLICT (day, target, reason) DO UPDATE SET n = s.n + EXCLUDED.n""",
+                [k[0] for k in f], [k[1] for k in f], [k[2] for k in f], [failures[k] for k in f])
+
+    async def period_rows(self, conn: asyncpg.Connection, start: date, end: date
+                          ) -> list[asyncpg.Record]:
+        """Per (stream, target) known by `end`: sent and parked in the period, the latest
+        sync time up to `end`."""
+        return list(await conn.fetch(
+            f"""SELECT stream, target,
+                       coalesce(sum(sent) FILTER (WHERE day >= $1), 0)::bigint AS sent,
+                       coalesce(sum(parked) FILTER (WHERE day >= $1), 0)::bigint AS parked,
+                       max(last_synced_at) AS last_synced_at
+                FROM {self.s}.sync_daily WHERE day <= $2
+                GROUP BY stream, target ORDER BY stream, target""", start, end))
+
+    async def period_failures(self, conn: asyncpg.Connection, start: date, end: date
+                              ) -> list[asyncpg.Record]:
+        return list(await conn.fetch(
+            f"""SELECT target, reason, sum(n)::bigint AS n FROM {self.s}.sync_failures_daily
+                WHERE day BETWEEN $1 AND $2 GROUP BY target, reason ORDER BY target, reason""",
+            start, end))

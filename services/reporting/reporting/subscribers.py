@@ -39,3 +39,16 @@ def reporting_consumers(*, pool: asyncpg.Pool, schema: str, rollups: Handler, co
                         pool=pool, schema=schema, policy=policy, batch=False,
                         on_parked=on_parked_command, metrics=metrics),
     ]
+
+
+PROVINCE_SYNC_CONSUMER = "reporting-province-sync"
+
+
+def province_sync_consumer(*, pool: asyncpg.Pool, schema: str, handler: Handler, topic: str,
+                           group: str, max_records: int, batch_timeout_ms: int,
+                           metrics: CollectorRegistry | None = None,
+                           policy: FailurePolicy | None = None) -> DurableConsumer:
+    """sync-province's status snapshots (a batch per transaction, as the rollups)."""
+    return DurableConsumer(PROVINCE_SYNC_CONSUMER, [topic], f"{group}-province-sync", handler,
+                           pool=pool, schema=schema, policy=policy, max_records=max_records,
+                           batch_timeout_ms=batch_timeout_ms, metrics=metrics)

@@ -7,7 +7,7 @@ cell holds the number itself (for the spreadsheet) and the text shown (for the p
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from reporting.domain.formatting import (
@@ -20,6 +20,7 @@ from reporting.domain.formatting import (
     number,
     percent,
 )
+from reporting.domain.incidents import LOCAL
 
 Cell = str | int | float | None
 
@@ -71,6 +72,12 @@ class Document:
     signer_title: str
     signer_name: str
     draft: bool = True
+
+
+def moment_text(iso: str) -> str:
+    """'14:05 ngày 13/11/2026' in local time, from an ISO 8601 instant."""
+    at = datetime.fromisoformat(iso).astimezone(LOCAL)
+    return f"{at:%H:%M} ngày {at:%d/%m/%Y}"
 
 
 def show(value: Cell, kind: str) -> str:
@@ -230,9 +237,48 @@ def _sharing_section(f: dict[str, Any]) -> Section:
         "Đơn vị, bộ dữ liệu chưa kết nối: " + ("; ".join(
             f"{m['unit_name']} ({m['dataset_name']})" for m in missing) + "." if missing
             else "không có."))
-    if d["province_sync"] is None:
-        s.paragraphs.append("Dữ liệu đồng bộ lên Trung tâm IOC tỉnh: chưa có số liệu.")
+    _province_sync(s, d["province_sync"])
     return s
+
+
+_FAILURE_NAMES = {"network": "mất kết nối", "throttled": "bị giới hạn tần suất"}
+
+
+def failure_name(reason: str) -> str:
+    if reason in _FAILURE_NAMES:
+        return _FAILURE_NAMES[reason]
+    if reason.startswith("http-"):
+        return f"lỗi máy chủ tỉnh (HTTP {reason[5:]})"
+    if reason.startswith("refused-"):
+        return f"bị từ chối (HTTP {reason[8:]})"
+    return reason
+
+
+def _province_sync(s: Section, rows: list[dict[str, Any]] | None) -> None:
+    """III.3: records sent to the province, from sync-province's status (never invented)."""
+    if rows is None:
+        s.paragraphs.append("Dữ liệu đồng bộ lên Trung tâm IOC tỉnh: chưa có số liệu.")
+        return
+    known = [r for r in rows if r["sent"] is not None]
+    failures: dict[str, dict[str, int]] = {r["target"]: r["failures"] for r in known}
+    failed = "; ".join(
+        f"{target}: " + ", ".join(f"{failure_name(k)} {number(n)} lượt" for k, n in f.items())
+        for target, f in sorted(failures.items()) if f)
+    s.paragraphs.append(nfc(
+        f"Dữ liệu đồng bộ lên Trung tâm IOC tỉnh: đã gửi {number(sum(r['sent'] for r in known))} "
+        f"bản ghi trong kỳ; {number(sum(r['parked'] for r in known))} lô bị tỉnh từ chối; lỗi "
+        f"kết nối: {failed or 'không có'}."))
+    s.tables.append(Table(
+        "3. Đồng bộ dữ liệu lên Trung tâm IOC tỉnh",
+        ("Bộ dữ liệu", "Kênh", "Bản ghi đã gửi", "Lô bị từ chối", "Đồng bộ lần cuối",
+         "Lỗi kết nối (lượt)"),
+        [(r["dataset_name"], r["target"] or "-",
+          r["sent"] if r["sent"] is not None else "chưa có số liệu", r["parked"],
+          moment_text(r["last_synced_at"]) if r["last_synced_at"] else "chưa có số liệu",
+          sum(r["failures"].values()) if r["sent"] is not None else None) for r in rows],
+        total=("Tổng cộng", "", sum(r["sent"] for r in known), sum(r["parked"] for r in known),
+               "", None),
+        kinds=("text", "text", "int", "int", "text", "int")))
 
 
 def _indicator_section(f: dict[str, Any]) -> Section:
