@@ -268,10 +268,41 @@ async def declare_topics(bootstrap: str, specs: Iterable[TopicSpec], *,
                                                for n, (_, want) in short.items()})
                 log.warning("partitions added; keys moved", topics=sorted(short))
         if created:
+            await _leaders_ready(bootstrap, admin, created)
             log.info("topics declared", created=created)
     finally:
         await admin.close()
     return created
+
+
+async def _leaders_ready(bootstrap: str, admin: AIOKafkaAdminClient, topics: Sequence[str],
+                         timeout_s: float = 15.0) -> None:
+    """Wait (bounded) until the new `topics` answer offset requests: until their leaders
+    are in place, a consumer started at once logs NotLeaderForPartition errors."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    parts: list[TopicPartition] = []
+    while loop.time() < deadline:
+        described = await admin.describe_topics(list(topics))
+        parts = [TopicPartition(t["topic"], p["partition"]) for t in described
+                 if not t.get("error_code") for p in t["partitions"]]
+        if len({tp.topic for tp in parts}) == len(set(topics)):
+            break
+        await asyncio.sleep(0.1)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                **client_options())
+    await consumer.start()
+    try:
+        # One metadata request for all of them (not one per topic, 0.5 s apart).
+        await consumer._client.set_topics(sorted(set(topics)))
+        # Retried quietly by aiokafka while the leaders are not there yet.
+        await asyncio.wait_for(consumer.end_offsets(parts), max(0.1, deadline - loop.time()))
+    except (TimeoutError, kafka_errors.KafkaError) as exc:
+        log.warning("new topics not answering offset requests yet", error=type(exc).__name__)
+    finally:
+        await consumer.stop()
 
 
 async def grow_partitions(bootstrap: str, topic: str, partitions: int) -> None:
