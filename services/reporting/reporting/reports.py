@@ -39,7 +39,11 @@ from reporting.domain.lifecycle import Status, document_number
 from reporting.domain.province_sync import province_sync_figures
 from reporting.render.office import render_docx, render_xlsx
 from reporting.render.pdf import render_pdf
-from reporting.repository import ReportingRepository, SyncStatusRepository
+from reporting.repository import (
+    ReportingRepository,
+    ScopedTrendRepository,
+    SyncStatusRepository,
+)
 
 log = get_logger(__name__)
 
@@ -97,6 +101,7 @@ class ReportService:
         self.clock = clock
         self.names = names_of(registry)
         self.sync_repo = SyncStatusRepository(repo.s)
+        self.trend_repo = ScopedTrendRepository(repo.s)
         self.shared_with_province = sorted(
             d.id for d in registry.datasets.values() if d.shared_with_province)
         # Files written in a transaction not yet committed: id(connection) -> (temporary, final).
@@ -151,8 +156,7 @@ class ReportService:
             previous=prev, previous_totals=await repo.incident_totals(conn, prev.start, prev.end),
             last_year=last_year,
             last_year_totals=await repo.incident_totals(conn, last_year.start, last_year.end),
-            trend=[(r["month"], r["measure"], r["n"]) for r in await repo.incident_totals_by_month(
-                conn, trend_start, period.end, ("received", "resolved"))],
+            trend=await self.trend(conn, trend_start, period.end, scope),
             overdue=overdue, overdue_count=await repo.count_overdue(conn, cut),
             quality=[(r["unit"], r["dataset"], r["accepted"])
                      for r in await repo.quality_rows(conn, period.start, period.end)],
@@ -170,6 +174,18 @@ class ReportService:
                         for r in await repo.indicator_rows(conn, period.start, period.end)],
             allowances=allowances(self.config.staff, self.config.rates, period.start, period.end),
             allowance_basis=self.config.allowance_basis)
+
+    async def trend(self, conn: asyncpg.Connection, start: date, end: date,
+                    scope: Scope) -> list[tuple[date, str, int]]:
+        """Received and resolved per month: the district's, or a thematic scope's own."""
+        measures = ("received", "resolved")
+        if scope.unit is None and scope.commune is None and scope.category is None:
+            rows = await self.repo.incident_totals_by_month(conn, start, end, measures)
+        else:
+            rows = await self.trend_repo.incident_totals_by_month(
+                conn, start, end, measures, unit=scope.unit, commune=scope.commune,
+                category=scope.category)
+        return [(r["month"], r["measure"], r["n"]) for r in rows]
 
     async def province_sync(self, conn: asyncpg.Connection,
                             period: pd.Period) -> list[dict[str, Any]] | None:

@@ -491,3 +491,27 @@ class SyncStatusRepository:
             f"""SELECT target, reason, sum(n)::bigint AS n FROM {self.s}.sync_failures_daily
                 WHERE day BETWEEN $1 AND $2 GROUP BY target, reason ORDER BY target, reason""",
             start, end))
+
+
+class ScopedTrendRepository:
+    """SQL of a thematic report's trend: its scope's incidents per calendar month."""
+
+    def __init__(self, schema: str) -> None:
+        self.s = schema
+
+    async def incident_totals_by_month(self, conn: asyncpg.Connection, start: date, end: date,
+                                       measures: Iterable[str], *, unit: str | None,
+                                       commune: str | None, category: str | None
+                                       ) -> list[asyncpg.Record]:
+        """As `ReportingRepository.incident_totals_by_month`, from `incident_daily` with
+        the filters of `ReportingRepository.incident_rows`."""
+        return list(await conn.fetch(
+            f"""SELECT date_trunc('month', day)::date AS month, measure, sum(n)::bigint AS n
+                FROM {self.s}.incident_daily
+                WHERE day BETWEEN date_trunc('month', $1::date) AND $2
+                  AND measure = ANY($3::text[])
+                  AND ($4::text IS NULL OR unit IN ($4, ''))
+                  AND ($5::text IS NULL OR commune IN ($5, ''))
+                  AND ($6::text IS NULL OR category IN ($6, ''))
+                GROUP BY 1, 2 HAVING sum(n) <> 0 ORDER BY 1, 2""",
+            start, end, list(measures), unit, commune, category))

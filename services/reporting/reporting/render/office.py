@@ -16,6 +16,7 @@ from docx.enum.text import WD_ALIGN_PARAGRAPH
 from docx.shared import Mm, Pt
 
 from reporting.domain.document import Document, Table
+from reporting.render.pdf import render_chart_png
 
 _FONT = "Times New Roman"
 
@@ -75,6 +76,12 @@ def render_docx(doc: Document) -> bytes:
                     table.rows[r].cells[i].text = text
                     if i and (t.kinds[i] if i < len(t.kinds) else "text") != "text":
                         table.rows[r].cells[i].paragraphs[0].alignment = WD_ALIGN_PARAGRAPH.RIGHT
+        for c in s.charts:
+            # The PDF's chart, drawn by the same Typst code, as a picture (with its
+            # title as alternative text).
+            d.add_picture(io.BytesIO(render_chart_png(c)), width=Mm(160))
+            d.paragraphs[-1].alignment = WD_ALIGN_PARAGRAPH.CENTER
+            d.inline_shapes[-1]._inline.docPr.set("descr", c.title)
     para()
     foot = d.add_table(rows=1, cols=2)
     left, right = foot.rows[0].cells

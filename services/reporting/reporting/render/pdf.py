@@ -19,6 +19,7 @@ import typst
 from reporting.domain.document import Chart, Document, Table, show
 
 TEMPLATE = Path(__file__).resolve().parent / "report.typ"
+CHART_TEMPLATE = Path(__file__).resolve().parent / "chart-image.typ"
 _DEBIAN_FONTS = (("Tinos", Path("/usr/share/fonts/truetype/croscore"), "Tinos-Regular.ttf"),
                  ("Liberation Serif", Path("/usr/share/fonts/truetype/liberation2"),
                   "LiberationSerif-Regular.ttf"))
@@ -71,6 +72,18 @@ def render_pdf(doc: Document, *, image: bool = False) -> bytes:
                         sys_inputs=inputs, format="png" if image else "pdf",
                         ppi=110 if image else None)
     if isinstance(out, list):     # PNG of a multi-page document: one image per page
+        out = out[0]
+    assert isinstance(out, bytes)
+    return out
+
+
+def render_chart_png(chart: Chart, *, ppi: int = 200) -> bytes:
+    """One chart as a PNG (the DOCX embeds it), laid out as in the PDF."""
+    families, folders = fonts()
+    inputs = {"chart": orjson.dumps(_chart(chart)).decode(), "fonts": orjson.dumps(families).decode()}
+    out = typst.compile(str(CHART_TEMPLATE), font_paths=folders, ignore_system_fonts=True,
+                        sys_inputs=inputs, format="png", ppi=ppi)
+    if isinstance(out, list):
         out = out[0]
     assert isinstance(out, bytes)
     return out

@@ -65,6 +65,8 @@ def check_files(files: dict[str, str], figures: dict[str, Any]) -> None:
     docx = open_docx(files["docx"])
     assert any("Số: 01/BC-IOC" in p.text for t in docx.tables for c in t._cells
                for p in c.paragraphs)
+    # The PDF's two charts (incidents per month, on-time rate per unit) as pictures.
+    assert len(docx.inline_shapes) == 2
     book = openpyxl.load_workbook(io.BytesIO(Path(files["xlsx"]).read_bytes()))
     sheet = book["I. Phản ánh"]
     cells = {sheet.cell(r, 1).value: sheet.cell(r, 2).value for r in range(1, sheet.max_row + 1)}
