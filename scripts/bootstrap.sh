@@ -54,6 +54,20 @@ if ! venv_whole; then
   fi
 fi
 
+# Debian's chromium for the headless-browser test of reporting's KPI page (checked on
+# every run, installed once; IOC_NO_BROWSER=1 skips it). Without root or apt-get: a note,
+# and that test skips (in CI, CI=true, it fails instead).
+if [[ "${IOC_NO_BROWSER:-0}" != 1 ]] && ! command -v chromium >/dev/null; then
+  if [[ $EUID -eq 0 ]] && command -v apt-get >/dev/null; then
+    echo "[bootstrap] installing chromium (apt, once; log: $LOG)" >&2
+    quiet "apt-get update" apt-get update -qq
+    quiet "apt-get install chromium" env DEBIAN_FRONTEND=noninteractive \
+      apt-get install -y -qq --no-install-recommends chromium
+  else
+    echo "[bootstrap] note: chromium is not installed (apt-get install chromium); the KPI page's browser test will skip" >&2
+  fi
+fi
+
 # The project's own packages: shared/ and every service that has a pyproject.toml.
 packages=()
 for p in shared services/* tools/*; do
