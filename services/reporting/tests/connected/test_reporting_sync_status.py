@@ -63,7 +63,11 @@ async def test_status_snapshots_become_the_records_sent_in_the_report(rworld: Wo
         status(50, 240, datetime(2026, 11, 16, 3, tzinfo=UTC)),   # after the period: +30
     ]
     topic = rworld.topic(SYNC_PROVINCE_STATUS)
-    await rworld.send(topic, [(e.subject or "", e.to_bytes()) for e in snapshots])
+    # Bad records are skipped without stopping the partition.
+    unusable = Envelope(type="sync-province.status", source_unit="loc-ninh", subject="x",
+                        occurred_at=T, payload={"stream": "x", "target": "kafka", "sent": -5})
+    await rworld.send(topic, [("x", b"not an envelope"), ("x", unusable.to_bytes()),
+                              *((e.subject or "", e.to_bytes()) for e in snapshots)])
     pool = await rworld.db()
 
     async def all_in() -> bool:
