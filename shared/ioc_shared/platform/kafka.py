@@ -25,7 +25,7 @@ import sys
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka import errors as kafka_errors
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.client import AIOKafkaClient
@@ -259,6 +259,7 @@ async def declare_topics(bootstrap: str, specs: Iterable[TopicSpec], *,
                     raise RuntimeError(f"cannot create topic {name}: error code {code}")
             created = [s.name for s in missing]
         present = [s for s in specs if s.name in names]
+        short: dict[str, tuple[int, int]] = {}
         if present:
             described = await admin.describe_topics([s.name for s in present])
             existing = {t["topic"]: len(t["partitions"]) for t in described}
@@ -267,28 +268,32 @@ async def declare_topics(bootstrap: str, specs: Iterable[TopicSpec], *,
                 await admin.create_partitions({n: NewPartitions(want)
                                                for n, (_, want) in short.items()})
                 log.warning("partitions added; keys moved", topics=sorted(short))
+        # New topics and partitions: ready once they answer (see _leaders_ready).
+        wanted = {s.name: s.partitions for s in missing} | {n: want for n, (_, want) in short.items()}
+        if wanted:
+            await _leaders_ready(bootstrap, admin, wanted)
         if created:
-            await _leaders_ready(bootstrap, admin, created)
             log.info("topics declared", created=created)
     finally:
         await admin.close()
     return created
 
 
-async def _leaders_ready(bootstrap: str, admin: AIOKafkaAdminClient, topics: Sequence[str],
+async def _leaders_ready(bootstrap: str, admin: AIOKafkaAdminClient, wanted: Mapping[str, int],
                          timeout_s: float = 15.0) -> None:
-    """Wait (bounded) until the new `topics` answer offset requests: until their leaders
-    are in place, a consumer started at once logs NotLeaderForPartition errors."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
+    """Wait (bounded) until the new topics or partitions (`wanted`: topic -> partitions)
+    are in the metadata and answer offset requests: until their leaders are in place, a
+    consumer started at once logs NotLeaderForPartition errors."""
+    topics = sorted(wanted)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     parts: list[TopicPartition] = []
     while loop.time() < deadline:
-        described = await admin.describe_topics(list(topics))
+        described = await admin.describe_topics(topics)
         parts = [TopicPartition(t["topic"], p["partition"]) for t in described
                  if not t.get("error_code") for p in t["partitions"]]
-        if len({tp.topic for tp in parts}) == len(set(topics)):
+        have = {t["topic"]: len(t["partitions"]) for t in described if not t.get("error_code")}
+        if all(have.get(name, 0) >= n for name, n in wanted.items()):
             break
         await asyncio.sleep(0.1)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
@@ -296,7 +301,7 @@ async def _leaders_ready(bootstrap: str, admin: AIOKafkaAdminClient, topics: Seq
     await consumer.start()
     try:
         # One metadata request for all of them (not one per topic, 0.5 s apart).
-        await consumer._client.set_topics(sorted(set(topics)))
+        await consumer._client.set_topics(topics)
         # Retried quietly by aiokafka while the leaders are not there yet.
         await asyncio.wait_for(consumer.end_offsets(parts), max(0.1, deadline - loop.time()))
     except (TimeoutError, kafka_errors.KafkaError) as exc:
