@@ -24,13 +24,17 @@ from ioc_shared.calendar_vn import WorkingCalendar
 from ioc_shared.contracts.headers import H_PRODUCER
 from ioc_shared.platform.consumer import Delivery
 from ioc_shared.platform.logging import get_logger
+from ioc_shared.platform.telemetry import recording, start_hop
 from ioc_shared.registry import Registry
+from opentelemetry import trace
+from opentelemetry.trace import Link, SpanKind
 
 from reporting.domain import incidents as inc
 from reporting.domain import indicators as ind
 from reporting.repository import ReportingRepository
 
 log = get_logger(__name__)
+_tracer = trace.get_tracer("reporting")
 
 CONSUMER = "reporting-rollups"
 
@@ -118,6 +122,23 @@ class RollupHandler:
         self.indicator_datasets = {d.id for d in registry.datasets.values() if not d.incident}
 
     async def handle(self, deliveries: Sequence[Delivery]) -> None:
+        """One batch in one span (its queries are children); with an exporter, each event
+        counted gets a span in its own trace too, linked to the batch's (so the trace of a
+        report shows where it was counted)."""
+        with _tracer.start_as_current_span("reporting.rollups batch",
+                                           attributes={"ioc.records": len(deliveries)}) as batch:
+            counted = await self._handle(deliveries)
+        if counted and recording():
+            link = [Link(batch.get_span_context())]
+            for event, traceparent in counted:
+                start_hop(_tracer, "reporting.rollup", {"traceparent": traceparent},
+                          kind=SpanKind.CONSUMER, links=link,
+                          attributes={"ioc.event_id": event.event_id,
+                                      "ioc.event_type": event.type}).end()
+
+    async def _handle(self, deliveries: Sequence[Delivery]) -> list[tuple[Event, str]]:
+        """The fresh events of the batch (counted now), with their trace contexts."""
+        traces: dict[str, str] = {}
         events: dict[str, Event] = {}
         for d in deliveries:
             event = parse(d.value or b"")
@@ -132,8 +153,11 @@ class RollupHandler:
                           event_type=event.type[:80], expected=producer_of(event.type))
                 continue
             events.setdefault(event.event_id, event)
+            traceparent = d.header("traceparent")
+            if traceparent:
+                traces.setdefault(event.event_id, traceparent)
         if not events:
-            return
+            return []
         incident_ids = {e.payload["incident_id"] for e in events.values()
                         if e.type.startswith(inc.EVENT_PREFIX)
                         and isinstance(e.payload.get("incident_id"), str)}
@@ -149,6 +173,7 @@ class RollupHandler:
             todo = [e for eid, e in events.items() if eid in fresh]
             if todo:
                 await self._apply(conn, todo, stored, transitions)
+        return [(e, traces[e.event_id]) for e in todo if e.event_id in traces]
 
     async def _apply(self, conn: asyncpg.Connection, todo: list[Event],
                      stored: dict[str, tuple[list[Any], list[Any]]],
