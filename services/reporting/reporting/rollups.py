@@ -24,7 +24,7 @@ from ioc_shared.calendar_vn import WorkingCalendar
 from ioc_shared.contracts.headers import H_PRODUCER
 from ioc_shared.platform.consumer import Delivery
 from ioc_shared.platform.logging import get_logger
-from ioc_shared.platform.telemetry import recording, start_hop
+from ioc_shared.platform.telemetry import context_of, recording
 from ioc_shared.registry import Registry
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind
@@ -123,22 +123,27 @@ class RollupHandler:
 
     async def handle(self, deliveries: Sequence[Delivery]) -> None:
         """One batch in one span (its queries are children); with an exporter, each event
-        counted gets a span in its own trace too, linked to the batch's (so the trace of a
-        report shows where it was counted)."""
+        counted gets a span in its own trace too, linked to the batch's (so an incident's
+        trace shows where each of its events was counted)."""
         with _tracer.start_as_current_span("reporting.rollups batch",
                                            attributes={"ioc.records": len(deliveries)}) as batch:
             counted = await self._handle(deliveries)
         if counted and recording():
             link = [Link(batch.get_span_context())]
+            started = getattr(batch, "start_time", None)   # the batch's time, its commit included
             for event, traceparent in counted:
-                start_hop(_tracer, "reporting.rollup", {"traceparent": traceparent},
-                          kind=SpanKind.CONSUMER, links=link,
-                          attributes={"ioc.event_id": event.event_id,
-                                      "ioc.event_type": event.type}).end()
+                parent = context_of(traceparent)
+                if parent is None:
+                    continue   # no trace of its own to show it in
+                _tracer.start_span("reporting.rollup", context=parent,
+                                   kind=SpanKind.CONSUMER, links=link, start_time=started,
+                                   attributes={"ioc.event_id": event.event_id,
+                                               "ioc.event_type": event.type}).end()
 
     async def _handle(self, deliveries: Sequence[Delivery]) -> list[tuple[Event, str]]:
         """The fresh events of the batch (counted now), with their trace contexts."""
         traces: dict[str, str] = {}
+        traced = recording()   # read only when spans go somewhere
         events: dict[str, Event] = {}
         for d in deliveries:
             event = parse(d.value or b"")
@@ -153,7 +158,7 @@ class RollupHandler:
                           event_type=event.type[:80], expected=producer_of(event.type))
                 continue
             events.setdefault(event.event_id, event)
-            traceparent = d.header("traceparent")
+            traceparent = d.header("traceparent") if traced else None
             if traceparent:
                 traces.setdefault(event.event_id, traceparent)
         if not events:
