@@ -20,10 +20,6 @@ from ioc_shared.contracts.hygiene import find_forbidden
 from ioc_shared.platform.consumer import Delivery
 from ioc_shared.platform.logging import get_logger
 from ioc_shared.platform.outbox import enqueue_many
-from ioc_shared.platform.telemetry import context_of
-from opentelemetry import trace
-from opentelemetry.context import Context as TraceContext
-from opentelemetry.trace import SpanKind
 
 from reporting.domain import periods as pd
 from reporting.domain.figures import Scope, build_figures, is_empty
@@ -44,7 +40,6 @@ from reporting.domain.lifecycle import (
 from reporting.reports import ReportService, outgoing
 
 log = get_logger(__name__)
-_tracer = trace.get_tracer("reporting")
 
 RESULT = "reporting.command.result"
 UNAUTHENTICATED = "reporting.command.unauthenticated"
@@ -57,13 +52,7 @@ class CommandHandler:
 
     async def handle(self, deliveries: Sequence[Delivery]) -> None:
         for d in deliveries:
-            # In the sender's trace: what the command publishes (a report) continues it.
-            with _tracer.start_as_current_span(
-                    "reporting.command", kind=SpanKind.CONSUMER,
-                    context=context_of(d.header("traceparent")) or TraceContext(),
-                    attributes={"messaging.destination.name": d.topic,
-                                "messaging.kafka.offset": d.offset}):
-                await self._one(d)
+            await self._one(d)
 
     def _answer(self, *, unit: str, cause: uuid.UUID, status: str, reason: Reason | None,
                 message: str, command_id: uuid.UUID | None, verb: str | None,

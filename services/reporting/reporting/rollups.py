@@ -122,14 +122,13 @@ class RollupHandler:
         self.indicator_datasets = {d.id for d in registry.datasets.values() if not d.incident}
 
     async def handle(self, deliveries: Sequence[Delivery]) -> None:
-        """One batch in one span (its queries are children); with an exporter, each event
-        counted gets a span in its own trace too, linked to the batch's (so an incident's
-        trace shows where each of its events was counted)."""
-        with _tracer.start_as_current_span("reporting.rollups batch",
-                                           attributes={"ioc.records": len(deliveries)}) as batch:
-            counted = await self._handle(deliveries)
+        """In the batch's span (FastStream's; its queries are children). With an exporter,
+        each event counted gets a span in its own trace too, linked to the batch's (so an
+        incident's trace shows where each of its events was counted)."""
+        counted = await self._handle(deliveries)
         if counted and recording():
-            link = [Link(batch.get_span_context())]
+            batch = trace.get_current_span()
+            link = [Link(batch.get_span_context())] if batch.get_span_context().is_valid else []
             started = getattr(batch, "start_time", None)   # the batch's time, its commit included
             for event, traceparent in counted:
                 parent = context_of(traceparent)

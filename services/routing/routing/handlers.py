@@ -27,8 +27,7 @@ from ioc_shared.platform.telemetry import context_of, start_hop
 from ioc_shared.registry import Action, Registry
 from ioc_shared.serialized import current_trace
 from opentelemetry import trace
-from opentelemetry.context import Context as TraceContext
-from opentelemetry.trace import Link, SpanKind
+from opentelemetry.trace import Link
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
 
@@ -366,16 +365,8 @@ class CommandHandler:
         self.core = core
 
     async def handle(self, record: Inbound) -> None:
-        """In a span of the command's own trace (child of its `traceparent`); a decision on
-        an incident moves into the incident's trace (`_execute`)."""
-        with tracer.start_as_current_span(
-                "routing.command", kind=SpanKind.CONSUMER,
-                context=context_of(record.headers.get("traceparent")) or TraceContext(),
-                attributes={"messaging.destination.name": record.topic,
-                            "messaging.kafka.offset": record.offset}):
-            await self._handle(record)
-
-    async def _handle(self, record: Inbound) -> None:
+        """In the span of the command's consumption (FastStream's, in the sender's trace);
+        a decision on an incident moves into the incident's trace (`_execute`)."""
         core = self.core
         effects = core.effects()
         principal_id = record.headers.get(H_PRINCIPAL)

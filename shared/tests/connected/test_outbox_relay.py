@@ -379,22 +379,17 @@ async def test_a_relay_that_loses_its_lock_stops_and_the_other_takes_over(schema
 
 
 async def test_relay_publish_is_a_span_child_of_the_span_that_wrote_the_row(schema_pool) -> None:
-    from ioc_shared.platform.telemetry import setup_tracing
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from ioc_shared.testing import recorded_spans
+    from opentelemetry import trace
 
     schema, pool = schema_pool
     topic = await new_topic()
-    exporter = InMemorySpanExporter()
-    provider = setup_tracing("relay-trace-test", exporter=exporter, trace_db=False)
-    try:
-        with provider.get_tracer("t").start_as_current_span("state change") as writer:
+    with recorded_spans("relay-trace-test") as exporter:
+        with trace.get_tracer("t").start_as_current_span("state change") as writer:
             events = await enqueue_events(pool, schema, topic, 3)
         async with started_relay(pool, schema) as relay:
             await drain(relay)
         records = await read_topic(topic, until=lambda r: len(r) >= 3)
-        provider.force_flush()
-    finally:
-        setup_tracing("relay-trace-test")   # no exporter for the tests after this one
     publishes = {format(s.context.span_id, "016x"): s for s in exporter.get_finished_spans()
                  if s.name == f"{topic} publish"}
     assert len(publishes) == len(events)

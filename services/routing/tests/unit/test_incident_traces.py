@@ -3,25 +3,19 @@
 from __future__ import annotations
 
 from ioc_shared.platform.telemetry import setup_tracing
+from ioc_shared.testing import recorded_spans
 from opentelemetry import trace
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from routing.handlers import in_trace_of
 
 INCIDENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 
 def test_the_span_is_a_child_of_the_incidents_trace_linked_to_what_started_it() -> None:
-    exporter = InMemorySpanExporter()
-    provider = setup_tracing("routing-test", exporter=exporter, trace_db=False)
-    tracer = provider.get_tracer("t")
-    try:
-        with tracer.start_as_current_span("routing.command") as command:
-            with in_trace_of("routing.command verify", INCIDENT, {"ioc.incident_id": "i-1"}):
-                inside = trace.get_current_span().get_span_context()
-            assert trace.get_current_span() is command   # back in the command's own trace
-        provider.force_flush()
-    finally:
-        setup_tracing("routing-test")
+    with (recorded_spans("routing-test") as exporter,
+          trace.get_tracer("t").start_as_current_span("routing.command") as command):
+        with in_trace_of("routing.command verify", INCIDENT, {"ioc.incident_id": "i-1"}):
+            inside = trace.get_current_span().get_span_context()
+        assert trace.get_current_span() is command   # back in the command's own trace
     [decided] = [s for s in exporter.get_finished_spans() if s.name == "routing.command verify"]
     assert decided.context == inside
     assert format(decided.context.trace_id, "032x") == "4bf92f3577b34da6a3ce929d0e0e4736"

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
 from ioc_shared.platform.telemetry import setup_tracing
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from ioc_shared.testing import recorded_spans
 from sync_province.domain import Outgoing
 from sync_province.targets import Forwarding
 
@@ -20,22 +16,13 @@ def outgoing(headers: tuple[tuple[str, bytes], ...]) -> Outgoing:
                     headers, 0, "ioc.data.x", 0, 7)
 
 
-@pytest.fixture
-def exporter() -> Iterator[tuple[InMemorySpanExporter, TracerProvider]]:
-    spans = InMemorySpanExporter()
-    yield spans, setup_tracing("sync-test", exporter=spans, trace_db=False)
-    setup_tracing("sync-test")   # no exporter for the tests after this one
-
-
-def test_a_record_leaves_with_the_context_of_its_publish_span(
-        exporter: tuple[InMemorySpanExporter, TracerProvider]) -> None:
-    spans, provider = exporter
+def test_a_record_leaves_with_the_context_of_its_publish_span() -> None:
     given = (("ioc-event-id", b"e"), ("traceparent", f"00-{TRACE_ID}-{PARENT}-01".encode()),
              ("tracestate", b"ioc=1"))
-    forwarding = Forwarding()
-    headers = dict(forwarding.headers(outgoing(given), "loc-ninh.field-reports"))
-    forwarding.end()
-    provider.force_flush()
+    with recorded_spans("sync-test") as spans:
+        forwarding = Forwarding()
+        headers = dict(forwarding.headers(outgoing(given), "loc-ninh.field-reports"))
+        forwarding.end()
     [span] = spans.get_finished_spans()
     assert span.name == "loc-ninh.field-reports publish"
     assert span.parent is not None and format(span.parent.span_id, "016x") == PARENT
