@@ -72,6 +72,13 @@ from routing.repository import CommandReceipt, DuplicateQuery, RefusedRecord, Ro
 log = get_logger(__name__)
 tracer = trace.get_tracer("routing")
 
+RECORD_ACCEPTED = "ingest.record.accepted"
+INTAKE_CONSUMER = "routing-intake"
+COMMAND_CONSUMER = "routing-commands"
+# Kafka header ingest sets on canonical records (ingest's side of the contract).
+PRODUCER_HEADER = H_PRODUCER
+CANONICAL_PRODUCER = "ingest"
+
 
 @contextlib.contextmanager
 def in_trace_of(name: str, traceparent: str | None,
@@ -86,13 +93,6 @@ def in_trace_of(name: str, traceparent: str | None,
     with tracer.start_as_current_span(name, context=parent, attributes=attributes,
                                       links=[Link(here)] if here.is_valid else ()):
         yield
-
-RECORD_ACCEPTED = "ingest.record.accepted"
-INTAKE_CONSUMER = "routing-intake"
-COMMAND_CONSUMER = "routing-commands"
-# Kafka header ingest sets on canonical records (ingest's side of the contract).
-PRODUCER_HEADER = H_PRODUCER
-CANONICAL_PRODUCER = "ingest"
 
 
 @dataclass(frozen=True, slots=True)
