@@ -12,6 +12,9 @@ bash scripts/platform.sh start
 eval "$(bash scripts/platform.sh env)"
 export IOC_LOG_LEVEL="${IOC_LOG_LEVEL:-INFO}"
 export IOC_DEV_MODE=1
+# Spans of every service, as OTLP/JSON lines in one file (each line one atomic append):
+# `ioc trace TRACE_ID` reads it, no server needed. IOC_TRACES_FILE= (empty) turns it off.
+export IOC_TRACES_FILE="${IOC_TRACES_FILE-${IOC_RUN_DIR:-$ROOT/.run}/traces.jsonl}"
 
 pids=()
 stopping=0
@@ -61,6 +64,9 @@ for dir in services/*/; do
 done
 (( ${#pids[@]} )) || { echo "[up] no service to run" >&2; exit 1; }
 echo "[up] running; Ctrl-C stops everything. Operators: .venv/bin/ioc status (ioc --help)" >&2
+if [[ -n "$IOC_TRACES_FILE" ]]; then
+  echo "[up] spans go to $IOC_TRACES_FILE: .venv/bin/ioc trace TRACE_ID (the trace_id of a log line; --file if moved)" >&2
+fi
 # Stop everything as soon as any service dies on its own.
 code=0
 wait -n "${pids[@]}" || code=$?

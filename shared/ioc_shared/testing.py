@@ -14,13 +14,15 @@ import socket
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from ioc_shared.contracts.envelope import Envelope
 from ioc_shared.contracts.headers import H_PRINCIPAL, H_SIGNATURE
@@ -247,3 +249,39 @@ def signed_command(type: str, subject: str, payload: dict[str, Any], *, principa
     from the signature."""
     value = Envelope(type=type, source_unit="whoever", subject=subject, payload=payload).to_bytes()
     return value, signed_headers(principal, secret, value)
+
+
+class _Switch(SpanExporter):
+    """Forwards to an exporter until switched off (a span processor cannot be removed)."""
+
+    def __init__(self, to: SpanExporter) -> None:
+        self.to: SpanExporter | None = to
+
+    def export(self, spans: Any) -> SpanExportResult:
+        return self.to.export(spans) if self.to is not None else SpanExportResult.SUCCESS
+
+
+@contextlib.contextmanager
+def recorded_spans(service: str = "test") -> Iterator[InMemorySpanExporter]:
+    """Every span finished inside, read after the block: the services' module-level
+    tracers use the process's first tracer provider (OpenTelemetry sets it once), so the
+    exporter is attached to that one too. Spans are recorded (`telemetry.recording()`)
+    inside only; database calls are not traced."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    from ioc_shared.platform.telemetry import setup_tracing
+
+    exporter = InMemorySpanExporter()
+    provider = setup_tracing(service, exporter=exporter, trace_db=False)
+    first = trace.get_tracer_provider()
+    switch = _Switch(exporter)
+    if first is not provider and isinstance(first, TracerProvider):
+        first.add_span_processor(SimpleSpanProcessor(switch))
+    try:
+        yield exporter
+    finally:
+        provider.force_flush()
+        switch.to = None
+        setup_tracing(service)   # no exporter for what runs after

@@ -26,9 +26,10 @@ from typing import Any
 import orjson
 import structlog
 from ioc_shared.contracts.hygiene import HygieneError, loads_strict, strip_bom
-from ioc_shared.platform.telemetry import inject_trace_headers
+from ioc_shared.platform.telemetry import extract_trace_context, inject_trace_headers
 from ioc_shared.registry import Principal, Registry, sign
 from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -93,7 +94,9 @@ class HttpIntake:
                                                "vui lòng gửi lại sau."},
                                 status_code=503, headers={"Retry-After": "5"})
         received = _Received(uuid.uuid4().hex)
-        with _tracer.start_as_current_span("ingest http intake") as span:
+        # The sender's `traceparent`/`tracestate` (W3C), if any, is the parent of the intake.
+        with _tracer.start_as_current_span("ingest http intake", kind=SpanKind.SERVER,
+                                           context=extract_trace_context(request.headers)) as span:
             try:
                 return await self._intake(pipeline, request, received, span)
             except _Refused as refused:

@@ -24,13 +24,17 @@ from ioc_shared.calendar_vn import WorkingCalendar
 from ioc_shared.contracts.headers import H_PRODUCER
 from ioc_shared.platform.consumer import Delivery
 from ioc_shared.platform.logging import get_logger
+from ioc_shared.platform.telemetry import context_of, recording
 from ioc_shared.registry import Registry
+from opentelemetry import trace
+from opentelemetry.trace import Link, SpanKind
 
 from reporting.domain import incidents as inc
 from reporting.domain import indicators as ind
 from reporting.repository import ReportingRepository
 
 log = get_logger(__name__)
+_tracer = trace.get_tracer("reporting")
 
 CONSUMER = "reporting-rollups"
 
@@ -118,6 +122,27 @@ class RollupHandler:
         self.indicator_datasets = {d.id for d in registry.datasets.values() if not d.incident}
 
     async def handle(self, deliveries: Sequence[Delivery]) -> None:
+        """In the batch's span (FastStream's; its queries are children). With an exporter,
+        each event counted gets a span in its own trace too, linked to the batch's (so an
+        incident's trace shows where each of its events was counted)."""
+        counted = await self._handle(deliveries)
+        if counted and recording():
+            batch = trace.get_current_span()
+            link = [Link(batch.get_span_context())] if batch.get_span_context().is_valid else []
+            started = getattr(batch, "start_time", None)   # the batch's time, its commit included
+            for event, traceparent in counted:
+                parent = context_of(traceparent)
+                if parent is None:
+                    continue   # no trace of its own to show it in
+                _tracer.start_span("reporting.rollup", context=parent,
+                                   kind=SpanKind.CONSUMER, links=link, start_time=started,
+                                   attributes={"ioc.event_id": event.event_id,
+                                               "ioc.event_type": event.type}).end()
+
+    async def _handle(self, deliveries: Sequence[Delivery]) -> list[tuple[Event, str]]:
+        """The fresh events of the batch (counted now), with their trace contexts."""
+        traces: dict[str, str] = {}
+        traced = recording()   # read only when spans go somewhere
         events: dict[str, Event] = {}
         for d in deliveries:
             event = parse(d.value or b"")
@@ -132,8 +157,11 @@ class RollupHandler:
                           event_type=event.type[:80], expected=producer_of(event.type))
                 continue
             events.setdefault(event.event_id, event)
+            traceparent = d.header("traceparent") if traced else None
+            if traceparent:
+                traces.setdefault(event.event_id, traceparent)
         if not events:
-            return
+            return []
         incident_ids = {e.payload["incident_id"] for e in events.values()
                         if e.type.startswith(inc.EVENT_PREFIX)
                         and isinstance(e.payload.get("incident_id"), str)}
@@ -149,6 +177,7 @@ class RollupHandler:
             todo = [e for eid, e in events.items() if eid in fresh]
             if todo:
                 await self._apply(conn, todo, stored, transitions)
+        return [(e, traces[e.event_id]) for e in todo if e.event_id in traces]
 
     async def _apply(self, conn: asyncpg.Connection, todo: list[Event],
                      stored: dict[str, tuple[list[Any], list[Any]]],

@@ -23,6 +23,7 @@ from ioc_shared.calendar_vn import working_days_before
 from ioc_shared.contracts.envelope import deterministic_event_id
 from ioc_shared.platform.logging import get_logger
 from ioc_shared.platform.outbox import enqueue_many
+from opentelemetry import trace
 
 from reporting.domain import periods as pd
 from reporting.domain.figures import Scope
@@ -31,6 +32,7 @@ from reporting.domain.incidents import LOCAL
 from reporting.reports import DUE_SOON, OVERDUE, ReportService, end_of_day_utc, outgoing
 
 log = get_logger(__name__)
+_tracer = trace.get_tracer("reporting")
 
 DRAFT, SOON, LATE = "draft", "due-soon", "overdue"
 _MORNING = time(8, 0)
@@ -92,7 +94,11 @@ class Scheduler:
             await svc.repo.plan_timers(conn, plan(svc, now.astimezone(LOCAL).date()))
             async with svc.transaction(conn):
                 for row in await svc.repo.due_timers(conn, now, self.batch):
-                    outcome = await self._fire(conn, row["period_key"], row["action"], now)
+                    # A report counts many incidents: each scheduled step is its own trace.
+                    with _tracer.start_as_current_span(
+                            f"reporting.scheduled {row['action']}",
+                            attributes={"ioc.period": row["period_key"]}):
+                        outcome = await self._fire(conn, row["period_key"], row["action"], now)
                     await svc.repo.mark_timer(conn, row["period_key"], row["action"],
                                               self.instance, outcome)
                     fired += 1

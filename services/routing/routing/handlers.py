@@ -6,8 +6,9 @@ handlers can be driven by tests and by any transport.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
@@ -22,9 +23,11 @@ from ioc_shared.contracts.hygiene import HygieneError, loads_strict
 from ioc_shared.contracts.topics import canonical_topic
 from ioc_shared.platform.logging import get_logger
 from ioc_shared.platform.outbox import enqueue_many
-from ioc_shared.platform.telemetry import start_hop
+from ioc_shared.platform.telemetry import context_of, start_hop
 from ioc_shared.registry import Action, Registry
+from ioc_shared.serialized import current_trace
 from opentelemetry import trace
+from opentelemetry.trace import Link
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
 
@@ -75,6 +78,21 @@ COMMAND_CONSUMER = "routing-commands"
 # Kafka header ingest sets on canonical records (ingest's side of the contract).
 PRODUCER_HEADER = H_PRODUCER
 CANONICAL_PRODUCER = "ingest"
+
+
+@contextlib.contextmanager
+def in_trace_of(name: str, traceparent: str | None,
+                attributes: dict[str, str] | None = None) -> Iterator[None]:
+    """A span child of `traceparent` (an incident's trace) with a link to the current span
+    (what started the work: a command, a timer round); without one, the current span goes on."""
+    parent = context_of(traceparent)
+    if parent is None:
+        yield
+        return
+    here = trace.get_current_span().get_span_context()
+    with tracer.start_as_current_span(name, context=parent, attributes=attributes,
+                                      links=[Link(here)] if here.is_valid else ()):
+        yield
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,6 +278,7 @@ class IntakeHandler:
             primary_ids = {i.primary_id for i in existing.values() if i.primary_id}
             primaries = await core.repo.load_incidents(conn, primary_ids) if primary_ids else {}
             created: list[_Arrival] = []
+            traces: dict[str, str] = {}   # new incident -> the trace its later steps continue
             system = core.system
             for arrival in todo:
                 incident = arrival.incident
@@ -277,6 +296,7 @@ class IntakeHandler:
                 effects.record(outcome, incident, seed=arrival.envelope.event_id,
                                cause=arrival.envelope, trace=hop.headers)
                 hop.end()
+                traces[incident.id] = hop.headers["traceparent"]
                 existing[incident.record_key] = incident
                 created.append(arrival)
             located = [a for a in created if a.incident.location is not None]
@@ -284,7 +304,7 @@ class IntakeHandler:
             # candidate search, the few flags and the commit run under them.
             versions = await core.repo.write_intake(
                 conn, [a.incident for a in created], ctx.now, effects.due, effects.audit,
-                effects.messages, {a.incident.category for a in located})
+                effects.messages, {a.incident.category for a in located}, traces)
             flags = core.effects(ctx.now)
             await self._flag_duplicates(conn, located, ctx, flags)
             await core.repo.insert_transitions_and_outbox(conn, flags.audit, flags.messages)
@@ -345,6 +365,8 @@ class CommandHandler:
         self.core = core
 
     async def handle(self, record: Inbound) -> None:
+        """In the span of the command's consumption (FastStream's, in the sender's trace);
+        a decision on an incident moves into the incident's trace (`_execute`)."""
         core = self.core
         effects = core.effects()
         principal_id = record.headers.get(H_PRINCIPAL)
@@ -420,6 +442,7 @@ class CommandHandler:
         ctx = core.context()
         # Claimed per principal: an envelope id chosen by one sender cannot shadow another's.
         claim_id = deterministic_event_id("command", actor.principal, env.event_id)
+        own_trace = current_trace()   # the answer stays in the sender's trace
 
         def answer(status: str, reason: Reason | None, message: str, state: str | None = None,
                    duplicate: bool = False, cause_id: uuid.UUID = claim_id) -> None:
@@ -427,8 +450,20 @@ class CommandHandler:
                            status=status, reason_code=reason.value if reason else None,
                            message=message, command_id=cmd.command_id, verb=cmd.verb.value,
                            incident_id=cmd.incident_id, principal=actor.principal, state=state,
-                           duplicate=duplicate)
+                           duplicate=duplicate, trace=own_trace)
 
+        # The decision belongs to the incident's trace (so one trace follows the report to
+        # its closure), linked to the command's own.
+        incident_trace = (await repo.traceparents(core.pool, [cmd.incident_id])).get(
+            cmd.incident_id)
+        with in_trace_of(f"routing.command {cmd.verb.value}", incident_trace,
+                         {"ioc.incident_id": cmd.incident_id, "ioc.principal": actor.principal}):
+            await self._decide(cmd, actor, env, effects, ctx, claim_id, received, answer)
+
+    async def _decide(self, cmd: Command, actor: Actor, env: Envelope, effects: Effects,
+                      ctx: Context, claim_id: uuid.UUID, received: _Received,
+                      answer: Callable[..., None]) -> None:
+        core, repo = self.core, self.core.repo
         async with core.pool.acquire() as conn, conn.transaction():
             if not await self._claim(conn, actor, cmd.command_id, claim_id, received,
                                      effects, answer):
@@ -541,7 +576,7 @@ class CommandHandler:
                 await enqueue_many(conn, repo.s, effects.messages)
                 return
             incident, outcome = open_dispute(cmd, actor, verdict, ctx, core.system)
-            await repo.insert_incident(conn, incident, ctx.now)
+            await repo.insert_incident(conn, incident, ctx.now, current_trace().get("traceparent"))
             effects.record(outcome, incident, seed=claim_id, cause=env)
             answer("accepted", None, dispute_message(
                 DISPUTE_OPENED, incident=incident.id,

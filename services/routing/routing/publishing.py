@@ -181,7 +181,10 @@ class Effects:
 def command_result(effects: Effects, *, unit: str, cause_id: uuid.UUID, cause: Cause | None,
                    status: str, reason_code: str | None, message: str, command_id: uuid.UUID | None,
                    verb: str | None, incident_id: str | None, principal: str | None,
-                   state: str | None = None, duplicate: bool = False) -> None:
+                   state: str | None = None, duplicate: bool = False,
+                   trace: dict[str, str] | None = None) -> None:
+    """`trace`: the command's own trace context (default: the current span's), so the
+    sender finds the answer in the trace it started."""
     payload: dict[str, Any] = {
         "command_id": str(command_id) if command_id else None, "command": verb,
         "incident_id": incident_id, "status": status, "reason_code": reason_code,
@@ -190,7 +193,8 @@ def command_result(effects: Effects, *, unit: str, cause_id: uuid.UUID, cause: C
     if duplicate:
         payload["duplicate"] = True
     effects.publish(effects.topics.results, COMMAND_RESULT, unit, payload,
-                    event_id=deterministic_event_id(cause_id, "result"), cause=cause)
+                    event_id=deterministic_event_id(cause_id, "result"), cause=cause,
+                    trace=trace)
 
 
 def unauthenticated_answer(effects: Effects, *, cause_id: uuid.UUID, origin_topic: str,

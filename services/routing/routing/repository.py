@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -244,8 +244,10 @@ class RoutingRepository:
                            now: datetime, due: Sequence[tuple[str, int, DueWork]],
                            audit: Sequence[tuple[uuid.UUID | str, IncidentEvent]],
                            messages: Sequence[OutboxMessage],
-                           lock_categories: Iterable[str]) -> list[str]:
-        """Everything an intake batch writes, in one statement: new incidents with their
+                           lock_categories: Iterable[str],
+                           traces: Mapping[str, str] | None = None) -> list[str]:
+        """Everything an intake batch writes, in one statement: new incidents (with the
+        traceparent `traces` gives each, the trace its later steps continue) and their
         policy versions and due work, the audit rows, the outbox row and the relay's NOTIFY
         (sent at commit), then the duplicate-check locks of `lock_categories` (sorted: two
         batches cannot deadlock), held until commit. Returns the policy versions saved.
@@ -257,7 +259,9 @@ class RoutingRepository:
         rebalance) fails the batch, which is redelivered and then treats it as an update.
         """
         versions = self._new_versions([i.policy for i in incidents])
-        rows = orjson.dumps([_incident_row(i, now) for i in incidents], default=str).decode()
+        traces = traces or {}
+        rows = orjson.dumps([(*_incident_row(i, now), traces.get(i.id)) for i in incidents],
+                            default=str).decode()
         due_rows = orjson.dumps([(i, n, w.kind, w.deadline, w.step, w.due_at, w.plan, w.stage_at)
                                  for i, n, w in due]).decode()
         audit_rows = orjson.dumps([_audit_row(event_id, e) for event_id, e in audit],
@@ -274,13 +278,14 @@ class RoutingRepository:
                     SELECT v, b::jsonb FROM unnest($1::text[], $2::text[]) AS x(v, b)
                     ON CONFLICT DO NOTHING),
                 inc AS (
-                    INSERT INTO {self.s}.incidents ({_INCIDENT_COLUMNS}, updated_at)
+                    INSERT INTO {self.s}.incidents ({_INCIDENT_COLUMNS}, updated_at,
+                                                    traceparent)
                     SELECT r->>0, r->>1, r->>2, r->>3, r->>4, r->>5, r->>6,
                            (r->>7)::timestamptz, r->>8, (r->>9)::float8, (r->>10)::float8,
                            r->>11, r->>12, r->>13, r->>14, (r->>15)::int, r->>16,
                            nullif(r->17, 'null'::jsonb), (r->>18)::timestamptz,
                            (r->>19)::timestamptz, (r->>20)::bool, (r->>21)::timestamptz,
-                           (r->>22)::timestamptz
+                           (r->>22)::timestamptz, r->>23
                     FROM jsonb_array_elements($3::jsonb) AS r),
                 dw AS (
                     INSERT INTO {self.s}.due_work (incident_id, assignment_no, kind, deadline,
@@ -304,16 +309,25 @@ class RoutingRepository:
         return list(versions)
 
     async def insert_incident(self, conn: asyncpg.Connection, incident: Incident,
-                              now: datetime) -> None:
-        """One incident opened by a command (a data dispute), with its dispute."""
+                              now: datetime, traceparent: str | None = None) -> None:
+        """One incident opened by a command (a data dispute), with its dispute and the
+        trace its later steps continue."""
         await self._save_policy_versions(conn, [incident.policy])
         row = list(_incident_row(incident, now))
         row[17] = _stored_policy(incident.policy)
         dispute = _dumps(incident.dispute.as_data()) if incident.dispute else None
         await conn.execute(
-            f"INSERT INTO {self.s}.incidents ({_INCIDENT_COLUMNS}, updated_at, dispute) VALUES "
+            f"INSERT INTO {self.s}.incidents ({_INCIDENT_COLUMNS}, updated_at, dispute, "
+            "traceparent) VALUES "
             "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, "
-            "$18::jsonb, $19, $20, $21, $22, $23, $24::jsonb)", *row, dispute)
+            "$18::jsonb, $19, $20, $21, $22, $23, $24::jsonb, $25)", *row, dispute, traceparent)
+
+    async def traceparents(self, conn: asyncpg.Connection | asyncpg.Pool,
+                           ids: Iterable[str]) -> dict[str, str]:
+        """The trace each incident continues (those that have one)."""
+        rows = await conn.fetch(f"SELECT id, traceparent FROM {self.s}.incidents "
+                                "WHERE id = ANY($1::text[]) AND traceparent IS NOT NULL", list(ids))
+        return {r["id"]: r["traceparent"] for r in rows}
 
     def _category_lock(self, category: str) -> str:
         return f"routing-duplicates:{self.s}:{category}"

@@ -28,7 +28,7 @@ from routing.domain.deadlines import (
 )
 from routing.domain.model import Incident, IncidentEvent, Notification
 from routing.domain.policy import EscalationStep
-from routing.handlers import RoutingCore
+from routing.handlers import RoutingCore, in_trace_of
 from routing.publishing import Effects, event_payload
 from routing.repository import DueRow
 
@@ -80,6 +80,7 @@ class TimerWorker:
                 if not rows:
                     return 0
                 incidents = await core.repo.load_incidents(conn, {r.incident_id for r in rows})
+                traces = await core.repo.traceparents(conn, incidents)
                 fired: list[int] = []
                 skipped: list[int] = []
                 for row in rows:
@@ -90,7 +91,10 @@ class TimerWorker:
                             or not still_due(row.deadline, incident.state.value)):
                         skipped.append(row.id)
                         continue
-                    self._fire(row, incident, plan, effects)
+                    # In the incident's trace, linked to this round's span.
+                    with in_trace_of(f"routing.timer {row.kind}", traces.get(incident.id),
+                                     {"ioc.incident_id": incident.id, "ioc.deadline": row.deadline}):
+                        self._fire(row, incident, plan, effects)
                     fired.append(row.id)
                     # Only the next item of this deadline is kept as a row: fewer rows to
                     # write per assignment, and the sequence stops once the deadline is met.

@@ -10,6 +10,7 @@ batch is parked with the province's answer and the rest goes on.
 from __future__ import annotations
 
 import ssl
+from collections.abc import Sequence
 from datetime import date
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -17,9 +18,14 @@ from typing import Any
 
 import httpx
 import orjson
+from ioc_shared.platform.telemetry import inject_trace_headers
+from opentelemetry import trace
+from opentelemetry.trace import Link, NonRecordingSpan, SpanKind
 
 from sync_province.domain import Batch, Outgoing, Stream
-from sync_province.targets import Confirm, LinkHealth, Refusal, Unreachable
+from sync_province.targets import Confirm, Forwarding, LinkHealth, Refusal, Unreachable
+
+_tracer = trace.get_tracer("sync-province")
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -36,10 +42,13 @@ def _retry_after(value: str | None) -> float | None:
         return None
 
 
-def record_json(o: Outgoing) -> dict[str, Any]:
+def record_json(o: Outgoing, headers: Sequence[tuple[str, bytes]] | None = None
+                ) -> dict[str, Any]:
+    """`headers`: as they leave (default: `o`'s own)."""
     return {"event_id": o.event_id, "key": (o.key or b"").decode("utf-8", "replace"),
             "timestamp_ms": o.timestamp_ms, "partition": o.partition, "offset": o.offset,
-            "headers": {k: v.decode("utf-8", "replace") for k, v in o.headers},
+            "headers": {k: v.decode("utf-8", "replace")
+                        for k, v in (o.headers if headers is None else headers)},
             "value": orjson.Fragment(o.value)}
 
 
@@ -94,6 +103,7 @@ class HttpTarget:
         headers = {"Content-Type": "application/json"}
         if idempotency_key:
             headers["Idempotency-Key"] = idempotency_key
+        inject_trace_headers(headers)   # the current span's (a batch's POST span)
         try:
             response = await self._client.post(path, content=body, headers=headers)
         except httpx.TransportError as exc:
@@ -114,11 +124,29 @@ class HttpTarget:
         delivered: list[Batch] = []
         for batch in batches:
             if batch.outgoing:
+                forwarding = Forwarding()
+                destination = f"{batch.stream.contract_topic} gateway"
+                records = [record_json(o, forwarding.headers(o, destination))
+                           for o in batch.outgoing]
                 body = orjson.dumps({
                     "district": self._district, "stream": batch.stream.name,
                     "origin_topic": batch.stream.contract_topic, "batch_id": batch.digest(),
-                    "records": [record_json(o) for o in batch.outgoing]})
-                response = await self._post("/v1/batches", body, batch.digest())
+                    "records": records})
+                # The POST is a child of its first record's span, linked to the others'.
+                spans = [h.span.get_span_context() for h in forwarding.hops if h.span]
+                with _tracer.start_as_current_span(
+                        "POST /v1/batches", kind=SpanKind.CLIENT,
+                        context=trace.set_span_in_context(NonRecordingSpan(spans[0]))
+                        if spans else None,
+                        links=[Link(c) for c in spans[1:]],
+                        attributes={"http.request.method": "POST",
+                                    "ioc.records": len(records)}):
+                    try:
+                        response = await self._post("/v1/batches", body, batch.digest())
+                    except BaseException as exc:
+                        forwarding.end(exc)
+                        raise
+                forwarding.end()
                 if response.status_code >= 400:
                     self.health.failed(f"refused-{response.status_code}")
                     refused.append(Refusal(batch, response.status_code, response.text))

@@ -23,7 +23,7 @@ from ioc_shared.platform.logging import get_logger
 from ioc_shared.platform.security import KafkaSecurity
 
 from sync_province.domain import Batch, Stream, day_bounds_ms
-from sync_province.targets import Confirm, LinkHealth, Refusal, Unreachable
+from sync_province.targets import Confirm, Forwarding, LinkHealth, Refusal, Unreachable
 
 log = get_logger(__name__)
 
@@ -132,6 +132,7 @@ class KafkaTarget:
                                  (self._source_partitions.get(b.stream.source_topic, 1), {})
                                  for b in batches if b.outgoing})
             await producer.begin_transaction()
+            forwarding = Forwarding()
             try:
                 sends = []
                 for batch in batches:
@@ -140,7 +141,7 @@ class KafkaTarget:
                         # Same partition as at the source: order per key is kept as it was.
                         sends.append(await producer.send(
                             topic, o.value, key=o.key, partition=o.partition,
-                            timestamp_ms=o.timestamp_ms, headers=list(o.headers)))
+                            timestamp_ms=o.timestamp_ms, headers=forwarding.headers(o, topic)))
                     if record_positions:
                         sends.append(await producer.send(self.cursor_topic, orjson.dumps(
                             {"next_offset": batch.next_offset}),
@@ -152,10 +153,12 @@ class KafkaTarget:
                 # never unlogged (one that fails after it is logged again when retried).
                 await asyncio.gather(asyncio.gather(*sends), confirm(batches))
                 await producer.commit_transaction()
-            except BaseException:
+            except BaseException as exc:
+                forwarding.end(exc)
                 with contextlib.suppress(Exception):
                     await producer.abort_transaction()
                 raise
+            forwarding.end()
         except (KafkaError, OSError) as exc:
             self.health.failed(type(exc).__name__)
             await self.stop()

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Protocol
 
-from sync_province.domain import Batch, Figures, Stream
+from ioc_shared.platform.telemetry import Hop, recording, start_hop
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, StatusCode
+
+from sync_province.domain import Batch, Figures, Outgoing, Stream
 
 # Called by a target once it knows the batches will be (Kafka: are about to be) confirmed.
 Confirm = Callable[[list[Batch]], Awaitable[None]]
@@ -78,3 +82,36 @@ async def day_figures(target: Target, stream: Stream, day: date) -> tuple[Figure
 
 def all_outgoing(batches: Sequence[Batch]) -> int:
     return sum(len(b.outgoing) for b in batches)
+
+
+# --- trace context ---------------------------------------------------------------------
+_tracer = trace.get_tracer("sync-province")
+_TRACE_HEADERS = ("traceparent", "tracestate")
+
+
+@dataclass(slots=True)
+class Forwarding:
+    """The spans of one delivery attempt: one per record sent, each a child of the record's
+    own trace (its `traceparent` at the district), whose context the province receives."""
+
+    hops: list[Hop] = field(default_factory=list)
+
+    def headers(self, o: Outgoing, destination: str) -> list[tuple[str, bytes]]:
+        """`o`'s headers as they leave: the trace context continued by a span of its own.
+        Without an exporter they leave as they came (a span no one keeps names nothing)."""
+        if not recording():
+            return list(o.headers)
+        given = {k: v.decode("utf-8", "replace") for k, v in o.headers if k in _TRACE_HEADERS}
+        hop = start_hop(_tracer, f"{destination} publish", given, kind=SpanKind.PRODUCER,
+                        attributes={"messaging.destination.name": destination,
+                                    "ioc.event_id": o.event_id})
+        self.hops.append(hop)
+        return ([(k, v) for k, v in o.headers if k not in _TRACE_HEADERS]
+                + [(k, v.encode()) for k, v in hop.headers.items()])
+
+    def end(self, error: BaseException | None = None) -> None:
+        for hop in self.hops:
+            if hop.span is not None and error is not None:
+                hop.span.set_status(StatusCode.ERROR, type(error).__name__)
+            hop.end()
+        self.hops.clear()

@@ -45,14 +45,18 @@ from aiokafka.errors import (
     OutOfOrderSequenceNumber,
     UnknownProducerId,
 )
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, StatusCode
 from tenacity import RetryCallState, wait_exponential_jitter
 
 from ioc_shared.contracts.envelope import Envelope
 from ioc_shared.contracts.headers import H_EVENT_ID, H_PRODUCER
 from ioc_shared.platform.kafka import consumer_options, envelope_headers, partition_for
 from ioc_shared.platform.logging import get_logger
+from ioc_shared.platform.telemetry import Hop, recording, start_hop
 
 log = get_logger(__name__)
+_tracer = trace.get_tracer("ioc.outbox")
 
 # After a failed batch (broker or database unreachable), wait before recovering:
 # 0.5 s doubling up to 10 s, with jitter, while the failures go on.
@@ -210,6 +214,15 @@ class _Batch:
     headers: list[bytes] = field(default_factory=list)
     payloads: list[bytes] = field(default_factory=list)
     parked: list[int] = field(default_factory=list)         # messages too large to send
+    # One "publish" span per message sent, child of the span that wrote it (when recording).
+    hops: list[Hop] = field(default_factory=list)
+
+    def end_hops(self, error: BaseException | None = None) -> None:
+        for hop in self.hops:
+            if hop.span is not None and error is not None:
+                hop.span.set_status(StatusCode.ERROR, type(error).__name__)
+            hop.end()
+        self.hops.clear()
 
     def add(self, row: asyncpg.Record) -> None:
         self.row_ids.append(row["id"])
@@ -404,7 +417,8 @@ class OutboxRelay:
                     log.debug("outbox relay still failing", schema=self._schema,
                               error=repr(exc), failures=failures)
                 # Whatever is still on its way must land before recovery looks for it.
-                for _, queued in in_flight:
+                for failed, queued in in_flight:
+                    failed.end_hops(exc)
                     for _, future, _ in queued:
                         with contextlib.suppress(Exception):
                             await asyncio.wait_for(future, 30.0)
@@ -585,6 +599,7 @@ class OutboxRelay:
 
         skip = self._already_sent
         limit = self._max_message_bytes
+        traced = recording()
         batch.parked.clear()
         for i, tp in enumerate(targets):
             if skip and batch.event_ids[i] in skip:
@@ -592,7 +607,18 @@ class OutboxRelay:
             if len(batch.payloads[i]) + len(batch.keys[i] or b"") + len(batch.headers[i]) > limit:
                 batch.parked.append(i)   # the broker would refuse it on every attempt
                 continue
-            headers = [(k, v.encode()) for k, v in orjson.loads(batch.headers[i]).items()]
+            fields = orjson.loads(batch.headers[i])
+            if traced:
+                # The publish continues the trace of the span that wrote the row; what the
+                # consumer sees as its parent is this span.
+                hop = start_hop(_tracer, f"{tp.topic} publish", fields, kind=SpanKind.PRODUCER,
+                                attributes={"messaging.system": "kafka",
+                                            "messaging.destination.name": tp.topic,
+                                            "messaging.destination.partition.id": str(tp.partition),
+                                            "ioc.event_id": batch.event_ids[i]})
+                fields.update(hop.headers)
+                batch.hops.append(hop)
+            headers = [(k, v.encode()) for k, v in fields.items()]
             headers += self._produced_by
             builder = builders.get(tp)
             if builder is None:
@@ -647,6 +673,7 @@ class OutboxRelay:
             log.error("outbox message too large for the broker; parked in outbox_parked",
                       event_id=batch.event_ids[i], topic=batch.topics[i],
                       bytes=len(batch.payloads[i]), limit=self._max_message_bytes)
+        batch.end_hops()
         self._already_sent.difference_update(batch.event_ids)
         self.parked += len(parked)
         self.published += len(batch.event_ids) - len(parked)

@@ -34,6 +34,7 @@ from ioc_shared.platform.logging import configure_logging, get_logger
 from ioc_shared.platform.outbox import OutboxRelay, ProducerBroken
 from ioc_shared.platform.runtime import restart_delay
 from ioc_shared.platform.settings import ServiceSettings
+from ioc_shared.platform.telemetry import setup_tracing
 
 log = get_logger(__name__)
 
@@ -114,6 +115,7 @@ async def run_child(name: str, log_level: str,
                     main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
     """The body of a child process: `main(stop)` until SIGTERM/SIGINT or the parent dies."""
     configure_logging(name, log_level)
+    setup_tracing(name)   # a relay's publish spans (IOC_TRACES_FILE, OTLP endpoint)
     set_parent_death_signal()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -18,7 +18,15 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, TraceFlags, Tracer
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    Span,
+    SpanContext,
+    SpanKind,
+    TraceFlags,
+    Tracer,
+)
 
 TRACES_FILE_ENV = "IOC_TRACES_FILE"
 TRACE_DB_ENV = "IOC_TRACE_DB"
@@ -195,7 +203,9 @@ class Hop:
             self.span.end()
 
 
-def start_hop(tracer: Tracer, name: str, headers: Mapping[str, str]) -> Hop:
+def start_hop(tracer: Tracer, name: str, headers: Mapping[str, str], *,
+              kind: SpanKind = SpanKind.INTERNAL, links: Sequence[Link] = (),
+              attributes: Mapping[str, str | int] | None = None) -> Hop:
     """Continue the trace of an incoming message without making it the current span.
 
     With an exporter, a real span (child of the message's `traceparent`) is recorded.
@@ -203,25 +213,45 @@ def start_hop(tracer: Tracer, name: str, headers: Mapping[str, str]) -> Hop:
     the trace on with a fresh span id, at a tenth of the cost, which matters at
     thousands of messages per second. A missing or malformed `traceparent` starts a trace.
     """
-    incoming = _TRACEPARENT.match(headers.get("traceparent", ""))
-    if incoming is not None and (incoming[1] == "0" * 32 or incoming[2] == "0" * 16):
-        incoming = None  # all-zero ids are invalid (W3C trace context)
+    parent = span_context_of(headers.get("traceparent"))
     if _recording:
-        context = None
-        if incoming is not None:
-            parent = SpanContext(int(incoming[1], 16), int(incoming[2], 16), is_remote=True,
-                                 trace_flags=TraceFlags(int(incoming[3], 16)))
-            context = trace.set_span_in_context(NonRecordingSpan(parent))
-        span = tracer.start_span(name, context=context)
-        own = span.get_span_context()
-        out = {"traceparent": f"00-{own.trace_id:032x}-{own.span_id:016x}-{own.trace_flags:02x}"}
+        context = trace.set_span_in_context(NonRecordingSpan(parent)) if parent else None
+        span = tracer.start_span(name, context=context, kind=kind, links=links,
+                                 attributes=attributes)
+        out = {"traceparent": traceparent_of(span.get_span_context())}
     else:
         span = None
-        if incoming is not None:
-            trace_id, flags = incoming[1], incoming[3]
+        if parent is not None:
+            trace_id, flags = parent.trace_id, int(parent.trace_flags)
         else:
-            trace_id, flags = f"{_random.getrandbits(128) or 1:032x}", "01"
-        out = {"traceparent": f"00-{trace_id}-{_random.getrandbits(64) or 1:016x}-{flags}"}
-    if "tracestate" in headers and incoming is not None:
+            trace_id, flags = _random.getrandbits(128) or 1, 1
+        out = {"traceparent": f"00-{trace_id:032x}-{_random.getrandbits(64) or 1:016x}-{flags:02x}"}
+    if "tracestate" in headers and parent is not None:
         out["tracestate"] = headers["tracestate"]
     return Hop(out, span)
+
+
+def recording() -> bool:
+    """Whether spans go anywhere (an exporter is attached): else hops only carry the trace."""
+    return _recording
+
+
+def span_context_of(traceparent: str | None) -> SpanContext | None:
+    """The remote span context a W3C `traceparent` names; None if absent or malformed
+    (all-zero ids are invalid too)."""
+    incoming = _TRACEPARENT.match(traceparent or "")
+    if incoming is None or incoming[1] == "0" * 32 or incoming[2] == "0" * 16:
+        return None
+    return SpanContext(int(incoming[1], 16), int(incoming[2], 16), is_remote=True,
+                       trace_flags=TraceFlags(int(incoming[3], 16)))
+
+
+def context_of(traceparent: str | None) -> Context | None:
+    """A context whose current span is the one `traceparent` names (a parent for a new
+    span), None if it names none."""
+    parent = span_context_of(traceparent)
+    return trace.set_span_in_context(NonRecordingSpan(parent)) if parent else None
+
+
+def traceparent_of(span: SpanContext) -> str:
+    return f"00-{span.trace_id:032x}-{span.span_id:016x}-{int(span.trace_flags):02x}"

@@ -376,3 +376,28 @@ async def test_a_relay_that_loses_its_lock_stops_and_the_other_takes_over(schema
     takeover = min(start for start, _ in second.sends)
     assert takeover > killed_at
     assert max(end for _, end in first.sends) <= takeover
+
+
+async def test_relay_publish_is_a_span_child_of_the_span_that_wrote_the_row(schema_pool) -> None:
+    from ioc_shared.testing import recorded_spans
+    from opentelemetry import trace
+
+    schema, pool = schema_pool
+    topic = await new_topic()
+    with recorded_spans("relay-trace-test") as exporter:
+        with trace.get_tracer("t").start_as_current_span("state change") as writer:
+            events = await enqueue_events(pool, schema, topic, 3)
+        async with started_relay(pool, schema) as relay:
+            await drain(relay)
+        records = await read_topic(topic, until=lambda r: len(r) >= 3)
+    publishes = {format(s.context.span_id, "016x"): s for s in exporter.get_finished_spans()
+                 if s.name == f"{topic} publish"}
+    assert len(publishes) == len(events)
+    for span in publishes.values():
+        assert span.parent is not None and span.parent.span_id == writer.get_span_context().span_id
+        assert span.context.trace_id == writer.get_span_context().trace_id
+    # What a consumer sees as its parent is the publish span of its own message.
+    for r in records:
+        _, trace_id, parent, _ = headers_of(r)["traceparent"].split("-")
+        assert trace_id == format(writer.get_span_context().trace_id, "032x")
+        assert publishes[parent].attributes["ioc.event_id"] == headers_of(r)[H_EVENT_ID]

@@ -54,3 +54,49 @@ def test_with_exporter_the_hop_is_a_recorded_child_span() -> None:
     assert span.parent is not None and format(span.parent.span_id, "016x") == "b7ad6b7169203331"
     assert flags == "01"
     setup_tracing("hop-test")  # back to no exporter for the other tests
+
+
+def test_a_recorded_hop_has_its_kind_links_and_attributes() -> None:
+    from ioc_shared.platform.telemetry import span_context_of
+    from opentelemetry.trace import Link, SpanKind
+
+    exporter = InMemorySpanExporter()
+    provider = setup_tracing("hop-test", exporter=exporter)
+    other = span_context_of("00-11111111111111111111111111111111-2222222222222222-01")
+    assert other is not None
+    start_hop(provider.get_tracer("t"), "topic publish", {"traceparent": INCOMING},
+              kind=SpanKind.PRODUCER, links=[Link(other)], attributes={"ioc.event_id": "e"}).end()
+    provider.force_flush()
+    setup_tracing("hop-test")
+    [span] = exporter.get_finished_spans()
+    assert span.kind is SpanKind.PRODUCER and span.attributes == {"ioc.event_id": "e"}
+    assert [link.context.span_id for link in span.links] == [0x2222222222222222]
+
+
+@pytest.mark.parametrize("traceparent", [None, "", "garbage", "00-" + "0" * 32 + "-b7ad6b7169203331-01",
+                                         "00-0af7651916cd43dd8448eb211c80319c-" + "0" * 16 + "-01"])
+def test_no_context_from_a_missing_or_invalid_traceparent(traceparent: str | None) -> None:
+    from ioc_shared.platform.telemetry import context_of, span_context_of
+
+    assert span_context_of(traceparent) is None and context_of(traceparent) is None
+
+
+def test_a_traceparent_read_and_written_back_is_the_same() -> None:
+    from ioc_shared.platform.telemetry import context_of, span_context_of, traceparent_of
+    from opentelemetry import trace
+
+    parent = span_context_of(INCOMING)
+    assert parent is not None and parent.is_remote
+    assert traceparent_of(parent) == INCOMING
+    context = context_of(INCOMING)
+    assert context is not None
+    assert trace.get_current_span(context).get_span_context() == parent
+
+
+def test_recording_says_whether_an_exporter_is_attached() -> None:
+    from ioc_shared.platform.telemetry import recording
+
+    setup_tracing("hop-test", exporter=InMemorySpanExporter())
+    assert recording()
+    setup_tracing("hop-test")
+    assert not recording()

@@ -25,7 +25,12 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from ioc_cli import output, queries, traces
-from ioc_cli.environment import OperatorSettings, discover_services, load_operator_credential
+from ioc_cli.environment import (
+    OperatorSettings,
+    discover_services,
+    load_operator_credential,
+    up_traces_file,
+)
 from ioc_cli.errors import OperatorError, _no_password, kafka_unreachable, postgres_unreachable
 from ioc_cli.plugins import mount_plugins
 
@@ -124,13 +129,13 @@ def status(
 @app.command()
 def trace(
     trace_id: Annotated[str, typer.Argument(help="32 hex digits (the trace_id of a log line)")],
-    file: Annotated[Path | None, typer.Option("--file", help="default: IOC_TRACES_FILE")] = None,
+    file: Annotated[Path | None, typer.Option(
+        "--file", help="default: IOC_TRACES_FILE, else what `make up` writes "
+                       "(.run/traces.jsonl)")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """The span tree of one trace, from the OTLP/JSON lines the services wrote."""
-    path = file or OperatorSettings().traces_file
-    if path is None:
-        raise OperatorError("no traces file given", hint="pass --file or set IOC_TRACES_FILE")
+    path = file or OperatorSettings().traces_file or up_traces_file()
     spans = traces.read_spans(path, trace_id)
     if not spans:
         raise OperatorError(f"no span of trace {trace_id}", where=str(path),

@@ -31,6 +31,11 @@ class OperatorSettings(ServiceSettings):
     services_dir: Path = REPO_ROOT / "services"
 
 
+def up_traces_file() -> Path:
+    """Where `make up` has the services write their spans (scripts/up.sh)."""
+    return Path(os.environ.get("IOC_RUN_DIR") or REPO_ROOT / ".run") / "traces.jsonl"
+
+
 @dataclass(frozen=True)
 class ServiceInfo:
     name: str            # directory name: sync-province

@@ -157,6 +157,20 @@ async def test_http_intake_answers_per_record(service: IngestService) -> None:
     assert {orjson.loads(r.value)["payload"]["channel"] for r in rejected} == {"http"}
 
 
+async def test_http_intake_continues_the_senders_trace(service: IngestService) -> None:
+    record_id = rid()
+    trace_id = uuid.uuid4().hex
+    url = f"http://127.0.0.1:{service.http_port}/intake/{CANONICAL}"
+    headers = {"Authorization": f"Bearer {TOKENS['xa-loc-an-system']}",
+               "traceparent": f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01"}
+    async with httpx.AsyncClient(timeout=20) as client:
+        answer = await client.post(url, json=[field_report(record_id)], headers=headers)
+    assert answer.json()["accepted"] == 1, answer.text
+    (rec,) = await wait_for(service.topics.canonical[CANONICAL],
+                            lambda v, r: v and v["payload"]["record_id"] == record_id)
+    assert dict(rec.headers)["traceparent"].decode().split("-")[1] == trace_id
+
+
 async def test_http_csv_for_a_tabular_dataset(service: IngestService) -> None:
     ids = [rid("YT"), rid("YT")]
     csv_body = ("record_id,period_start,commune,indicator,value\n"

@@ -156,3 +156,32 @@ async def test_duplicate_is_flagged_merged_and_its_updates_reach_the_primary(wor
     finally:
         await conn.close()
     assert rows and all(r["cell"] == cell_of(r["lat"], r["lon"]) for r in rows)
+
+
+async def test_a_command_is_decided_in_the_incidents_trace_and_answered_in_its_own(
+        world: World, watch) -> None:
+    import uuid
+
+    from ioc_shared.testing import signed_command
+    from routing_harness import SECRETS
+
+    await world.start()
+    w = await watch()
+    t = world.topics
+    incident = await world.publish_record(
+        record("GT-0003", category="giao-thong", priority="cao", commune="tt-loc-ninh"),
+        headers={"traceparent": f"00-{TRACE_ID}-00f067aa0ba902b7-01"})
+    await w.wait(lambda: w.envelopes(t.events, "routing.incident.received", incident))
+    command_trace = uuid.uuid4().hex
+    command_id = str(uuid.uuid4())
+    value, headers = signed_command("routing.command.verify", incident, {"command_id": command_id},
+                                    principal="ioc-operator", secret=SECRETS["ioc-operator"])
+    headers.append(("traceparent", f"00-{command_trace}-{uuid.uuid4().hex[:16]}-01".encode()))
+    producer = await world._producer()
+    await producer.send_and_wait(t.commands, value, key=incident.encode(), headers=headers)
+    result = (await w.wait(lambda: results_for(w, command_id)))[0]
+    assert result.payload["status"] == "accepted"
+    verified = await w.wait(lambda: w.envelopes(t.events, "routing.incident.verified", incident))
+    # The decision continues the report's trace; the sender finds the answer in its own.
+    assert w.headers(verified[0].event_id)["traceparent"].split("-")[1] == TRACE_ID
+    assert w.headers(result.event_id)["traceparent"].split("-")[1] == command_trace

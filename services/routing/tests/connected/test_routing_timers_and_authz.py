@@ -140,3 +140,17 @@ async def test_unit_acting_on_another_units_incident_is_refused(world: World, wa
     assert again[0].payload["reason_code"] == "duplicate_command"
     assert again[0].payload["status"] == "accepted"      # what the first one got
     assert len(w.envelopes(t.events, "routing.incident.acknowledged", incident)) == 1
+
+
+async def test_reminders_and_escalations_continue_the_incidents_trace(world: World, watch) -> None:
+    trace_id = "5bf92f3577b34da6a3ce929d0e0e4736"
+    world.with_policy(tiny_deadlines)
+    await world.start()
+    w = await watch()
+    t = world.topics
+    incident = await world.publish_record(
+        record("MT-TIMER-TRACE"), headers={"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"})
+    fired = await w.wait(lambda: [e for e in w.envelopes(t.events, subject=incident)
+                                  if e.type in ("routing.incident.reminder-sent",
+                                                "routing.incident.escalated")], timeout=15)
+    assert all(w.headers(e.event_id)["traceparent"].split("-")[1] == trace_id for e in fired)

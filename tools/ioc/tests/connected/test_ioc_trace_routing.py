@@ -34,8 +34,12 @@ async def test_the_hops_of_a_record_and_a_command_form_one_readable_trace(tmp_pa
     command = by_parent["00f067aa0ba902b8"]
     assert command["name"].endswith("ioc.routing.commands.v1 process")
     assert command["attributes"]["messaging.kafka.message.offset"] == 0
-    queries = [c["name"] for c in command["children"]]
+    # The decision is in the incident's trace, under its intake (here the same trace id).
+    [decided] = [c for c in intake["children"] if c["name"] == "routing.command verify"]
+    queries = [c["name"] for c in decided["children"] if c["name"].startswith("postgresql")]
     assert queries[0] == "postgresql BEGIN" and queries[-1] == "postgresql COMMIT"
+    # ... and its events are published (the outbox relay) as its children.
+    assert any(c["name"].endswith("incident-events.v1 publish") for c in decided["children"])
     assert "postgresql UPDATE" in queries  # the incident's new state
 
     tree = await run_ioc("trace", TRACE_ID, "--file", str(traces), env=base_environment())
