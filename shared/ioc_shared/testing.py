@@ -19,12 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from aiokafka import AIOKafkaConsumer, ConsumerRecord
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import ConsumerRecord
 
 from ioc_shared.contracts.envelope import Envelope
 from ioc_shared.contracts.headers import H_PRINCIPAL, H_SIGNATURE
-from ioc_shared.platform.kafka import decode_headers
+from ioc_shared.platform.kafka import decode_headers, make_admin, make_consumer
 from ioc_shared.registry import sign
 
 
@@ -65,8 +64,7 @@ async def delete_topics_under(namespaces: Iterable[str], bootstrap: str | None =
         return 0
     exact = names | {n.replace("_", "-") for n in names}
     prefixes = tuple(f"{n}." for n in exact)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap or kafka_bootstrap(),
-                                client_id="test-clean-up")
+    admin = make_admin(bootstrap or kafka_bootstrap(), client_id="test-clean-up")
     await admin.start()
     try:
         doomed = sorted(t for t in await admin.list_topics()
@@ -82,9 +80,8 @@ async def read_topic(topic: str, *, until: Callable[[list[ConsumerRecord[Any, An
                      timeout: float = 20.0, bootstrap: str | None = None
                      ) -> list[ConsumerRecord[Any, Any]]:
     """Read `topic` from the beginning until `until(records)` holds or `timeout` passes."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap or kafka_bootstrap(),
-                                group_id=None, auto_offset_reset="earliest",
-                                enable_auto_commit=False)
+    consumer = make_consumer(topic, bootstrap=bootstrap or kafka_bootstrap(),
+                             group_id=None, auto_offset_reset="earliest")
     await consumer.start()
     records: list[ConsumerRecord[Any, Any]] = []
     try:

@@ -14,11 +14,10 @@ from typing import Annotated, Any
 
 import orjson
 import typer
-from aiokafka.admin import AIOKafkaAdminClient
 from ioc_shared.contracts.envelope import Envelope
 from ioc_shared.contracts.topics import SYNC_PROVINCE_STATUS, canonical_topic
 from ioc_shared.platform.db import create_pool, migrate
-from ioc_shared.platform.kafka import declare_topics, envelope_headers
+from ioc_shared.platform.kafka import declare_topics, envelope_headers, make_admin
 from ioc_shared.platform.logging import get_logger
 from ioc_shared.platform.observability import ReadinessCheck
 from ioc_shared.platform.runtime import ServiceRuntime
@@ -54,7 +53,7 @@ def build_streams(settings: SyncSettings, watcher: RegistryWatcher) -> list[Stre
 
 
 async def _existing(bootstrap: str, streams: list[Stream]) -> tuple[list[Stream], dict[str, int]]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="sync-province-topics")
+    admin = make_admin(bootstrap, client_id="sync-province-topics")
     await admin.start()
     try:
         names = set(await admin.list_topics())
