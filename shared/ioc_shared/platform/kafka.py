@@ -143,9 +143,10 @@ _renew_producer_id_after_lost_sequence()
 _district_security: KafkaSecurity | None = None
 
 
-def use_district_security(security: KafkaSecurity) -> None:
+def use_district_security(security: KafkaSecurity | None) -> None:
     """Make every later client of this process use `security` for the district cluster
-    (the runtime does, from the service's settings, so `INGEST_KAFKA_SASL_USER` etc. work)."""
+    (the runtime does, from the service's settings, so `INGEST_KAFKA_SASL_USER` etc. work);
+    None: read `IOC_KAFKA_*` again at the next client."""
     global _district_security
     _district_security = security
 
