@@ -31,6 +31,20 @@ def kafka_bootstrap() -> str:
     return os.environ.get("IOC_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
 
 
+def secure_kafka_env() -> dict[str, str]:
+    """`IOC_KAFKA_*` for the local SASL_SSL broker (SCRAM-SHA-512, its own CA), for tests
+    that run the kit on a secured cluster as a deployment would; {} when there is none.
+    That broker is the provincial cluster's stand-in (`IOC_PROVINCE_KAFKA_*`)."""
+    if not os.environ.get("IOC_PROVINCE_KAFKA_BOOTSTRAP"):
+        return {}
+    return {"IOC_KAFKA_BOOTSTRAP": os.environ["IOC_PROVINCE_KAFKA_BOOTSTRAP"],
+            "IOC_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "IOC_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+            "IOC_KAFKA_SASL_USER": os.environ["IOC_PROVINCE_KAFKA_SASL_USER"],
+            "IOC_KAFKA_SASL_PASSWORD_FILE": os.environ["IOC_PROVINCE_KAFKA_SASL_PASSWORD_FILE"],
+            "IOC_KAFKA_CA_FILE": os.environ["IOC_PROVINCE_KAFKA_CA_FILE"]}
+
+
 def database_url() -> str:
     return os.environ.get("IOC_DATABASE_URL", "postgresql://ioc@127.0.0.1:15432/ioc")
 

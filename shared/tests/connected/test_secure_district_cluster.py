@@ -27,11 +27,11 @@ from ioc_shared.platform.kafka import (
 )
 from ioc_shared.platform.runtime import ServiceRuntime
 from ioc_shared.platform.settings import ServiceSettings
-from ioc_shared.testing import unique
+from ioc_shared.testing import secure_kafka_env, unique
 
 pytestmark = pytest.mark.connected
 
-SECURE = os.environ.get("IOC_PROVINCE_KAFKA_BOOTSTRAP", "")
+SECURE = secure_kafka_env().get("IOC_KAFKA_BOOTSTRAP", "")
 QUICK = FailurePolicy(max_attempts=3, backoff_initial_s=0.05, backoff_max_s=0.2, jitter_s=0.05)
 
 
@@ -42,13 +42,8 @@ def production_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[
         pytest.skip("no SASL_SSL broker (IOC_PROVINCE_KAFKA_BOOTSTRAP)")
     monkeypatch.delenv("IOC_DEV_MODE", raising=False)
     monkeypatch.delenv("IOC_KAFKA_SASL_PASSWORD", raising=False)
-    monkeypatch.setenv("IOC_KAFKA_BOOTSTRAP", SECURE)
-    monkeypatch.setenv("IOC_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
-    monkeypatch.setenv("IOC_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")
-    monkeypatch.setenv("IOC_KAFKA_SASL_USER", os.environ["IOC_PROVINCE_KAFKA_SASL_USER"])
-    monkeypatch.setenv("IOC_KAFKA_SASL_PASSWORD_FILE",
-                       os.environ["IOC_PROVINCE_KAFKA_SASL_PASSWORD_FILE"])
-    monkeypatch.setenv("IOC_KAFKA_CA_FILE", os.environ["IOC_PROVINCE_KAFKA_CA_FILE"])
+    for name, value in secure_kafka_env().items():
+        monkeypatch.setenv(name, value)
     saved = kafka._district_security
     use_district_security(None)
     yield tmp_path / "credentials.yaml"        # outside the repository, as in production
