@@ -138,6 +138,9 @@ class ServiceRuntime:
             configure_logging(self.name, s.log_level)
         self._chain_signal_handlers()
         self.tracer_provider = setup_tracing(self.name, s.otlp_endpoint)
+        if not s.dev_mode and s.kafka_security().is_clear_text():
+            self.log.warning("kafka in clear text, as IOC_KAFKA_SECURITY_PROTOCOL says: "
+                             "for a local broker only", protocol=s.kafka_security().protocol)
         self.registry = load_registry(s.registry_file, s.credentials_file)
         self.add_check("started", lambda: (self._phase == "running", self._phase))
         self.add_check("kafka", self.kafka.check)

@@ -25,6 +25,7 @@ from ioc_shared.platform.kafka import (
 from ioc_shared.platform.security import KafkaSecurity
 from ioc_shared.platform.settings import KafkaClientSettings, ServiceSettings
 from pydantic import ValidationError
+from pydantic_settings import SettingsConfigDict
 
 _VARIABLES = ("IOC_KAFKA_SECURITY_PROTOCOL", "IOC_KAFKA_SASL_MECHANISM", "IOC_KAFKA_SASL_USER",
               "IOC_KAFKA_SASL_PASSWORD", "IOC_KAFKA_SASL_PASSWORD_FILE", "IOC_KAFKA_CA_FILE",
@@ -189,3 +190,17 @@ def test_broker_security_maps_each_protocol() -> None:
     clear = KafkaSecurity(protocol="SASL_PLAINTEXT", sasl_user="u", sasl_password="p",
                           allow_plaintext=True).broker_security()
     assert isinstance(clear, SASLScram512) and not clear.use_ssl and clear.ssl_context is None
+
+
+class _DemoSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="DEMO_", extra="ignore")
+    service_prefix = "DEMO_"
+
+
+def test_a_service_can_have_its_own_kafka_user(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    clean_env.setenv("IOC_KAFKA_SASL_USER", "ioc")
+    clean_env.setenv("IOC_KAFKA_SASL_PASSWORD", "common")
+    clean_env.setenv("DEMO_KAFKA_SASL_USER", "demo")
+    settings = _DemoSettings(credentials_file=Path("/etc/ioc/credentials.yaml"))
+    security = settings.kafka_security()
+    assert (security.sasl_user, security.password()) == ("demo", "common")
