@@ -11,6 +11,8 @@ from ioc_shared.testing import delete_topics_of_this_run
 
 # Tests run on the development credentials of the repository.
 os.environ.setdefault("IOC_DEV_MODE", "1")
+# ... and the local broker in clear text, said explicitly (`scripts/platform.sh env` does too).
+os.environ.setdefault("IOC_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

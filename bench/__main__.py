@@ -81,6 +81,7 @@ def main(
 ) -> None:
     configure_logging("bench", os.environ.get("IOC_LOG_LEVEL", "WARNING"))
     os.environ.setdefault("IOC_DEV_MODE", "1")   # benchmarks run on the development credentials
+    os.environ.setdefault("IOC_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT")   # the local broker
     results = asyncio.run(run_all(count, repeats, only or []))
     RESULTS.write_text(json.dumps({r.name: r.figures for r in results}, indent=2,
                                   ensure_ascii=False) + "\n", encoding="utf-8")

@@ -8,10 +8,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import ConsumerRecord
 from ioc_shared.contracts import TopicSpec
-from ioc_shared.platform.kafka import declare_topics
+from ioc_shared.platform.kafka import declare_topics, make_admin, make_consumer, make_producer
 from ioc_shared.testing import unique
 
 
@@ -44,8 +43,8 @@ async def fresh_topics(bootstrap: str, *names: str, partitions: int = 6) -> list
 
 async def preload(bootstrap: str, topic: str,
                   messages: Sequence[tuple[bytes, bytes, list[tuple[str, bytes]]]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20,
-                                max_batch_size=1024 * 1024, enable_idempotence=True)
+    producer = make_producer(bootstrap, client_id="bench-load", acks="all", linger_ms=20,
+                             max_batch_size=1024 * 1024, enable_idempotence=True)
     await producer.start()
     try:
         futures = []
@@ -68,9 +67,9 @@ async def output_rate(bootstrap: str, topics: Sequence[str], expected: int,
     Using the records' own timestamps measures every contender the same way,
     start-up excluded. `counts` selects the records that count (e.g. one event type).
     """
-    consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, group_id=None,
-                                auto_offset_reset="earliest", enable_auto_commit=False,
-                                max_poll_records=5000, fetch_max_bytes=32 * 1024 * 1024)
+    consumer = make_consumer(*topics, bootstrap=bootstrap, group_id=None,
+                             auto_offset_reset="earliest",
+                             max_poll_records=5000, fetch_max_bytes=32 * 1024 * 1024)
     await consumer.start()
     count, first, last = 0, None, None
     try:
@@ -101,7 +100,7 @@ async def wait_committed(bootstrap: str, group: str, expected: int, timeout: flo
     contender on a small machine. The reference loop is not read concurrently
     either; its outputs are read after it finished.
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="bench-progress")
+    admin = make_admin(bootstrap, client_id="bench-progress")
     await admin.start()
     try:
         loop = asyncio.get_running_loop()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from ioc_shared.platform.kafka import make_consumer, make_producer
 from pydantic import BaseModel, ValidationError
 
 from bench.workload import Submission
@@ -21,11 +21,11 @@ from bench.workload import Submission
 async def reference_loop(bootstrap: str, source: str, sink: str, rejected: str, expected: int,
                          group: str, model: type[BaseModel] = Submission) -> float:
     """Process `expected` messages from `source`; returns messages per second."""
-    consumer = AIOKafkaConsumer(source, bootstrap_servers=bootstrap, group_id=group,
-                                enable_auto_commit=False, auto_offset_reset="earliest",
-                                max_poll_records=1000, fetch_max_bytes=16 * 1024 * 1024)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
-                                linger_ms=2, max_batch_size=256 * 1024)
+    consumer = make_consumer(source, bootstrap=bootstrap, group_id=group,
+                             auto_offset_reset="earliest",
+                             max_poll_records=1000, fetch_max_bytes=16 * 1024 * 1024)
+    producer = make_producer(bootstrap, client_id="bench-reference", acks="all",
+                             enable_idempotence=True, linger_ms=2, max_batch_size=256 * 1024)
     await consumer.start()
     await producer.start()
     done = 0

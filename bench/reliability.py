@@ -62,7 +62,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError, OutOfOrderSequenceNumber
 from ioc_shared.contracts import canonical_topic
 from ioc_shared.contracts.topics import INGEST_INBOUND
-from ioc_shared.platform.kafka import declare_topics
+from ioc_shared.platform.kafka import declare_topics, make_consumer, make_producer
 from ioc_shared.platform.security import KafkaSecurity
 from ioc_shared.testing import ServiceProcess, free_port, process_tree, unique
 
@@ -291,6 +291,7 @@ class Deployment:
             "IOC_TOPIC_NAMESPACE": self.namespace,
             "IOC_LOG_LEVEL": "INFO",
             "IOC_DEV_MODE": "1",
+            "IOC_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT",   # the private local broker
             "IOC_REGISTRY_FILE": str(registry),
             "IOC_CREDENTIALS_FILE": str(credentials),
             "IOC_SHUTDOWN_GRACE_S": "10",
@@ -425,9 +426,9 @@ async def _send(bootstrap: str, topic: str, messages: list[Any], rate: float,
                 at_third: asyncio.Event, sent: list[int], errors: list[str]) -> None:
     """Send at `rate`/s; a send that fails (the broker is away) is retried until it lands."""
     def new_producer() -> AIOKafkaProducer:
-        return AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
-                                enable_idempotence=True, request_timeout_ms=10_000,
-                                retry_backoff_ms=500)
+        return make_producer(bootstrap, client_id="faults-load", acks="all", linger_ms=5,
+                             enable_idempotence=True, request_timeout_ms=10_000,
+                             retry_backoff_ms=500)
 
     producer = new_producer()
     await producer.start()
@@ -477,9 +478,9 @@ async def _outcome(dep: Deployment, record_ids: set[str]) -> tuple[dict[str, set
     """Canonical event ids per record id (read from the topic), incidents per record id,
     reporting's received count per routing incident, and the drift of `incident_daily`'s
     received total from the incidents' own contributions (0 unless a delta went twice)."""
-    consumer = AIOKafkaConsumer(dep.topic(canonical_topic(DATASET).name),
-                                bootstrap_servers=dep.platform.bootstrap, group_id=None,
-                                auto_offset_reset="earliest", enable_auto_commit=False)
+    consumer = make_consumer(dep.topic(canonical_topic(DATASET).name),
+                             bootstrap=dep.platform.bootstrap, group_id=None,
+                             auto_offset_reset="earliest")
     await consumer.start()
     events: dict[str, set[str]] = {}
     try:
@@ -660,6 +661,7 @@ async def run_faults(*, rounds: int, records: int, rate: float, down_s: float,
 
 def main() -> None:
     """`make chaos`: longer rounds, repeated; figures to bench/reliability.json."""
+    os.environ["IOC_KAFKA_SECURITY_PROTOCOL"] = "PLAINTEXT"   # the private broker is local
     rounds = int(os.environ.get("CHAOS_ROUNDS", "3"))
     records = int(os.environ.get("CHAOS_RECORDS", "6000"))
     rate = float(os.environ.get("CHAOS_RATE", "300"))

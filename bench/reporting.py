@@ -30,7 +30,7 @@ from ioc_shared.contracts import Envelope
 from ioc_shared.contracts.headers import H_PRODUCER
 from ioc_shared.contracts.topics import ROUTING_EVENTS
 from ioc_shared.platform.db import create_pool, migrate
-from ioc_shared.platform.kafka import declare_topics
+from ioc_shared.platform.kafka import declare_topics, make_admin
 from ioc_shared.platform.settings import REPO_ROOT
 from ioc_shared.registry import load_registry
 from ioc_shared.testing import database_url, unique
@@ -240,9 +240,8 @@ def intake_messages(n: int) -> list[tuple[bytes, bytes, list[tuple[str, bytes]]]
 async def committed_rate(bootstrap: str, group: str, expected: int,
                          timeout: float = 600.0) -> float:
     """Rate of the group's commits from its first commit to the last of `expected`."""
-    from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="bench-reporting")
+    admin = make_admin(bootstrap, client_id="bench-reporting")
     await admin.start()
     try:
         loop = asyncio.get_running_loop()

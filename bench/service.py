@@ -10,8 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from ioc_shared.platform.db import create_pool
+from ioc_shared.platform.kafka import make_consumer, make_producer
 from ioc_shared.testing import ServiceProcess, database_url, unique
 
 REPO = Path(__file__).resolve().parents[1]
@@ -87,16 +87,16 @@ async def paced_latency(bootstrap: str, inbound: str, outbound: list[str],
     `ident(value)` names an input, `match(record)` names the output record it
     answers (None for records to ignore).
     """
-    consumer = AIOKafkaConsumer(*outbound, bootstrap_servers=bootstrap, group_id=None,
-                                auto_offset_reset="latest", enable_auto_commit=False)
+    consumer = make_consumer(*outbound, bootstrap=bootstrap, group_id=None,
+                             auto_offset_reset="latest")
     await consumer.start()
     # Be assigned and positioned at the end before the first send.
     while not consumer.assignment():
         await consumer.getmany(timeout_ms=100)
     for tp in consumer.assignment():
         await consumer.position(tp)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0,
-                                enable_idempotence=True)
+    producer = make_producer(bootstrap, client_id="bench-latency", acks="all", linger_ms=0,
+                             enable_idempotence=True)
     await producer.start()
     sent_at: dict[str, float] = {}
     latencies: list[float] = []

@@ -28,11 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from ioc_shared.contracts import Envelope, canonical_topic
 from ioc_shared.contracts.headers import H_EVENT_ID, H_EVENT_TYPE
-from ioc_shared.platform.kafka import declare_topics
+from ioc_shared.platform.kafka import declare_topics, make_producer
 from ioc_shared.platform.security import KafkaSecurity
 from ioc_shared.testing import ServiceProcess, database_url, free_port, unique
 
@@ -159,8 +159,8 @@ async def steady_lag(bootstrap: str, svc: BenchService, source: str) -> list[flo
     target = f"{svc.namespace}.loc-ninh.{canonical_topic(DATASET).name}"
     messages = field_reports(int(LATENCY_RATE * LATENCY_SECONDS), "L")
     warm = field_reports(200, "W")
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0,
-                                enable_idempotence=True)
+    producer = make_producer(bootstrap, client_id="bench-sync", acks="all", linger_ms=0,
+                             enable_idempotence=True)
     await producer.start()
     for key, value, headers in warm:      # creates the province topic before we read it
         await producer.send(source, value, key=key, headers=headers)

@@ -19,19 +19,32 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from aiokafka import AIOKafkaConsumer, ConsumerRecord
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import ConsumerRecord
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from ioc_shared.contracts.envelope import Envelope
 from ioc_shared.contracts.headers import H_PRINCIPAL, H_SIGNATURE
-from ioc_shared.platform.kafka import decode_headers
+from ioc_shared.platform.kafka import decode_headers, make_admin, make_consumer
 from ioc_shared.registry import sign
 
 
 def kafka_bootstrap() -> str:
     return os.environ.get("IOC_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
+
+
+def secure_kafka_env() -> dict[str, str]:
+    """`IOC_KAFKA_*` for the local SASL_SSL broker (SCRAM-SHA-512, its own CA), for tests
+    that run the kit on a secured cluster as a deployment would; {} when there is none.
+    That broker is the provincial cluster's stand-in (`IOC_PROVINCE_KAFKA_*`)."""
+    if not os.environ.get("IOC_PROVINCE_KAFKA_BOOTSTRAP"):
+        return {}
+    return {"IOC_KAFKA_BOOTSTRAP": os.environ["IOC_PROVINCE_KAFKA_BOOTSTRAP"],
+            "IOC_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "IOC_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+            "IOC_KAFKA_SASL_USER": os.environ["IOC_PROVINCE_KAFKA_SASL_USER"],
+            "IOC_KAFKA_SASL_PASSWORD_FILE": os.environ["IOC_PROVINCE_KAFKA_SASL_PASSWORD_FILE"],
+            "IOC_KAFKA_CA_FILE": os.environ["IOC_PROVINCE_KAFKA_CA_FILE"]}
 
 
 def database_url() -> str:
@@ -67,8 +80,7 @@ async def delete_topics_under(namespaces: Iterable[str], bootstrap: str | None =
         return 0
     exact = names | {n.replace("_", "-") for n in names}
     prefixes = tuple(f"{n}." for n in exact)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap or kafka_bootstrap(),
-                                client_id="test-clean-up")
+    admin = make_admin(bootstrap or kafka_bootstrap(), client_id="test-clean-up")
     await admin.start()
     try:
         doomed = sorted(t for t in await admin.list_topics()
@@ -84,9 +96,8 @@ async def read_topic(topic: str, *, until: Callable[[list[ConsumerRecord[Any, An
                      timeout: float = 20.0, bootstrap: str | None = None
                      ) -> list[ConsumerRecord[Any, Any]]:
     """Read `topic` from the beginning until `until(records)` holds or `timeout` passes."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap or kafka_bootstrap(),
-                                group_id=None, auto_offset_reset="earliest",
-                                enable_auto_commit=False)
+    consumer = make_consumer(topic, bootstrap=bootstrap or kafka_bootstrap(),
+                             group_id=None, auto_offset_reset="earliest")
     await consumer.start()
     records: list[ConsumerRecord[Any, Any]] = []
     try:

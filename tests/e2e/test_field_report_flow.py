@@ -26,6 +26,7 @@ from ioc_shared.contracts.topics import (
     ROUTING_EVENTS,
     ROUTING_REPORTER_UPDATES,
 )
+from ioc_shared.platform.kafka import make_producer
 from ioc_shared.platform.telemetry import inject_trace_headers, setup_tracing
 from ioc_shared.registry import sign
 from ioc_shared.testing import headers_of, kafka_bootstrap, read_topic
@@ -78,7 +79,7 @@ def trace_id(record: Any) -> str:
 async def test_field_report_is_assigned_acknowledged_and_traced(deployment) -> None:
     await deployment.start("ingest")
     await deployment.start("routing")
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap(), acks="all")
+    producer = make_producer(kafka_bootstrap(), client_id="e2e-unit", acks="all")
     await producer.start()
     tracer = setup_tracing("e2e-unit-system").get_tracer("e2e")
     record_id = f"PA-E2E-{uuid.uuid4().hex[:8]}"

@@ -25,6 +25,7 @@ from ioc_shared.contracts.topics import (
     ROUTING_COMMANDS,
     ROUTING_EVENTS,
 )
+from ioc_shared.platform.kafka import make_producer
 from ioc_shared.platform.settings import REPO_ROOT
 from ioc_shared.registry import load_credentials, sign
 from ioc_shared.testing import kafka_bootstrap, read_topic
@@ -48,7 +49,7 @@ def payload_of(record: Any) -> dict[str, Any]:
 async def test_routing_events_are_counted_in_the_published_report(deployment: Any) -> None:
     await deployment.start("routing")
     await deployment.start("reporting")
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap(), acks="all")
+    producer = make_producer(kafka_bootstrap(), client_id="e2e-unit", acks="all")
     await producer.start()
     record_id = f"PA-RP-{uuid.uuid4().hex[:8]}"
     try:

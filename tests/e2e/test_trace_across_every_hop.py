@@ -43,6 +43,7 @@ from ioc_shared.contracts.topics import (
     ROUTING_COMMANDS,
     ROUTING_EVENTS,
 )
+from ioc_shared.platform.kafka import make_producer
 from ioc_shared.platform.security import KafkaSecurity
 from ioc_shared.platform.settings import REPO_ROOT
 from ioc_shared.registry import load_credentials, sign
@@ -224,7 +225,7 @@ async def test_one_trace_from_the_units_publish_to_the_province_and_no_personal_
     })
     record_id = f"PA-TR-{uuid.uuid4().hex[:8]}"
     incident = incident_id_for("xa-loc-an", DATASET, record_id)
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap(), acks="all")
+    producer = make_producer(kafka_bootstrap(), client_id="e2e-unit", acks="all")
     pool = await asyncpg.create_pool(database_url(), min_size=1, max_size=2)
     assert pool is not None
     commands: dict[str, tuple[str, str]] = {}    # verb -> (its trace id, its span id)

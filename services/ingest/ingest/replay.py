@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
-from ioc_shared.platform.kafka import make_producer
+from aiokafka import TopicPartition
+from ioc_shared.platform.kafka import make_admin, make_consumer, make_producer
 
 from ingest.messages import (
     H_Q_CODE,
@@ -79,7 +78,7 @@ def replay_headers(headers: Iterable[tuple[str, bytes]], replay_id: str,
 
 async def _partitions(bootstrap: str, topic: str) -> list[TopicPartition]:
     # The consumer's metadata only covers topics it subscribed to; ask the admin API.
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="ingest-replay")
+    admin = make_admin(bootstrap, client_id="ingest-replay")
     await admin.start()
     try:
         described = await admin.describe_topics([topic])
@@ -93,8 +92,7 @@ async def replay_quarantine(settings: IngestSettings, topics: IngestTopics, sele
                             *, note: str = "", dry_run: bool = False,
                             limit: int | None = None) -> ReplaySummary:
     summary = ReplaySummary(replay_id=uuid.uuid4().hex, dry_run=dry_run)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
-                                enable_auto_commit=False)
+    consumer = make_consumer(bootstrap=settings.kafka_bootstrap, group_id=None)
     producer = make_producer(settings.kafka_bootstrap, client_id="ingest-replay")
     await consumer.start()
     if not dry_run:

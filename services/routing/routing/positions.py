@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaTimeoutError
-from ioc_shared.platform.kafka import decode_headers
+from ioc_shared.platform.kafka import decode_headers, make_consumer
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,10 +31,9 @@ class PositionReader:
         """The record at (topic, partition, offset); None if there is none there (no such
         partition, offset outside what the topic keeps, or not a data record). Raises if
         Kafka cannot be reached, so the command is retried rather than refused."""
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None,
-                                    enable_auto_commit=False, auto_offset_reset="none",
-                                    request_timeout_ms=int(self.timeout_s * 1000),
-                                    client_id="routing-position-reader")
+        consumer = make_consumer(bootstrap=self.bootstrap, group_id=None, auto_offset_reset="none",
+                                 request_timeout_ms=int(self.timeout_s * 1000),
+                                 client_id="routing-position-reader")
         await consumer.start()
         try:
             if partition not in await self._partitions(consumer, topic):

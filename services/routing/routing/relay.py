@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg
 from ioc_shared.platform.db import close_pool
+from ioc_shared.platform.kafka import use_district_security
 from ioc_shared.platform.relay import (
     ChildProcess,
     child_env,
@@ -43,6 +44,7 @@ async def routing_relay_until(settings: RoutingSettings, pool: asyncpg.Pool,
 
 async def run_relay_process(settings: RoutingSettings) -> None:
     """Entry of `python -m routing relay`: until SIGTERM/SIGINT or the parent is gone."""
+    use_district_security(settings.kafka_security())   # the service's own Kafka user
 
     async def main(stop: asyncio.Event) -> None:
         pool = await create_pool_until(stop, settings.database_url, max_size=3)

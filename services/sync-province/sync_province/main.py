@@ -14,11 +14,15 @@ from typing import Annotated, Any
 
 import orjson
 import typer
-from aiokafka.admin import AIOKafkaAdminClient
 from ioc_shared.contracts.envelope import Envelope
 from ioc_shared.contracts.topics import SYNC_PROVINCE_STATUS, canonical_topic
 from ioc_shared.platform.db import create_pool, migrate
-from ioc_shared.platform.kafka import declare_topics, envelope_headers
+from ioc_shared.platform.kafka import (
+    declare_topics,
+    envelope_headers,
+    make_admin,
+    use_district_security,
+)
 from ioc_shared.platform.logging import get_logger
 from ioc_shared.platform.observability import ReadinessCheck
 from ioc_shared.platform.runtime import ServiceRuntime
@@ -54,7 +58,7 @@ def build_streams(settings: SyncSettings, watcher: RegistryWatcher) -> list[Stre
 
 
 async def _existing(bootstrap: str, streams: list[Stream]) -> tuple[list[Stream], dict[str, int]]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="sync-province-topics")
+    admin = make_admin(bootstrap, client_id="sync-province-topics")
     await admin.start()
     try:
         names = set(await admin.list_topics())
@@ -85,6 +89,7 @@ def build_targets(settings: SyncSettings, partitions: dict[str, int]) -> list[Ta
 
 
 async def run_service(settings: SyncSettings) -> None:
+    use_district_security(settings.kafka_security())   # before the first client (below)
     status_topic = settings.topic(SYNC_PROVINCE_STATUS)
     watcher = RegistryWatcher(settings.registry_file, settings.credentials_file,
                               settings.province_principal)

@@ -18,6 +18,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
+from ioc_shared.platform.kafka import make_consumer
 from ioc_shared.platform.logging import get_logger
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
@@ -196,10 +197,10 @@ class Pipeline:
         return await self.repo.cursor.load(self.repo.pool, self.target.name)
 
     def _consumer_for(self) -> AIOKafkaConsumer:
-        return AIOKafkaConsumer(bootstrap_servers=self._bootstrap, group_id=None,
-                                enable_auto_commit=False, isolation_level="read_committed",
-                                auto_offset_reset="earliest", max_partition_fetch_bytes=1 << 20,
-                                client_id=f"sync-province-{self.target.name}")
+        return make_consumer(bootstrap=self._bootstrap, group_id=None,
+                             isolation_level="read_committed",
+                             auto_offset_reset="earliest", max_partition_fetch_bytes=1 << 20,
+                             client_id=f"sync-province-{self.target.name}")
 
     def _partitions_of_streams(self) -> list[TopicPartition]:
         return [TopicPartition(stream.source_topic, p) for stream in self.streams

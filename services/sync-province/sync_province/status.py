@@ -7,9 +7,9 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from ioc_shared.contracts.envelope import Envelope
+from ioc_shared.platform.kafka import make_admin
 from ioc_shared.platform.logging import get_logger
 from prometheus_client import CollectorRegistry, Gauge
 
@@ -55,7 +55,7 @@ class StatusReporter:
 
     async def refresh_retention(self) -> None:
         topics = sorted({s.source_topic for p in self.pipelines for s in p.streams})
-        admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap, client_id="sync-province-cfg")
+        admin = make_admin(self._bootstrap, client_id="sync-province-cfg")
         await admin.start()
         try:
             described = await admin.describe_configs(

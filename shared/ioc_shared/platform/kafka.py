@@ -6,6 +6,11 @@ other than ACK_FIRST, see `DURABLE`); topics are created explicitly with their
 partitions and retention, never by the broker on first use. Clients back off
 while the broker is away (`client_options`, and `_throttle_failed_metadata_updates`).
 
+Every client of the district cluster is made here (`make_broker`, `make_producer`,
+`make_consumer`, `make_admin`, `make_client`, or `client_options` for the rest), so all
+carry its security settings (`district_security`: SASL_SSL with SCRAM and a pinned CA,
+mutual TLS; clear text only when chosen explicitly or in development mode).
+
 `declare_topics` creates missing topics with their configs. It does not change
 the configs of existing topics (an operator does, with `kafka-configs`), and it
 refuses to add partitions to an existing topic: that moves keys to other
@@ -44,6 +49,8 @@ from ioc_shared.contracts.envelope import Envelope
 from ioc_shared.contracts.headers import H_EVENT_ID, H_EVENT_TYPE
 from ioc_shared.contracts.topics import TopicSpec
 from ioc_shared.platform.logging import get_logger
+from ioc_shared.platform.security import KafkaSecurity
+from ioc_shared.platform.settings import KafkaClientSettings
 from ioc_shared.platform.telemetry import inject_trace_headers
 
 log = get_logger(__name__)
@@ -133,12 +140,37 @@ def _renew_producer_id_after_lost_sequence() -> None:
 _renew_producer_id_after_lost_sequence()
 
 
-def client_options() -> dict[str, Any]:
-    """Options every aiokafka client of the project takes: retries back off; metadata is
-    refreshed every 30 s (not 5 min), so a broker back at a new address is found soon."""
+_district_security: KafkaSecurity | None = None
+
+
+def use_district_security(security: KafkaSecurity | None) -> None:
+    """Make every later client of this process use `security` for the district cluster
+    (the runtime does, from the service's settings, so `INGEST_KAFKA_SASL_USER` etc. work);
+    None: read `IOC_KAFKA_*` again at the next client."""
+    global _district_security
+    _district_security = security
+
+
+def district_security() -> KafkaSecurity:
+    """The district cluster's security: the service's (`use_district_security`), else read
+    once from the `IOC_KAFKA_*` environment (tools, benchmarks, tests)."""
+    global _district_security
+    if _district_security is None:
+        _district_security = KafkaClientSettings().kafka_security()
+    return _district_security
+
+
+def _resilience_options() -> dict[str, Any]:
     return {"retry_backoff_ms": RETRY_BACKOFF_MS, "metadata_max_age_ms": 30_000,
             "request_timeout_ms": 30_000}
 
+
+def client_options(security: KafkaSecurity | None = None) -> dict[str, Any]:
+    """Options every aiokafka client of the project takes: retries back off; metadata is
+    refreshed every 30 s (not 5 min), so a broker back at a new address is found soon; the
+    district cluster's security (or `security`, for another cluster)."""
+    return {**_resilience_options(),
+            **(security or district_security()).client_kwargs()}
 
 
 def _decodable(record: ConsumerRecord[Any, Any]) -> ConsumerRecord[Any, Any]:
@@ -176,28 +208,34 @@ DURABLE: dict[str, Any] = {"ack_policy": AckPolicy.NACK_ON_ERROR, "auto_offset_r
 
 
 
-def producer_options() -> dict[str, Any]:
-    return {**client_options(), "acks": "all", "enable_idempotence": True, "linger_ms": 2,
-            "max_batch_size": 256 * 1024, "compression_type": None}
+_PRODUCER_DEFAULTS: dict[str, Any] = {"acks": "all", "enable_idempotence": True, "linger_ms": 2,
+                                      "max_batch_size": 256 * 1024, "compression_type": None}
 
 
-def consumer_options() -> dict[str, Any]:
+def producer_options(security: KafkaSecurity | None = None) -> dict[str, Any]:
+    return {**client_options(security), **_PRODUCER_DEFAULTS}
+
+
+def consumer_options(security: KafkaSecurity | None = None) -> dict[str, Any]:
     """Client options for consumers made directly with aiokafka (never auto-commit)."""
-    return {**client_options(), "enable_auto_commit": False}
+    return {**client_options(security), "enable_auto_commit": False}
 
 
 def make_broker(bootstrap: str, *, service: str, tracer_provider: TracerProvider | None = None,
-                metrics_registry: CollectorRegistry | None = None, **kwargs: Any) -> KafkaBroker:
+                metrics_registry: CollectorRegistry | None = None,
+                security: KafkaSecurity | None = None, **kwargs: Any) -> KafkaBroker:
     middlewares: list[Any] = [KafkaTelemetryMiddleware(tracer_provider=tracer_provider)]
     if metrics_registry is not None:
         middlewares.append(KafkaPrometheusMiddleware(registry=metrics_registry,
                                                      app_name=service))
-    options = {**producer_options(), **kwargs}
+    options = {**_resilience_options(), **_PRODUCER_DEFAULTS, **kwargs}
     return KafkaBroker(
         bootstrap,
         client_id=service,
         allow_auto_create_topics=False,
         middlewares=middlewares,
+        # FastStream turns this into the same aiokafka options `client_options` gives.
+        security=(security or district_security()).broker_security(),
         # A stdlib logger, so FastStream's lines go through the JSON handler; its
         # per-message "Received"/"Processed" lines are DEBUG (they cost on the hot path).
         logger=logging.getLogger(f"ioc.broker.{service}"),
@@ -206,9 +244,33 @@ def make_broker(bootstrap: str, *, service: str, tracer_provider: TracerProvider
     )
 
 
-def make_producer(bootstrap: str, *, client_id: str, **kwargs: Any) -> AIOKafkaProducer:
+def make_producer(bootstrap: str, *, client_id: str, security: KafkaSecurity | None = None,
+                  **kwargs: Any) -> AIOKafkaProducer:
+    """A producer with the kit's defaults (acks from all replicas, idempotent); `kwargs` win."""
     return AIOKafkaProducer(bootstrap_servers=bootstrap, client_id=client_id,
-                            **{**producer_options(), **kwargs})
+                            **{**producer_options(security), **kwargs})
+
+
+def make_consumer(*topics: str, bootstrap: str, security: KafkaSecurity | None = None,
+                  **kwargs: Any) -> AIOKafkaConsumer:
+    """A plain aiokafka consumer (reads, positions, lag); never auto-commits."""
+    if kwargs.get("enable_auto_commit"):
+        raise ValueError("auto-commit is never used: commit after effects are durable")
+    return AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap,
+                            **{**consumer_options(security), **kwargs})
+
+
+def make_admin(bootstrap: str, *, client_id: str, security: KafkaSecurity | None = None,
+               **kwargs: Any) -> AIOKafkaAdminClient:
+    return AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id=client_id,
+                               **{**client_options(security), **kwargs})
+
+
+def make_client(bootstrap: str, *, client_id: str, security: KafkaSecurity | None = None,
+                **kwargs: Any) -> AIOKafkaClient:
+    """A bare client (metadata probes)."""
+    return AIOKafkaClient(bootstrap_servers=bootstrap, client_id=client_id,
+                          **{**client_options(security), **kwargs})
 
 
 class RepartitionRefused(RuntimeError):
@@ -243,8 +305,7 @@ async def declare_topics(bootstrap: str, specs: Iterable[TopicSpec], *,
     more partitions than declared are accepted.
     """
     specs = list({s.name: s for s in specs}.values())
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="ioc-topic-declarer",
-                                **client_options())
+    admin = make_admin(bootstrap, client_id="ioc-topic-declarer")
     await admin.start()
     created: list[str] = []
     try:
@@ -296,8 +357,7 @@ async def _leaders_ready(bootstrap: str, admin: AIOKafkaAdminClient, wanted: Map
         if all(have.get(name, 0) >= n for name, n in wanted.items()):
             break
         await asyncio.sleep(0.1)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                **client_options())
+    consumer = make_consumer(bootstrap=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
         # One metadata request for all of them (not one per topic, 0.5 s apart).
@@ -312,8 +372,7 @@ async def _leaders_ready(bootstrap: str, admin: AIOKafkaAdminClient, wanted: Map
 
 async def grow_partitions(bootstrap: str, topic: str, partitions: int) -> None:
     """Add partitions to an existing topic (the operator accepted that keys move)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="ioc-topic-declarer",
-                                **client_options())
+    admin = make_admin(bootstrap, client_id="ioc-topic-declarer")
     await admin.start()
     try:
         described = await admin.describe_topics([topic])

@@ -30,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from ioc_shared.platform.kafka import client_options
+from ioc_shared.platform.kafka import make_admin, make_consumer
 from ioc_shared.platform.logging import get_logger
 
 log = get_logger(__name__)
@@ -130,10 +130,8 @@ class LagMonitor:
     async def _clients(self) -> tuple[AIOKafkaAdminClient, AIOKafkaConsumer]:
         if self._admin is None or self._consumer is None:
             await self.close()
-            admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap,
-                                        client_id=f"lag-{self._group}", **client_options())
-            consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, group_id=None,
-                                        enable_auto_commit=False, **client_options())
+            admin = make_admin(self._bootstrap, client_id=f"lag-{self._group}")
+            consumer = make_consumer(bootstrap=self._bootstrap, group_id=None)
             self._admin, self._consumer = admin, consumer
             await admin.start()
             await consumer.start()

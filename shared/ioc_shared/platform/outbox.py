@@ -51,7 +51,7 @@ from tenacity import RetryCallState, wait_exponential_jitter
 
 from ioc_shared.contracts.envelope import Envelope
 from ioc_shared.contracts.headers import H_EVENT_ID, H_PRODUCER
-from ioc_shared.platform.kafka import consumer_options, envelope_headers, partition_for
+from ioc_shared.platform.kafka import envelope_headers, make_consumer, partition_for
 from ioc_shared.platform.logging import get_logger
 from ioc_shared.platform.telemetry import Hop, recording, start_hop
 
@@ -484,8 +484,8 @@ class OutboxRelay:
                                wanted: set[str]) -> set[str]:
         if not start:
             return set()
-        consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, group_id=None,
-                                    isolation_level="read_uncommitted", **consumer_options())
+        consumer = make_consumer(bootstrap=self._bootstrap, group_id=None,
+                                 isolation_level="read_uncommitted")
         found: set[str] = set()
         try:
             await consumer.start()
@@ -684,8 +684,7 @@ class OutboxRelay:
     async def _end_offsets(self, tps: set[TopicPartition]) -> dict[TopicPartition, int]:
         consumer = self._offsets_consumer
         if consumer is None:
-            consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, group_id=None,
-                                        **consumer_options())
+            consumer = make_consumer(bootstrap=self._bootstrap, group_id=None)
             self._offsets_consumer = consumer   # closed by `close` even if start fails
             await consumer.start()
         return dict(await consumer.end_offsets(list(tps)))

@@ -47,7 +47,12 @@ from tenacity import RetryCallState, wait_exponential_jitter
 
 from ioc_shared.contracts.topics import TopicSpec
 from ioc_shared.platform.db import close_pool, create_pool, migrate
-from ioc_shared.platform.kafka import client_options, declare_topics, make_broker
+from ioc_shared.platform.kafka import (
+    declare_topics,
+    make_broker,
+    make_client,
+    use_district_security,
+)
 from ioc_shared.platform.logging import configure_logging, get_logger
 from ioc_shared.platform.observability import (
     DependencyWatch,
@@ -90,6 +95,8 @@ class ServiceRuntime:
                  http_routes: Sequence[BaseRoute] = (), configure_logs: bool = True) -> None:
         self.name = name
         self.settings = settings
+        # Every Kafka client of this process: the service's own security settings.
+        use_district_security(settings.kafka_security())
         self.schema = schema
         self._migrations = migrations
         self._topics = list(topics)
@@ -131,6 +138,9 @@ class ServiceRuntime:
             configure_logging(self.name, s.log_level)
         self._chain_signal_handlers()
         self.tracer_provider = setup_tracing(self.name, s.otlp_endpoint)
+        if not s.dev_mode and s.kafka_security().is_clear_text():
+            self.log.warning("kafka in clear text, as IOC_KAFKA_SECURITY_PROTOCOL says: "
+                             "for a local broker only", protocol=s.kafka_security().protocol)
         self.registry = load_registry(s.registry_file, s.credentials_file)
         self.add_check("started", lambda: (self._phase == "running", self._phase))
         self.add_check("kafka", self.kafka.check)
@@ -195,8 +205,8 @@ class ServiceRuntime:
             nonlocal client
             try:
                 if client is None:
-                    client = AIOKafkaClient(bootstrap_servers=self.settings.kafka_bootstrap,
-                                            client_id=f"{self.name}-probe", **client_options())
+                    client = make_client(self.settings.kafka_bootstrap,
+                                         client_id=f"{self.name}-probe")
                     await client.bootstrap()
                 return await client.fetch_all_metadata()
             except BaseException:

@@ -1,9 +1,11 @@
 """Kafka client security settings, turned into aiokafka keyword arguments.
 
-Links that leave the district (the provincial cluster) run SASL_SSL: SCRAM over TLS
-with a pinned certificate authority, optionally a client certificate (Đ11.3, Đ11.4).
-PLAINTEXT (and SASL without TLS) is refused unless `allow_plaintext` says this is local
-development. Passwords come from a file (preferred: a mounted secret) or the value itself.
+Both clusters run SASL_SSL in production: SCRAM over TLS with a pinned certificate
+authority, optionally a client certificate (mutual TLS; Đ11.3, Đ11.4). The district
+cluster's settings are `IOC_KAFKA_*` (`ioc_shared.platform.settings`), the provincial
+cluster's sync-province's own. PLAINTEXT (and SASL without TLS) is refused unless
+`allow_plaintext` says it was chosen explicitly. Passwords come from a file (preferred:
+a mounted secret) or the value itself.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import ssl
 from pathlib import Path
 from typing import Any, Literal
 
+from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 from pydantic import BaseModel, ConfigDict, SecretStr, model_validator
 
 Protocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
@@ -61,6 +64,19 @@ class KafkaSecurity(BaseModel):
         if self.client_cert_file is not None and self.client_key_file is not None:
             context.load_cert_chain(str(self.client_cert_file), str(self.client_key_file))
         return context
+
+    def is_clear_text(self) -> bool:
+        return self.protocol in ("PLAINTEXT", "SASL_PLAINTEXT")
+
+    def broker_security(self) -> BaseSecurity | None:
+        """The same settings as FastStream's `KafkaBroker(security=...)` takes."""
+        tls = self.ssl_context() if self.protocol in ("SSL", "SASL_SSL") else None
+        if not self.protocol.startswith("SASL"):
+            return BaseSecurity(ssl_context=tls) if tls is not None else None
+        sasl = {"SCRAM-SHA-512": SASLScram512, "SCRAM-SHA-256": SASLScram256,
+                "PLAIN": SASLPlaintext}[self.sasl_mechanism]
+        return sasl(username=self.sasl_user or "", password=self.password(), ssl_context=tls,
+                    use_ssl=tls is not None)
 
     def client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for AIOKafkaProducer, AIOKafkaConsumer and AIOKafkaAdminClient."""

@@ -10,10 +10,11 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
+import ssl
 from pathlib import Path
 from typing import ClassVar
 
-from pydantic import model_validator
+from pydantic import SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -22,6 +23,7 @@ from pydantic_settings import (
 )
 
 from ioc_shared.contracts.topics import TopicSpec
+from ioc_shared.platform.security import KafkaSecurity, KafkaSecurityError, Mechanism, Protocol
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
@@ -30,19 +32,80 @@ def _default_instance() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-class ServiceSettings(BaseSettings):
+_KAFKA_SECURITY_HELP = (
+    "IOC_KAFKA_SECURITY_PROTOCOL (SASL_SSL, the default once any is set; or SSL), "
+    "IOC_KAFKA_SASL_MECHANISM (SCRAM-SHA-512), IOC_KAFKA_SASL_USER, IOC_KAFKA_SASL_PASSWORD_FILE "
+    "(or IOC_KAFKA_SASL_PASSWORD), IOC_KAFKA_CA_FILE, and for mutual TLS "
+    "IOC_KAFKA_CLIENT_CERT_FILE with IOC_KAFKA_CLIENT_KEY_FILE")
+
+
+class KafkaClientSettings(BaseSettings):
+    """How clients reach the district cluster: its address and security (`IOC_KAFKA_*`).
+
+    Without any security setting a client refuses to start, unless in development mode
+    or with IOC_KAFKA_SECURITY_PROTOCOL=PLAINTEXT set explicitly (a local broker)."""
+
+    model_config = SettingsConfigDict(env_prefix="IOC_", extra="ignore")
+
+    kafka_bootstrap: str = "127.0.0.1:19092"
+    # Development mode (IOC_DEV_MODE=1: scripts/up.sh, tests, benchmarks): only then may
+    # the credentials file be unset or inside the repository (the development one), and
+    # Kafka be reached in clear text without saying so.
+    dev_mode: bool = False
+    kafka_security_protocol: Protocol | None = None
+    kafka_sasl_mechanism: Mechanism = "SCRAM-SHA-512"
+    kafka_sasl_user: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_sasl_password_file: Path | None = None
+    kafka_ca_file: Path | None = None
+    kafka_client_cert_file: Path | None = None
+    kafka_client_key_file: Path | None = None
+
+    def kafka_security(self) -> KafkaSecurity:
+        """The district cluster's security (`KafkaSecurityError` when missing or unsafe)."""
+        given = {"sasl_user": self.kafka_sasl_user, "sasl_password": self.kafka_sasl_password,
+                 "sasl_password_file": self.kafka_sasl_password_file,
+                 "ca_file": self.kafka_ca_file, "client_cert_file": self.kafka_client_cert_file,
+                 "client_key_file": self.kafka_client_key_file}
+        given = {k: v for k, v in given.items() if v is not None}
+        protocol = self.kafka_security_protocol
+        if protocol is None and not given:
+            if not self.dev_mode:
+                raise KafkaSecurityError(
+                    "no security settings for the district Kafka cluster: set "
+                    f"{_KAFKA_SECURITY_HELP}; or IOC_KAFKA_SECURITY_PROTOCOL=PLAINTEXT "
+                    "explicitly for a local broker in clear text, or IOC_DEV_MODE=1 for "
+                    "development")
+            return KafkaSecurity(protocol="PLAINTEXT", allow_plaintext=True)
+        protocol = protocol or "SASL_SSL"
+        return KafkaSecurity(protocol=protocol, sasl_mechanism=self.kafka_sasl_mechanism,
+                             # clear text only when named (or in development)
+                             allow_plaintext=self.kafka_security_protocol is not None
+                             or self.dev_mode,
+                             **given)
+
+    @model_validator(mode="after")
+    def _kafka_security_usable(self) -> KafkaClientSettings:
+        """Refuse to start on missing or unsafe settings, or unreadable secret files."""
+        try:
+            self.kafka_security().client_kwargs()    # reads the password, CA, cert and key
+        except KafkaSecurityError:
+            raise                                    # no settings: it names them
+        except (ValueError, OSError, ssl.SSLError) as exc:
+            raise KafkaSecurityError(f"district Kafka security ({_KAFKA_SECURITY_HELP}): "
+                                     f"{exc}") from exc
+        return self
+
+
+class ServiceSettings(KafkaClientSettings):
     model_config = SettingsConfigDict(env_prefix="IOC_", extra="ignore")
 
     service_prefix: ClassVar[str] = "IOC_"
     service_name: ClassVar[str] = "ioc"
 
-    kafka_bootstrap: str = "127.0.0.1:19092"
     database_url: str = "postgresql://ioc@127.0.0.1:15432/ioc"
     registry_file: Path = REPO_ROOT / "config" / "registry.yaml"
     credentials_file: Path | None = REPO_ROOT / "config" / "credentials.dev.yaml"
-    # Development mode (IOC_DEV_MODE=1: scripts/up.sh, tests, benchmarks): only then may
-    # the credentials file be unset or inside the repository (the development one).
-    dev_mode: bool = False
     otlp_endpoint: str | None = None
     log_level: str = "INFO"
     http_host: str = "127.0.0.1"

@@ -9,12 +9,11 @@ from collections.abc import AsyncIterator, Callable, Sequence
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import TopicPartition
 from ioc_shared.contracts import TopicSpec
 from ioc_shared.platform.consumer import Delivery, DurableConsumer, FailurePolicy
 from ioc_shared.platform.idempotency import claim_events
-from ioc_shared.platform.kafka import declare_topics, make_broker
+from ioc_shared.platform.kafka import declare_topics, make_admin, make_broker, make_producer
 from ioc_shared.platform.parking import H_REPLAY_OF, headers_from_json, list_parked, replay_parked
 from ioc_shared.testing import kafka_bootstrap, unique
 from prometheus_client import CollectorRegistry
@@ -44,7 +43,7 @@ async def new_topic() -> str:
 
 
 async def produce(topic: str, records: Sequence[tuple[bytes, list[tuple[str, bytes]]]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap(), acks="all")
+    producer = make_producer(kafka_bootstrap(), client_id="test", acks="all")
     await producer.start()
     try:
         for value, headers in records:
@@ -54,7 +53,7 @@ async def produce(topic: str, records: Sequence[tuple[bytes, list[tuple[str, byt
 
 
 async def committed(group: str, topic: str) -> int | None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap())
+    admin = make_admin(kafka_bootstrap(), client_id="test")
     await admin.start()
     try:
         offsets = await admin.list_consumer_group_offsets(group)
@@ -197,7 +196,7 @@ async def test_replay_republishes_a_parked_record_and_the_fixed_handler_takes_it
     async with running(consumer):
         await eventually(lambda: pool.fetchval(f"SELECT count(*) = 1 FROM {schema}.consumer_parked"))
         fixed = True
-        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap(), acks="all")
+        producer = make_producer(kafka_bootstrap(), client_id="test", acks="all")
         await producer.start()
         try:
             assert await replay_parked(pool, schema, producer, consumer=name) == [1]

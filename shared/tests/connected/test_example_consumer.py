@@ -9,10 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
 from ioc_shared.contracts import Envelope, canonical_topic
-from ioc_shared.platform.kafka import declare_topics
+from ioc_shared.platform.kafka import declare_topics, make_admin, make_producer
 from ioc_shared.platform.settings import REPO_ROOT
 from ioc_shared.testing import delete_topics_under, kafka_bootstrap, unique
 
@@ -53,8 +51,8 @@ async def test_the_example_consumer_validates_dedupes_skips_aborted_and_commits(
     await declare_topics(kafka_bootstrap(), [spec])
     first, second = accepted("PA-1"), accepted("PA-2", location={"lat": 11.8, "lon": 106.6})
     wrong = accepted("PA-3").model_copy(update={"payload": {"dataset": "phan-anh-hien-truong"}})
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap(), acks="all")
-    aborted = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap(), transactional_id=f"{tag}-tx")
+    producer = make_producer(kafka_bootstrap(), client_id="test", acks="all")
+    aborted = make_producer(kafka_bootstrap(), client_id="test", transactional_id=f"{tag}-tx")
     await producer.start()
     await aborted.start()
     try:
@@ -77,7 +75,7 @@ async def test_the_example_consumer_validates_dedupes_skips_aborted_and_commits(
         code, lines, err = await run_example(topic, group, tmp_path / "state.sqlite")
         assert code == 0, err
         assert lines == [{"summary": {"handled": 0, "duplicates": 0, "invalid": 0}}]
-        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap())
+        admin = make_admin(kafka_bootstrap(), client_id="test")
         await admin.start()
         try:
             committed = await admin.list_consumer_group_offsets(group)

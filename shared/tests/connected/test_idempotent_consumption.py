@@ -3,11 +3,10 @@
 import asyncio
 
 import pytest
-from aiokafka import AIOKafkaProducer
 from faststream.kafka import KafkaMessage
 from ioc_shared.contracts import Envelope, TopicSpec
 from ioc_shared.platform.idempotency import process_once
-from ioc_shared.platform.kafka import DURABLE, declare_topics, make_broker
+from ioc_shared.platform.kafka import DURABLE, declare_topics, make_broker, make_producer
 from ioc_shared.testing import kafka_bootstrap, unique
 
 pytestmark = pytest.mark.connected
@@ -98,7 +97,7 @@ async def test_undecodable_header_does_not_block_the_partition() -> None:
 
     async with broker:
         await broker.start()
-        raw = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap())
+        raw = make_producer(kafka_bootstrap(), client_id="test")
         await raw.start()
         await raw.send_and_wait(topic, b"first", headers=[("bad", b"\xff\xfe")])
         await raw.send_and_wait(topic, b"second")

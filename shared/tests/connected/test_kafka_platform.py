@@ -5,11 +5,15 @@ import uuid
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from ioc_shared.contracts import TopicSpec
-from ioc_shared.platform.kafka import RepartitionRefused, declare_topics
+from ioc_shared.platform.kafka import (
+    RepartitionRefused,
+    declare_topics,
+    make_admin,
+    make_consumer,
+    make_producer,
+)
 from ioc_shared.platform.observability import LagMonitor
 from ioc_shared.platform.runtime import ServiceRuntime
 from ioc_shared.platform.settings import ServiceSettings
@@ -26,7 +30,7 @@ pytestmark = pytest.mark.connected
 
 
 async def describe(name: str) -> tuple[int, dict[str, str]]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap())
+    admin = make_admin(kafka_bootstrap(), client_id="test")
     await admin.start()
     try:
         [topic] = await admin.describe_topics([name])
@@ -57,7 +61,7 @@ async def test_declare_creates_with_partitions_and_retention_and_grows_only_when
 
 
 async def test_undeclared_topics_are_not_auto_created() -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap(), request_timeout_ms=3000)
+    producer = make_producer(kafka_bootstrap(), client_id="test", request_timeout_ms=3000)
     await producer.start()
     try:
         with pytest.raises(Exception):  # noqa: B017 - any refusal will do, never a silent create
@@ -70,7 +74,7 @@ async def test_lag_monitor_measures_uncommitted_messages() -> None:
     topic = unique("t.lag").replace("_", "-")
     group = unique("g-lag")
     await declare_topics(kafka_bootstrap(), [TopicSpec(topic, 2, 3_600_000)])
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap(), acks="all")
+    producer = make_producer(kafka_bootstrap(), client_id="test", acks="all")
     await producer.start()
     for i in range(10):
         await producer.send_and_wait(topic, b"m", key=str(i).encode())
@@ -78,8 +82,8 @@ async def test_lag_monitor_measures_uncommitted_messages() -> None:
     registry = CollectorRegistry()
     monitor = LagMonitor(kafka_bootstrap(), group, [topic], registry)
     assert await monitor.measure() == 10
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=kafka_bootstrap(), group_id=group,
-                                enable_auto_commit=False, auto_offset_reset="earliest")
+    consumer = make_consumer(topic, bootstrap=kafka_bootstrap(), group_id=group,
+                             enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
     seen = 0
     while seen < 4:
@@ -99,7 +103,7 @@ async def test_lag_monitor_keeps_the_last_value_and_says_it_is_stale() -> None:
     topic = unique("t.lag-stale").replace("_", "-")
     group = unique("g-lag-stale")
     await declare_topics(kafka_bootstrap(), [TopicSpec(topic, 1, 3_600_000)])
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap(), acks="all")
+    producer = make_producer(kafka_bootstrap(), client_id="test", acks="all")
     await producer.start()
     for _ in range(3):
         await producer.send_and_wait(topic, b"m")
@@ -155,7 +159,7 @@ async def test_clean_up_deletes_the_topics_of_this_run_only() -> None:
     theirs = f"other-run-{uuid.uuid4().hex[:12]}.data"   # not a name `unique()` gave out
     await declare_topics(kafka_bootstrap(), [TopicSpec(ours, 1, 3_600_000),
                                              TopicSpec(theirs, 1, 3_600_000)])
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap())
+    admin = make_admin(kafka_bootstrap(), client_id="test")
     await admin.start()
     try:
         assert await delete_topics_under([namespace]) == 1

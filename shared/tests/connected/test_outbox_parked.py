@@ -6,11 +6,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 import typer
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from ioc_shared.contracts import Envelope, TopicSpec
 from ioc_shared.contracts.headers import H_EVENT_ID, H_EVENT_TYPE
-from ioc_shared.platform.kafka import declare_topics, envelope_headers
+from ioc_shared.platform.kafka import declare_topics, envelope_headers, make_admin
 from ioc_shared.platform.outbox import OutboxRelay, enqueue_many
 from ioc_shared.platform.parking import (
     drop_outbox_parked,
@@ -43,7 +42,7 @@ async def small_limit_topic() -> str:
 
 async def raise_topic_limit(topic: str, limit: int) -> None:
     """What the operator does (kafka-configs --alter --add-config max.message.bytes=...)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap())
+    admin = make_admin(kafka_bootstrap(), client_id="test")
     await admin.start()
     try:
         await admin.alter_configs([ConfigResource(

@@ -23,7 +23,7 @@ from ioc_shared.contracts.topics import (
     ROUTING_COMMANDS,
     ROUTING_UNAUTHENTICATED_COMMANDS,
 )
-from ioc_shared.platform.kafka import envelope_headers
+from ioc_shared.platform.kafka import envelope_headers, make_consumer, make_producer
 from ioc_shared.registry import RegistryError, load_registry, sign
 
 from ioc_cli.brokers import partitions_of
@@ -71,11 +71,10 @@ async def send_and_wait(settings: OperatorSettings, envelope: Envelope, credenti
     results = settings.topic(ROUTING_COMMAND_RESULTS).name
     # A command that fails authentication is answered on the operators' topic instead.
     unauthenticated = settings.topic(ROUTING_UNAUTHENTICATED_COMMANDS).name
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
-                                enable_auto_commit=False, request_timeout_ms=5000)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
-                                enable_idempotence=True, client_id="ioc-cli",
-                                request_timeout_ms=5000)
+    consumer = make_consumer(bootstrap=settings.kafka_bootstrap, group_id=None,
+                             request_timeout_ms=5000)
+    producer = make_producer(settings.kafka_bootstrap, client_id="ioc-cli",
+                             request_timeout_ms=5000)
     try:
         await asyncio.wait_for(consumer.start(), 5)
         await asyncio.wait_for(producer.start(), 5)

@@ -442,10 +442,11 @@ def main() -> None:
         raise SystemExit(130) from None
     except pydantic.ValidationError as exc:  # settings refused (e.g. credentials, dev mode)
         reasons = "; ".join(str(e.get("msg", "")) for e in exc.errors())
-        output.errors.print(f"error: settings refused: {reasons}\n  what to do: point "
-                            "IOC_CREDENTIALS_FILE at the credentials file outside the "
-                            "repository, or set IOC_DEV_MODE=1 on a development machine",
-                            markup=False)
+        todo = ("set the district Kafka security settings named above" if "Kafka" in reasons
+                else "point IOC_CREDENTIALS_FILE at the credentials file outside the "
+                "repository")
+        output.errors.print(f"error: settings refused: {reasons}\n  what to do: {todo}, or "
+                            "set IOC_DEV_MODE=1 on a development machine", markup=False)
         raise SystemExit(4) from None
     except (asyncpg.PostgresError, KafkaError, OSError) as exc:  # what no command foresaw
         output.errors.print(f"error: {type(exc).__name__}: {exc}\n  what to do: check the "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from aiokafka.admin import AIOKafkaAdminClient
+from ioc_shared.platform.kafka import make_admin
 
 from ioc_cli.errors import OperatorError, kafka_unreachable
 
@@ -12,8 +12,7 @@ from ioc_cli.errors import OperatorError, kafka_unreachable
 async def partitions_of(bootstrap: str, topic: str) -> list[int]:
     """The topic's partitions, from the admin API (a consumer's metadata covers only what it
     subscribed to); an operator error when the topic does not exist."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="ioc-cli",
-                                request_timeout_ms=5000)
+    admin = make_admin(bootstrap, client_id="ioc-cli", request_timeout_ms=5000)
     try:
         await asyncio.wait_for(admin.start(), 5)
     except Exception as exc:

@@ -7,8 +7,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from ingest.messages import H_Q_AT, H_Q_CODE, H_Q_DATASET, H_Q_EVENT_ID, H_Q_ORIGIN, H_Q_UNIT
+from ioc_shared.platform.kafka import make_consumer
 
 from ioc_cli.brokers import partitions_of
 from ioc_cli.errors import kafka_unreachable
@@ -21,8 +22,7 @@ async def list_quarantined(bootstrap: str, topic: str, since: datetime, *, limit
                            progress: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
     """Quarantined copies from `since` on, oldest first, at most `limit`; `progress(done, total)`."""
     partitions = await partitions_of(bootstrap, topic)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                request_timeout_ms=5000)
+    consumer = make_consumer(bootstrap=bootstrap, group_id=None, request_timeout_ms=5000)
     try:
         await asyncio.wait_for(consumer.start(), 5)
     except Exception as exc:

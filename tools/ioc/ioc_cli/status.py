@@ -17,6 +17,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from ioc_shared.contracts.topics import TOPICS, TopicSpec, canonical_topic
+from ioc_shared.platform.kafka import make_admin, make_consumer
 from ioc_shared.registry import RegistryError, load_registry
 
 from ioc_cli import queries
@@ -60,10 +61,10 @@ def _group_of_service(group: str, services: Sequence[ServiceInfo]) -> str | None
 async def kafka_status(settings: OperatorSettings, services: Sequence[ServiceInfo],
                        extra_groups: Sequence[str] = ()) -> dict[str, Any]:
     out: dict[str, Any] = {"bootstrap": settings.kafka_bootstrap, "reachable": False}
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="ioc-cli",
-                                request_timeout_ms=int(TIMEOUT_S * 1000))
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
-                                enable_auto_commit=False, request_timeout_ms=int(TIMEOUT_S * 1000))
+    admin = make_admin(settings.kafka_bootstrap, client_id="ioc-cli",
+                       request_timeout_ms=int(TIMEOUT_S * 1000))
+    consumer = make_consumer(bootstrap=settings.kafka_bootstrap, group_id=None,
+                             request_timeout_ms=int(TIMEOUT_S * 1000))
     try:
         await asyncio.wait_for(admin.start(), TIMEOUT_S)
         await asyncio.wait_for(consumer.start(), TIMEOUT_S)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from ioc_shared.grants import project_for_grant
 from ioc_shared.registry import Action, Grant, Registry
 
 from ingest.domain.ids import event_id
@@ -41,14 +42,11 @@ def active_grants(grants: tuple[Grant, ...], now: datetime) -> tuple[Grant, ...]
 
 
 def project(accepted: Accepted, active: tuple[Grant, ...]) -> list[SharedView]:
-    """Projections of an accepted record for grants already known to be active."""
-    return [SharedView(grant, projection(accepted.record, grant),
+    """Projections of an accepted record for grants already known to be active: only the
+    fields each allows, by the shared rule (special-request grants name their fields, so
+    no dataset schema is needed)."""
+    return [SharedView(grant, project_for_grant(grant, None, accepted.record),
                        shared_event_id(accepted.event_id, grant.id)) for grant in active]
-
-
-def projection(record: dict[str, Any], grant: Grant) -> dict[str, Any]:
-    """Only the fields `grant` allows."""
-    return {name: record[name] for name in grant.fields or () if name in record}
 
 
 def shared_event_id(accepted_event_id: str, grant_id: str) -> str:

@@ -8,10 +8,9 @@ from typing import Any
 
 import orjson
 import yaml
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import ConsumerRecord, TopicPartition
 from ingest.settings import IngestSettings
-from ioc_shared.platform.kafka import decode_headers
+from ioc_shared.platform.kafka import decode_headers, make_admin, make_consumer, make_producer
 from ioc_shared.registry import sign
 from ioc_shared.testing import database_url, kafka_bootstrap, read_topic, unique
 
@@ -63,7 +62,7 @@ def signed_headers(principal: str, value: bytes, *, secret: str | None = None,
 
 async def publish(topic: str, messages: list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]]
                   ) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap(), acks="all")
+    producer = make_producer(kafka_bootstrap(), client_id="test", acks="all")
     await producer.start()
     try:
         futures = [await producer.send(topic, value, key=key, headers=headers)
@@ -93,8 +92,8 @@ def field_report(record_id: str, **overrides: Any) -> dict[str, Any]:
 
 
 async def end_offsets(topic: str) -> dict[TopicPartition, int]:
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap())
-    consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap(), group_id=None)
+    producer = make_producer(kafka_bootstrap(), client_id="test")
+    consumer = make_consumer(bootstrap=kafka_bootstrap(), group_id=None)
     await producer.start()
     await consumer.start()
     try:
@@ -113,7 +112,7 @@ async def inputs_handled(settings: IngestSettings, inbound: str, timeout: float 
     so from then on the outputs of every input sent so far are on their topics: a test that
     checks that something did *not* arrive waits for this position, not for a fixed time."""
     target = await end_offsets(inbound)
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap())
+    admin = make_admin(kafka_bootstrap(), client_id="test")
     await admin.start()
     try:
         loop = asyncio.get_running_loop()

@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
 from ingest.service import IngestService
+from ioc_shared.platform.kafka import make_producer
 from ioc_shared.testing import kafka_bootstrap, read_topic
 
 from .helpers import (
@@ -34,7 +34,7 @@ BOM = b"\xef\xbb\xbf"
 async def publish_on(topic: str, partition: int,
                      messages: list[tuple[bytes, bytes, list[tuple[str, bytes]]]]) -> None:
     """Publish in order to one partition (hostile input first, then the valid one)."""
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap(), acks="all")
+    producer = make_producer(kafka_bootstrap(), client_id="test", acks="all")
     await producer.start()
     try:
         for key, value, headers in messages:

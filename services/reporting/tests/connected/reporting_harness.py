@@ -22,6 +22,7 @@ from aiokafka import AIOKafkaProducer
 from ioc_shared.calendar_vn import WorkingCalendar
 from ioc_shared.contracts.headers import H_PRODUCER
 from ioc_shared.contracts.topics import ROUTING_EVENTS
+from ioc_shared.platform.kafka import make_consumer, make_producer
 from ioc_shared.platform.settings import REPO_ROOT
 from ioc_shared.registry import load_credentials
 from ioc_shared.testing import InLoopServices, database_url, kafka_bootstrap, signed_command, unique
@@ -77,8 +78,8 @@ class World:
 
     async def _producer(self) -> AIOKafkaProducer:
         if self.producer is None:
-            self.producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap(), acks="all",
-                                             linger_ms=5)
+            self.producer = make_producer(kafka_bootstrap(), client_id="test", acks="all",
+                                          linger_ms=5)
             await self.producer.start()
         return self.producer
 
@@ -129,10 +130,10 @@ class World:
 
     async def caught_up(self, group: str, topic: str) -> bool:
         """Whether `group` committed the end offset of every partition of `topic`."""
-        from aiokafka import AIOKafkaConsumer, TopicPartition
+        from aiokafka import TopicPartition
 
-        consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap(), group_id=group,
-                                    enable_auto_commit=False)
+        consumer = make_consumer(bootstrap=kafka_bootstrap(), group_id=group,
+                                 enable_auto_commit=False)
         await consumer.start()
         try:
             parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]

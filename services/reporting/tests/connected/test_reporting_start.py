@@ -7,8 +7,8 @@ import asyncio
 import logging
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 from ioc_shared.contracts.topics import SYNC_PROVINCE_STATUS
+from ioc_shared.platform.kafka import make_admin
 from ioc_shared.registry import load_registry
 from ioc_shared.testing import kafka_bootstrap
 from reporting.bootstrap import consumed_specs
@@ -34,7 +34,7 @@ async def test_a_first_start_declares_what_it_reads_and_logs_no_error(
     s = rworld.settings
     registry = load_registry(s.registry_file, s.credentials_file)
     wanted = {t.name for t in consumed_specs(s, registry)} | {s.topic(SYNC_PROVINCE_STATUS).name}
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap())
+    admin = make_admin(kafka_bootstrap(), client_id="test-reporting-start")
     await admin.start()
     try:
         assert wanted <= set(await admin.list_topics())

@@ -19,10 +19,10 @@ from typing import Any
 import asyncpg
 import pytest
 import yaml
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 from aiokafka.structs import RecordMetadata
 from ioc_shared.contracts import Envelope, canonical_topic
-from ioc_shared.platform.kafka import decode_headers
+from ioc_shared.platform.kafka import decode_headers, make_consumer, make_producer
 from ioc_shared.platform.settings import REPO_ROOT
 from ioc_shared.registry import load_credentials
 from ioc_shared.testing import (
@@ -98,7 +98,7 @@ class World:
 
     async def _producer(self) -> AIOKafkaProducer:
         if self.producer is None:
-            self.producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap(), acks="all")
+            self.producer = make_producer(kafka_bootstrap(), client_id="test", acks="all")
             await self.producer.start()
         return self.producer
 
@@ -181,9 +181,9 @@ class TopicWatch:
 
     def __init__(self, *topics: str) -> None:
         self.records: list[ConsumerRecord[Any, Any]] = []
-        self._consumer = AIOKafkaConsumer(*topics, bootstrap_servers=kafka_bootstrap(),
-                                          group_id=None, auto_offset_reset="earliest",
-                                          enable_auto_commit=False, metadata_max_age_ms=1000)
+        self._consumer = make_consumer(*topics, bootstrap=kafka_bootstrap(),
+                                       group_id=None, auto_offset_reset="earliest",
+                                       enable_auto_commit=False, metadata_max_age_ms=1000)
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> TopicWatch:

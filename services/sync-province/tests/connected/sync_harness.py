@@ -28,7 +28,7 @@ import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 from ioc_shared.contracts.topics import REPORTING_PUBLISHED, SYNC_PROVINCE_STATUS, TopicSpec, canonical_topic
-from ioc_shared.platform.kafka import declare_topics
+from ioc_shared.platform.kafka import declare_topics, make_producer
 from ioc_shared.platform.security import KafkaSecurity
 from ioc_shared.platform.settings import REPO_ROOT
 from ioc_shared.testing import ServiceProcess, database_url, free_port, kafka_bootstrap, unique
@@ -296,8 +296,8 @@ async def link(tmp_path: Path) -> AsyncIterator[Link]:
         TopicSpec(f"{ns}.{SYNC_PROVINCE_STATUS.name}", 1, 3_600_000)])
     pool = await asyncpg.create_pool(database_url(), min_size=1, max_size=3)
     assert pool is not None
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
-                                linger_ms=5)
+    producer = make_producer(bootstrap, client_id="test", acks="all", enable_idempotence=True,
+                             linger_ms=5)
     await producer.start()
     world = Link(ns, tmp_path, registry, env, pool, producer, sim_port=free_port(),
                  sim_schema=f"{ns}_sim")

@@ -12,9 +12,9 @@ from collections import defaultdict
 import httpx
 import orjson
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from ioc_shared.contracts.topics import SYNC_PROVINCE_STATUS
+from ioc_shared.platform.kafka import make_admin
 from ioc_shared.testing import kafka_bootstrap, read_topic
 from sync_harness import FIELD_REPORTS, HEALTH_ALERTS, Link, platform_pki
 
@@ -195,7 +195,7 @@ async def _all_there(link: Link, ids: list[str]) -> bool:
 async def test_retention_risk_is_alerted_when_the_province_stays_away(link: Link) -> None:
     link.env["SYNC_PROVINCE_RETENTION_MARGIN_S"] = "595"
     await link.produce(FIELD_REPORTS, 50)
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap())
+    admin = make_admin(kafka_bootstrap(), client_id="test")
     await admin.start()
     try:            # shrink the source topic's retention to 10 minutes
         await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC,

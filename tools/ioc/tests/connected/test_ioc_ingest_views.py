@@ -4,11 +4,10 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from aiokafka import AIOKafkaProducer
 from ingest.service import MIGRATIONS
 from ioc_shared.contracts.topics import INGEST_QUARANTINE
 from ioc_shared.platform.db import create_pool, migrate
-from ioc_shared.platform.kafka import declare_topics
+from ioc_shared.platform.kafka import declare_topics, make_producer
 from ioc_shared.platform.settings import ServiceSettings
 from ioc_shared.testing import database_url, delete_topics_under, kafka_bootstrap, unique
 
@@ -45,7 +44,7 @@ async def test_quarantine_list_shows_the_marks_not_the_bytes() -> None:
     namespace = tag.replace("_", "-")
     spec = ServiceSettings(topic_namespace=namespace).topic(INGEST_QUARANTINE)
     await declare_topics(kafka_bootstrap(), [spec])
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap(), acks="all")
+    producer = make_producer(kafka_bootstrap(), client_id="test", acks="all")
     await producer.start()
     try:
         for n, code in enumerate(("not_permitted", "unknown_commune")):

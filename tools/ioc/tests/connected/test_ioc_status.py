@@ -5,9 +5,10 @@ import socket
 
 import asyncpg
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from ioc_shared.contracts.topics import INGEST_INBOUND
 from ioc_shared.platform.db import migrate
+from ioc_shared.platform.kafka import make_admin
 from ioc_shared.testing import database_url, delete_topics_under, kafka_bootstrap, unique
 
 from .conftest import base_environment, run_ioc
@@ -26,7 +27,7 @@ async def test_services_down_are_reported_cleanly_with_a_non_zero_exit() -> None
     tag = unique("t_ioc")
     namespace = tag.replace("_", "-")
     pool = await asyncpg.create_pool(database_url(), min_size=1, max_size=1)
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap())
+    admin = make_admin(kafka_bootstrap(), client_id="test")
     await admin.start()
     try:
         # One topic of the catalogue exists, and the ingest schema has an outbox with one
