@@ -32,8 +32,8 @@ async def test_restart_with_pending_timers_fires_each_escalation_once(world: Wor
     t = world.topics
     incident = await world.publish_record(record("MT-TIMER-1"))
     await w.wait(lambda: w.envelopes(t.events, "routing.incident.assigned", incident))
-    await world.stop()                     # nothing fired yet: the first step is 3 s away
-    assert not escalations(w, t.events)
+    await world.stop()      # the first step is 3 s away; on a loaded machine it may fire first
+    assert len(escalations(w, t.events)) < ACK_STEPS, "no step was left pending at the stop"
 
     await asyncio.sleep(7.0)               # every acknowledgement step is now overdue
     await world.start()
