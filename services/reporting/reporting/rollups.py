@@ -28,7 +28,7 @@ from ioc_shared.registry import Registry
 
 from reporting.domain import incidents as inc
 from reporting.domain import indicators as ind
-from reporting.repository import ReportingRepository
+from reporting.repository import INCIDENT_STATES, ReportingRepository
 
 log = get_logger(__name__)
 
@@ -79,6 +79,8 @@ def parse(value: bytes) -> Event | None:
     return Event(event_id, kind, occurred.astimezone(UTC), payload, source_unit)
 
 
+_KNOWN_STATES = frozenset(INCIDENT_STATES)
+
 Parsed = tuple[str, inc.Transition, dict[str, Any]]   # incident id, transition, its JSON
 
 
@@ -91,6 +93,9 @@ def _transitions(events: dict[str, Event]) -> dict[str, Parsed]:
             continue
         try:
             t = inc.transition_from_event(event_id, e.type, e.payload)
+            if t.to_state is not None and t.to_state not in _KNOWN_STATES:
+                # Counted per state: a state with no rollup column cannot be counted.
+                raise inc.EventError(f"unknown state {t.to_state[:40]!r}")
             out[event_id] = (e.payload["incident_id"], t, t.to_json())
         except (inc.EventError, ValueError, TypeError, AttributeError, KeyError) as exc:
             log.warning("rollups: event unusable, skipped", event_id=event_id, type=e.type,

@@ -110,3 +110,19 @@ def test_percentiles_from_the_histogram() -> None:
     # p90: rank 4.5 in bucket [4, 6) holding one -> 4 + 2 * 0.5 = 5.0.
     assert percentile(counts, 0.9) == 5.0
     assert percentile([0] * len(counts), 0.5) is None
+
+
+def test_every_measure_has_its_column_in_the_migration() -> None:
+    import re
+
+    from reporting.bootstrap import MIGRATIONS
+    from reporting.repository import INCIDENT_MEASURES
+
+    sql = (MIGRATIONS / "0003_incident_measures_as_columns.sql").read_text()
+    table = sql[sql.index("CREATE TABLE incident_counts"):sql.index("PRIMARY KEY")]
+    columns = re.findall(r"^\s+(\w+)\s+bigint NOT NULL DEFAULT 0,$", table, re.M)
+    assert columns == [m.replace(":", "_") for m in INCIDENT_MEASURES]
+    # And fold emits nothing else: every state routing has, every duration bucket.
+    from reporting.domain.histogram import BUCKETS
+    assert {m for m in INCIDENT_MEASURES if m.startswith("ack_h")} == {
+        f"ack_h{i}" for i in range(BUCKETS)}
