@@ -66,7 +66,7 @@ RECOVERED = "ingest.freshness.recovered"
 _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)   # not frozen: a frozen __init__ costs 4x, once per record
 class Event:
     event_id: str           # canonical lowercase UUID text (cheaper than uuid.UUID per record)
     type: str
