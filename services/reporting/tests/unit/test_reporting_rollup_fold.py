@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from datetime import UTC, date, datetime, timedelta
 
+import orjson
 from ioc_shared.calendar_vn import WorkingCalendar
 from reporting.domain import incidents as inc
 from reporting.domain.histogram import EDGES, bucket_of, percentile
@@ -97,6 +98,10 @@ def test_an_event_before_its_received_event_is_kept_and_lands_when_the_facts_arr
 def test_transitions_survive_their_json_form() -> None:
     for tr in HISTORY:
         assert inc.Transition.from_json(tr.to_json()) == tr
+        # As stored: through orjson's text and back (times written as isoformat writes them).
+        stored = orjson.loads(orjson.dumps(tr.to_json()))
+        assert stored["at"] == tr.at.isoformat()
+        assert inc.Transition.from_json(stored) == tr
     c = inc.fold("i1", HISTORY, CAL).contribution
     assert inc.contribution_from_json(inc.contribution_to_json(c)) == c
 
