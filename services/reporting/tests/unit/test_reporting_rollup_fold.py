@@ -131,3 +131,14 @@ def test_every_measure_has_its_column_in_the_migration() -> None:
     from reporting.domain.histogram import BUCKETS
     assert {m for m in INCIDENT_MEASURES if m.startswith("ack_h")} == {
         f"ack_h{i}" for i in range(BUCKETS)}
+
+
+def test_an_event_into_a_state_without_a_column_is_skipped() -> None:
+    from reporting.rollups import Event, _transitions
+
+    def event(event_id: str, to_state: str) -> Event:
+        return Event(event_id, "routing.incident.verified", T0, {
+            "incident_id": "i1", "at": T0.isoformat(), "to_state": to_state})
+
+    parsed = _transitions({"e1": event("e1", "verified"), "e2": event("e2", "frozen-forever")})
+    assert set(parsed) == {"e1"}
