@@ -41,7 +41,7 @@ from reporting.domain.periods import Kind, period
 from reporting.render.office import render_docx, render_xlsx
 from reporting.render.pdf import render_pdf
 from reporting.reports import ReportService, Topics
-from reporting.repository import ReportingRepository
+from reporting.repository import INCIDENT_MEASURES, ReportingRepository
 from reporting.sample import CATEGORY_UNIT, COMMUNES, incident_events
 
 from bench.harness import BenchResult, median, preload
@@ -61,6 +61,16 @@ _PAIRS = [("tt-loc-ninh", "phan-anh-hien-truong"), ("xa-loc-an", "phan-anh-hien-
 
 def _array(values: list[str]) -> str:
     return "ARRAY[" + ",".join(f"'{v}'" for v in values) + "]"
+
+
+def _pivot_sql(s: str) -> str:
+    """The seeded per-measure rows into `incident_counts` (measures as columns)."""
+    columns = [m.replace(":", "_") for m in INCIDENT_MEASURES]
+    sums = ", ".join(f"coalesce(sum(n) FILTER (WHERE measure = '{m}'), 0)"
+                     for m in INCIDENT_MEASURES)
+    return (f"INSERT INTO {s}.incident_counts (day, unit, commune, category, source, "
+            f"{', '.join(columns)}) SELECT day, unit, commune, category, source, {sums} "
+            f"FROM {s}.seed_daily GROUP BY 1, 2, 3, 4, 5")
 
 
 def seed_sql(s: str, incidents: int, records: int) -> list[str]:
@@ -93,30 +103,33 @@ def seed_sql(s: str, incidents: int, records: int) -> list[str]:
               AS e(type, after, with_unit, if_rejected, if_genuine)
             WHERE (rejected AND e.if_rejected) OR (NOT rejected AND e.if_genuine)""",
         f"CREATE INDEX ON {s}.raw_events (at)",
+        f"""CREATE TABLE {s}.seed_daily (day date, measure text, unit text, commune text,
+              category text, source text, n bigint)""",
         # Rollups from the same facts: flows, on-time, duration buckets, current states.
-        f"""INSERT INTO {s}.incident_daily
+        f"""INSERT INTO {s}.seed_daily
             SELECT {local}, type, unit, commune, category, source, count(*)
             FROM {s}.raw_events GROUP BY 1, 2, 3, 4, 5, 6""",
-        f"""INSERT INTO {s}.incident_daily
+        f"""INSERT INTO {s}.seed_daily
             SELECT {local}, CASE WHEN type = 'acknowledged' THEN
                      CASE WHEN ack_h <= 4 THEN 'ack_on_time' ELSE 'ack_late' END
                    ELSE CASE WHEN resolve_h <= 40 THEN 'resolve_on_time' ELSE 'resolve_late' END END,
                    unit, commune, category, source, count(*)
             FROM {s}.raw_events WHERE type IN ('acknowledged', 'resolved') GROUP BY 1, 2, 3, 4, 5, 6""",
-        f"""INSERT INTO {s}.incident_daily
+        f"""INSERT INTO {s}.seed_daily
             SELECT {local}, CASE WHEN type = 'acknowledged' THEN 'ack_h' || width_bucket(ack_h, {edges})
                    ELSE 'resolve_h' || width_bucket(resolve_h, {edges}) END,
                    unit, '', category, '', count(*)
             FROM {s}.raw_events WHERE type IN ('acknowledged', 'resolved') GROUP BY 1, 2, 3, 4, 5, 6""",
-        f"""INSERT INTO {s}.incident_daily
+        f"""INSERT INTO {s}.seed_daily
             SELECT {local}, CASE WHEN i % 17 = 0 THEN 'state:rejected_not_genuine' ELSE 'state:closed' END,
                    CASE WHEN i % 17 = 0 THEN '' ELSE ({_array(_UNITS)})[1 + i % 9] END,
                    commune, category, source, count(*)
             FROM (SELECT incident_id AS i, at, commune, category, source FROM {s}.raw_events
                   WHERE type = 'received') r GROUP BY 1, 2, 3, 4, 5, 6""",
         f"""INSERT INTO {s}.incident_monthly
-            SELECT date_trunc('month', day)::date, measure, sum(n) FROM {s}.incident_daily
+            SELECT date_trunc('month', day)::date, measure, sum(n) FROM {s}.seed_daily
             WHERE measure IN ('received', 'resolved') GROUP BY 1, 2""",
+        _pivot_sql(s), f"DROP TABLE {s}.seed_daily",
         f"""CREATE TABLE {s}.raw_records (day date, unit text, dataset text, outcome text, code text)""",
         f"""INSERT INTO {s}.raw_records
             SELECT date '2025-11-20' + (i::bigint * 365 / {records})::int,
@@ -132,7 +145,7 @@ def seed_sql(s: str, incidents: int, records: int) -> list[str]:
             FROM (SELECT day, unit, dataset, outcome, code, count(*) OVER (
                     PARTITION BY day, unit, dataset, code) AS n FROM {s}.raw_records) x
             GROUP BY 1, 2, 3""",
-        f"ANALYZE {s}.raw_events", f"ANALYZE {s}.raw_records", f"ANALYZE {s}.incident_daily",
+        f"ANALYZE {s}.raw_events", f"ANALYZE {s}.raw_records", f"ANALYZE {s}.incident_counts",
     ]
 
 
@@ -210,7 +223,7 @@ async def report_phase(scale: float) -> dict[str, Any]:
             render_docx(doc)
             render_xlsx(doc)
             render_s.append(time.perf_counter() - t)
-        rollup_rows = await pool.fetchval(f"SELECT count(*) FROM {schema}.incident_daily")
+        rollup_rows = await pool.fetchval(f"SELECT count(*) FROM {schema}.incident_counts")
         raw_rows = await pool.fetchval(f"SELECT count(*) FROM {schema}.raw_events")
         raw_received = await pool.fetchval(
             f"""SELECT count(*) FROM {schema}.raw_events WHERE type = 'received'

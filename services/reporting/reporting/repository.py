@@ -10,11 +10,34 @@ from typing import Any
 import asyncpg
 import orjson
 
+from reporting.domain.histogram import BUCKETS
 from reporting.domain.incidents import Contribution
 from reporting.domain.indicators import IndicatorContribution
 
 # Measures also kept per calendar month (the trend chart).
 TREND_MEASURES = frozenset({"received", "resolved"})
+
+# The measures of `incident_counts`, one column each, in the order of migration 0003
+# (reporting.domain.incidents documents them). A state is counted as `state:<state>`.
+INCIDENT_FLOWS = (
+    "received", "verified", "rejected", "approved", "assigned", "acknowledged", "resolved",
+    "closed", "returned", "transferred", "escalated", "reopened", "merged", "ack_on_time",
+    "ack_late", "resolve_on_time", "resolve_late", "survey_responses", "survey_score")
+INCIDENT_STATES = (
+    "received", "verified", "rejected_not_genuine", "approved", "assigned", "acknowledged",
+    "in_progress", "resolved", "closed", "returned", "merged")
+INCIDENT_MEASURES = (
+    *INCIDENT_FLOWS, *(f"ack_h{i}" for i in range(BUCKETS)),
+    *(f"resolve_h{i}" for i in range(BUCKETS)), *(f"state:{s}" for s in INCIDENT_STATES))
+_COLUMN_OF = {m: m.replace(":", "_") for m in INCIDENT_MEASURES}
+_COLUMNS = tuple(_COLUMN_OF.values())
+_ADD_COLUMNS = ", ".join(f"{c} = d.{c} + EXCLUDED.{c}" for c in _COLUMNS)
+_SUM_COLUMNS = ", ".join(f"sum({c})::bigint AS {c}" for c in _COLUMNS)
+_INSERT_COLUMNS = ", ".join(_COLUMNS)
+_SELECT_COLUMNS = ", ".join(f"coalesce(r.{c}, 0)" for c in _COLUMNS)
+_RECORD_COLUMNS = ", ".join(["day date", "unit text", "commune text", "category text",
+                             "source text", *(f"{c} bigint" for c in _COLUMNS)])
+_FLOW_SUMS = ", ".join(f"sum({_COLUMN_OF[m]})::bigint" for m in INCIDENT_FLOWS)
 
 
 def _json(value: Any) -> str:
@@ -63,16 +86,26 @@ class ReportingRepository:
     async def save_incidents(self, conn: asyncpg.Connection, rows: Sequence[dict[str, Any]],
                              deltas: Contribution) -> None:
         """Upsert the incident rows (as one JSON array) and add the deltas to
-        `incident_daily` and `incident_monthly`, in one statement."""
+        `incident_counts` and `incident_monthly`, in one statement."""
         if not rows and not deltas:
             return
-        # Sorted: two instances updating the same keys take the row locks in one order.
-        keys = sorted(deltas)
+        # One row per day x unit x commune x category x source, its measures as columns
+        # (only the non-zero ones sent; jsonb_to_recordset leaves the others NULL).
+        counts: dict[tuple[date, str, str, str, str], dict[str, int]] = {}
         monthly: dict[tuple[date, str], int] = {}
-        for k in keys:
-            if k[1] in TREND_MEASURES:
-                month = (k[0].replace(day=1), k[1])
-                monthly[month] = monthly.get(month, 0) + deltas[k]
+        for (day, measure, unit, commune, category, source), n in deltas.items():
+            if not n:
+                continue
+            column = _COLUMN_OF.get(measure)
+            if column is None:
+                raise ValueError(f"no incident_counts column for measure {measure!r}")
+            row = counts.setdefault((day, unit, commune, category, source), {})
+            row[column] = row.get(column, 0) + n
+            if measure in TREND_MEASURES:
+                month = (day.replace(day=1), measure)
+                monthly[month] = monthly.get(month, 0) + n
+        # Sorted: two instances updating the same keys take the row locks in one order.
+        keys = sorted(counts)
         months = sorted(m for m, n in monthly.items() if n)
         await conn.execute(
             f"""WITH saved AS (
@@ -96,12 +129,12 @@ class ReportingRepository:
                       acknowledged = EXCLUDED.acknowledged, updated_at = now()
                   RETURNING 1),
                 daily AS (
-                  INSERT INTO {self.s}.incident_daily AS d
-                      (day, measure, unit, commune, category, source, n)
-                  SELECT (r->>0)::date, r->>1, r->>2, r->>3, r->>4, r->>5, (r->>6)::bigint
-                  FROM jsonb_array_elements($2::jsonb) AS r
-                  ON CONFLICT (day, measure, unit, commune, category, source)
-                  DO UPDATE SET n = d.n + EXCLUDED.n RETURNING 1),
+                  INSERT INTO {self.s}.incident_counts AS d
+                      (day, unit, commune, category, source, {_INSERT_COLUMNS})
+                  SELECT r.day, r.unit, r.commune, r.category, r.source, {_SELECT_COLUMNS}
+                  FROM jsonb_to_recordset($2::jsonb) AS r({_RECORD_COLUMNS})
+                  ON CONFLICT (day, unit, commune, category, source)
+                  DO UPDATE SET {_ADD_COLUMNS} RETURNING 1),
                 monthly AS (
                   INSERT INTO {self.s}.incident_monthly AS m (month, measure, n)
                   SELECT (r->>0)::date, r->>1, (r->>2)::bigint FROM jsonb_array_elements($3::jsonb) AS r
@@ -109,7 +142,9 @@ class ReportingRepository:
                 SELECT (SELECT count(*) FROM saved), (SELECT count(*) FROM daily),
                        (SELECT count(*) FROM monthly)""",
             # Rows as JSON: asyncpg's per-element cost of seven arrays was the batch's largest.
-            _json(rows), _json([[*k, deltas[k]] for k in keys]),
+            _json(rows),
+            _json([{"day": k[0], "unit": k[1], "commune": k[2], "category": k[3],
+                    "source": k[4], **counts[k]} for k in keys]),
             _json([[*m, monthly[m]] for m in months]))
 
     async def upsert_quality(self, conn: asyncpg.Connection,
@@ -204,22 +239,33 @@ class ReportingRepository:
     # --- reading rollups for a report ----------------------------------------------
     async def incident_rows(self, conn: asyncpg.Connection, start: date, end: date, *,
                             unit: str | None = None, commune: str | None = None,
-                            category: str | None = None) -> list[asyncpg.Record]:
-        """The period's sums per measure, and per measure and unit, commune, category or
-        source (NULL: summed over), for a thematic scope if given. `day` is the period's
-        first day. (reporting.domain.figures.group_rows is the same in Python.)"""
-        return list(await conn.fetch(
-            f"""SELECT $1::date AS day, measure, unit, commune, category, source,
-                       sum(n)::bigint AS n
-                FROM {self.s}.incident_daily
-                WHERE day BETWEEN $1 AND $2
-                  AND ($3::text IS NULL OR unit IN ($3, ''))
-                  AND ($4::text IS NULL OR commune IN ($4, ''))
-                  AND ($5::text IS NULL OR category IN ($5, ''))
-                GROUP BY GROUPING SETS ((measure), (measure, unit), (measure, commune),
-                                        (measure, category), (measure, source))
-                HAVING sum(n) <> 0""",
-            start, end, unit, commune, category))
+                            category: str | None = None) -> list[tuple[Any, ...]]:
+        """The period's non-zero sums per measure, and per measure and unit, commune,
+        category or source (None: summed over), for a thematic scope if given, as
+        (day, measure, unit, commune, category, source, n); `day` is the period's first
+        day. (reporting.domain.figures.group_rows is the same in Python.)"""
+        # The period's rows summed per cell first (one pass over the days), then the
+        # grouping sets over those few thousand cells.
+        rows = await conn.fetch(
+            f"""WITH cells AS (
+                  SELECT unit, commune, category, source, {_SUM_COLUMNS}
+                  FROM {self.s}.incident_counts
+                  WHERE day BETWEEN $1 AND $2
+                    AND ($3::text IS NULL OR unit IN ($3, ''))
+                    AND ($4::text IS NULL OR commune IN ($4, ''))
+                    AND ($5::text IS NULL OR category IN ($5, ''))
+                  GROUP BY unit, commune, category, source)
+                SELECT unit, commune, category, source, {_SUM_COLUMNS}
+                FROM cells AS c
+                GROUP BY GROUPING SETS ((), (unit), (commune), (category), (source))""",
+            start, end, unit, commune, category)
+        out: list[tuple[Any, ...]] = []
+        for r in rows:
+            dims = (r[0], r[1], r[2], r[3])
+            for measure, n in zip(INCIDENT_MEASURES, r[4:], strict=True):
+                if n:
+                    out.append((start, measure, *dims, n))
+        return out
 
     async def incident_totals_by_month(self, conn: asyncpg.Connection, start: date,
                                        end: date, measures: Iterable[str]) -> list[asyncpg.Record]:
@@ -288,11 +334,11 @@ class ReportingRepository:
 
     async def incident_totals(self, conn: asyncpg.Connection, start: date,
                               end: date) -> dict[str, int]:
-        rows = await conn.fetch(
-            f"""SELECT measure, sum(n)::bigint AS n FROM {self.s}.incident_daily
-                WHERE day BETWEEN $1 AND $2 AND measure NOT LIKE 'state:%'
-                  AND measure NOT LIKE '%\\_h%' GROUP BY measure""", start, end)
-        return {r["measure"]: int(r["n"]) for r in rows}
+        """The period's non-zero flow totals (no states, no duration buckets)."""
+        row = await conn.fetchrow(
+            f"""SELECT {_FLOW_SUMS} FROM {self.s}.incident_counts
+                WHERE day BETWEEN $1 AND $2""", start, end)
+        return {m: int(n) for m, n in zip(INCIDENT_FLOWS, row, strict=True) if n}
 
     # --- reports -------------------------------------------------------------------
     async def next_version(self, conn: asyncpg.Connection, period_key: str) -> int:

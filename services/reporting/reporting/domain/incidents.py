@@ -65,22 +65,22 @@ class Transition:
     facts: dict[str, str] | None = None   # received: dataset, category, commune, priority
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"id": self.event_id, "k": self.kind, "at": self.at.isoformat(),
+        """For orjson: times stay datetimes (orjson writes the text `isoformat` would;
+        calling it per transition was 8 % of the rollup handler)."""
+        out: dict[str, Any] = {"id": self.event_id, "k": self.kind, "at": self.at,
                                "to": self.to_state}
-        for name in ("unit", "from_unit", "score", "facts"):
+        for name in ("unit", "from_unit", "score", "facts", "ack_due_at", "resolve_due_at"):
             value = getattr(self, name)
             if value is not None:
                 out[name] = value
-        for name in ("ack_due_at", "resolve_due_at"):
-            value = getattr(self, name)
-            if value is not None:
-                out[name] = value.isoformat()
         return out
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> Transition:
         def when(name: str) -> datetime | None:
             value = raw.get(name)
+            if isinstance(value, datetime):
+                return value
             return datetime.fromisoformat(value) if value else None
 
         at = when("at")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from datetime import UTC, date, datetime, timedelta
 
+import orjson
 from ioc_shared.calendar_vn import WorkingCalendar
 from reporting.domain import incidents as inc
 from reporting.domain.histogram import EDGES, bucket_of, percentile
@@ -97,6 +98,10 @@ def test_an_event_before_its_received_event_is_kept_and_lands_when_the_facts_arr
 def test_transitions_survive_their_json_form() -> None:
     for tr in HISTORY:
         assert inc.Transition.from_json(tr.to_json()) == tr
+        # As stored: through orjson's text and back (times written as isoformat writes them).
+        stored = orjson.loads(orjson.dumps(tr.to_json()))
+        assert stored["at"] == tr.at.isoformat()
+        assert inc.Transition.from_json(stored) == tr
     c = inc.fold("i1", HISTORY, CAL).contribution
     assert inc.contribution_from_json(inc.contribution_to_json(c)) == c
 
@@ -110,3 +115,30 @@ def test_percentiles_from_the_histogram() -> None:
     # p90: rank 4.5 in bucket [4, 6) holding one -> 4 + 2 * 0.5 = 5.0.
     assert percentile(counts, 0.9) == 5.0
     assert percentile([0] * len(counts), 0.5) is None
+
+
+def test_every_measure_has_its_column_in_the_migration() -> None:
+    import re
+
+    from reporting.bootstrap import MIGRATIONS
+    from reporting.repository import INCIDENT_MEASURES
+
+    sql = (MIGRATIONS / "0003_incident_measures_as_columns.sql").read_text()
+    table = sql[sql.index("CREATE TABLE incident_counts"):sql.index("PRIMARY KEY")]
+    columns = re.findall(r"^\s+(\w+)\s+bigint NOT NULL DEFAULT 0,$", table, re.M)
+    assert columns == [m.replace(":", "_") for m in INCIDENT_MEASURES]
+    # And fold emits nothing else: every state routing has, every duration bucket.
+    from reporting.domain.histogram import BUCKETS
+    assert {m for m in INCIDENT_MEASURES if m.startswith("ack_h")} == {
+        f"ack_h{i}" for i in range(BUCKETS)}
+
+
+def test_an_event_into_a_state_without_a_column_is_skipped() -> None:
+    from reporting.rollups import Event, _transitions
+
+    def event(event_id: str, to_state: str) -> Event:
+        return Event(event_id, "routing.incident.verified", T0, {
+            "incident_id": "i1", "at": T0.isoformat(), "to_state": to_state})
+
+    parsed = _transitions({"e1": event("e1", "verified"), "e2": event("e2", "frozen-forever")})
+    assert set(parsed) == {"e1"}
