@@ -78,6 +78,7 @@ def _service(bootstrap: str, targets: str, **extra: str) -> BenchService:
         "SYNC_PROVINCE_EVENT_TOPICS": "", "SYNC_PROVINCE_STATUS_INTERVAL_S": "5", **extra})
     # ServiceProcess copies its environment when made: make it again with these settings.
     svc.process = ServiceProcess("sync-province", svc.env, svc.process.log_path, REPO)
+    svc.processes = [svc.process]
     return svc
 
 
