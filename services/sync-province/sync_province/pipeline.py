@@ -28,6 +28,9 @@ from sync_province.targets import Target, Unreachable
 
 log = get_logger(__name__)
 
+# The streams that should leave now and the partition count of their source topics.
+Discover = Callable[[], Awaitable[tuple[list[Stream], dict[str, int]]]]
+
 
 @dataclass(slots=True)
 class PartitionProgress:
@@ -54,7 +57,8 @@ class Pipeline:
                  district_bootstrap: str,
                  district: str, repo: Repository, grants: RegistryWatcher,
                  require_producer: str | None, forwarded_types: frozenset[str],
-                 batch_records: int, retry_max_wait_s: float, registry_check_s: float) -> None:
+                 batch_records: int, retry_max_wait_s: float, registry_check_s: float,
+                 discover: Discover | None = None) -> None:
         self.target = target
         self.streams = list(streams)
         self._by_topic = {s.source_topic: s for s in streams}
@@ -73,6 +77,11 @@ class Pipeline:
         self.registry_generation = 0
         self._consumer: AIOKafkaConsumer | None = None
         self._tps: list[TopicPartition] = []
+        # The streams as the registry has them now (a dataset newly flagged and granted is
+        # added while running); looked at again whenever the registry's generation moves.
+        self._discover = discover
+        self._streams_generation = grants.generation
+        self._discover_not_before = 0.0
         # Where drift found by reconciliation is told (the service publishes an event).
         self.drift_sink: Callable[[dict[str, Any]], Awaitable[None]] | None = None
 
@@ -209,23 +218,64 @@ class Pipeline:
                       ) -> list[TopicPartition]:
         tps = self._partitions_of_streams()
         consumer.assign(tps)
+        await self._seek(consumer, tps, positions)
+        return tps
+
+    async def _seek(self, consumer: AIOKafkaConsumer, tps: list[TopicPartition],
+                    positions: dict[tuple[str, int], int]) -> None:
+        """Each partition at the target's position, or at its beginning if it has none."""
         beginnings = await consumer.beginning_offsets(tps) if tps else {}
         for tp in tps:
             start = positions.get((tp.topic, tp.partition))
             if start is None:
                 start = beginnings[tp]
-                consumer.seek(tp, start)
             elif start < beginnings[tp]:
                 # Retention deleted records before they left: say it, never skip silently.
                 log.error("ALERT records deleted by retention before they reached the province",
                           target=self.target.name, topic=tp.topic, partition=tp.partition,
                           lost_from=start, lost_to=beginnings[tp])
                 start = beginnings[tp]
-                consumer.seek(tp, start)
-            else:
-                consumer.seek(tp, start)
+            consumer.seek(tp, start)
             self.progress.of(tp.topic, tp.partition).next_offset = start
-        return tps
+
+    async def _positions_now(self) -> dict[tuple[str, int], int]:
+        if self.target.holds_positions:
+            return await self.target.positions()
+        return await self.repo.cursor.load(self.repo.pool, self.target.name)
+
+    async def _add_new_streams(self, consumer: AIOKafkaConsumer) -> None:
+        """A dataset flagged `shared_with_province` since start: read it from the target's
+        position for it, or from its beginning (what a restart would do)."""
+        generation = self.grants.generation
+        if self._discover is None or generation == self._streams_generation or \
+                time.monotonic() < self._discover_not_before:
+            return
+        found, partitions = await self._discover()
+        new = [s for s in found if s.source_topic not in self._by_topic]
+        if new:
+            try:
+                positions = await self._positions_now()
+            except Unreachable as exc:
+                # The target holds the positions: without them, wait (never guess a start).
+                log.warning("new stream waits for the province's positions",
+                            target=self.target.name, streams=[s.name for s in new], error=exc.reason)
+                self._discover_not_before = time.monotonic() + 5.0
+                return
+            # Re-assigning forgets every position: keep those of the partitions read so far.
+            kept = {tp: await consumer.position(tp) for tp in self._tps}
+            self.streams += new
+            self._by_topic.update({s.source_topic: s for s in new})
+            self._partitions.update({s.source_topic: partitions[s.source_topic] for s in new})
+            added = [TopicPartition(s.source_topic, p) for s in new
+                     for p in range(self._partitions[s.source_topic])]
+            self._tps = [*self._tps, *added]
+            consumer.assign(self._tps)
+            for tp, offset in kept.items():
+                consumer.seek(tp, offset)
+            await self._seek(consumer, added, positions)
+            log.info("new streams forwarded", target=self.target.name,
+                     streams=[s.name for s in new], partitions=len(added))
+        self._streams_generation = generation
 
     async def run(self) -> None:
         consumer = self._consumer = self._consumer_for()
@@ -240,15 +290,15 @@ class Pipeline:
                 self.progress.of(tp.topic, tp.partition).next_offset = hint.get(
                     (tp.topic, tp.partition), 0)
             positions = await self._connect()
-            tps = await self._assign(consumer, positions)
-            log.info("pipeline started", target=self.target.name, partitions=len(tps),
+            self._tps = await self._assign(consumer, positions)
+            log.info("pipeline started", target=self.target.name, partitions=len(self._tps),
                      positions=len(positions))
             last_check = 0.0
             while True:
                 now = time.monotonic()
                 if now - last_check >= self._registry_check_s:
                     last_check = now
-                    await self._controls(consumer, tps)
+                    await self._controls(consumer)
                 polled = await consumer.getmany(timeout_ms=200, max_records=self._batch_records)
                 if not polled:
                     continue
@@ -262,9 +312,11 @@ class Pipeline:
                 await consumer.stop()
             await self.target.stop()
 
-    async def _controls(self, consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> None:
+    async def _controls(self, consumer: AIOKafkaConsumer) -> None:
         self.grants.check()
         self.registry_generation = self.grants.generation
+        await self._add_new_streams(consumer)
+        tps = self._tps
         switches = await self.repo.paused()
         paused = {s.name for s in self.streams
                   if {(self.target.name, s.name), ("*", s.name), (self.target.name, "*"),
