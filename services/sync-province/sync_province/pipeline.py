@@ -9,6 +9,7 @@ backlog stays in Kafka, and the same batch is retried until it goes.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -82,6 +83,7 @@ class Pipeline:
         self._discover = discover
         self._streams_generation = grants.generation
         self._discover_not_before = 0.0
+        self._not_before = 0.0       # the target's Retry-After, for all lanes
         # Where drift found by reconciliation is told (the service publishes an event).
         self.drift_sink: Callable[[dict[str, Any]], Awaitable[None]] | None = None
 
@@ -102,6 +104,8 @@ class Pipeline:
         exc = state.outcome.exception() if state.outcome else None
         backoff = wait_exponential_jitter(initial=0.2, max=self._max_wait, jitter=0.5)(state)
         if isinstance(exc, Unreachable) and exc.retry_after_s is not None:
+            # Retry-After is for this client, not one request: every lane holds back.
+            self._not_before = max(self._not_before, time.monotonic() + exc.retry_after_s)
             return max(exc.retry_after_s, min(backoff, exc.retry_after_s + 1.0))
         return float(backoff)
 
@@ -114,12 +118,14 @@ class Pipeline:
         return [b for b in batches
                 if positions.get((b.stream.source_topic, b.partition), -1) < b.next_offset]
 
-    def _rejudged(self, batches: list[Batch]) -> list[Batch]:
+    def _rejudged(self, batches: list[Batch], judged: int) -> list[Batch]:
         """The same records judged by the grants in force now (a grant revoked while the
-        province was away stops them too)."""
-        if not self.grants.check() and self.registry_generation == self.grants.generation:
-            return batches
+        province was away stops them too); `judged`: the registry generation they were
+        judged by."""
+        self.grants.check()
         self.registry_generation = self.grants.generation
+        if judged == self.grants.generation:
+            return batches
         only = {o.event_id for b in batches for o in b.outgoing}
         out = []
         for b in batches:
@@ -130,8 +136,33 @@ class Pipeline:
 
     async def deliver(self, batches: list[Batch], *, kind: str = "ship",
                       record_positions: bool = True) -> None:
-        """Deliver until the province took them (retrying for as long as it takes)."""
-        groups = [batches] if self.target.transactional else [[b] for b in batches]
+        """Deliver until the province took them (retrying for as long as it takes).
+
+        A transactional target takes the poll in one delivery. Otherwise each source
+        partition is a lane of its own: lanes go concurrently (their cursors are
+        independent), the batches of one lane one after the other (order per key)."""
+        if self.target.transactional:
+            await self._deliver_group(batches, kind, record_positions)
+            return
+        lanes: dict[tuple[str, int], list[Batch]] = {}
+        for b in batches:
+            lanes.setdefault((b.stream.source_topic, b.partition), []).append(b)
+
+        async def lane(queue: list[Batch]) -> None:
+            for b in queue:
+                await self._deliver_group([b], kind, record_positions)
+
+        if len(lanes) == 1:
+            await lane(next(iter(lanes.values())))
+            return
+        try:
+            async with asyncio.TaskGroup() as group:
+                for queue in lanes.values():
+                    group.create_task(lane(queue))
+        except ExceptionGroup as failed:     # callers see the error itself, as before
+            raise failed.exceptions[0] from None
+
+    async def _deliver_group(self, group: list[Batch], kind: str, record_positions: bool) -> None:
         # The PostgreSQL cursor: the authority for targets that cannot hold positions, a
         # hint (for lag while the target is away) for those that do.
         advance = record_positions
@@ -140,39 +171,43 @@ class Pipeline:
             await self.repo.confirm_delivery(self.target.name, done, advance_cursor=advance,
                                              kind=kind)
 
-        for group in groups:
-            oldest = min((o.timestamp_ms for b in group for o in b.outgoing), default=None)
-            first = True
-            async for attempt in AsyncRetrying(retry=retry_if_exception_type(Unreachable),
-                                               wait=self._wait, reraise=True):
-                with attempt:
-                    if not first:
-                        # A re-send is below the positions by design: only shipments are
-                        # checked against what the target already committed.
-                        pending = await self._pending(group) if record_positions else group
-                        group = self._rejudged(pending)
-                    first = False
-                    for b in group:
-                        self.progress.of(b.stream.source_topic, b.partition).oldest_unsynced_ms = oldest
-                    if attempt.retry_state.attempt_number in (2, 10) or \
-                            attempt.retry_state.attempt_number % 50 == 0:
-                        log.warning("province unreachable, retrying", target=self.target.name,
-                                    attempt=attempt.retry_state.attempt_number,
-                                    error=self.target.health.last_error)
-                    refused = await self.target.deliver(group, confirm,
-                                                        record_positions=record_positions)
-            for refusal in refused:
-                parked = await self.repo.park(self.target.name, refusal.batch, refusal.status_code,
-                                              refusal.answer, advance_cursor=advance)
-                name = refusal.batch.stream.name
-                self.progress.parked[name] = self.progress.parked.get(name, 0) + 1
-                # The alert: an operator must look at what the province refused and why.
-                log.error("ALERT province refused a batch: parked", target=self.target.name,
-                          stream=name, parked_id=parked, status=refusal.status_code,
-                          first_offset=refusal.batch.first_offset,
-                          next_offset=refusal.batch.next_offset, answer=refusal.answer[:300])
-            if kind == "ship":
-                self._advanced(group)
+        oldest = min((o.timestamp_ms for b in group for o in b.outgoing), default=None)
+        judged = self.registry_generation      # what the batches were shaped by
+        first = True
+        async for attempt in AsyncRetrying(retry=retry_if_exception_type(Unreachable),
+                                           wait=self._wait, reraise=True):
+            with attempt:
+                held = self._not_before - time.monotonic()
+                if held > 0:
+                    await asyncio.sleep(held)
+                if not first:
+                    # A re-send is below the positions by design: only shipments are
+                    # checked against what the target already committed.
+                    pending = await self._pending(group) if record_positions else group
+                    group = self._rejudged(pending, judged)
+                    judged = self.registry_generation
+                first = False
+                for b in group:
+                    self.progress.of(b.stream.source_topic, b.partition).oldest_unsynced_ms = oldest
+                if attempt.retry_state.attempt_number in (2, 10) or \
+                        attempt.retry_state.attempt_number % 50 == 0:
+                    log.warning("province unreachable, retrying", target=self.target.name,
+                                attempt=attempt.retry_state.attempt_number,
+                                error=self.target.health.last_error)
+                refused = await self.target.deliver(group, confirm,
+                                                    record_positions=record_positions)
+        for refusal in refused:
+            parked = await self.repo.park(self.target.name, refusal.batch, refusal.status_code,
+                                          refusal.answer, advance_cursor=advance)
+            name = refusal.batch.stream.name
+            self.progress.parked[name] = self.progress.parked.get(name, 0) + 1
+            # The alert: an operator must look at what the province refused and why.
+            log.error("ALERT province refused a batch: parked", target=self.target.name,
+                      stream=name, parked_id=parked, status=refusal.status_code,
+                      first_offset=refusal.batch.first_offset,
+                      next_offset=refusal.batch.next_offset, answer=refusal.answer[:300])
+        if kind == "ship":
+            self._advanced(group)
 
     def _advanced(self, batches: list[Batch]) -> None:
         now = time.time()
