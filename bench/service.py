@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from ioc_shared.platform.db import create_pool
 from ioc_shared.platform.kafka import make_consumer, make_producer
 from ioc_shared.testing import ServiceProcess, database_url, unique
@@ -98,6 +99,18 @@ async def paced_latency(bootstrap: str, inbound: str, outbound: list[str],
     producer = make_producer(bootstrap, client_id="bench-latency", acks="all", linger_ms=0,
                              enable_idempotence=True)
     await producer.start()
+    try:
+        return await paced(producer, consumer, inbound, messages, rate, match, ident)
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+async def paced(producer: AIOKafkaProducer, consumer: AIOKafkaConsumer, inbound: str,
+                messages: list[tuple[bytes, bytes, list[tuple[str, bytes]]]], rate: float,
+                match: Callable[[Any], str | None], ident: Callable[[bytes], str]) -> list[float]:
+    """The measuring loop of `paced_latency`, with a started producer and a started,
+    positioned consumer (of any cluster)."""
     sent_at: dict[str, float] = {}
     latencies: list[float] = []
 
@@ -123,8 +136,6 @@ async def paced_latency(bootstrap: str, inbound: str, outbound: list[str],
         await asyncio.wait_for(receiver, 60)
     finally:
         receiver.cancel()
-        await producer.stop()
-        await consumer.stop()
     return latencies
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from ioc_shared.contracts import Envelope, canonical_topic
@@ -37,7 +38,7 @@ from ioc_shared.platform.security import KafkaSecurity
 from ioc_shared.testing import ServiceProcess, database_url, free_port, unique
 
 from bench.harness import BenchResult, median, preload
-from bench.service import REPO, BenchService, percentile, settle
+from bench.service import REPO, BenchService, paced, percentile, settle
 
 DATASET = "phan-anh-hien-truong"
 LATENCY_RATE = 1000.0
@@ -78,6 +79,7 @@ def _service(bootstrap: str, targets: str, **extra: str) -> BenchService:
         "SYNC_PROVINCE_EVENT_TOPICS": "", "SYNC_PROVINCE_STATUS_INTERVAL_S": "5", **extra})
     # ServiceProcess copies its environment when made: make it again with these settings.
     svc.process = ServiceProcess("sync-province", svc.env, svc.process.log_path, REPO)
+    svc.processes = [svc.process]
     return svc
 
 
@@ -178,34 +180,13 @@ async def steady_lag(bootstrap: str, svc: BenchService, source: str) -> list[flo
     await consumer.seek_to_end(*tps)
     for tp in tps:
         await consumer.position(tp)
-    sent_at: dict[bytes, float] = {}
-    latencies: list[float] = []
-
-    async def receive() -> None:
-        while len(latencies) < len(messages):
-            polled = await consumer.getmany(timeout_ms=200)
-            now = time.perf_counter()
-            for records in polled.values():
-                for rec in records:
-                    at = sent_at.pop(dict(rec.headers).get(H_EVENT_ID, b""), None)
-                    if at is not None:
-                        latencies.append((now - at) * 1000)
-
-    receiver = asyncio.create_task(receive())
     try:
-        start = time.perf_counter()
-        for i, (key, value, headers) in enumerate(messages):
-            delay = start + i / LATENCY_RATE - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            sent_at[dict(headers)[H_EVENT_ID]] = time.perf_counter()
-            await producer.send(source, value, key=key, headers=headers)
-        await asyncio.wait_for(receiver, 60)
+        return await paced(producer, consumer, source, messages, LATENCY_RATE,
+                           match=lambda rec: dict(rec.headers).get(H_EVENT_ID, b"").decode() or None,
+                           ident=lambda value: str(orjson.loads(value)["event_id"]))
     finally:
-        receiver.cancel()
         await producer.stop()
         await consumer.stop()
-    return latencies
 
 
 async def run(*, bootstrap: str, messages: list[Any], repeats: int, reference: Any) -> BenchResult:

@@ -35,6 +35,26 @@ trap stop_all EXIT
 trap 'stop_all; exit 130' INT
 trap 'stop_all; exit 143' TERM
 
+# The provincial IOC's HTTPS gateway, simulated (services/sync-province/README.md): its own
+# schema, the local platform CA's certificate, a bearer token made once under .run/.
+# sync-province then sends to both province targets, Kafka and HTTP, from one process.
+if [[ -f services/sync-province/pyproject.toml && -n "${IOC_PROVINCE_KAFKA_CA_FILE:-}" ]]; then
+  sim_port="${PROVINCE_SIM_PORT:-18443}"
+  pki="$(dirname "$IOC_PROVINCE_KAFKA_CA_FILE")"
+  token="$ROOT/.run/province-sim/gateway-token"
+  if [[ ! -s "$token" ]]; then
+    mkdir -p "$(dirname "$token")"
+    (umask 077; .venv/bin/python -c 'import secrets; print(secrets.token_hex(24))' >"$token")
+  fi
+  echo "[up] starting the province simulator (https://127.0.0.1:$sim_port, schema province_sim)" >&2
+  setsid .venv/bin/python -m sync_province.simulator --port "$sim_port" --schema province_sim \
+    --token-file "$token" --tls-cert "$pki/broker.pem" --tls-key "$pki/broker.key" &
+  pids+=($!)
+  export SYNC_PROVINCE_TARGETS="${SYNC_PROVINCE_TARGETS:-kafka,http}"
+  export SYNC_PROVINCE_GATEWAY_URL="https://127.0.0.1:$sim_port"
+  export SYNC_PROVINCE_GATEWAY_CA_FILE="$IOC_PROVINCE_KAFKA_CA_FILE" SYNC_PROVINCE_GATEWAY_TOKEN_FILE="$token"
+fi
+
 # Ports IOC_HTTP_BASE_PORT (18080), +1, ... in the order of services/, one per process (a
 # service's own <SERVICE>_HTTP_PORT wins). Ingest scales by partitions: INGEST_PROCESSES=N
 # (default 1) runs N members of its consumer group, each on the next port (the services

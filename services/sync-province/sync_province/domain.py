@@ -106,7 +106,8 @@ class Rule:
 
 
 def _headers(record: SourceRecord) -> dict[str, bytes]:
-    return {k: bytes(v or b"") for k, v in record.headers or ()}
+    # aiokafka gives header values as bytes (or None): no copy needed.
+    return {k: v or b"" for k, v in record.headers or ()}
 
 
 def shape(record: SourceRecord, stream: Stream, rule: Rule, district: str) -> Outgoing | Skipped:

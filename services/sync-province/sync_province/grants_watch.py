@@ -1,5 +1,6 @@
 """The registry as it is now: reloaded when its file changes or on SIGHUP, so a grant added,
-narrowed or revoked takes effect from the next batch on, without a restart.
+narrowed or revoked takes effect from the next batch on, without a restart, and a dataset
+newly flagged `shared_with_province` is forwarded (the pipelines add its stream).
 
 An invalid file fails closed: nothing leaves until the file is valid again (sending
 under a registry nobody can read would be sending without a grant).
@@ -59,7 +60,12 @@ class RegistryWatcher:
         return True
 
     def projection(self, dataset: str, at: datetime | None = None) -> Projection | None:
+        """What leaves of `dataset` now: nothing unless it is flagged `shared_with_province`
+        (a flag taken back stops it at once, like a revoked grant) and granted."""
         if self.registry is None:
+            return None
+        spec = self.registry.datasets.get(dataset)
+        if spec is None or not spec.shared_with_province:
             return None
         return projection(self.registry, self._principal, dataset, at or datetime.now(UTC))
 

@@ -28,6 +28,26 @@ from sync_province.targets import Confirm, Forwarding, LinkHealth, Refusal, Unre
 log = get_logger(__name__)
 
 
+async def _send_in_batches(producer: AIOKafkaProducer, topic: str, batch: Batch,
+                           forwarding: Forwarding) -> list[asyncio.Future[Any]]:
+    """A batch's records as whole record batches of its partition: one future per record
+    batch instead of one per record (`send` costs about three times as much per record)."""
+    sends: list[asyncio.Future[Any]] = []
+    builder = producer.create_batch()
+    for o in batch.outgoing:
+        record = {"key": o.key, "value": o.value, "timestamp": o.timestamp_ms,
+                  "headers": forwarding.headers(o, topic)}
+        if builder.append(**record) is None:       # full: it goes, the next one starts
+            builder.close()
+            sends.append(await producer.send_batch(builder, topic, partition=batch.partition))
+            builder = producer.create_batch()
+            builder.append(**record)   # the first record always fits (even one over the size)
+    if builder.record_count():
+        builder.close()
+        sends.append(await producer.send_batch(builder, topic, partition=batch.partition))
+    return sends
+
+
 class KafkaTarget:
     name = "kafka"
     holds_positions = True
@@ -136,12 +156,9 @@ class KafkaTarget:
             try:
                 sends = []
                 for batch in batches:
-                    topic = self.target_topic(batch.stream)
-                    for o in batch.outgoing:
-                        # Same partition as at the source: order per key is kept as it was.
-                        sends.append(await producer.send(
-                            topic, o.value, key=o.key, partition=o.partition,
-                            timestamp_ms=o.timestamp_ms, headers=forwarding.headers(o, topic)))
+                    # Same partition as at the source: order per key is kept as it was.
+                    sends += await _send_in_batches(producer, self.target_topic(batch.stream),
+                                                    batch, forwarding)
                     if record_positions:
                         sends.append(await producer.send(self.cursor_topic, orjson.dumps(
                             {"next_offset": batch.next_offset}),

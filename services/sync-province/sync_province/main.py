@@ -12,6 +12,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import orjson
 import typer
 from ioc_shared.contracts.envelope import Envelope
@@ -88,11 +89,9 @@ def build_targets(settings: SyncSettings, partitions: dict[str, int]) -> list[Ta
     return targets
 
 
-async def run_service(settings: SyncSettings) -> None:
-    use_district_security(settings.kafka_security())   # before the first client (below)
-    status_topic = settings.topic(SYNC_PROVINCE_STATUS)
-    watcher = RegistryWatcher(settings.registry_file, settings.credentials_file,
-                              settings.province_principal)
+async def discover_streams(settings: SyncSettings, watcher: RegistryWatcher
+                           ) -> tuple[list[Stream], dict[str, int]]:
+    """The streams the registry shares now whose source topic exists, with partition counts."""
     wanted = build_streams(settings, watcher)
     # Canonical topics are ingest's; declaring them (idempotent) lets this start first.
     await declare_topics(settings.kafka_bootstrap,
@@ -100,8 +99,17 @@ async def run_service(settings: SyncSettings) -> None:
                          replication=settings.topic_replication)
     streams, partitions = await _existing(settings.kafka_bootstrap, wanted)
     for s in set(wanted) - set(streams):
-        log.warning("event topic absent: not forwarded until it exists and the service restarts",
-                    topic=s.source_topic)
+        log.warning("event topic absent: not forwarded until it exists and the registry is"
+                    " reloaded (or the service restarts)", topic=s.source_topic)
+    return streams, partitions
+
+
+async def run_service(settings: SyncSettings) -> None:
+    use_district_security(settings.kafka_security())   # before the first client (below)
+    status_topic = settings.topic(SYNC_PROVINCE_STATUS)
+    watcher = RegistryWatcher(settings.registry_file, settings.credentials_file,
+                              settings.province_principal)
+    streams, partitions = await discover_streams(settings, watcher)
     runtime = ServiceRuntime("sync-province", settings, schema=settings.schema_name,
                              migrations=MIGRATIONS, topics=[status_topic])
     targets = build_targets(settings, partitions)
@@ -133,7 +141,8 @@ async def run_service(settings: SyncSettings) -> None:
                 require_producer="ingest" if settings.require_producer_header else None,
                 forwarded_types=settings.event_type_names(), batch_records=settings.batch_records,
                 retry_max_wait_s=settings.retry_max_wait_s,
-                registry_check_s=settings.registry_check_s)
+                registry_check_s=settings.registry_check_s,
+                discover=lambda: discover_streams(settings, watcher))
 
             async def drift(result: dict[str, Any]) -> None:
                 await publish(Envelope(type=DRIFT_TYPE, source_unit=settings.district,
@@ -222,24 +231,57 @@ def _run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
+TARGET_KINDS = ("kafka", "http")
+
+
 @cli.command()
-def status() -> None:
-    """Positions, parked batches, switches and the share log's head, as JSON."""
+def status(service_url: Annotated[str | None, typer.Option(
+        help="the running service, for live lag (default: SYNC_PROVINCE_HTTP_PORT on loopback)"
+        )] = None) -> None:
+    """Per target (kafka, http): positions, parked batches, last shipment, live lag; the
+    switches and the share log's head. JSON."""
+    settings = SyncSettings()
+    url = service_url or (f"http://127.0.0.1:{settings.http_port}" if settings.http_port else None)
+
     async def main() -> dict[str, Any]:
-        settings = SyncSettings()
         repo = await _repo(settings)
+        live = await _live_rows(url)
         try:
-            # http: the cursor itself; kafka: the copy kept here (its cursor topic rules).
-            cursor = {target: {f"{stream}:{p}": o for (stream, p), o in
-                               (await repo.cursor.load(repo.pool, target)).items()}
-                      for target in ("http", "kafka")}
+            parked = await repo.parked()
+            targets = {}
+            for target in TARGET_KINDS:
+                # http: the cursor itself; kafka: the copy kept here (its cursor topic rules).
+                positions = await repo.cursor.load(repo.pool, target)
+                mine = None if live is None else [row for row in live
+                                                  if row.get("target") == target]
+                targets[target] = {
+                    "configured": target in settings.target_kinds(),   # in this shell's settings
+                    "running": None if mine is None else bool(mine),   # in the service asked
+                    "positions": {f"{stream}:{p}": o for (stream, p), o in sorted(positions.items())},
+                    "parked": sum(1 for row in parked if row["target"] == target),
+                    "last_shipment": await repo.last_shipment(target),
+                    "live": None if mine is None else [
+                        {k: row.get(k) for k in ("stream", "lag_records", "lag_seconds", "sent",
+                                                 "paused", "unreachable_s", "last_error")}
+                        for row in mine]}
             seq, head = await repo.head()
-            return {"positions": cursor, "paused": sorted(map(list, await repo.paused())),
-                    "parked": len(await repo.parked()), "share_log_head": {"seq": seq, "hash": head},
+            return {"targets": targets, "paused": sorted(map(list, await repo.paused())),
+                    "share_log_head": {"seq": seq, "hash": head},
                     "last_checkpoint_seq": await repo.last_checkpoint_seq()}
         finally:
             await repo.pool.close()
-    typer.echo(json.dumps(_run(main()), indent=2, default=str))
+    typer.echo(json.dumps(_run(main()), indent=2, default=str, ensure_ascii=False))
+
+
+async def _live_rows(url: str | None) -> list[dict[str, Any]] | None:
+    """The running service's status rows, or None when it does not answer."""
+    if url is None:
+        return None
+    try:
+        async with httpx.AsyncClient(timeout=3) as http:
+            return list((await http.get(f"{url.rstrip('/')}/status")).json())
+    except (httpx.HTTPError, ValueError):
+        return None
 
 
 def _switch(target: str, stream: str, paused: bool) -> None:

@@ -9,6 +9,7 @@ backlog stays in Kafka, and the same batch is retried until it goes.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -28,6 +29,9 @@ from sync_province.repository import Repository
 from sync_province.targets import Target, Unreachable
 
 log = get_logger(__name__)
+
+# The streams that should leave now and the partition count of their source topics.
+Discover = Callable[[], Awaitable[tuple[list[Stream], dict[str, int]]]]
 
 
 @dataclass(slots=True)
@@ -55,7 +59,8 @@ class Pipeline:
                  district_bootstrap: str,
                  district: str, repo: Repository, grants: RegistryWatcher,
                  require_producer: str | None, forwarded_types: frozenset[str],
-                 batch_records: int, retry_max_wait_s: float, registry_check_s: float) -> None:
+                 batch_records: int, retry_max_wait_s: float, registry_check_s: float,
+                 discover: Discover | None = None) -> None:
         self.target = target
         self.streams = list(streams)
         self._by_topic = {s.source_topic: s for s in streams}
@@ -74,6 +79,12 @@ class Pipeline:
         self.registry_generation = 0
         self._consumer: AIOKafkaConsumer | None = None
         self._tps: list[TopicPartition] = []
+        # The streams as the registry has them now (a dataset newly flagged and granted is
+        # added while running); looked at again whenever the registry's generation moves.
+        self._discover = discover
+        self._streams_generation = grants.generation
+        self._discover_not_before = 0.0
+        self._not_before = 0.0       # the target's Retry-After, for all lanes
         # Where drift found by reconciliation is told (the service publishes an event).
         self.drift_sink: Callable[[dict[str, Any]], Awaitable[None]] | None = None
 
@@ -94,6 +105,8 @@ class Pipeline:
         exc = state.outcome.exception() if state.outcome else None
         backoff = wait_exponential_jitter(initial=0.2, max=self._max_wait, jitter=0.5)(state)
         if isinstance(exc, Unreachable) and exc.retry_after_s is not None:
+            # Retry-After is for this client, not one request: every lane holds back.
+            self._not_before = max(self._not_before, time.monotonic() + exc.retry_after_s)
             return max(exc.retry_after_s, min(backoff, exc.retry_after_s + 1.0))
         return float(backoff)
 
@@ -106,12 +119,14 @@ class Pipeline:
         return [b for b in batches
                 if positions.get((b.stream.source_topic, b.partition), -1) < b.next_offset]
 
-    def _rejudged(self, batches: list[Batch]) -> list[Batch]:
+    def _rejudged(self, batches: list[Batch], judged: int) -> list[Batch]:
         """The same records judged by the grants in force now (a grant revoked while the
-        province was away stops them too)."""
-        if not self.grants.check() and self.registry_generation == self.grants.generation:
-            return batches
+        province was away stops them too); `judged`: the registry generation they were
+        judged by."""
+        self.grants.check()
         self.registry_generation = self.grants.generation
+        if judged == self.grants.generation:
+            return batches
         only = {o.event_id for b in batches for o in b.outgoing}
         out = []
         for b in batches:
@@ -122,8 +137,33 @@ class Pipeline:
 
     async def deliver(self, batches: list[Batch], *, kind: str = "ship",
                       record_positions: bool = True) -> None:
-        """Deliver until the province took them (retrying for as long as it takes)."""
-        groups = [batches] if self.target.transactional else [[b] for b in batches]
+        """Deliver until the province took them (retrying for as long as it takes).
+
+        A transactional target takes the poll in one delivery. Otherwise each source
+        partition is a lane of its own: lanes go concurrently (their cursors are
+        independent), the batches of one lane one after the other (order per key)."""
+        if self.target.transactional:
+            await self._deliver_group(batches, kind, record_positions)
+            return
+        lanes: dict[tuple[str, int], list[Batch]] = {}
+        for b in batches:
+            lanes.setdefault((b.stream.source_topic, b.partition), []).append(b)
+
+        async def lane(queue: list[Batch]) -> None:
+            for b in queue:
+                await self._deliver_group([b], kind, record_positions)
+
+        if len(lanes) == 1:
+            await lane(next(iter(lanes.values())))
+            return
+        try:
+            async with asyncio.TaskGroup() as group:
+                for queue in lanes.values():
+                    group.create_task(lane(queue))
+        except ExceptionGroup as failed:     # callers see the error itself, as before
+            raise failed.exceptions[0] from None
+
+    async def _deliver_group(self, group: list[Batch], kind: str, record_positions: bool) -> None:
         # The PostgreSQL cursor: the authority for targets that cannot hold positions, a
         # hint (for lag while the target is away) for those that do.
         advance = record_positions
@@ -132,39 +172,43 @@ class Pipeline:
             await self.repo.confirm_delivery(self.target.name, done, advance_cursor=advance,
                                              kind=kind)
 
-        for group in groups:
-            oldest = min((o.timestamp_ms for b in group for o in b.outgoing), default=None)
-            first = True
-            async for attempt in AsyncRetrying(retry=retry_if_exception_type(Unreachable),
-                                               wait=self._wait, reraise=True):
-                with attempt:
-                    if not first:
-                        # A re-send is below the positions by design: only shipments are
-                        # checked against what the target already committed.
-                        pending = await self._pending(group) if record_positions else group
-                        group = self._rejudged(pending)
-                    first = False
-                    for b in group:
-                        self.progress.of(b.stream.source_topic, b.partition).oldest_unsynced_ms = oldest
-                    if attempt.retry_state.attempt_number in (2, 10) or \
-                            attempt.retry_state.attempt_number % 50 == 0:
-                        log.warning("province unreachable, retrying", target=self.target.name,
-                                    attempt=attempt.retry_state.attempt_number,
-                                    error=self.target.health.last_error)
-                    refused = await self.target.deliver(group, confirm,
-                                                        record_positions=record_positions)
-            for refusal in refused:
-                parked = await self.repo.park(self.target.name, refusal.batch, refusal.status_code,
-                                              refusal.answer, advance_cursor=advance)
-                name = refusal.batch.stream.name
-                self.progress.parked[name] = self.progress.parked.get(name, 0) + 1
-                # The alert: an operator must look at what the province refused and why.
-                log.error("ALERT province refused a batch: parked", target=self.target.name,
-                          stream=name, parked_id=parked, status=refusal.status_code,
-                          first_offset=refusal.batch.first_offset,
-                          next_offset=refusal.batch.next_offset, answer=refusal.answer[:300])
-            if kind == "ship":
-                self._advanced(group)
+        oldest = min((o.timestamp_ms for b in group for o in b.outgoing), default=None)
+        judged = self.registry_generation      # what the batches were shaped by
+        first = True
+        async for attempt in AsyncRetrying(retry=retry_if_exception_type(Unreachable),
+                                           wait=self._wait, reraise=True):
+            with attempt:
+                held = self._not_before - time.monotonic()
+                if held > 0:
+                    await asyncio.sleep(held)
+                if not first:
+                    # A re-send is below the positions by design: only shipments are
+                    # checked against what the target already committed.
+                    pending = await self._pending(group) if record_positions else group
+                    group = self._rejudged(pending, judged)
+                    judged = self.registry_generation
+                first = False
+                for b in group:
+                    self.progress.of(b.stream.source_topic, b.partition).oldest_unsynced_ms = oldest
+                if attempt.retry_state.attempt_number in (2, 10) or \
+                        attempt.retry_state.attempt_number % 50 == 0:
+                    log.warning("province unreachable, retrying", target=self.target.name,
+                                attempt=attempt.retry_state.attempt_number,
+                                error=self.target.health.last_error)
+                refused = await self.target.deliver(group, confirm,
+                                                    record_positions=record_positions)
+        for refusal in refused:
+            parked = await self.repo.park(self.target.name, refusal.batch, refusal.status_code,
+                                          refusal.answer, advance_cursor=advance)
+            name = refusal.batch.stream.name
+            self.progress.parked[name] = self.progress.parked.get(name, 0) + 1
+            # The alert: an operator must look at what the province refused and why.
+            log.error("ALERT province refused a batch: parked", target=self.target.name,
+                      stream=name, parked_id=parked, status=refusal.status_code,
+                      first_offset=refusal.batch.first_offset,
+                      next_offset=refusal.batch.next_offset, answer=refusal.answer[:300])
+        if kind == "ship":
+            self._advanced(group)
 
     def _advanced(self, batches: list[Batch]) -> None:
         now = time.time()
@@ -210,23 +254,64 @@ class Pipeline:
                       ) -> list[TopicPartition]:
         tps = self._partitions_of_streams()
         consumer.assign(tps)
+        await self._seek(consumer, tps, positions)
+        return tps
+
+    async def _seek(self, consumer: AIOKafkaConsumer, tps: list[TopicPartition],
+                    positions: dict[tuple[str, int], int]) -> None:
+        """Each partition at the target's position, or at its beginning if it has none."""
         beginnings = await consumer.beginning_offsets(tps) if tps else {}
         for tp in tps:
             start = positions.get((tp.topic, tp.partition))
             if start is None:
                 start = beginnings[tp]
-                consumer.seek(tp, start)
             elif start < beginnings[tp]:
                 # Retention deleted records before they left: say it, never skip silently.
                 log.error("ALERT records deleted by retention before they reached the province",
                           target=self.target.name, topic=tp.topic, partition=tp.partition,
                           lost_from=start, lost_to=beginnings[tp])
                 start = beginnings[tp]
-                consumer.seek(tp, start)
-            else:
-                consumer.seek(tp, start)
+            consumer.seek(tp, start)
             self.progress.of(tp.topic, tp.partition).next_offset = start
-        return tps
+
+    async def _positions_now(self) -> dict[tuple[str, int], int]:
+        if self.target.holds_positions:
+            return await self.target.positions()
+        return await self.repo.cursor.load(self.repo.pool, self.target.name)
+
+    async def _add_new_streams(self, consumer: AIOKafkaConsumer) -> None:
+        """A dataset flagged `shared_with_province` since start: read it from the target's
+        position for it, or from its beginning (what a restart would do)."""
+        generation = self.grants.generation
+        if self._discover is None or generation == self._streams_generation or \
+                time.monotonic() < self._discover_not_before:
+            return
+        found, partitions = await self._discover()
+        new = [s for s in found if s.source_topic not in self._by_topic]
+        if new:
+            try:
+                positions = await self._positions_now()
+            except Unreachable as exc:
+                # The target holds the positions: without them, wait (never guess a start).
+                log.warning("new stream waits for the province's positions",
+                            target=self.target.name, streams=[s.name for s in new], error=exc.reason)
+                self._discover_not_before = time.monotonic() + 5.0
+                return
+            # Re-assigning forgets every position: keep those of the partitions read so far.
+            kept = {tp: await consumer.position(tp) for tp in self._tps}
+            self.streams += new
+            self._by_topic.update({s.source_topic: s for s in new})
+            self._partitions.update({s.source_topic: partitions[s.source_topic] for s in new})
+            added = [TopicPartition(s.source_topic, p) for s in new
+                     for p in range(self._partitions[s.source_topic])]
+            self._tps = [*self._tps, *added]
+            consumer.assign(self._tps)
+            for tp, offset in kept.items():
+                consumer.seek(tp, offset)
+            await self._seek(consumer, added, positions)
+            log.info("new streams forwarded", target=self.target.name,
+                     streams=[s.name for s in new], partitions=len(added))
+        self._streams_generation = generation
 
     async def run(self) -> None:
         consumer = self._consumer = self._consumer_for()
@@ -241,15 +326,15 @@ class Pipeline:
                 self.progress.of(tp.topic, tp.partition).next_offset = hint.get(
                     (tp.topic, tp.partition), 0)
             positions = await self._connect()
-            tps = await self._assign(consumer, positions)
-            log.info("pipeline started", target=self.target.name, partitions=len(tps),
+            self._tps = await self._assign(consumer, positions)
+            log.info("pipeline started", target=self.target.name, partitions=len(self._tps),
                      positions=len(positions))
             last_check = 0.0
             while True:
                 now = time.monotonic()
                 if now - last_check >= self._registry_check_s:
                     last_check = now
-                    await self._controls(consumer, tps)
+                    await self._controls(consumer)
                 polled = await consumer.getmany(timeout_ms=200, max_records=self._batch_records)
                 if not polled:
                     continue
@@ -263,9 +348,11 @@ class Pipeline:
                 await consumer.stop()
             await self.target.stop()
 
-    async def _controls(self, consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> None:
+    async def _controls(self, consumer: AIOKafkaConsumer) -> None:
         self.grants.check()
         self.registry_generation = self.grants.generation
+        await self._add_new_streams(consumer)
+        tps = self._tps
         switches = await self.repo.paused()
         paused = {s.name for s in self.streams
                   if {(self.target.name, s.name), ("*", s.name), (self.target.name, "*"),

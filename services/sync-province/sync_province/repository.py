@@ -68,6 +68,13 @@ class Repository:
                                        " ORDER BY seq DESC LIMIT 1")
         return (row["seq"], row["entry_hash"]) if row else (0, GENESIS)
 
+    async def last_shipment(self, target: str) -> dict[str, Any] | None:
+        """The target's newest share-log entry (the primary key read backwards)."""
+        row = await self.pool.fetchrow(
+            f"SELECT seq, at, stream, kind FROM {self.s}.share_log WHERE target = $1"
+            " ORDER BY seq DESC LIMIT 1", target)
+        return dict(row) if row else None
+
     async def add_checkpoint(self, head_seq: int, head_hash: str, signed_at: str,
                              public_key: str, signature: str, sent_to: list[str]) -> None:
         await self.pool.execute(

@@ -11,7 +11,8 @@ Admin endpoint (no auth, loopback only): `POST /admin/mode` with
 `{"mode": "ok|fail|throttle|slow|reject|down", "retry_after": s, "delay": s, "times": n}`:
 fail answers 500, throttle 429 + Retry-After, slow waits `delay` before answering, reject
 answers 400, down exits the process. `times` limits the mode to n batch requests.
-`GET /admin/requests` lists when each batch request came and how it was answered.
+`GET /admin/requests` lists when each batch request came (and its idempotency key) and
+how it was answered.
 """
 
 from __future__ import annotations
@@ -80,7 +81,8 @@ class Simulator:
             return JSONResponse({"error": "unauthenticated"}, 401)
         mode = dict(self._mode_now())
         answer = await self._answer(request, mode)
-        self.log.append({"at": arrived, "status": answer.status_code, "mode": mode["mode"]})
+        self.log.append({"at": arrived, "status": answer.status_code, "mode": mode["mode"],
+                         "key": request.headers.get("idempotency-key")})
         return answer
 
     async def _answer(self, request: Request, mode: dict[str, Any]) -> Response:

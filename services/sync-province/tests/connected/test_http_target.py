@@ -1,20 +1,23 @@
 """The province's HTTPS gateway as target, against the simulator process: outage and
 catch-up, SIGKILL mid-batch, 429 with Retry-After, a 400 parked, grants changed live,
-pause and resume, retention risk."""
+a dataset shared while running, pause and resume, retention risk."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import time
 from collections import defaultdict
+from pathlib import Path
 
 import httpx
 import orjson
 import pytest
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from ioc_shared.contracts.topics import SYNC_PROVINCE_STATUS
-from ioc_shared.platform.kafka import make_admin
+from ioc_shared.contracts.topics import SYNC_PROVINCE_STATUS, TopicSpec, canonical_topic
+from ioc_shared.platform.kafka import declare_topics, make_admin
 from ioc_shared.testing import kafka_bootstrap, read_topic
 from sync_harness import FIELD_REPORTS, HEALTH_ALERTS, Link, platform_pki
 
@@ -106,8 +109,9 @@ async def test_http_retry_after_is_honoured_and_a_refused_batch_is_parked(link: 
     await link.produce(FIELD_REPORTS, 30)
     await link.wait_sim(FIELD_REPORTS, 30)
     log = await link.sim_requests()
-    throttled = next(i for i, r in enumerate(log) if r["status"] == 429)
-    assert log[throttled + 1]["at"] - log[throttled]["at"] >= 2.0, "Retry-After not honoured"
+    throttled = next(r for r in log if r["status"] == 429)
+    retried = next(r for r in log if r["key"] == throttled["key"] and r["at"] > throttled["at"])
+    assert retried["at"] - throttled["at"] >= 2.0, "Retry-After not honoured"
 
     await link.sim_mode(mode="reject", reason="schema v9 unknown", times=1)
     batch = await link.produce(FIELD_REPORTS, 10)
@@ -247,3 +251,66 @@ async def test_a_refused_token_is_retried_and_alerted_never_parked(link: Link) -
     refused.kill()
     await link.start_service("http")
     await link.wait_sim(FIELD_REPORTS, 10)
+
+
+SCHOOL_ALERTS = "canh-bao-giao-duc"     # not shared with the province in the shipped registry
+SCHOOL_ALERT = {"reported_at": "2026-12-01T01:00:00+00:00", "commune": "xa-loc-an",
+                "category": "giao-duc", "priority": "cao", "title": "Trường học ngập nước",
+                "school": "Trường THCS Lộc An"}
+
+
+async def test_a_dataset_shared_while_running_reaches_both_targets_from_its_beginning(
+        link: Link) -> None:
+    await declare_topics(kafka_bootstrap(), [TopicSpec(link.topic(SCHOOL_ALERTS), 6, 3_600_000)])
+    before = await link.produce(SCHOOL_ALERTS, 30, record=lambda i: SCHOOL_ALERT)
+    await link.start_simulator()
+    await link.start_service("kafka,http")
+    await link.produce(FIELD_REPORTS, 10)
+    await link.wait_sim(FIELD_REPORTS, 10)                   # the link runs
+    assert SCHOOL_ALERTS not in {r["stream"] for r in await link.status()}
+
+    def share(raw: dict) -> None:  # type: ignore[type-arg]
+        dataset = next(d for d in raw["datasets"] if d["id"] == SCHOOL_ALERTS)
+        dataset["shared_with_province"] = True
+        raw["grants"].append({"id": "prov-cbgd-ioc-binh-phuoc", "unit": "ioc-binh-phuoc",
+                              "dataset": SCHOOL_ALERTS, "actions": ["read"]})
+
+    link.edit_registry(share)
+
+    async def forwarded_by_both() -> bool:
+        return {("kafka", SCHOOL_ALERTS), ("http", SCHOOL_ALERTS)} <= {
+            (r["target"], r["stream"]) for r in await link.status()}
+
+    await _until(forwarded_by_both, what="the new stream in both pipelines")
+    after = await link.produce(SCHOOL_ALERTS, 20, record=lambda i: SCHOOL_ALERT)
+    rows = await link.wait_sim(SCHOOL_ALERTS, 50)
+    assert {r["event_id"] for r in rows} == set(before + after)
+    assert _order_kept(rows)
+    at_province = await link.province_records(canonical_topic(SCHOOL_ALERTS).name, 50, settle=1.0)
+    province_ids = [dict(r.headers)["ioc-event-id"].decode() for r in at_province]
+    assert sorted(province_ids) == sorted(before + after), "missing or doubled at the Kafka target"
+
+    # The operator's view (`ioc sync status`, the plugin of this service) shows both targets.
+    assert link.service is not None
+    shown = await asyncio.to_thread(
+        subprocess.run, [str(Path(sys.executable).parent / "ioc"), "sync", "status",
+                         "--service-url", f"http://127.0.0.1:{link.service.port}"],
+        env=link.env, capture_output=True, text=True, timeout=90, check=True)
+    targets = json.loads(shown.stdout)["targets"]
+    for name in ("kafka", "http"):
+        assert targets[name]["running"], shown.stdout
+        assert any(key.startswith(link.topic(SCHOOL_ALERTS)) for key in targets[name]["positions"])
+        assert targets[name]["last_shipment"] is not None
+        assert SCHOOL_ALERTS in {row["stream"] for row in targets[name]["live"]}
+
+    # The flag taken back stops the dataset at once, as a revoked grant does.
+    def unshare(raw: dict) -> None:  # type: ignore[type-arg]
+        next(d for d in raw["datasets"] if d["id"] == SCHOOL_ALERTS)["shared_with_province"] = False
+
+    generation = _row(await link.status(), FIELD_REPORTS)["registry_generation"]
+    link.edit_registry(unshare)
+    await _until(lambda: _generation_above(link, generation), what="registry reload")
+    withheld = await link.produce(SCHOOL_ALERTS, 10, record=lambda i: SCHOOL_ALERT)
+    moved_on = await link.produce(FIELD_REPORTS, 5)
+    await _until(lambda: _all_there(link, moved_on), what="records after the flag was taken back")
+    assert not set(withheld) & {r["event_id"] for r in await link.sim_rows(SCHOOL_ALERTS)}

@@ -17,7 +17,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from ioc_shared.contracts.topics import canonical_topic
 from ioc_shared.testing import read_topic
-from sync_harness import FIELD_REPORTS, HEALTH_ALERTS, KT_XH, PROVINCE, REPORT_TOPIC, Link
+from sync_harness import FIELD_REPORTS, HEALTH_ALERTS, KT_XH, PROVINCE, REPORT_TOPIC, Link, field_report
 from sync_province.sharelog import checkpoint_valid, load_or_create_key, public_hex
 
 pytestmark = pytest.mark.connected
@@ -143,3 +143,25 @@ async def test_kafka_target_catches_up_after_the_province_was_away(link: Link) -
     checkpoint = orjson.loads(checkpoints[-1].value)
     key = load_or_create_key(link.tmp / "share-log.pem")
     assert checkpoint_valid("loc-ninh", checkpoint, public_hex(key))
+
+
+async def test_a_record_larger_than_a_record_batch_leaves_with_the_others_in_order(
+        link: Link) -> None:
+    """The Kafka target fills record batches of 512 KiB: a 600 KB record takes one of its
+    own, between the others of its partition."""
+    big = "Rác thải " * 66_000                          # ~600 KB of title
+    sizes = [10, 1, 10]
+    for n, size in enumerate(sizes):
+        await link.produce(FIELD_REPORTS, size, units=("xa-loc-an",), record=lambda i, n=n: {
+            **field_report(i), "title": big if n == 1 else f"Rác thải số {i}"})
+    await link.start_service("kafka")
+    expected = link.sent[FIELD_REPORTS]
+    got = await link.province_records(canonical_topic(FIELD_REPORTS).name, len(expected),
+                                      settle=1.0)
+    ids = [_h(r)["ioc-event-id"] for r in got]
+    assert sorted(ids) == sorted(expected)
+    assert any(len(r.value) > 512 * 1024 for r in got)
+    by_partition: dict[int, list[int]] = defaultdict(list)
+    for r in got:
+        by_partition[r.partition].append(int(_h(r)["ioc-origin-offset"]))
+    assert all(offsets == sorted(offsets) for offsets in by_partition.values())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -222,6 +223,7 @@ def test_retries_wait_at_least_retry_after_and_back_off_otherwise() -> None:
 
     pipeline = Pipeline.__new__(Pipeline)
     pipeline._max_wait = 30.0
+    pipeline._not_before = 0.0
 
     def state(exc: Exception, attempt: int) -> RetryCallState:
         s = RetryCallState(None, None, (), {})
@@ -231,6 +233,8 @@ def test_retries_wait_at_least_retry_after_and_back_off_otherwise() -> None:
 
     assert pipeline._wait(state(Unreachable("http: 429", 2.0), 1)) >= 2.0
     assert pipeline._wait(state(Unreachable("http: 429", 2.0), 1)) <= 3.0
+    # Retry-After holds back every lane of the pipeline, not only the throttled one.
+    assert pipeline._not_before >= time.monotonic() + 1.9
     early, late = (pipeline._wait(state(Unreachable("network"), n)) for n in (1, 8))
     assert early < 1.0 and 10.0 <= late <= 30.5
 
