@@ -1,0 +1,91 @@
+"""The status and drift payloads sync-province publishes match their models in
+`sync_province.contract` (the AsyncAPI document's schemas): built by the real code
+(`StatusReporter.snapshot`, `Pipeline.lag`, `Pipeline.reconcile`) over in-memory state."""
+
+from __future__ import annotations
+
+import time
+from datetime import date
+from types import SimpleNamespace
+from typing import Any
+
+import orjson
+from prometheus_client import CollectorRegistry
+from sync_province import status
+from sync_province.contract import DRIFT_TYPE, MESSAGES, STATUS_TYPE, check_payload
+from sync_province.domain import Stream
+from sync_province.pipeline import Pipeline, Progress
+from sync_province.targets import LinkHealth, Unreachable
+
+STREAM = Stream("phan-anh-hien-truong", "ioc.data.phan-anh-hien-truong.v1",
+                "ioc.data.phan-anh-hien-truong.v1", "phan-anh-hien-truong")
+
+
+def _pipeline(failing: bool) -> Any:
+    progress = Progress()
+    first = progress.of(STREAM.source_topic, 0)
+    first.next_offset, first.end_offset, first.last_synced_at = 5, 9, time.time()
+    first.oldest_unsynced_ms = int(time.time() * 1000) - 4000
+    progress.of(STREAM.source_topic, 1).end_offset = 2
+    progress.sent[STREAM.name] = 5
+    progress.skipped[STREAM.name] = {"not_granted": 1}
+    health = LinkHealth()
+    if failing:
+        health.failed("timeout")
+    fake = SimpleNamespace(progress=progress, _by_topic={STREAM.source_topic: STREAM},
+                           target=SimpleNamespace(name="kafka", health=health),
+                           streams=[STREAM], paused={STREAM.name} if failing else set(),
+                           registry_generation=3)
+    fake.lag = lambda: Pipeline.lag(fake)  # type: ignore[arg-type]
+    return fake
+
+
+def _payload(row: dict[str, Any]) -> dict[str, Any]:
+    loaded: dict[str, Any] = orjson.loads(orjson.dumps(row))   # as it goes on the topic
+    return loaded
+
+
+def test_status_rows_match_their_model() -> None:
+    reporter = status.StatusReporter(
+        [_pipeline(False), _pipeline(True)], district_bootstrap="x", district="loc-ninh",
+        metrics=CollectorRegistry(), publish=None, unreachable_after_s=30,  # type: ignore[arg-type]
+        retention_margin_s=60)
+    reporter.retention_ms[STREAM.source_topic] = 1000
+    rows = reporter.snapshot()
+    assert len(rows) == 2 and status.STATUS_TYPE == STATUS_TYPE and status.DRIFT_TYPE == DRIFT_TYPE
+    problems = [p for r in rows if (p := check_payload(STATUS_TYPE, _payload(r)))]
+    assert not problems, "\n".join(problems)
+
+
+async def test_drift_results_match_their_model() -> None:
+    ours = [SimpleNamespace(event_id=f"e-{i}") for i in range(3)]   # what reconcile reads
+
+    async def read_range(*_: Any) -> list[Any]:
+        return [SimpleNamespace(outgoing=ours)]
+
+    async def day_event_ids(*_: Any) -> set[str]:
+        return {"e-0", "e-9"}
+
+    async def resend(*_: Any, **__: Any) -> dict[str, int]:
+        return {"resent": 2}
+
+    async def unreachable(*_: Any) -> set[str]:
+        raise Unreachable("no answer")
+
+    fake = SimpleNamespace(read_range=read_range, resend=resend,
+                           target=SimpleNamespace(name="http", day_event_ids=day_event_ids))
+    results = [await Pipeline.reconcile(fake, STREAM, date(2026, 11, 30))]  # type: ignore[arg-type]
+    fake.target.day_event_ids = unreachable
+    results.append(await Pipeline.reconcile(fake, STREAM, date(2026, 11, 30)))  # type: ignore[arg-type]
+    assert "error" in results[1] and results[0]["repaired"] == 2
+    problems = [p for r in results if (p := check_payload(DRIFT_TYPE, _payload(r)))]
+    assert not problems, "\n".join(problems)
+    assert set(MESSAGES["ioc.sync-province.status.v1"]) == {STATUS_TYPE, DRIFT_TYPE}
+
+
+def test_a_payload_that_drifted_is_caught() -> None:
+    drift = {"stream": "s", "day": "2026-11-30", "error": "x"}
+    assert check_payload(DRIFT_TYPE, drift) is None
+    assert check_payload(DRIFT_TYPE, {**drift, "missing": "3"}) is not None
+    assert check_payload(DRIFT_TYPE, {**drift, "surprise": 1}) is not None
+    assert check_payload(STATUS_TYPE, drift) is not None
