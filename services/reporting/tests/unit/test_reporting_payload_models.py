@@ -18,6 +18,7 @@ from ioc_shared.contracts.envelope import Envelope
 from ioc_shared.platform.consumer import Delivery
 from ioc_shared.platform.settings import REPO_ROOT
 from ioc_shared.registry import load_registry, sign
+from prometheus_client import CollectorRegistry
 from reporting import commands, reports, scheduler
 from reporting.commands import CommandHandler
 from reporting.config import load_config
@@ -52,6 +53,7 @@ def _service(statuses: set[str]) -> Any:
 
     return SimpleNamespace(config=CONFIG, calendar=CONFIG.calendar(), topics=TOPICS,
                            ioc_unit=REGISTRY.centre.unit, clock=lambda: NOW, registry=REGISTRY,
+                           metrics=CollectorRegistry(),
                            repo=SimpleNamespace(period_status=period_status, s="reporting"))
 
 

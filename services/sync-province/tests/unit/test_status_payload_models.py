@@ -33,7 +33,8 @@ def _pipeline(failing: bool) -> Any:
     if failing:
         health.failed("timeout")
     fake = SimpleNamespace(progress=progress, _by_topic={STREAM.source_topic: STREAM},
-                           target=SimpleNamespace(name="kafka", health=health),
+                           target=SimpleNamespace(name="http" if failing else "kafka",
+                                                  health=health),
                            streams=[STREAM], paused={STREAM.name} if failing else set(),
                            registry_generation=3)
     fake.lag = lambda: Pipeline.lag(fake)  # type: ignore[arg-type]
@@ -46,15 +47,24 @@ def _payload(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_status_rows_match_their_model() -> None:
+    registry = CollectorRegistry()
     reporter = status.StatusReporter(
         [_pipeline(False), _pipeline(True)], district_bootstrap="x", district="loc-ninh",
-        metrics=CollectorRegistry(), publish=None, unreachable_after_s=30,  # type: ignore[arg-type]
+        metrics=registry, publish=None, unreachable_after_s=30,  # type: ignore[arg-type]
         retention_margin_s=60)
     reporter.retention_ms[STREAM.source_topic] = 1000
     rows = reporter.snapshot()
     assert len(rows) == 2 and status.STATUS_TYPE == STATUS_TYPE and status.DRIFT_TYPE == DRIFT_TYPE
     problems = [p for r in rows if (p := check_payload(STATUS_TYPE, _payload(r)))]
     assert not problems, "\n".join(problems)
+    # The same progress, as counters on /metrics (conventional names: `_total`).
+    labels = {"target": "kafka", "stream": STREAM.name}
+    assert registry.get_sample_value("sync_province_records_sent_total", labels) == 5
+    assert registry.get_sample_value("sync_province_records_skipped_total",
+                                     {**labels, "reason": "not_granted"}) == 1
+    assert registry.get_sample_value("sync_province_failures_total",
+                                     {"target": "http", "reason": "timeout"}) == 1
+    assert registry.get_sample_value("sync_province_records_sent", labels) is None
 
 
 async def test_drift_results_match_their_model() -> None:
