@@ -12,7 +12,7 @@ from datetime import date
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 STATUS_TYPE = "sync-province.status"     # sync_province.status' (a test holds them equal)
 DRIFT_TYPE = "sync-province.drift"
@@ -62,6 +62,46 @@ class Drift(_Closed):
     unexpected: int | None = None
     repaired: int | None = None
     error: str | None = None
+
+
+# --- on the PROVINCE's cluster (topics named `<prefix>.<district topic>`) -----------------
+class Cursor(_Closed):
+    """Value on `<prefix>.ioc.sync-province.cursor.v1`, key `<target>|<source topic>|<partition>`:
+    the next district offset, written in the same transaction as the records."""
+
+    next_offset: int
+
+
+class Checkpoint(_Closed):
+    """Value on `<prefix>.ioc.sync-province.checkpoints.v1`, key the district id: a signed
+    checkpoint (Ed25519) of the head of the district's hash-chained share log."""
+
+    type: str = Field(description="sync-province.share-log.checkpoint")
+    district: str
+    head_seq: int
+    head_hash: str
+    signed_at: AwareDatetime
+    public_key: str = Field(description="Ed25519 public key, hex")
+    signature: str = Field(description="Ed25519 signature of the checkpoint message, hex")
+
+
+PROVINCE_MESSAGES: dict[str, type[BaseModel]] = {"ioc.sync-province.cursor.v1": Cursor,
+                                                 "ioc.sync-province.checkpoints.v1": Checkpoint}
+# Headers sync-province puts on every mirrored record (besides the source's event id and
+# type, dataset and trace context); described in `ioc_shared.contracts.asyncapi.HEADERS`.
+ORIGIN_HEADERS = ("ioc-origin-ioc", "ioc-origin-topic", "ioc-origin-partition",
+                  "ioc-origin-offset", "ioc-grant-ids")
+
+
+def province_defaults() -> tuple[str, str, list[str]]:
+    """(topic prefix on the province's cluster, the province's principal, the event topics
+    forwarded): the settings' defaults, which the document describes."""
+    from sync_province.settings import SyncSettings
+
+    fields = SyncSettings.model_fields
+    prefix = fields["province_topic_prefix"].default or fields["district"].default
+    events = [t.strip() for t in str(fields["event_topics"].default).split(",") if t.strip()]
+    return str(prefix), str(fields["province_principal"].default), events
 
 
 MESSAGES: dict[str, dict[str, type[BaseModel]]] = {

@@ -48,9 +48,12 @@ from ioc_shared.contracts.topics import (
     REPORTING_COMMANDS,
     REPORTING_PUBLISHED,
     ROUTING_COMMANDS,
+    SYNC_PROVINCE_CHECKPOINTS,
+    SYNC_PROVINCE_CURSOR,
     TOPICS,
     TopicSpec,
     canonical_topic,
+    province_topic,
     restricted_topic,
     special_topic,
     unit_rejections_topic,
@@ -80,6 +83,10 @@ class Channel:
     spec: TopicSpec
     messages: tuple[Message, ...]
     headers: tuple[str, ...] = field(default=())
+    # "local": the district's cluster; "province": topics sync-province keeps on the
+    # provincial IOC's cluster (created there with that broker's default retention
+    # unless the catalogue says otherwise: `retention_ms` 0).
+    server: str = "local"
 
 
 # --- headers -------------------------------------------------------------------------
@@ -99,9 +106,15 @@ HEADERS: dict[str, str] = {
     "ioc-quarantine-origin": "Where the input came from (topic/partition/offset or HTTP request id).",
     "ioc-quarantine-event-id": "Event id of the rejection answered for this input.",
     "ioc-quarantine-at": "When it was quarantined (UTC, ISO 8601).",
+    "ioc-origin-ioc": "The district IOC a mirrored record comes from.",
+    "ioc-origin-topic": "The district topic it was read from (without namespace).",
+    "ioc-origin-partition": "Its partition there.",
+    "ioc-origin-offset": "Its offset there.",
+    "ioc-grant-ids": "The grants that let a mirrored dataset record leave, comma-separated.",
 }
 ENVELOPE_HEADERS = ("traceparent", "tracestate", H_EVENT_ID, H_EVENT_TYPE)
 PRODUCED_HEADERS = (*ENVELOPE_HEADERS, H_PRODUCER)   # by ingest and the outbox relays
+MIRRORED_HEADERS = (*ENVELOPE_HEADERS, "ioc-dataset")  # kept by sync-province, plus its own
 SIGNED_HEADERS = ("traceparent", "tracestate", H_PRINCIPAL, H_SIGNATURE)
 QUARANTINE_HEADERS = (*SIGNED_HEADERS, "ioc-quarantine-code", "ioc-quarantine-unit",
                       "ioc-quarantine-dataset", "ioc-quarantine-origin", "ioc-quarantine-event-id",
@@ -347,8 +360,9 @@ def _owned(topic: str) -> list[Message] | None:
     return None
 
 
-def _channel(spec: TopicSpec, messages: list[Message]) -> Channel:
-    return Channel(spec, tuple(messages), tuple(dict.fromkeys(h for m in messages for h in m.headers)))
+def _channel(spec: TopicSpec, messages: list[Message], server: str = "local") -> Channel:
+    return Channel(spec, tuple(messages), tuple(dict.fromkeys(h for m in messages for h in m.headers)),
+                   server)
 
 
 def _canonical_channels(registry: Registry) -> list[Channel]:
@@ -378,9 +392,59 @@ def _unit_rejection_channels(registry: Registry) -> list[Channel]:
             for unit in sorted({p.unit for p in registry.principals.values()})]
 
 
+def _province_channels(registry: Registry) -> list[Channel]:
+    """What sync-province writes on the province's cluster: each dataset shared with the
+    province (its granted fields only), the forwarded event topics as they are, the cursor
+    and the signed checkpoints."""
+    from ioc_shared.grants import fields_of_grant
+    from ioc_shared.registry import Action
+
+    sync = importlib.import_module("sync_province.contract")
+    prefix, principal, event_topics = sync.province_defaults()
+    mirrored = (*MIRRORED_HEADERS, *sync.ORIGIN_HEADERS)
+    holder = registry.principals.get(principal)
+    out = []
+    for _, ds in sorted(registry.datasets.items()):
+        grants = [g for g in registry.grants if holder is not None and g.unit == holder.unit
+                  and g.dataset == ds.id and (Action.READ in g.actions or Action.RECEIVE in g.actions)]
+        if not ds.shared_with_province or not grants:
+            continue
+        fields = sorted(set().union(*(fields_of_grant(g, ds) for g in grants)))
+        source = canonical_topic(ds.id)
+        payload = _object({
+            "dataset": {"const": ds.id, "type": "string"},
+            "schema_version": {"const": ds.canonical_version, "type": "integer"},
+            "record_id": _STRING,
+            "record": record_schema(ds, fields),
+        }, ["dataset", "schema_version", "record_id", "record"])
+        message = envelope_message("ingest.record.accepted",
+                                   f"A {ds.name} record as mirrored: granted fields only", payload,
+                                   schema_version=ds.canonical_version, headers=mirrored)
+        spec = TopicSpec(province_topic(prefix, source.name), source.partitions, 0, key=source.key,
+                         description=f"Province's cluster: {ds.id} records the district shares "
+                                     "(the province's grants decide the fields).")
+        out.append(_channel(spec, [message], "province"))
+    for name in event_topics:
+        source = next(t for t in TOPICS if t.name == name)
+        found = (TOPIC_MESSAGES[name](registry) if name in TOPIC_MESSAGES else _owned(name)) or []
+        messages = [Message(m.name, m.title, m.schema, m.schema_version, mirrored) for m in found]
+        spec = TopicSpec(province_topic(prefix, name), source.partitions, 0, key=source.key,
+                         description=f"Province's cluster: {name} forwarded as it is.")
+        out.append(_channel(spec, messages, "province"))
+    for own in (SYNC_PROVINCE_CURSOR, SYNC_PROVINCE_CHECKPOINTS):
+        model = sync.PROVINCE_MESSAGES[own.name]
+        doc = (model.__doc__ or own.name).strip().split("\n")[0]
+        spec = TopicSpec(province_topic(prefix, own.name), own.partitions, own.retention_ms,
+                         own.compacted, own.key, own.description)
+        out.append(_channel(spec, [Message(own.name.removesuffix(".v1"), doc,
+                                           model_schema(model))], "province"))
+    return out
+
+
 # Topics derived from the registry, one factory per kind. Extend here.
 DATASET_CHANNELS: list[Callable[[Registry], list[Channel]]] = [
-    _canonical_channels, _restricted_channels, _special_channels, _unit_rejection_channels]
+    _canonical_channels, _restricted_channels, _special_channels, _unit_rejection_channels,
+    _province_channels]
 
 
 def channels(registry: Registry) -> list[Channel]:
@@ -422,12 +486,15 @@ def asyncapi_document(registry: Registry) -> dict[str, Any]:
                 "x-schema-version": m.schema_version,
             }
         config = spec.config()
+        topic_config: dict[str, Any] = {"cleanup.policy": config["cleanup.policy"].split(",")}
+        if spec.retention_ms > 0:
+            topic_config["retention.ms"] = spec.retention_ms
         doc_channels[cid] = {
             "address": spec.name, "description": spec.description, "messages": refs,
+            "servers": [{"$ref": f"#/servers/{channel.server}"}],
             "bindings": {"kafka": {
                 "topic": spec.name, "partitions": spec.partitions,
-                "topicConfiguration": {"cleanup.policy": config["cleanup.policy"].split(","),
-                                       "retention.ms": spec.retention_ms},
+                "topicConfiguration": topic_config,
                 "bindingVersion": KAFKA_BINDING_VERSION}},
             "x-key": spec.key,
         }
@@ -450,7 +517,12 @@ def asyncapi_document(registry: Registry) -> dict[str, Any]:
         },
         "defaultContentType": "application/json",
         "servers": {"local": {"host": "127.0.0.1:19092", "protocol": "kafka",
-                              "description": "The development broker (scripts/platform.sh)."}},
+                              "description": "The district's broker (development: "
+                                             "scripts/platform.sh)."},
+                    "province": {"host": "127.0.0.1:19094", "protocol": "kafka-secure",
+                                 "description": "The provincial IOC's cluster (SASL_SSL), "
+                                                "written by sync-province only (development: "
+                                                "scripts/platform.sh)."}},
         "channels": doc_channels,
         "operations": operations,
         "components": {"messages": messages},

@@ -321,3 +321,21 @@ def test_topic_families_and_snapshot_paths() -> None:
 
 def test_the_document_is_yaml_that_loads_back() -> None:
     assert yaml.safe_load(asyncapi_yaml())["info"]["title"].startswith("IOC event backbone")
+
+
+def test_what_sync_province_writes_at_the_province_is_documented(document: dict[str, Any]) -> None:
+    """The province's cluster: mirrored datasets (granted fields only, never personal ones),
+    forwarded reports, the cursor and the signed checkpoints, on the `province` server."""
+    province = {c["address"]: c for c in document["channels"].values()
+                if c["servers"] == [{"$ref": "#/servers/province"}]}
+    assert {"loc-ninh.ioc.data.phan-anh-hien-truong.v1", "loc-ninh.ioc.reporting.reports.v1",
+            "loc-ninh.ioc.sync-province.cursor.v1",
+            "loc-ninh.ioc.sync-province.checkpoints.v1"} <= set(province)
+    assert all(c["address"].startswith("loc-ninh.") for c in province.values())
+    mirrored = message(document, "loc-ninh.ioc.data.phan-anh-hien-truong.v1",
+                       "ingest.record.accepted")
+    record = mirrored["payload"]["properties"]["payload"]["properties"]["record"]
+    assert not any(f.get("x-personal-data") for f in record["properties"].values())
+    assert "ioc-origin-ioc" in mirrored["headers"]["properties"]
+    assert "retention.ms" not in province["loc-ninh.ioc.data.phan-anh-hien-truong.v1"][
+        "bindings"]["kafka"]["topicConfiguration"]   # the province broker's default

@@ -99,3 +99,69 @@ def test_a_payload_that_drifted_is_caught() -> None:
     assert check_payload(DRIFT_TYPE, {**drift, "missing": "3"}) is not None
     assert check_payload(DRIFT_TYPE, {**drift, "surprise": 1}) is not None
     assert check_payload(STATUS_TYPE, drift) is not None
+
+
+def _province_schema(topic: str) -> dict[str, Any]:
+    from ioc_shared.contracts.asyncapi import asyncapi_document, default_registry
+
+    document = asyncapi_document(default_registry())
+    channel = next(c for c in document["channels"].values() if c["address"] == topic)
+    assert channel["servers"] == [{"$ref": "#/servers/province"}]
+    [ref] = channel["messages"].values()
+    found: dict[str, Any] = document["components"]["messages"][ref["$ref"].rsplit("/", 1)[-1]]
+    return found
+
+
+def test_what_leaves_for_the_province_matches_the_document() -> None:
+    """A canonical record shaped as sync-province sends it (`domain.shape`, the registry's
+    grants to the province): value and headers as the province channel documents them."""
+    import jsonschema
+    from ioc_shared.grants import projection
+    from ioc_shared.platform.settings import REPO_ROOT
+    from ioc_shared.registry import load_registry
+    from sync_province.contract import province_defaults
+    from sync_province.domain import Rule, shape
+
+    prefix, principal, _ = province_defaults()
+    registry = load_registry(REPO_ROOT / "config" / "registry.yaml")
+    found = projection(registry, principal, STREAM.name)
+    assert found is not None
+    envelope = {"envelope_version": 1, "event_id": "0193a0c4-7b7e-7000-8000-000000000001",
+                "type": "ingest.record.accepted", "schema_version": 1,
+                "source_unit": "xa-loc-an", "subject": "xa-loc-an/PA-1",
+                "occurred_at": "2026-11-30T01:00:00Z", "produced_at": "2026-11-30T01:00:01Z",
+                "correlation_id": None, "causation_id": None,
+                "payload": {"dataset": STREAM.name, "schema_version": 2, "record_id": "PA-1",
+                            "record": {"record_id": "PA-1", "reported_at": "2026-11-30T01:00:00Z",
+                                       "commune": "xa-loc-an", "category": "moi-truong",
+                                       "priority": "cao", "title": "Rác", "channel": "ung-dung",
+                                       "reporter_ref": "r-" + "0" * 32},
+                            "client_event_id": None,
+                            "provenance": {"principal": "p", "channel": "kafka", "origin": "o"}}}
+    source = SimpleNamespace(topic=STREAM.source_topic, partition=2, offset=9, timestamp=0,
+                             key=b"xa-loc-an/PA-1", value=orjson.dumps(envelope),
+                             headers=[("ioc-producer", b"ingest"),
+                                      ("ioc-event-type", b"ingest.record.accepted")])
+    out = shape(source, STREAM, Rule(found, "ingest"), prefix)  # type: ignore[arg-type]
+    assert not hasattr(out, "reason"), out
+    message = _province_schema(f"{prefix}.{STREAM.contract_topic}")
+    sent = orjson.loads(out.value)   # type: ignore[union-attr]
+    jsonschema.validate(sent, message["payload"])
+    assert "provenance" not in sent["payload"] and "reporter_ref" not in sent["payload"]["record"]
+    documented = set(message["headers"]["properties"])
+    assert {k for k, _ in out.headers} <= documented  # type: ignore[union-attr]
+
+
+def test_cursor_and_checkpoints_on_the_province_match_their_models() -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from sync_province.contract import Checkpoint, Cursor, province_defaults
+    from sync_province.sharelog import sign_checkpoint
+
+    prefix, _, _ = province_defaults()
+    checkpoint = orjson.loads(orjson.dumps(
+        sign_checkpoint(Ed25519PrivateKey.generate(), "loc-ninh", 7, "ab" * 32)))
+    Checkpoint.model_validate_json(orjson.dumps(checkpoint), strict=True)
+    Cursor.model_validate_json(orjson.dumps({"next_offset": 12}), strict=True)
+    import jsonschema
+    jsonschema.validate(checkpoint, _province_schema(
+        f"{prefix}.ioc.sync-province.checkpoints.v1")["payload"])
