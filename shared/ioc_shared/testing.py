@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -247,3 +248,31 @@ def signed_command(type: str, subject: str, payload: dict[str, Any], *, principa
     from the signature."""
     value = Envelope(type=type, source_unit="whoever", subject=subject, payload=payload).to_bytes()
     return value, signed_headers(principal, secret, value)
+
+
+# --- /metrics text, as Prometheus scrapes it ----------------------------------------------
+def metric_value(text: str, name: str, **labels: str) -> float | None:
+    """The value of the first sample `name` with (at least) `labels` in /metrics text."""
+    for line in text.splitlines():
+        found = re.match(rf"^{re.escape(name)}(\{{(.*)\}})? (\S+)$", line)
+        if found is None:
+            continue
+        have = dict(re.findall(r'(\w+)="([^"]*)"', found.group(2) or ""))
+        if all(have.get(k) == v for k, v in labels.items()):
+            return float(found.group(3))
+    return None
+
+
+def metric_naming_problems(text: str) -> list[str]:
+    """What in /metrics text breaks the usual naming: a counter's samples not `_total`, a
+    gauge or histogram named `_total`, a histogram of time not in `_seconds`."""
+    problems = []
+    for name, kind in re.findall(r"^# TYPE (\S+) (\S+)$", text, re.M):
+        samples = set(re.findall(rf"^({re.escape(name)}\w*)[{{ ]", text, re.M))
+        if kind == "counter" and not all(s.endswith(("_total", "_created")) for s in samples):
+            problems.append(f"{name}: a counter's samples end in _total")
+        if kind != "counter" and name.endswith("_total"):
+            problems.append(f"{name}: a {kind} named _total")
+        if kind == "histogram" and not name.endswith(("_seconds", "_bytes", "_records")):
+            problems.append(f"{name}: a histogram without its unit")
+    return problems

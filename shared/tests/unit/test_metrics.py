@@ -15,6 +15,7 @@ from ioc_shared.platform.outbox import OutboxRelay
 from ioc_shared.platform.retention import RetentionJob
 from ioc_shared.platform.runtime import ServiceRuntime
 from ioc_shared.platform.settings import ServiceSettings
+from ioc_shared.testing import metric_naming_problems
 from prometheus_client import CollectorRegistry
 from starlette.testclient import TestClient
 
@@ -92,6 +93,7 @@ async def test_the_metrics_endpoint_serves_them() -> None:
     registry = await _kit_registry()
     client = TestClient(make_http_app(registry, lambda: (True, {})))
     text = client.get("/metrics").text
+    assert metric_naming_problems(text) == []
     assert 'ioc_messages_consumed_total{consumer="c"} 4.0' in text
     assert 'ioc_messages_rejected_total{reason="malformed",service="svc"} 1.0' in text
     assert "ioc_outbox_backlog_messages 5.0" in text

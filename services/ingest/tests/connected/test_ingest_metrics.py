@@ -13,24 +13,12 @@ import orjson
 import pytest
 from ingest.contract import check_payload
 from ingest.service import IngestService
-from ioc_shared.testing import read_topic
+from ioc_shared.testing import metric_naming_problems, metric_value, read_topic
 
 from .helpers import field_report, publish, signed_headers, submission
 
 pytestmark = pytest.mark.connected
 WITHIN_S = 30.0
-
-
-def _value(text: str, name: str, **labels: str) -> float | None:
-    """The value of the first sample `name` with (at least) `labels`, from /metrics text."""
-    for line in text.splitlines():
-        found = re.match(rf"^{re.escape(name)}(\{{(.*)\}})? (\S+)$", line)
-        if found is None:
-            continue
-        have = dict(re.findall(r'(\w+)="([^"]*)"', found.group(2) or ""))
-        if all(have.get(k) == v for k, v in labels.items()):
-            return float(found.group(3))
-    return None
 
 
 async def test_metrics_count_what_ingest_did(service: IngestService) -> None:
@@ -49,21 +37,23 @@ async def test_metrics_count_what_ingest_did(service: IngestService) -> None:
     url = f"http://127.0.0.1:{service.http_port}"
     loop = asyncio.get_running_loop()
     deadline = loop.time() + WITHIN_S
-    while True:   # sampled gauges within a sampling interval (5 s)
+    while True:   # sampled gauges within a sampling interval (5 s), lag within 2 s
         async with httpx.AsyncClient() as http:
             text = (await http.get(f"{url}/metrics", timeout=10)).text
-        if _value(text, "ioc_outbox_backlog_messages") is not None or loop.time() > deadline:
+        if (metric_value(text, "ioc_outbox_backlog_messages") is not None
+                and re.search(r"^ioc_consumer_lag\{", text, re.M)) or loop.time() > deadline:
             break
         await asyncio.sleep(0.2)
-    assert (_value(text, "ioc_messages_consumed_total") or 0) >= 2
-    assert (_value(text, "ioc_handler_duration_seconds_count") or 0) >= 1
-    assert (_value(text, "ingest_batch_seconds_count") or 0) >= 1
-    assert (_value(text, "ioc_messages_produced_total", producer="ingest") or 0) >= 2
-    assert (_value(text, "ioc_messages_rejected_total", service="ingest",
+    assert not metric_naming_problems(text), metric_naming_problems(text)
+    assert (metric_value(text, "ioc_messages_consumed_total") or 0) >= 2
+    assert (metric_value(text, "ioc_handler_duration_seconds_count") or 0) >= 1
+    assert (metric_value(text, "ingest_batch_seconds_count") or 0) >= 1
+    assert (metric_value(text, "ioc_messages_produced_total", producer="ingest") or 0) >= 2
+    assert (metric_value(text, "ioc_messages_rejected_total", service="ingest",
                    reason="schema_violation") or 0) >= 1
-    assert (_value(text, "ingest_records_total", outcome="rejected",
+    assert (metric_value(text, "ingest_records_total", outcome="rejected",
                    code="schema_violation") or 0) >= 1
-    assert _value(text, "ioc_outbox_backlog_messages") is not None
+    assert metric_value(text, "ioc_outbox_backlog_messages") is not None
     assert re.search(r'^ioc_consumer_lag\{group="[^"]+",partition="\d+",topic="[^"]+"\} ',
                      text, re.M)
     async with httpx.AsyncClient() as http:

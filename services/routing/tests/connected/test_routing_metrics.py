@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from ioc_shared.testing import metric_naming_problems, metric_value
 from routing.contract import check_payload
 from routing_harness import TopicWatch, World, record
 
@@ -23,18 +24,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _value(text: str, name: str, **labels: str) -> float | None:
-    """The value of the first sample `name` with (at least) `labels`, from /metrics text."""
-    for line in text.splitlines():
-        found = re.match(rf"^{re.escape(name)}(\{{(.*)\}})? (\S+)$", line)
-        if found is None:
-            continue
-        have = dict(re.findall(r'(\w+)="([^"]*)"', found.group(2) or ""))
-        if all(have.get(k) == v for k, v in labels.items()):
-            return float(found.group(3))
-    return None
 
 
 async def until(fetch: Callable[[], Awaitable[str]], ok: Callable[[str], bool],
@@ -69,20 +58,22 @@ async def test_metrics_count_what_routing_did(world: World, watch: Any) -> None:
             return (await http.get(f"http://127.0.0.1:{port}/metrics", timeout=10)).text
 
     # The sampled gauges come within a sampling interval (5 s).
-    text = await until(scraped, lambda s: (_value(s, "ioc_outbox_topic_offset",
+    text = await until(scraped, lambda s: (metric_value(s, "ioc_outbox_topic_offset",
                                                   topic=t.events) or 0) >= 3
-                       and _value(s, "ioc_timers_due", service="routing") is not None)
-    assert (_value(text, "ioc_messages_consumed_total") or 0) >= 1
-    assert (_value(text, "ioc_handler_duration_seconds_count") or 0) >= 1
-    assert _value(text, "ioc_handler_duration_seconds_bucket", le="+Inf") is not None
-    assert (_value(text, "ioc_messages_rejected_total", service="routing",
+                       and metric_value(s, "ioc_timers_due", service="routing") is not None
+                       and re.search(r"^ioc_consumer_lag\{", s, re.M) is not None)
+    assert not metric_naming_problems(text), metric_naming_problems(text)
+    assert (metric_value(text, "ioc_messages_consumed_total") or 0) >= 1
+    assert (metric_value(text, "ioc_handler_duration_seconds_count") or 0) >= 1
+    assert metric_value(text, "ioc_handler_duration_seconds_bucket", le="+Inf") is not None
+    assert (metric_value(text, "ioc_messages_rejected_total", service="routing",
                    reason="unknown_command") or 0) >= 1
-    assert (_value(text, "routing_refused_inputs_total", input="command",
+    assert (metric_value(text, "routing_refused_inputs_total", input="command",
                    reason="unknown_command") or 0) >= 1
-    assert _value(text, "ioc_outbox_backlog_messages") is not None
-    assert _value(text, "ioc_outbox_oldest_pending_seconds") is not None
+    assert metric_value(text, "ioc_outbox_backlog_messages") is not None
+    assert metric_value(text, "ioc_outbox_oldest_pending_seconds") is not None
     # The incident's acknowledge deadline and its reminders are due later, not now.
-    assert _value(text, "ioc_timers_due", service="routing") == 0
+    assert metric_value(text, "ioc_timers_due", service="routing") == 0
     assert re.search(r'^ioc_consumer_lag\{group="[^"]+",partition="\d+",topic="[^"]+"\} ',
                      text, re.M)
     async with httpx.AsyncClient() as http:
