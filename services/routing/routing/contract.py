@@ -10,7 +10,7 @@ consumer ignores fields it does not know; optional fields are added without noti
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
@@ -200,6 +200,8 @@ INCIDENT_EVENTS: dict[str, type[IncidentEvent]] = {
 
 # --- notifications (ioc.routing.notifications.v1), keyed by the recipient unit ----------
 class Notification(_Closed):
+    """What every notification carries."""
+
     kind: str
     incident_id: str
     unit: str = Field(description="The recipient unit (the Kafka key)")
@@ -207,6 +209,9 @@ class Notification(_Closed):
 
 
 class AssignedNotice(Notification):
+    """An incident assigned to this unit, with its deadlines."""
+
+    kind: Literal["assigned"]
     assignment_no: int
     category: str
     priority: str
@@ -217,11 +222,14 @@ class AssignedNotice(Notification):
 
 
 class ReturnedNotice(Notification):
+    """An incident a unit returned to the IOC, for the IOC to reassign."""
+
+    kind: Literal["returned"]
     from_unit: str | None
     reason: str | None
 
 
-class ReminderNotice(Notification):
+class _DueNotice(Notification):
     deadline: str
     step: int
     due_at: AwareDatetime
@@ -235,7 +243,16 @@ class ReminderNotice(Notification):
     contacts: list[Contact] = Field(description="This recipient's contacts")
 
 
-class EscalationNotice(ReminderNotice):
+class ReminderNotice(_DueNotice):
+    """A deadline comes: a reminder to this recipient."""
+
+    kind: Literal["reminder"]
+
+
+class EscalationNotice(_DueNotice):
+    """A deadline passed: an escalation step reaches this recipient."""
+
+    kind: Literal["escalation"]
     level: str
 
 
