@@ -620,9 +620,21 @@ def breaking_changes(old: dict[str, Any], new: dict[str, Any], path: str = "") -
         added = set((new_obj or {}).get("required", ())) - set(old_obj.get("required", ()))
         problems += [f"{path + '.' if path else ''}{name}: field became required"
                      for name in sorted(added)]
-    if isinstance(old.get("items"), dict) and isinstance(new.get("items"), dict):
-        problems += breaking_changes(old["items"], new["items"], f"{path}[]")
+    old_items, new_items = _array_items(old), _array_items(new)
+    if old_items is not None and new_items is not None:
+        problems += breaking_changes(old_items, new_items, f"{path}[]")
     return problems
+
+
+def _array_items(schema: dict[str, Any]) -> dict[str, Any] | None:
+    """The items of an array schema, also of a nullable one (`anyOf: [array, null]`)."""
+    if isinstance(schema.get("items"), dict):
+        found: dict[str, Any] = schema["items"]
+        return found
+    for m in schema.get("anyOf") or schema.get("oneOf") or ():
+        if isinstance(m, dict) and isinstance(m.get("items"), dict):
+            return dict(m["items"])
+    return None
 
 
 def _refinements(old: dict[str, Any], current: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:

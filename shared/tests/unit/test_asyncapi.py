@@ -167,6 +167,7 @@ BASE = {"type": "object", "required": ["id"], "properties": {
                                                                     "lon": {"type": "number"}}},
     "tags": {"type": "array", "items": {"type": "string"}},
     "kind": {"const": "a", "type": "string"},
+    "maybe_tags": {"anyOf": [{"type": "array", "items": {"type": "string"}}, {"type": "null"}]},
 }}
 
 
@@ -190,6 +191,8 @@ def changed(edit: Any) -> dict[str, Any]:
     (lambda s: s["properties"]["id"].update(type=["string", "null"]),
      ["id: type changed from ['string'] to ['null', 'string']"]),
     (lambda s: s["properties"]["kind"].update(const="b"), ["kind: constant changed from 'a' to 'b'"]),
+    (lambda s: s["properties"]["maybe_tags"]["anyOf"][0]["items"].update(type="integer"),
+     ["maybe_tags[]: type changed from ['string'] to ['integer']"]),
 ])
 def test_breaking_changes_are_named(edit: Any, expected: list[str]) -> None:
     assert breaking_changes(BASE, changed(edit)) == expected
