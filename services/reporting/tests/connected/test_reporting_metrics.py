@@ -1,11 +1,9 @@
 """Reporting's /metrics on the real service (real Kafka and PostgreSQL): report generation
-time, messages in, out and refused by reason, handler durations, lag per partition, outbox
-backlog, timers due."""
+time, messages in, out and refused by reason, handler durations, outbox backlog, timers due."""
 
 from __future__ import annotations
 
 import asyncio
-import re
 
 import httpx
 import pytest
@@ -14,7 +12,7 @@ from reporting_harness import World
 from test_reporting_web import serve_with_a_report
 
 pytestmark = pytest.mark.connected
-WITHIN_S = 30.0
+WITHIN_S = 60.0
 
 
 async def test_metrics_count_what_reporting_did(rworld: World) -> None:
@@ -32,7 +30,7 @@ async def test_metrics_count_what_reporting_did(rworld: World) -> None:
         if ((metric_value(text, "ioc_messages_rejected_total", service="reporting") or 0) >= 1
                 and metric_value(text, "ioc_timers_due", service="reporting") is not None
                 and (metric_value(text, "ioc_messages_produced_total", producer="reporting") or 0) >= 1
-                and re.search(r"^ioc_consumer_lag\{", text, re.M)) or loop.time() > deadline:
+                ) or loop.time() > deadline:
             break
         await asyncio.sleep(0.2)
     assert metric_value(text, "reporting_report_generation_seconds_count", kind="monthly") == 1
@@ -45,7 +43,6 @@ async def test_metrics_count_what_reporting_did(rworld: World) -> None:
     assert (metric_value(text, "ioc_messages_produced_total", producer="reporting") or 0) >= 1
     assert metric_value(text, "ioc_timers_due", service="reporting") == 0    # timers are off
     assert metric_value(text, "ioc_outbox_backlog_messages") is not None
-    assert re.search(r'^ioc_consumer_lag\{group="[^"]+",partition="\d+",topic="[^"]+"\} ',
-                     text, re.M)
+    # (Lag per partition: the kit's LagMonitor, tested in shared/tests/connected.)
     async with httpx.AsyncClient() as http:
         assert (await http.get(f"{base}/health/live")).status_code == 200
