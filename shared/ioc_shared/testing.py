@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -296,3 +297,31 @@ def recorded_spans(service: str = "test") -> Iterator[InMemorySpanExporter]:
         provider.force_flush()
         switch.to = None
         setup_tracing(service)   # no exporter for what runs after
+
+
+# --- /metrics text, as Prometheus scrapes it ----------------------------------------------
+def metric_value(text: str, name: str, **labels: str) -> float | None:
+    """The value of the first sample `name` with (at least) `labels` in /metrics text."""
+    for line in text.splitlines():
+        found = re.match(rf"^{re.escape(name)}(\{{(.*)\}})? (\S+)$", line)
+        if found is None:
+            continue
+        have = dict(re.findall(r'(\w+)="([^"]*)"', found.group(2) or ""))
+        if all(have.get(k) == v for k, v in labels.items()):
+            return float(found.group(3))
+    return None
+
+
+def metric_naming_problems(text: str) -> list[str]:
+    """What in /metrics text breaks the usual naming: a counter's samples not `_total`, a
+    gauge or histogram named `_total`, a histogram of time not in `_seconds`."""
+    problems = []
+    for name, kind in re.findall(r"^# TYPE (\S+) (\S+)$", text, re.M):
+        samples = set(re.findall(rf"^({re.escape(name)}\w*)[{{ ]", text, re.M))
+        if kind == "counter" and not all(s.endswith(("_total", "_created")) for s in samples):
+            problems.append(f"{name}: a counter's samples end in _total")
+        if kind != "counter" and name.endswith("_total"):
+            problems.append(f"{name}: a {kind} named _total")
+        if kind == "histogram" and not name.endswith(("_seconds", "_bytes", "_records")):
+            problems.append(f"{name}: a histogram without its unit")
+    return problems

@@ -1,4 +1,5 @@
-"""The published inbound contract: JSON Schema of a submission on `ioc.ingest.inbound.v1`.
+"""The published contract of ingest: JSON Schema of a submission on `ioc.ingest.inbound.v1`,
+and the models of the payloads ingest publishes besides the records.
 
 Field-level schemas are per dataset and version in the registry; this is the
 envelope a unit system wraps each record in. `python -m ingest contract`
@@ -7,9 +8,16 @@ prints it; `services/ingest/contract/submission.schema.json` is its export.
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
+import orjson
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+from ingest.domain.codes import Code
+from ingest.domain.freshness import LATE_TYPE, RECOVERED_TYPE
 from ingest.domain.submission import H_PRINCIPAL, H_SIGNATURE, MAX_CLIENT_EVENT_ID, MAX_RECORD_ID
+from ingest.messages import PERSONAL_TYPE_SUFFIX, REJECTED_TYPE
 
 
 def submission_json_schema() -> dict[str, Any]:
@@ -43,3 +51,103 @@ def submission_json_schema() -> dict[str, Any]:
         },
         "additionalProperties": True,
     }
+
+
+# --- what ingest publishes, besides the records (their schemas come from the registry) -----
+# Pydantic models of the payloads, for the AsyncAPI document (`MESSAGES`) and for the unit
+# tests, which check payloads the code builds against them (`check_payload`). They forbid
+# unknown fields for that check only; the published schemas leave objects open.
+class _Closed(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ProblemOut(_Closed):
+    code: Code
+    field: str | None = Field(description="The record field, None for the whole submission")
+    expected: str | None = Field(description="What was expected, in Vietnamese")
+    message_vi: str
+
+
+class Rejection(_Closed):
+    """`ingest.record.rejected`: on ioc.ingest.rejected.v1 and the unit's own
+    ioc.ingest.rejections.<unit>.v1 (keyed by the unit), or on ioc.ingest.unauthenticated.v1
+    (keyed by the delivery origin) when the sender could not be verified."""
+
+    unit: str | None = Field(description="The verified unit (None: not identified)")
+    code: Code
+    message_vi: str
+    field: str | None
+    expected: str | None
+    problems: list[ProblemOut]
+    problems_total: int = Field(description="Problems found (the list may be cut)")
+    record_index: int = Field(description="Position in an HTTP batch; 0 for Kafka")
+    record_id: str | None
+    dataset: str | None
+    schema_version: int | None
+    client_event_id: str | None
+    origin: str = Field(description="topic:partition:offset, or the HTTP request id")
+    channel: str = Field(description="kafka or http")
+    identity_verified: bool
+    quarantined: bool = Field(description="The bytes are on ioc.ingest.quarantine.v1")
+    replay: bool
+
+
+class Freshness(_Closed):
+    """`ingest.freshness.late` / `ingest.freshness.recovered`, keyed by the dataset."""
+
+    unit: str
+    dataset: str
+    cadence: str
+    last_accepted_at: AwareDatetime | None
+    watch_since: AwareDatetime
+    deadline: AwareDatetime | None = Field(description="late: when the update was due")
+    late_since: AwareDatetime | None
+    detected_at: AwareDatetime
+    message_vi: str
+
+
+class QualityCounters(_Closed):
+    """`ingest.quality.counters`: cumulative counters of one unit, dataset and day."""
+
+    day: date
+    unit: str | None = Field(description="None: an unverified sender")
+    dataset: str | None = Field(description="None: a dataset not in the registry")
+    accepted: int
+    rejected: dict[str, int] = Field(description="Rejections by code")
+    rejected_total: int
+    as_of: AwareDatetime
+    cumulative: bool
+
+
+class PersonalFields(_Closed):
+    """`<dataset>.personal` on ioc.restricted.<dataset>.v1: the citizens' personal fields
+    the canonical record leaves out (`fields`: per the dataset's schema)."""
+
+    record_id: str
+    canonical_event_id: str = Field(description="Event id of the canonical record")
+    fields: dict[str, Any]
+
+
+FRESHNESS_TYPES = (LATE_TYPE, RECOVERED_TYPE)
+QUALITY_TYPE = "ingest.quality.counters"   # ingest.periodic's (a test holds them equal)
+MESSAGES: dict[str, dict[str, type[BaseModel]]] = {
+    "ioc.ingest.rejected.v1": {REJECTED_TYPE: Rejection},
+    "ioc.ingest.unauthenticated.v1": {REJECTED_TYPE: Rejection},
+    "ioc.ingest.freshness.v1": dict.fromkeys(FRESHNESS_TYPES, Freshness),
+    "ioc.ingest.quality.v1": {QUALITY_TYPE: QualityCounters},
+}
+
+
+def check_payload(event_type: str, payload: dict[str, Any]) -> str | None:
+    """Why `payload` does not match its model (None: it does), for the tests' checks."""
+    if event_type.endswith(PERSONAL_TYPE_SUFFIX):
+        model: type[BaseModel] | None = PersonalFields
+    else:
+        model = next((m[event_type] for m in MESSAGES.values() if event_type in m), None)
+    if model is None:
+        return f"{event_type}: no payload model in ingest.contract"
+    try:   # as JSON, strictly: "2" is not an integer, as for a consumer's validator
+        model.model_validate_json(orjson.dumps(payload), strict=True)
+    except ValidationError as exc:
+        return f"{event_type}: {exc}"
+    return None

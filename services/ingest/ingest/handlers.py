@@ -20,6 +20,7 @@ from datetime import UTC, datetime, tzinfo
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
+from ioc_shared.platform.metrics import bus_metrics
 from ioc_shared.platform.telemetry import extract_trace_context
 from ioc_shared.registry import Registry
 from opentelemetry import trace
@@ -73,6 +74,9 @@ class IngestMetrics:
         self.batch_size = Histogram("ingest_batch_records", "Submissions per batch",
                                     buckets=(1, 10, 50, 100, 250, 500, 1000, 2500),
                                     registry=registry)
+        bus = bus_metrics(registry)
+        self.produced = bus.produced.labels("ingest")   # ingest sends, not an outbox relay
+        self.rejected = bus.rejected
 
 
 class IngestPipeline:
@@ -156,6 +160,11 @@ class IngestPipeline:
             else:
                 outcomes.append(Outcome(inbound, _public_status(status, decision), decision))
             messages += built
+        return await self._enqueue(messages)
+
+    async def _enqueue(self, messages: Sequence[Outgoing]) -> list[Awaitable[Any]]:
+        if self.metrics is not None:   # once per batch
+            self.metrics.produced.inc(len(messages))
         return await self.sink.enqueue(messages)
 
     async def reject_whole(self, inbound: Inbound, rejected: Rejected) -> None:
@@ -166,7 +175,7 @@ class IngestPipeline:
         messages = self.deciding.rejection(inbound, rejected, now, trace_headers(None))
         counter = CounterKey(*_labels(rejected), "rejected", rejected.code.value)
         await self.repository.record_batch([], [counter], now, now.astimezone(self.local).date())
-        confirmations = await self.sink.enqueue(messages)
+        confirmations = await self._enqueue(messages)
         if confirmations:
             await asyncio.gather(*confirmations)
         self._count([Outcome(inbound, "rejected", rejected)], 0.0)
@@ -188,7 +197,7 @@ class IngestPipeline:
                                     extra=extra)
         messages = self.deciding.rejection(inbound, rejected, self.clock(), trace_headers(None),
                                            keep_copy=False)
-        confirmations = await self.sink.enqueue(messages)
+        confirmations = await self._enqueue(messages)
         if confirmations:
             await asyncio.gather(*confirmations)
         self._count([Outcome(inbound, "rejected", rejected)], 0.0)
@@ -247,6 +256,8 @@ class IngestPipeline:
                 tally[(d.unit, d.dataset, o.status, "")] += 1
         for labels, count in tally.items():
             self.metrics.records.labels(*labels).inc(count)
+            if labels[3]:
+                self.metrics.rejected.labels("ingest", labels[3]).inc(count)
 
 
 def _labels(rejected: Rejected) -> tuple[str, str]:

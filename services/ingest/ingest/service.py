@@ -97,7 +97,7 @@ class IngestService:
             self.intake.pipeline = self.pipeline
             self.intake.ready = rt.is_ready
             self._relay = OutboxRelay(rt.pool, s.db_schema, self._producer, s.kafka_bootstrap,
-                                      producer_name="ingest")
+                                      producer_name="ingest", metrics=rt.metrics)
             policy = policy_from(rt.registry, s.freshness_continuous_s, s.freshness_grace_s)
             self.freshness = FreshnessChecker(repository, rt.registry, self.topics.freshness, policy)
             self.quality = QualityPublisher(repository, rt.registry, self.topics.quality)

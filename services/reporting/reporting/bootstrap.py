@@ -27,6 +27,7 @@ from ioc_shared.contracts.topics import (
     TopicSpec,
     canonical_topic,
 )
+from ioc_shared.platform.metrics import bus_metrics
 from ioc_shared.platform.relay import relay_until
 from ioc_shared.platform.retention import RetentionJob, RetentionPolicy, platform_policies
 from ioc_shared.platform.runtime import ServiceRuntime
@@ -104,7 +105,15 @@ async def run_reporting(settings: ReportingSettings, stop: asyncio.Event, *,
         repo = ReportingRepository(settings.db_schema)
         service = ReportService(rt.pool, repo, rt.registry, config, calendar, topics,
                                 settings.output_dir, render_files=settings.render_files,
+                                metrics=rt.metrics,
                                 **({"clock": clock} if clock is not None else {}))
+
+        async def sample_timers() -> None:
+            async with service.pool.acquire() as conn:
+                due = await repo.count_due_timers(conn, service.clock())
+            bus_metrics(rt.metrics).timers_due.labels("reporting").set(due)
+
+        rt.sampler.add("timers", sample_timers)
         holder["service"] = service
         if extras is not None:
             extras["service"] = service
@@ -132,7 +141,7 @@ async def run_reporting(settings: ReportingSettings, stop: asyncio.Event, *,
             topics=[topics.results, topics.published, topics.notifications,
                     topics.unauthenticated],
             batch_size=settings.relay_batch_size, grace_s=settings.shutdown_grace_s,
-            producer_name="reporting"))
+            producer_name="reporting", metrics=rt.metrics))
         scheduler = Scheduler(service, instance=settings.instance_id, poll_s=settings.timer_poll_s)
         if settings.timers_enabled:
             rt.supervise("scheduler", scheduler.run)

@@ -19,6 +19,7 @@ from ioc_shared.contracts.headers import H_PRINCIPAL, H_SIGNATURE
 from ioc_shared.contracts.hygiene import find_forbidden
 from ioc_shared.platform.consumer import Delivery
 from ioc_shared.platform.logging import get_logger
+from ioc_shared.platform.metrics import bus_metrics
 from ioc_shared.platform.outbox import enqueue_many
 
 from reporting.domain import periods as pd
@@ -70,6 +71,8 @@ class CommandHandler:
         }
         if duplicate:
             payload["duplicate"] = True
+        if reason is not None:
+            bus_metrics(self.service.metrics).rejected.labels("reporting", reason.value).inc()
         return outgoing(self.service.topics.results, RESULT, unit, payload,
                         deterministic_event_id(cause, "result"), self.service.ioc_unit,
                         self.service.clock())
@@ -98,6 +101,7 @@ class CommandHandler:
             # Answered to the operators only, keyed by the command's origin: whoever can
             # write the commands topic must not write into a unit's feed.
             no = reject(Reason.UNAUTHENTICATED)
+            bus_metrics(svc.metrics).rejected.labels("reporting", no.reason.value).inc()
             log.warning("report command: unauthenticated", claimed_principal=claimed_principal,
                         topic=d.topic, partition=d.partition, offset=d.offset)
             payload_out = {

@@ -1,4 +1,5 @@
-"""JSON Schemas of what reporting publishes: `report.published` and its figures.
+"""JSON Schemas of what reporting publishes: `report.published` and its figures, and the
+models of its answers and reminders.
 
 `figures` is contract `ioc.reporting.report/1` (`reporting.domain.figures`): fields may be
 added (optional); a change that would break a consumer gets `/2`. The AsyncAPI document
@@ -7,7 +8,12 @@ added (optional); a change that would break a consumer gets `/2`. The AsyncAPI d
 
 from __future__ import annotations
 
+import uuid
+from datetime import date
 from typing import Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from reporting.domain.figures import CONTRACT, FLOW_MEASURES
 
@@ -126,3 +132,85 @@ def published_json_schema() -> dict[str, Any]:
         "files": {"type": "object", "additionalProperties": _STR},
         "figures": figures_json_schema(),
     })
+
+
+# --- answers and reminders: pydantic models of their payloads ---------------------------
+# For the AsyncAPI document (`MESSAGES`) and for the tests, which check payloads the code
+# builds against them (`check_payload`). They forbid unknown fields for that check only;
+# the published schemas leave objects open.
+COMMAND_RESULT = "reporting.command.result"          # reporting.commands' RESULT
+UNAUTHENTICATED_COMMAND = "reporting.command.unauthenticated"
+DUE_SOON = "report.due-soon"                         # reporting.reports' (tests hold them equal)
+OVERDUE = "report.overdue"
+
+
+class _Closed(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CommandResult(_Closed):
+    """On ioc.reporting.command-results.v1, keyed by the acting unit."""
+
+    command_id: uuid.UUID | None
+    command: str | None
+    status: str = Field(description="accepted or rejected")
+    reason_code: str | None
+    message: str = Field(description="In Vietnamese")
+    principal: str | None
+    unit: str
+    report_id: str | None
+    report_status: str | None
+    number: str | None = Field(description="The issued report's number")
+    period: str | None = Field(description="Report period key")
+    version: int | None
+    duplicate: bool | None = Field(default=None, description="true: answered before")
+
+
+class Origin(_Closed):
+    topic: str
+    partition: int
+    offset: int
+
+
+class UnauthenticatedCommand(_Closed):
+    """On ioc.reporting.unauthenticated-commands.v1 (operators only)."""
+
+    command_id: uuid.UUID | None
+    command: str | None
+    status: str
+    reason_code: str
+    message: str
+    claimed_principal: str | None
+    origin: Origin
+
+
+class Reminder(_Closed):
+    """`report.due-soon` / `report.overdue` on ioc.reporting.notifications.v1, keyed by the
+    leader's unit."""
+
+    period: str = Field(description="Report period key")
+    label: str = Field(description="The period in Vietnamese")
+    due_on: date
+    unit: str
+    contact_role: str
+    message: str = Field(description="In Vietnamese")
+    statuses: list[str] = Field(description="Statuses of the period's versions so far")
+
+
+MESSAGES: dict[str, dict[str, type[BaseModel]]] = {
+    "ioc.reporting.command-results.v1": {COMMAND_RESULT: CommandResult},
+    "ioc.reporting.unauthenticated-commands.v1": {UNAUTHENTICATED_COMMAND: UnauthenticatedCommand},
+    "ioc.reporting.notifications.v1": {DUE_SOON: Reminder, OVERDUE: Reminder},
+}
+
+
+def check_payload(event_type: str, payload: dict[str, Any]) -> str | None:
+    """Why `payload` does not match its model (None: it does), for the tests' checks."""
+    model = next((m[event_type] for m in MESSAGES.values() if event_type in m), None)
+    if model is None:
+        return f"{event_type}: no payload model in reporting.contract"
+    try:   # as JSON, strictly: "2" is not an integer, as for a consumer's validator
+        model.model_validate_json(orjson.dumps(payload), strict=True)
+    except ValidationError as exc:
+        return f"{event_type}: {exc}"
+    return None

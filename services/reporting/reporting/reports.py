@@ -28,6 +28,7 @@ from ioc_shared.platform.logging import get_logger
 from ioc_shared.platform.outbox import enqueue_many
 from ioc_shared.registry import Action, Registry
 from ioc_shared.serialized import SerializedEnvelope, envelope_headers, serialize_envelope
+from prometheus_client import CollectorRegistry, Histogram
 
 from reporting.config import ReportingConfig
 from reporting.domain import periods as pd
@@ -89,8 +90,16 @@ class ReportService:
     def __init__(self, pool: asyncpg.Pool, repo: ReportingRepository, registry: Registry,
                  config: ReportingConfig, calendar: WorkingCalendar, topics: Topics,
                  output_dir: Path, *, render_files: bool = True,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 metrics: CollectorRegistry | None = None) -> None:
         self.pool = pool
+        # The service's /metrics registry (a private one if not given).
+        self.metrics = metrics if metrics is not None else CollectorRegistry()
+        self.generation_seconds = Histogram(
+            "reporting_report_generation_seconds",
+            "Time to build one report version: figures, document, files, outbox",
+            ["kind"], buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+            registry=self.metrics)
         self.repo = repo
         self.registry = registry
         self.config = config
@@ -260,6 +269,11 @@ class ReportService:
     async def generate(self, conn: asyncpg.Connection, period: pd.Period, scope: Scope,
                        *, actor: str, figures: dict[str, Any] | None = None) -> dict[str, Any]:
         """A new draft version of `period`'s report, in the caller's transaction."""
+        with self.generation_seconds.labels(period.kind.value).time():
+            return await self._generate(conn, period, scope, actor=actor, figures=figures)
+
+    async def _generate(self, conn: asyncpg.Connection, period: pd.Period, scope: Scope,
+                        *, actor: str, figures: dict[str, Any] | None) -> dict[str, Any]:
         if figures is None:
             figures = build_figures(await self.inputs(conn, period, scope), self.names)
         key = period.key + (":" + ",".join(f"{k}={v}" for k, v in sorted(scope.to_json().items()))

@@ -438,6 +438,12 @@ class ReportingRepository:
                 ON CONFLICT DO NOTHING""",
             [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
 
+    async def count_due_timers(self, conn: asyncpg.Connection, now: datetime) -> int:
+        """Timers whose time has come and that have not fired (the `ioc_timers_due` gauge)."""
+        return int(await conn.fetchval(
+            f"SELECT count(*) FROM {self.s}.report_timers WHERE fired_at IS NULL "
+            "AND due_at <= $1", now))
+
     async def due_timers(self, conn: asyncpg.Connection, now: datetime,
                          limit: int) -> list[asyncpg.Record]:
         return list(await conn.fetch(

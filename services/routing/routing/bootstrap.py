@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from ioc_shared.contracts.topics import ROUTING_COMMANDS, canonical_topic
+from ioc_shared.platform.metrics import bus_metrics
 from ioc_shared.platform.retention import RetentionJob, RetentionPolicy, platform_policies
 from ioc_shared.platform.runtime import ServiceRuntime
 from ioc_shared.platform.wiring import register_consumers, run_until, stop_consumers_then_broker
@@ -76,7 +77,15 @@ async def run_routing(settings: RoutingSettings, stop: asyncio.Event, *,
             max_records=settings.batch_max_records, batch_timeout_ms=settings.batch_timeout_ms,
             metrics=rt.metrics)
         register_consumers(rt, consumers)
-        stop_relay, relay_task = await start_relay(settings, rt.pool, rt.supervise)
+        stop_relay, relay_task = await start_relay(settings, rt.pool, rt.supervise,
+                                                   metrics=rt.metrics)
+
+        async def sample_timers() -> None:
+            async with core.pool.acquire() as conn:
+                due = await core.repo.count_due_work(conn, core.clock())
+            bus_metrics(rt.metrics).timers_due.labels("routing").set(due)
+
+        rt.sampler.add("timers", sample_timers)
         timers = TimerWorker(core, poll_s=settings.timer_poll_s, batch=settings.timer_batch)
         rt.supervise("timers", timers.run)
         retention = RetentionJob(rt.pool, settings.db_schema,

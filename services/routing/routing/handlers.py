@@ -22,6 +22,7 @@ from ioc_shared.contracts.headers import H_PRINCIPAL, H_PRODUCER, H_SIGNATURE
 from ioc_shared.contracts.hygiene import HygieneError, loads_strict
 from ioc_shared.contracts.topics import canonical_topic
 from ioc_shared.platform.logging import get_logger
+from ioc_shared.platform.metrics import bus_metrics
 from ioc_shared.platform.outbox import enqueue_many
 from ioc_shared.platform.telemetry import context_of, start_hop
 from ioc_shared.registry import Action, Registry
@@ -136,6 +137,12 @@ class RoutingCore:
         return Counter("routing_refused_inputs", "Inputs refused at routing's door",
                        ["input", "reason"], registry=self.metrics or CollectorRegistry())
 
+    def count_refused(self, input: str, reason: str) -> None:
+        """One input refused with `reason`: routing's counter and the kit's
+        `ioc_messages_rejected_total{service="routing"}`."""
+        self.refused.labels(input, reason).inc()
+        bus_metrics(self.metrics).rejected.labels("routing", reason).inc()
+
     @property
     def system(self) -> Actor:
         return Actor("system:routing", self.org.ioc_unit, frozenset({"system"}))
@@ -242,7 +249,7 @@ class IntakeHandler:
         for r in refused:
             if (r.topic, r.partition, r.offset) not in new:
                 continue   # a redelivery: logged and counted the first time
-            core.refused.labels("canonical-record", r.reason_code).inc()
+            core.count_refused("canonical-record", r.reason_code)
             log.error("intake: canonical record refused (internal error: only ingest's "
                       "validated records belong on this topic)", topic=r.topic,
                       partition=r.partition, offset=r.offset,
@@ -434,7 +441,7 @@ class CommandHandler:
             await core.repo.record_command_receipt(conn, received.receipt("rejected",
                                                                          no.reason.value))
             await enqueue_many(conn, core.repo.s, effects.messages)
-        core.refused.labels("command", no.reason.value).inc()
+        core.count_refused("command", no.reason.value)
 
     async def _execute(self, cmd: Command, actor: Actor, env: Envelope, effects: Effects,
                        received: _Received) -> None:
@@ -483,6 +490,7 @@ class CommandHandler:
                                           cmd.verb.value, "rejected", result.reason.value)
                 log.info("command rejected", verb=cmd.verb.value, incident_id=cmd.incident_id,
                          principal=actor.principal, reason=result.reason.value)
+                core.count_refused("command", result.reason.value)
                 await enqueue_many(conn, repo.s, effects.messages)
                 return
             assert incident is not None
@@ -563,6 +571,7 @@ class CommandHandler:
                 await enqueue_many(conn, repo.s, effects.messages)
                 log.info("dispute refused", principal=actor.principal, dataset=cmd.dataset,
                          position=cmd.position, reason=verdict.reason.value)
+                core.count_refused("command", verdict.reason.value)
                 return
             existing = (await repo.load_incidents(conn, [incident_id], for_update=True)
                         ).get(incident_id)

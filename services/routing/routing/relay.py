@@ -20,13 +20,15 @@ from ioc_shared.platform.relay import (
     relay_until,
     run_child,
 )
+from prometheus_client import CollectorRegistry
 
 from routing.publishing import RoutingTopics
 from routing.settings import RoutingSettings
 
 
 async def routing_relay_until(settings: RoutingSettings, pool: asyncpg.Pool,
-                              stop: asyncio.Event, *, gc_tuning: bool = False) -> None:
+                              stop: asyncio.Event, *, gc_tuning: bool = False,
+                              metrics: CollectorRegistry | None = None) -> None:
     """Publish the outbox of `settings.db_schema` until `stop` is set."""
     topics = RoutingTopics.from_settings(settings)
     if gc_tuning:
@@ -39,7 +41,7 @@ async def routing_relay_until(settings: RoutingSettings, pool: asyncpg.Pool,
                       topics=[topics.results, topics.events, topics.notifications,
                               topics.reporter],
                       batch_size=settings.relay_batch_size, grace_s=settings.shutdown_grace_s,
-                      producer_name="routing")
+                      producer_name="routing", metrics=metrics)
 
 
 async def run_relay_process(settings: RoutingSettings) -> None:
@@ -59,7 +61,8 @@ async def run_relay_process(settings: RoutingSettings) -> None:
 
 
 async def start_relay(settings: RoutingSettings, pool: asyncpg.Pool,
-                      supervise: Any) -> tuple[Any, Any]:
+                      supervise: Any, metrics: CollectorRegistry | None = None
+                      ) -> tuple[Any, Any]:
     """Start the relay as configured under `supervise(name, work)` (the runtime's);
     returns (stop coroutine function, task)."""
     if settings.relay_mode == "process":
@@ -71,4 +74,5 @@ async def start_relay(settings: RoutingSettings, pool: asyncpg.Pool,
     async def stop_inline() -> None:
         stop.set()
 
-    return stop_inline, supervise("outbox relay", lambda: routing_relay_until(settings, pool, stop))
+    return stop_inline, supervise("outbox relay", lambda: routing_relay_until(
+        settings, pool, stop, metrics=metrics))

@@ -462,6 +462,13 @@ class RoutingRepository:
             [None if w.plan is None else _dumps(w.plan) for _, _, w in work],
             [w.stage_at for _, _, w in work])
 
+    async def count_due_work(self, conn: asyncpg.Connection, now: datetime) -> int:
+        """Deadlines, reminders and escalation steps whose time has come and that have
+        neither fired nor been skipped (the `ioc_timers_due` gauge)."""
+        return int(await conn.fetchval(
+            f"SELECT count(*) FROM {self.s}.due_work WHERE fired_at IS NULL "
+            "AND skipped_at IS NULL AND due_at <= $1", now))
+
     async def claim_due_work(self, conn: asyncpg.Connection, now: datetime,
                              limit: int) -> list[DueRow]:
         """Due rows locked for this transaction; rows another instance holds are skipped."""

@@ -4,7 +4,7 @@ the retention-risk alert."""
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
@@ -12,6 +12,8 @@ from ioc_shared.contracts.envelope import Envelope
 from ioc_shared.platform.kafka import make_admin
 from ioc_shared.platform.logging import get_logger
 from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from sync_province.domain import retention_at_risk
 from sync_province.pipeline import Pipeline
@@ -41,17 +43,14 @@ class StatusReporter:
                            registry=metrics)
         self.g_lag_s = Gauge("sync_province_lag_seconds", "Age of the oldest record not yet at the"
                              " province", labels, registry=metrics)
-        self.g_sent = Gauge("sync_province_records_sent", "Records delivered since start", labels,
-                            registry=metrics)
-        self.g_parked = Gauge("sync_province_batches_parked", "Batches the province refused",
-                              labels, registry=metrics)
         self.g_risk = Gauge("sync_province_retention_risk", "1 when the oldest unsynced record is"
                             " within the margin of the source topic's retention", labels,
                             registry=metrics)
-        self.g_failures = Gauge("sync_province_failures", "Failed attempts by reason",
-                                ["target", "reason"], registry=metrics)
         self.g_unreachable = Gauge("sync_province_unreachable_seconds", "Seconds the target has"
                                    " been failing", ["target"], registry=metrics)
+        # Delivered, skipped, parked and failed are counters, read from the pipelines'
+        # progress when /metrics is scraped.
+        metrics.register(_ProgressCounters(self.pipelines))
 
     async def refresh_retention(self) -> None:
         topics = sorted({s.source_topic for p in self.pipelines for s in p.streams})
@@ -116,14 +115,39 @@ class StatusReporter:
             labels = (row["target"], row["stream"])
             self.g_lag.labels(*labels).set(row["lag_records"])
             self.g_lag_s.labels(*labels).set(row["lag_seconds"])
-            self.g_sent.labels(*labels).set(row["sent"])
-            self.g_parked.labels(*labels).set(row["parked"])
             self.g_risk.labels(*labels).set(1 if row["retention_risk"] else 0)
             await self._publish(Envelope(type=STATUS_TYPE, source_unit=self._district,
                                          subject=row["stream"], payload=row))
         for p in self.pipelines:
             self.g_unreachable.labels(p.target.name).set(p.target.health.unreachable_for())
-            for reason, n in (p.target.health.failures or {}).items():
-                self.g_failures.labels(p.target.name, reason).set(n)
         return rows
+
+
+class _ProgressCounters(Collector):
+    """`sync_province_records_sent_total`, `sync_province_records_skipped_total` (by
+    reason: not granted, not the expected producer ...), `sync_province_batches_parked_total`
+    and `sync_province_failures_total` (by reason), since the process started."""
+
+    def __init__(self, pipelines: Sequence[Pipeline]) -> None:
+        self._pipelines = pipelines
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        labels = ["target", "stream"]
+        sent = CounterMetricFamily("sync_province_records_sent", "Records delivered", labels=labels)
+        skipped = CounterMetricFamily("sync_province_records_skipped", "Records not mirrored, "
+                                      "by reason", labels=[*labels, "reason"])
+        parked = CounterMetricFamily("sync_province_batches_parked",
+                                     "Batches the province refused", labels=labels)
+        failures = CounterMetricFamily("sync_province_failures", "Failed attempts by reason",
+                                       labels=["target", "reason"])
+        for p in self._pipelines:
+            target, progress = p.target.name, p.progress
+            for stream in p.streams:
+                sent.add_metric([target, stream.name], progress.sent.get(stream.name, 0))
+                parked.add_metric([target, stream.name], progress.parked.get(stream.name, 0))
+                for reason, n in progress.skipped.get(stream.name, {}).items():
+                    skipped.add_metric([target, stream.name, reason], n)
+            for reason, n in (p.target.health.failures or {}).items():
+                failures.add_metric([target, reason], n)
+        yield from (sent, skipped, parked, failures)
 

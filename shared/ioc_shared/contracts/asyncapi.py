@@ -32,29 +32,31 @@ from typing import Annotated, Any
 
 import typer
 import yaml
+from pydantic import BaseModel
 
 from ioc_shared.contracts.envelope import Envelope
-from ioc_shared.contracts.headers import H_EVENT_ID, H_EVENT_TYPE, H_PRINCIPAL, H_SIGNATURE
+from ioc_shared.contracts.headers import (
+    H_EVENT_ID,
+    H_EVENT_TYPE,
+    H_PRINCIPAL,
+    H_PRODUCER,
+    H_SIGNATURE,
+)
 from ioc_shared.contracts.topics import (
-    INGEST_FRESHNESS,
     INGEST_INBOUND,
-    INGEST_QUALITY,
     INGEST_QUARANTINE,
-    INGEST_REJECTED,
-    REPORTING_COMMAND_RESULTS,
     REPORTING_COMMANDS,
-    REPORTING_NOTIFICATIONS,
     REPORTING_PUBLISHED,
-    REPORTING_UNAUTHENTICATED_COMMANDS,
-    ROUTING_COMMAND_RESULTS,
     ROUTING_COMMANDS,
-    ROUTING_EVENTS,
-    ROUTING_NOTIFICATIONS,
-    ROUTING_REPORTER_UPDATES,
+    SYNC_PROVINCE_CHECKPOINTS,
+    SYNC_PROVINCE_CURSOR,
     TOPICS,
     TopicSpec,
     canonical_topic,
+    province_topic,
+    restricted_topic,
     special_topic,
+    unit_rejections_topic,
 )
 from ioc_shared.registry import Dataset, FieldSpec, Registry, load_registry
 
@@ -81,6 +83,10 @@ class Channel:
     spec: TopicSpec
     messages: tuple[Message, ...]
     headers: tuple[str, ...] = field(default=())
+    # "local": the district's cluster; "province": topics sync-province keeps on the
+    # provincial IOC's cluster (created there with that broker's default retention
+    # unless the catalogue says otherwise: `retention_ms` 0).
+    server: str = "local"
 
 
 # --- headers -------------------------------------------------------------------------
@@ -91,6 +97,8 @@ HEADERS: dict[str, str] = {
     H_EVENT_TYPE: "The envelope's type, readable without parsing the value.",
     H_PRINCIPAL: "Principal id of the sender (registry), verified by the signature.",
     H_SIGNATURE: "Lowercase hex HMAC-SHA256 of the exact value bytes with the principal's secret.",
+    H_PRODUCER: "The IOC service that produced the message (ingest, routing, reporting); "
+                "consumers of canonical records and incident events check it.",
     "ioc-dataset": "Dataset id of the record.",
     "ioc-quarantine-code": "Rejection code of the quarantined input.",
     "ioc-quarantine-unit": "Unit the input came from, when it could be told.",
@@ -98,8 +106,15 @@ HEADERS: dict[str, str] = {
     "ioc-quarantine-origin": "Where the input came from (topic/partition/offset or HTTP request id).",
     "ioc-quarantine-event-id": "Event id of the rejection answered for this input.",
     "ioc-quarantine-at": "When it was quarantined (UTC, ISO 8601).",
+    "ioc-origin-ioc": "The district IOC a mirrored record comes from.",
+    "ioc-origin-topic": "The district topic it was read from (without namespace).",
+    "ioc-origin-partition": "Its partition there.",
+    "ioc-origin-offset": "Its offset there.",
+    "ioc-grant-ids": "The grants that let a mirrored dataset record leave, comma-separated.",
 }
 ENVELOPE_HEADERS = ("traceparent", "tracestate", H_EVENT_ID, H_EVENT_TYPE)
+PRODUCED_HEADERS = (*ENVELOPE_HEADERS, H_PRODUCER)   # by ingest and the outbox relays
+MIRRORED_HEADERS = (*ENVELOPE_HEADERS, "ioc-dataset")  # kept by sync-province, plus its own
 SIGNED_HEADERS = ("traceparent", "tracestate", H_PRINCIPAL, H_SIGNATURE)
 QUARANTINE_HEADERS = (*SIGNED_HEADERS, "ioc-quarantine-code", "ioc-quarantine-unit",
                       "ioc-quarantine-dataset", "ioc-quarantine-origin", "ioc-quarantine-event-id",
@@ -137,6 +152,40 @@ def _external(reference: str) -> dict[str, Any]:
         target = getattr(target, part)
     schema: dict[str, Any] = target()
     return schema
+
+
+def _inline(schema: Any, defs: dict[str, Any]) -> Any:
+    """`schema` with its `$ref`s to `defs` replaced by what they name (the models are not
+    recursive), so the compatibility gate compares nested fields too."""
+    if isinstance(schema, list):
+        return [_inline(item, defs) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/$defs/"):
+        target = _inline(defs[ref.removeprefix("#/$defs/")], defs)
+        return {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
+    return {k: _inline(v, defs) for k, v in schema.items()
+            if k != "$defs" and not (k == "additionalProperties" and v is False)}
+
+
+def model_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """JSON Schema of a payload model, self-contained and open: the models forbid unknown
+    fields to catch drift in the tests, but a consumer must ignore fields it does not
+    know (optional fields are added without a new version)."""
+    raw = model.model_json_schema()
+    schema: dict[str, Any] = _inline(raw, raw.get("$defs", {}))
+    return schema
+
+
+def service_messages(reference: str, topic: str, *,
+                     headers: tuple[str, ...] = PRODUCED_HEADERS) -> list[Message]:
+    """A message per event type from a service's `MESSAGES` (topic -> type -> model),
+    named `package.module` (its `contract` module)."""
+    models: dict[str, type[BaseModel]] = importlib.import_module(reference).MESSAGES[topic]
+    return [envelope_message(event_type, (model.__doc__ or event_type).strip().split("\n")[0],
+                             model_schema(model), headers=headers)
+            for event_type, model in models.items()]
 
 
 def _field_schema(spec: FieldSpec) -> dict[str, Any]:
@@ -177,16 +226,35 @@ def _field_schema(spec: FieldSpec) -> dict[str, Any]:
     return out
 
 
-def record_schema(dataset: Dataset, only: Iterable[str] | None = None) -> dict[str, Any]:
-    """The dataset's canonical record (its `canonical_version`) from the registry's fields."""
+REPORTER_REF = "reporter_ref"   # ingest's pseudonym of the person behind the personal fields
+
+
+def record_schema(dataset: Dataset, only: Iterable[str] | None = None, *,
+                  personal: bool | None = None) -> dict[str, Any]:
+    """The dataset's canonical record (its `canonical_version`) from the registry's fields.
+
+    `only`: just these fields (a grant's). `personal`: False for the default-sharing
+    record, whose personal fields ingest moves to the restricted topic and replaces with
+    the pseudonym `reporter_ref`; True for those fields alone; None for all fields.
+    """
     version = dataset.schema_for(dataset.canonical_version)
     fields = dict(version.fields) if version is not None else {}
     if only is not None:
         allowed = set(only)
         fields = {k: v for k, v in fields.items() if k in allowed}
+    had_personal = any(v.personal for v in fields.values())
+    if personal is not None:
+        fields = {k: v for k, v in fields.items() if v.personal == personal}
+    properties = {k: _field_schema(v) for k, v in fields.items()}
+    if personal is False and had_personal:
+        properties[REPORTER_REF] = {
+            "type": "string", "pattern": "^r-[0-9a-f]{32}$",
+            "description": "Pseudonym of the person behind the record's personal fields (keyed "
+                           "HMAC): same person, unit and dataset, same reference. Present when "
+                           "the record had personal fields."}
     return {"type": "object", "title": f"{dataset.id} v{dataset.canonical_version}",
             "required": sorted(k for k, v in fields.items() if v.required),
-            "properties": {k: _field_schema(v) for k, v in fields.items()}}
+            "properties": properties}
 
 
 def _object(properties: dict[str, Any], required: Iterable[str]) -> dict[str, Any]:
@@ -203,14 +271,27 @@ def accepted_message(dataset: Dataset) -> Message:
         "schema_version": {"const": dataset.canonical_version, "type": "integer"},
         "source_schema_version": {"type": "integer", "description": "version the unit sent"},
         "record_id": _STRING,
-        "record": record_schema(dataset),
+        "record": record_schema(dataset, personal=False),
         "client_event_id": _NULLABLE_STRING,
         "provenance": _object({"principal": _STRING, "channel": _STRING, "origin": _STRING,
                                "content_hash": _STRING}, ["principal", "channel", "origin"]),
     }, ["dataset", "schema_version", "record_id", "record", "provenance"])
     return envelope_message("ingest.record.accepted", f"Accepted record of {dataset.name}", payload,
                             schema_version=dataset.canonical_version,
-                            headers=(*ENVELOPE_HEADERS, "ioc-dataset"))
+                            headers=(*PRODUCED_HEADERS, "ioc-dataset"))
+
+
+def personal_message(dataset: Dataset) -> Message:
+    """`<dataset>.personal` on the restricted topic: the fields the canonical record left out."""
+    payload = model_schema(_ingest_model("PersonalFields"))
+    payload["properties"]["fields"] = record_schema(dataset, personal=True)
+    return envelope_message(f"{dataset.id}.personal", f"Personal fields of {dataset.name} records",
+                            payload, headers=(*PRODUCED_HEADERS, "ioc-dataset"))
+
+
+def _ingest_model(name: str) -> type[BaseModel]:
+    model: type[BaseModel] = getattr(importlib.import_module("ingest.contract"), name)
+    return model
 
 
 def shared_message(dataset: Dataset, fields: Iterable[str]) -> Message:
@@ -224,7 +305,7 @@ def shared_message(dataset: Dataset, fields: Iterable[str]) -> Message:
     }, ["dataset", "schema_version", "record_id", "record", "grant_id", "requester"])
     return envelope_message("ingest.record.shared", f"Granted fields of {dataset.name}", payload,
                             schema_version=dataset.canonical_version,
-                            headers=(*ENVELOPE_HEADERS, "ioc-dataset"))
+                            headers=(*PRODUCED_HEADERS, "ioc-dataset"))
 
 
 def _submission(_: Registry) -> list[Message]:
@@ -240,10 +321,7 @@ def _quarantined(_: Registry) -> list[Message]:
 
 
 def _commands(_: Registry) -> list[Message]:
-    payload = _external("routing.domain.commands:_Payload.model_json_schema")
-    verbs = importlib.import_module("routing.domain.states").Verb
-    return [envelope_message(f"routing.command.{verb.value}", f"Command: {verb.value}", payload,
-                             headers=SIGNED_HEADERS) for verb in verbs]
+    return service_messages("routing.contract", ROUTING_COMMANDS.name, headers=SIGNED_HEADERS)
 
 
 def _report_commands(_: Registry) -> list[Message]:
@@ -253,58 +331,129 @@ def _report_commands(_: Registry) -> list[Message]:
                              payload, headers=SIGNED_HEADERS) for verb in verbs]
 
 
-def _generic(event_type: str, title: str) -> Callable[[Registry], list[Message]]:
-    return lambda _: [envelope_message(event_type, title)]
-
-
-# Messages of each topic of the catalogue, by the topic's name. Extend here.
+# Messages of each topic of the catalogue, by the topic's name. Extend here; a topic
+# without an entry falls back to the owner's `MESSAGES` (OWNERS), else to a generic envelope.
 TOPIC_MESSAGES: dict[str, Callable[[Registry], list[Message]]] = {
     INGEST_INBOUND.name: _submission,
     INGEST_QUARANTINE.name: _quarantined,
-    INGEST_REJECTED.name: _generic("ingest.record.rejected", "Rejection with its reasons"),
-    INGEST_FRESHNESS.name: _generic("ingest.freshness.*", "Lateness and recovery of a dataset"),
-    INGEST_QUALITY.name: _generic("ingest.quality.counters", "Accepted/rejected counters"),
     ROUTING_COMMANDS.name: _commands,
-    ROUTING_COMMAND_RESULTS.name: _generic("routing.command.result", "The answer to a command"),
-    ROUTING_EVENTS.name: _generic("routing.incident.*", "An incident's state transition"),
-    ROUTING_NOTIFICATIONS.name: _generic("routing.notification.*", "Assignment, reminder, escalation"),
-    ROUTING_REPORTER_UPDATES.name: _generic("routing.reporter.*", "Status update for the reporter"),
     REPORTING_COMMANDS.name: _report_commands,
-    REPORTING_COMMAND_RESULTS.name: _generic("reporting.command.result", "The answer to a command"),
     REPORTING_PUBLISHED.name: lambda _: [envelope_message(
         "report.published", "A report version with every figure (ioc.reporting.report/1)",
-        _external("reporting.contract:published_json_schema"))],
-    REPORTING_NOTIFICATIONS.name: _generic("report.*", "report.due-soon and report.overdue"),
-    REPORTING_UNAUTHENTICATED_COMMANDS.name: _generic(
-        "reporting.command.unauthenticated", "The answer to a report command that failed "
-        "authentication (operators only)"),
+        _external("reporting.contract:published_json_schema"), headers=PRODUCED_HEADERS)],
 }
+# The contract module of each service, whose `MESSAGES` maps its topics to event types
+# and their payload models.
+OWNERS = ("ingest.contract", "routing.contract", "reporting.contract", "sync_province.contract")
+# Headers beyond the envelope's and the producer's, by topic.
+EXTRA_HEADERS = {"ioc.ingest.rejected.v1": ("ioc-dataset",),
+                 "ioc.ingest.unauthenticated.v1": ("ioc-dataset",)}
+
+
+def _owned(topic: str) -> list[Message] | None:
+    for reference in OWNERS:
+        if topic in importlib.import_module(reference).MESSAGES:
+            # sync-province publishes its status directly, not through an outbox relay.
+            base = ENVELOPE_HEADERS if reference.startswith("sync_province") else PRODUCED_HEADERS
+            return service_messages(reference, topic,
+                                    headers=(*base, *EXTRA_HEADERS.get(topic, ())))
+    return None
+
+
+def _channel(spec: TopicSpec, messages: list[Message], server: str = "local") -> Channel:
+    return Channel(spec, tuple(messages), tuple(dict.fromkeys(h for m in messages for h in m.headers)),
+                   server)
 
 
 def _canonical_channels(registry: Registry) -> list[Channel]:
-    return [Channel(canonical_topic(ds.id), (accepted_message(ds),), ENVELOPE_HEADERS)
+    return [_channel(canonical_topic(ds.id), [accepted_message(ds)])
             for _, ds in sorted(registry.datasets.items())]
+
+
+def _restricted_channels(registry: Registry) -> list[Channel]:
+    return [_channel(restricted_topic(ds.id), [personal_message(ds)])
+            for _, ds in sorted(registry.datasets.items()) if registry.personal_fields(ds.id)]
 
 
 def _special_channels(registry: Registry) -> list[Channel]:
     out = []
     for grant in sorted(registry.special_grants(), key=lambda g: g.id):
         dataset = registry.datasets[grant.dataset]
-        out.append(Channel(special_topic(grant.unit, grant.dataset, grant.id),
-                           (shared_message(dataset, grant.fields or ()),), ENVELOPE_HEADERS))
+        out.append(_channel(special_topic(grant.unit, grant.dataset, grant.id),
+                            [shared_message(dataset, grant.fields or ())]))
+    return out
+
+
+def _unit_rejection_channels(registry: Registry) -> list[Channel]:
+    """Each unit that can authenticate has its own rejection feed (ingest.topics)."""
+    rejection = service_messages("ingest.contract", "ioc.ingest.rejected.v1",
+                                 headers=(*PRODUCED_HEADERS, "ioc-dataset"))
+    return [_channel(unit_rejections_topic(unit), rejection)
+            for unit in sorted({p.unit for p in registry.principals.values()})]
+
+
+def _province_channels(registry: Registry) -> list[Channel]:
+    """What sync-province writes on the province's cluster: each dataset shared with the
+    province (its granted fields only), the forwarded event topics as they are, the cursor
+    and the signed checkpoints."""
+    from ioc_shared.grants import fields_of_grant
+    from ioc_shared.registry import Action
+
+    sync = importlib.import_module("sync_province.contract")
+    prefix, principal, event_topics = sync.province_defaults()
+    mirrored = (*MIRRORED_HEADERS, *sync.ORIGIN_HEADERS)
+    holder = registry.principals.get(principal)
+    out = []
+    for _, ds in sorted(registry.datasets.items()):
+        grants = [g for g in registry.grants if holder is not None and g.unit == holder.unit
+                  and g.dataset == ds.id and (Action.READ in g.actions or Action.RECEIVE in g.actions)]
+        if not ds.shared_with_province or not grants:
+            continue
+        fields = sorted(set().union(*(fields_of_grant(g, ds) for g in grants)))
+        source = canonical_topic(ds.id)
+        payload = _object({
+            "dataset": {"const": ds.id, "type": "string"},
+            "schema_version": {"const": ds.canonical_version, "type": "integer"},
+            "record_id": _STRING,
+            "record": record_schema(ds, fields),
+        }, ["dataset", "schema_version", "record_id", "record"])
+        message = envelope_message("ingest.record.accepted",
+                                   f"A {ds.name} record as mirrored: granted fields only", payload,
+                                   schema_version=ds.canonical_version, headers=mirrored)
+        spec = TopicSpec(province_topic(prefix, source.name), source.partitions, 0, key=source.key,
+                         description=f"Province's cluster: {ds.id} records the district shares "
+                                     "(the province's grants decide the fields).")
+        out.append(_channel(spec, [message], "province"))
+    for name in event_topics:
+        source = next(t for t in TOPICS if t.name == name)
+        found = (TOPIC_MESSAGES[name](registry) if name in TOPIC_MESSAGES else _owned(name)) or []
+        messages = [Message(m.name, m.title, m.schema, m.schema_version, mirrored) for m in found]
+        spec = TopicSpec(province_topic(prefix, name), source.partitions, 0, key=source.key,
+                         description=f"Province's cluster: {name} forwarded as it is.")
+        out.append(_channel(spec, messages, "province"))
+    for own in (SYNC_PROVINCE_CURSOR, SYNC_PROVINCE_CHECKPOINTS):
+        model = sync.PROVINCE_MESSAGES[own.name]
+        doc = (model.__doc__ or own.name).strip().split("\n")[0]
+        spec = TopicSpec(province_topic(prefix, own.name), own.partitions, own.retention_ms,
+                         own.compacted, own.key, own.description)
+        out.append(_channel(spec, [Message(own.name.removesuffix(".v1"), doc,
+                                           model_schema(model))], "province"))
     return out
 
 
 # Topics derived from the registry, one factory per kind. Extend here.
-DATASET_CHANNELS: list[Callable[[Registry], list[Channel]]] = [_canonical_channels, _special_channels]
+DATASET_CHANNELS: list[Callable[[Registry], list[Channel]]] = [
+    _canonical_channels, _restricted_channels, _special_channels, _unit_rejection_channels,
+    _province_channels]
 
 
 def channels(registry: Registry) -> list[Channel]:
     fixed = []
     for spec in TOPICS:
-        messages = TOPIC_MESSAGES.get(spec.name)
-        found = tuple(messages(registry)) if messages else (envelope_message("*", spec.description),)
-        fixed.append(Channel(spec, found, tuple(dict.fromkeys(h for m in found for h in m.headers))))
+        listed = TOPIC_MESSAGES.get(spec.name)
+        found = (listed(registry) if listed else _owned(spec.name)) or [
+            envelope_message("*", spec.description)]
+        fixed.append(_channel(spec, found))
     return fixed + [c for factory in DATASET_CHANNELS for c in factory(registry)]
 
 
@@ -321,7 +470,7 @@ def asyncapi_document(registry: Registry) -> dict[str, Any]:
     doc_channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
     messages: dict[str, Any] = {}
-    inward = {INGEST_INBOUND.name, ROUTING_COMMANDS.name}
+    inward = {INGEST_INBOUND.name, ROUTING_COMMANDS.name, REPORTING_COMMANDS.name}
     for channel in channels(registry):
         spec = channel.spec
         cid = _channel_id(spec.name)
@@ -337,12 +486,15 @@ def asyncapi_document(registry: Registry) -> dict[str, Any]:
                 "x-schema-version": m.schema_version,
             }
         config = spec.config()
+        topic_config: dict[str, Any] = {"cleanup.policy": config["cleanup.policy"].split(",")}
+        if spec.retention_ms > 0:
+            topic_config["retention.ms"] = spec.retention_ms
         doc_channels[cid] = {
             "address": spec.name, "description": spec.description, "messages": refs,
+            "servers": [{"$ref": f"#/servers/{channel.server}"}],
             "bindings": {"kafka": {
                 "topic": spec.name, "partitions": spec.partitions,
-                "topicConfiguration": {"cleanup.policy": config["cleanup.policy"].split(","),
-                                       "retention.ms": spec.retention_ms},
+                "topicConfiguration": topic_config,
                 "bindingVersion": KAFKA_BINDING_VERSION}},
             "x-key": spec.key,
         }
@@ -365,7 +517,12 @@ def asyncapi_document(registry: Registry) -> dict[str, Any]:
         },
         "defaultContentType": "application/json",
         "servers": {"local": {"host": "127.0.0.1:19092", "protocol": "kafka",
-                              "description": "The development broker (scripts/platform.sh)."}},
+                              "description": "The district's broker (development: "
+                                             "scripts/platform.sh)."},
+                    "province": {"host": "127.0.0.1:19094", "protocol": "kafka-secure",
+                                 "description": "The provincial IOC's cluster (SASL_SSL), "
+                                                "written by sync-province only (development: "
+                                                "scripts/platform.sh)."}},
         "channels": doc_channels,
         "operations": operations,
         "components": {"messages": messages},
@@ -463,9 +620,31 @@ def breaking_changes(old: dict[str, Any], new: dict[str, Any], path: str = "") -
         added = set((new_obj or {}).get("required", ())) - set(old_obj.get("required", ()))
         problems += [f"{path + '.' if path else ''}{name}: field became required"
                      for name in sorted(added)]
-    if isinstance(old.get("items"), dict) and isinstance(new.get("items"), dict):
-        problems += breaking_changes(old["items"], new["items"], f"{path}[]")
+    old_items, new_items = _array_items(old), _array_items(new)
+    if old_items is not None and new_items is not None:
+        problems += breaking_changes(old_items, new_items, f"{path}[]")
     return problems
+
+
+def _array_items(schema: dict[str, Any]) -> dict[str, Any] | None:
+    """The items of an array schema, also of a nullable one (`anyOf: [array, null]`)."""
+    if isinstance(schema.get("items"), dict):
+        found: dict[str, Any] = schema["items"]
+        return found
+    for m in schema.get("anyOf") or schema.get("oneOf") or ():
+        if isinstance(m, dict) and isinstance(m.get("items"), dict):
+            return dict(m["items"])
+    return None
+
+
+def _refinements(old: dict[str, Any], current: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The current messages of `old`'s topic a generic released message (`x.*`, `*`) covers."""
+    name = old["message"]
+    if not (name == "*" or name.endswith(".*")):
+        return []
+    prefix = name[:-1]
+    return sorted((m for m in current if m["topic"] == old["topic"] and m["message"] != name
+                   and m["message"].startswith(prefix)), key=lambda m: str(m["message"]))
 
 
 def compatibility_problems(released_dir: Path, registry: Registry | None = None) -> list[str]:
@@ -481,6 +660,14 @@ def compatibility_problems(released_dir: Path, registry: Registry | None = None)
     families = {family(s["topic"]) for s in current.values()}
     for relative, old in released.items():
         new = current.get(relative)
+        refined = _refinements(old, current.values())
+        if new is None and refined:
+            # A family released as one generic message (`routing.incident.*`), now one
+            # message per type: each must still be what the generic one promised.
+            for each in refined:
+                problems += [f"{old['topic']} {each['message']} (released as {old['message']}): {p}"
+                             for p in breaking_changes(old["schema"], each["schema"])]
+            continue
         if new is None:
             name, version = family(old["topic"])
             if not any(f == name and v > version for f, v in families):

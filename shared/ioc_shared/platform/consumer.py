@@ -51,6 +51,7 @@ from tenacity import RetryCallState, wait_exponential_jitter
 
 from ioc_shared.platform.kafka import decode_headers, tolerant_parser
 from ioc_shared.platform.logging import get_logger
+from ioc_shared.platform.metrics import bus_metrics
 from ioc_shared.platform.parking import park
 
 log = get_logger(__name__)
@@ -213,6 +214,7 @@ class DurableConsumer:
         self._fetch_max_wait_ms = fetch_max_wait_ms
         self._on_parked = on_parked
         self._parked = _parked_counter(metrics).labels(name)
+        self._metrics = bus_metrics(metrics)
         self._stopping = asyncio.Event()
         self._subscriber: Any = None
         # Health, from memory only.
@@ -288,18 +290,8 @@ class DurableConsumer:
             raise ConsumerStopped()
         self._busy_since = time.monotonic()
         try:
-            try:
-                await self._call(batch)
-            except Exception as exc:
-                if isinstance(exc, ConsumerStopped):
-                    raise
-                if len(batch) == 1:
-                    await self._record(batch[0], exc, attempts=1)
-                else:
-                    log.warning("batch failed; retrying it in parts", consumer=self.name,
-                                records=len(batch), first=batch[0].origin,
-                                error_class=type(exc).__name__)
-                    await self._bisect(batch)
+            with self._metrics.handling(self.name, len(batch)):
+                await self._apply(batch)
         finally:
             self._busy_since = None
         for d in batch:
@@ -307,6 +299,21 @@ class DurableConsumer:
             if d.offset > self._handled.get(key, -1):
                 self._handled[key] = d.offset
         self._last_progress = time.monotonic()
+
+    async def _apply(self, batch: Sequence[Delivery]) -> None:
+        """The handler on the whole batch; on a failure, on its parts (bisected)."""
+        try:
+            await self._call(batch)
+        except Exception as exc:
+            if isinstance(exc, ConsumerStopped):
+                raise
+            if len(batch) == 1:
+                await self._record(batch[0], exc, attempts=1)
+            else:
+                log.warning("batch failed; retrying it in parts", consumer=self.name,
+                            records=len(batch), first=batch[0].origin,
+                            error_class=type(exc).__name__)
+                await self._bisect(batch)
 
     async def _call(self, batch: Sequence[Delivery]) -> None:
         """The handler, retried while a dependency is down; other errors propagate."""

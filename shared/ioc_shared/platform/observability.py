@@ -100,8 +100,8 @@ def _lag_gauges(registry: CollectorRegistry) -> tuple[Gauge, Gauge, Gauge]:
         _LAG_GAUGES[registry] = (
             Gauge("ioc_consumer_lag", "Messages not yet committed by the group",
                   ["group", "topic", "partition"], registry=registry),
-            Gauge("ioc_consumer_lag_total", "Sum of lag over partitions", ["group"],
-                  registry=registry),
+            Gauge("ioc_consumer_group_lag", "Sum of lag over partitions (a gauge: no `_total`)",
+                  ["group"], registry=registry),
             Gauge("ioc_consumer_lag_stale", "1 when the last lag measurement failed "
                   "(the lag gauges hold the last value measured)", ["group"],
                   registry=registry))

@@ -47,12 +47,14 @@ from aiokafka.errors import (
 )
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
+from prometheus_client import CollectorRegistry
 from tenacity import RetryCallState, wait_exponential_jitter
 
 from ioc_shared.contracts.envelope import Envelope
 from ioc_shared.contracts.headers import H_EVENT_ID, H_PRODUCER
 from ioc_shared.platform.kafka import envelope_headers, make_consumer, partition_for
 from ioc_shared.platform.logging import get_logger
+from ioc_shared.platform.metrics import bus_metrics
 from ioc_shared.platform.telemetry import Hop, recording, start_hop
 
 log = get_logger(__name__)
@@ -202,6 +204,23 @@ def outbox_insert(schema: str, messages: Sequence[OutboxMessage], *,
     return sql, [len(messages), pack_messages(messages)]
 
 
+async def outbox_backlog(conn: asyncpg.Connection, schema: str) -> tuple[int, float]:
+    """(messages not yet published, age in seconds of the oldest of them; 0 when none)."""
+    row = await conn.fetchrow(
+        f"""SELECT coalesce(sum(message_count), 0)::bigint AS n,
+                   coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 AS age
+            FROM {schema}.outbox WHERE published_at IS NULL""")
+    assert row is not None
+    return int(row["n"]), max(0.0, float(row["age"]))
+
+
+async def outbox_offsets(conn: asyncpg.Connection, schema: str) -> dict[str, int]:
+    """Per topic, the sum over its partitions of the next offset the relay writes."""
+    rows = await conn.fetch(f"SELECT topic, sum(next_offset)::bigint AS n "
+                            f"FROM {schema}.outbox_positions GROUP BY topic")
+    return {r["topic"]: int(r["n"]) for r in rows}
+
+
 @dataclass(slots=True)
 class _Batch:
     """The pending rows one drain publishes, message by message."""
@@ -239,7 +258,8 @@ class OutboxRelay:
     def __init__(self, pool: asyncpg.Pool, schema: str, producer: AIOKafkaProducer,
                  bootstrap: str, *, batch_size: int = 2000, idle_poll_s: float = 0.5,
                  retention_s: float = 3600.0, topics: Sequence[str] = (),
-                 max_message_bytes: int = 1_000_000, producer_name: str | None = None) -> None:
+                 max_message_bytes: int = 1_000_000, producer_name: str | None = None,
+                 metrics: CollectorRegistry | None = None) -> None:
         """`producer_name`: the service, sent as the `ioc-producer` header of every message
         (consumers check that an event comes from the service that may produce it; the
         broker's WRITE ACL is what enforces it). `retention_s`: how long published rows stay
@@ -249,7 +269,8 @@ class OutboxRelay:
         start, not on the first message to each (a broker round trip in the first batch).
         `max_message_bytes`: a larger message (key, value and headers) is parked in
         `outbox_parked` instead of sent; below the broker's `message.max.bytes` (1 MiB by
-        default) with room for the record batch's own framing."""
+        default) with room for the record batch's own framing. `metrics`: the registry
+        of the service's `/metrics` (`ioc_messages_produced_total`)."""
         self._pool = pool
         self._topics = list(topics)
         self._retention_s = retention_s
@@ -272,6 +293,7 @@ class OutboxRelay:
         self._produced_by = [(H_PRODUCER, producer_name.encode())] if producer_name else []
         self.published = 0
         self.parked = 0
+        self._produced = bus_metrics(metrics).produced.labels(producer_name or schema)
 
     @property
     def _lock_key(self) -> int:
@@ -677,6 +699,7 @@ class OutboxRelay:
         self._already_sent.difference_update(batch.event_ids)
         self.parked += len(parked)
         self.published += len(batch.event_ids) - len(parked)
+        self._produced.inc(len(batch.event_ids) - len(parked))
 
     async def _after_publish_hook(self) -> None:
         """Seam for tests that simulate a crash between publish and mark."""

@@ -27,6 +27,7 @@ import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import asyncpg
+from prometheus_client import CollectorRegistry
 
 from ioc_shared.platform.db import create_pool
 from ioc_shared.platform.kafka import make_producer
@@ -45,8 +46,11 @@ _HEALTHY_RUN_S = 60.0
 
 async def relay_until(stop: asyncio.Event, *, pool: asyncpg.Pool, schema: str, bootstrap: str,
                       client_id: str, topics: Sequence[str] = (), batch_size: int = 2000,
-                      grace_s: float = 10.0, producer_name: str | None = None) -> None:
-    """Publish the outbox of `schema` until `stop` is set.
+                      grace_s: float = 10.0, producer_name: str | None = None,
+                      metrics: CollectorRegistry | None = None) -> None:
+    """Publish the outbox of `schema` until `stop` is set (`metrics`: the registry of the
+    service's `/metrics`, for `ioc_messages_produced_total`; a relay in a child process
+    has none: its progress shows as the parent's `ioc_outbox_backlog_messages`).
 
     The relay itself retries broker and database failures; if it still raises (a
     bug), this raises too, for the caller's supervisor to restart it."""
@@ -55,7 +59,7 @@ async def relay_until(stop: asyncio.Event, *, pool: asyncpg.Pool, schema: str, b
             await _relay_with_one_producer(stop, pool=pool, schema=schema, bootstrap=bootstrap,
                                            client_id=client_id, topics=topics,
                                            batch_size=batch_size, grace_s=grace_s,
-                                           producer_name=producer_name)
+                                           producer_name=producer_name, metrics=metrics)
         except ProducerBroken:
             continue   # logged by the relay; a new producer, a new relay
         return
@@ -64,7 +68,8 @@ async def relay_until(stop: asyncio.Event, *, pool: asyncpg.Pool, schema: str, b
 async def _relay_with_one_producer(stop: asyncio.Event, *, pool: asyncpg.Pool, schema: str,
                                    bootstrap: str, client_id: str, topics: Sequence[str],
                                    batch_size: int, grace_s: float,
-                                   producer_name: str | None) -> None:
+                                   producer_name: str | None,
+                                   metrics: CollectorRegistry | None) -> None:
     producer = make_producer(bootstrap, client_id=client_id)
     failures = 0
     while not stop.is_set():
@@ -82,7 +87,8 @@ async def _relay_with_one_producer(stop: asyncio.Event, *, pool: asyncpg.Pool, s
             await asyncio.wait_for(producer.stop(), grace_s / 4)
         return
     relay = OutboxRelay(pool, schema, producer, bootstrap, batch_size=batch_size,
-                        idle_poll_s=0.5, topics=topics, producer_name=producer_name)
+                        idle_poll_s=0.5, topics=topics, producer_name=producer_name,
+                        metrics=metrics)
     task = asyncio.create_task(relay.run())
     try:
         waiter = asyncio.create_task(stop.wait())

@@ -54,6 +54,7 @@ from ioc_shared.platform.kafka import (
     use_district_security,
 )
 from ioc_shared.platform.logging import configure_logging, get_logger
+from ioc_shared.platform.metrics import Sampler, bus_metrics
 from ioc_shared.platform.observability import (
     DependencyWatch,
     HttpServer,
@@ -61,6 +62,7 @@ from ioc_shared.platform.observability import (
     ReadinessCheck,
     make_http_app,
 )
+from ioc_shared.platform.outbox import outbox_backlog, outbox_offsets
 from ioc_shared.platform.settings import ServiceSettings
 from ioc_shared.platform.telemetry import setup_tracing
 from ioc_shared.registry import Registry, load_registry
@@ -105,6 +107,9 @@ class ServiceRuntime:
         self._configure_logs = configure_logs
         self.log = get_logger(name)
         self.metrics = CollectorRegistry()
+        # Gauges read from PostgreSQL every few seconds: the outbox backlog, and what a
+        # service adds (`sampler.add`, e.g. timers due).
+        self.sampler = Sampler()
         self.registry: Registry
         self.tracer_provider: TracerProvider
         self.pool: asyncpg.Pool | None = None
@@ -164,10 +169,24 @@ class ServiceRuntime:
         for group, topics in self._groups:
             monitor = LagMonitor(s.kafka_bootstrap, group, topics, self.metrics)
             self.supervise(f"lag monitor {group}", monitor.run)
+        if self.pool is not None:
+            self.sampler.add("outbox", self._sample_outbox)
+        self.supervise("metric sampler", self.sampler.run)
         self._http = HttpServer(make_http_app(self.metrics, self.readiness, self._http_routes),
                                 s.http_host, s.http_port)
         self.http_port = await self._http.start()
         return self
+
+    async def _sample_outbox(self) -> None:
+        assert self.pool is not None and self.schema is not None
+        async with self.pool.acquire() as conn:
+            pending, oldest_s = await outbox_backlog(conn, self.schema)
+            offsets = await outbox_offsets(conn, self.schema)
+        metrics = bus_metrics(self.metrics)
+        metrics.outbox_backlog.set(pending)
+        metrics.outbox_oldest_s.set(oldest_s)
+        for topic, offset in offsets.items():
+            metrics.outbox_offset.labels(topic).set(offset)
 
     async def start_broker(self) -> None:
         await self.broker.start()

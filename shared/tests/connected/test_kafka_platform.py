@@ -92,11 +92,11 @@ async def test_lag_monitor_measures_uncommitted_messages() -> None:
     await consumer.commit()
     await consumer.stop()
     assert await monitor.measure() == 6
-    assert registry.get_sample_value("ioc_consumer_lag_total", {"group": group}) == 6
+    assert registry.get_sample_value("ioc_consumer_group_lag", {"group": group}) == 6
     # A second group in the same service shares the gauges, labelled by group.
     other = LagMonitor(kafka_bootstrap(), group + "-other", [topic], registry)
     assert await other.measure() == 10
-    assert registry.get_sample_value("ioc_consumer_lag_total", {"group": group}) == 6
+    assert registry.get_sample_value("ioc_consumer_group_lag", {"group": group}) == 6
 
 
 async def test_lag_monitor_keeps_the_last_value_and_says_it_is_stale() -> None:
@@ -120,7 +120,7 @@ async def test_lag_monitor_keeps_the_last_value_and_says_it_is_stale() -> None:
                 await monitor.measure()
             assert monitor._admin is None and monitor._consumer is None  # nothing left open
         assert registry.get_sample_value("ioc_consumer_lag_stale", {"group": group}) == 1
-        assert registry.get_sample_value("ioc_consumer_lag_total", {"group": group}) == 3
+        assert registry.get_sample_value("ioc_consumer_group_lag", {"group": group}) == 3
     finally:
         await monitor.close()
 

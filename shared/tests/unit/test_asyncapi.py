@@ -95,8 +95,59 @@ def test_what_the_code_sends_validates_and_what_it_refuses_does_not(document: di
     accepted = message(document, "ioc.data.phan-anh-hien-truong.v1", "ingest.record.accepted")
     record = accepted["payload"]["properties"]["payload"]["properties"]["record"]
     assert {"record_id", "reported_at", "commune", "category", "priority"} <= set(record["required"])
-    assert record["properties"]["reporter_phone"]["x-personal-data"] is True
+    # Personal fields go to the restricted topic; the canonical record keeps a pseudonym.
+    assert "reporter_phone" not in record["properties"] and "reporter_ref" in record["properties"]
     assert accepted["x-schema-version"] == 2
+    personal = message(document, "ioc.restricted.phan-anh-hien-truong.v1",
+                       "phan-anh-hien-truong.personal")
+    fields = personal["payload"]["properties"]["payload"]["properties"]["fields"]
+    assert fields["properties"]["reporter_phone"]["x-personal-data"] is True
+    assert set(fields["properties"]) == {"reporter_name", "reporter_phone"}
+
+
+def test_every_topic_has_a_message_per_event_type(document: dict[str, Any]) -> None:
+    """No topic is documented as a generic envelope (`*`, `family.*`): each message names
+    its type and describes its payload's fields."""
+    for channel in document["channels"].values():
+        for name, ref in channel["messages"].items():
+            assert name != "*" and not name.endswith(".*"), (channel["address"], name)
+            body = document["components"]["messages"][ref["$ref"].rsplit("/", 1)[-1]]["payload"]
+            payload = body.get("properties", {}).get("payload", body)
+            assert payload.get("properties") or payload.get("description"), (
+                channel["address"], name)
+
+
+def test_registry_derived_topics_are_channels(document: dict[str, Any]) -> None:
+    from ioc_shared.contracts.topics import restricted_topic, unit_rejections_topic
+
+    by_address = {c["address"]: c for c in document["channels"].values()}
+    registry = default_registry()
+    derived = [restricted_topic("phan-anh-hien-truong"),
+               *(unit_rejections_topic(p.unit) for p in registry.principals.values())]
+    for spec in derived:
+        kafka = by_address[spec.name]["bindings"]["kafka"]
+        assert (kafka["partitions"], kafka["topicConfiguration"]["retention.ms"]) == (
+            spec.partitions, spec.retention_ms)
+    feed = by_address[unit_rejections_topic("xa-loc-an").name]
+    assert list(feed["messages"]) == ["ingest.record.rejected"]
+
+
+def test_payload_schemas_are_self_contained_and_open(document: dict[str, Any]) -> None:
+    """No `$ref` left for the gate to miss, and no `additionalProperties: false` inside a
+    payload: consumers must accept the optional fields added later."""
+    def walk(node: Any, inside_payload: bool) -> None:
+        if isinstance(node, dict):
+            assert "$ref" not in node and "$defs" not in node
+            if inside_payload:
+                assert node.get("additionalProperties") is not False
+            for key, value in node.items():
+                walk(value, inside_payload or key == "payload")
+        elif isinstance(node, list):
+            for item in node:
+                walk(item, inside_payload)
+
+    for m in document["components"]["messages"].values():
+        walk(m["payload"].get("properties", {}).get("payload", {}), True)
 
 
 def test_message_schemas_are_compatible_with_their_last_release() -> None:
@@ -116,6 +167,7 @@ BASE = {"type": "object", "required": ["id"], "properties": {
                                                                     "lon": {"type": "number"}}},
     "tags": {"type": "array", "items": {"type": "string"}},
     "kind": {"const": "a", "type": "string"},
+    "maybe_tags": {"anyOf": [{"type": "array", "items": {"type": "string"}}, {"type": "null"}]},
 }}
 
 
@@ -139,6 +191,8 @@ def changed(edit: Any) -> dict[str, Any]:
     (lambda s: s["properties"]["id"].update(type=["string", "null"]),
      ["id: type changed from ['string'] to ['null', 'string']"]),
     (lambda s: s["properties"]["kind"].update(const="b"), ["kind: constant changed from 'a' to 'b'"]),
+    (lambda s: s["properties"]["maybe_tags"]["anyOf"][0]["items"].update(type="integer"),
+     ["maybe_tags[]: type changed from ['string'] to ['integer']"]),
 ])
 def test_breaking_changes_are_named(edit: Any, expected: list[str]) -> None:
     assert breaking_changes(BASE, changed(edit)) == expected
@@ -177,6 +231,65 @@ def test_a_field_removed_since_the_release_fails_the_gate(tmp_path: Path) -> Non
     assert problem == "ioc.routing.commands.v1 routing.command.verify v1: payload.legacy: field removed"
 
 
+ASSIGNED = "ioc.routing.incident-events/routing.incident.assigned.json"
+
+
+def _payload_of(snapshot: dict[str, Any]) -> dict[str, Any]:
+    found: dict[str, Any] = snapshot["schema"]["properties"]["payload"]
+    return found
+
+
+def test_the_gate_fails_on_a_removed_field_of_an_incident_event(tmp_path: Path) -> None:
+    [problem] = compatibility_problems(released_with(
+        tmp_path, ASSIGNED, lambda s: _payload_of(s)["properties"].update(
+            escalation_level={"type": "integer"})))
+    assert problem == ("ioc.routing.incident-events.v1 routing.incident.assigned v1: "
+                       "payload.escalation_level: field removed")
+
+
+def test_the_gate_fails_on_a_retyped_field(tmp_path: Path) -> None:
+    def released_as_text(snapshot: dict[str, Any]) -> None:
+        _payload_of(snapshot)["properties"]["assignment_no"] = {"type": "string"}
+
+    [problem] = compatibility_problems(released_with(tmp_path, ASSIGNED, released_as_text))
+    assert problem.endswith("payload.assignment_no: type changed from ['string'] to ['integer']")
+
+
+def test_the_gate_fails_on_a_new_required_field(tmp_path: Path) -> None:
+    def released_optional(snapshot: dict[str, Any]) -> None:
+        _payload_of(snapshot)["required"].remove("rule_id")
+
+    [problem] = compatibility_problems(released_with(tmp_path, ASSIGNED, released_optional))
+    assert problem.endswith("payload.rule_id: field became required")
+
+
+def test_the_gate_fails_on_a_nested_change_inside_a_model(tmp_path: Path) -> None:
+    """Nested models are inlined, so a field of `policy` or `actor` is compared too."""
+    def nested(snapshot: dict[str, Any]) -> None:
+        _payload_of(snapshot)["properties"]["actor"]["properties"]["roles"] = {"type": "array"}
+
+    [problem] = compatibility_problems(released_with(tmp_path, ASSIGNED, nested))
+    assert problem.endswith("payload.actor.roles: field removed")
+
+
+def test_a_generic_release_is_refined_by_per_type_messages_that_keep_its_promises(
+        tmp_path: Path) -> None:
+    """`routing.incident.*` was released as an envelope with any payload: the per-type
+    messages refine it, and one that breaks what it promised is caught."""
+    write_release(tmp_path)
+    generic = json.loads((DOCS / "released" / "ioc.routing.incident-events" /
+                          "routing.incident.any.json").read_text(encoding="utf-8"))
+    assert compatibility_problems(tmp_path) == []
+    generic["schema"]["properties"]["source_unit"]["type"] = "integer"
+    (tmp_path / "ioc.routing.incident-events" / "routing.incident.any.json").write_text(
+        json.dumps(generic), encoding="utf-8")
+    problems = compatibility_problems(tmp_path)
+    assert problems and all(p.endswith("(released as routing.incident.*): source_unit: type "
+                                       "changed from ['integer'] to ['string']") for p in problems)
+    assert len(problems) == len([m for m in snapshots(default_registry())
+                                 if m.startswith("ioc.routing.incident-events/")])
+
+
 def test_a_new_schema_version_or_topic_version_may_break(tmp_path: Path) -> None:
     def older_version(snapshot: dict[str, Any]) -> None:
         legacy_field(snapshot)
@@ -211,3 +324,21 @@ def test_topic_families_and_snapshot_paths() -> None:
 
 def test_the_document_is_yaml_that_loads_back() -> None:
     assert yaml.safe_load(asyncapi_yaml())["info"]["title"].startswith("IOC event backbone")
+
+
+def test_what_sync_province_writes_at_the_province_is_documented(document: dict[str, Any]) -> None:
+    """The province's cluster: mirrored datasets (granted fields only, never personal ones),
+    forwarded reports, the cursor and the signed checkpoints, on the `province` server."""
+    province = {c["address"]: c for c in document["channels"].values()
+                if c["servers"] == [{"$ref": "#/servers/province"}]}
+    assert {"loc-ninh.ioc.data.phan-anh-hien-truong.v1", "loc-ninh.ioc.reporting.reports.v1",
+            "loc-ninh.ioc.sync-province.cursor.v1",
+            "loc-ninh.ioc.sync-province.checkpoints.v1"} <= set(province)
+    assert all(c["address"].startswith("loc-ninh.") for c in province.values())
+    mirrored = message(document, "loc-ninh.ioc.data.phan-anh-hien-truong.v1",
+                       "ingest.record.accepted")
+    record = mirrored["payload"]["properties"]["payload"]["properties"]["record"]
+    assert not any(f.get("x-personal-data") for f in record["properties"].values())
+    assert "ioc-origin-ioc" in mirrored["headers"]["properties"]
+    assert "retention.ms" not in province["loc-ninh.ioc.data.phan-anh-hien-truong.v1"][
+        "bindings"]["kafka"]["topicConfiguration"]   # the province broker's default

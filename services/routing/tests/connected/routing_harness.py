@@ -35,6 +35,7 @@ from ioc_shared.testing import (
 )
 from opentelemetry import trace
 from routing.bootstrap import run_routing
+from routing.contract import check_payload
 from routing.domain.model import incident_id_for
 from routing.handlers import PRODUCER_HEADER
 from routing.publishing import RoutingTopics
@@ -267,6 +268,11 @@ async def watch(world: World) -> AsyncIterator[Callable[..., Any]]:
     yield start
     for w in watches:
         await w.stop()
+    # Everything routing put on its topics in the test matches its payload model
+    # (routing.contract, the AsyncAPI document's schemas).
+    problems = {p for w in watches for e in w.envelopes()
+                if (p := check_payload(e.type, e.payload)) is not None}
+    assert not problems, "\n".join(sorted(problems))
 
 
 @contextlib.contextmanager

@@ -94,7 +94,7 @@ async def test_http_outage_catch_up_and_sigkill_without_gap_or_duplicate(link: L
     assert headers["ioc-grant-ids"] == "prov-pa-ioc-binh-phuoc"
     async with httpx.AsyncClient() as http:
         metrics = (await http.get(f"http://127.0.0.1:{link.service.port}/metrics")).text
-    assert 'sync_province_records_sent{stream="phan-anh-hien-truong",target="http"}' in metrics
+    assert 'sync_province_records_sent_total{stream="phan-anh-hien-truong",target="http"}' in metrics
 
 
 async def _bigger(link: Link, than: int) -> int:
