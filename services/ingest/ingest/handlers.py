@@ -99,7 +99,14 @@ class IngestPipeline:
 
     async def process(self, inbounds: Sequence[Inbound]) -> list[Outcome]:
         """Decide, record and publish a batch; returns once every output is confirmed
-        (acks=all). Raises if any output failed: then nothing of the batch may be committed.
+        (acks=all). Raises if any output failed: then nothing of the batch may be committed."""
+        confirmed = await self.start(inbounds)
+        return await confirmed
+
+    async def start(self, inbounds: Sequence[Inbound]) -> asyncio.Future[list[Outcome]]:
+        """`process` up to the hand-over: returns once the claims are committed and every
+        output is handed to the producer (in order), with a future of the outcomes that
+        completes once the broker confirmed all of them (or fails if any failed).
 
         In chunks of `chunk_records`, so that waiting overlaps with work: chunk k's claim
         statement is in PostgreSQL while chunk k+1 is decided, and its outputs are on their
@@ -112,6 +119,7 @@ class IngestPipeline:
         outcomes: list[Outcome] = []
         confirmations: list[Awaitable[Any]] = []
         claiming: _Claiming | None = None
+        handed_over = False
         try:
             batch_trace = trace_headers(None)   # the consumer's span, for untraced records
             traces = [batch_trace if span is None else trace_headers(set_span_in_context(span))
@@ -129,16 +137,23 @@ class IngestPipeline:
             if claiming is not None:
                 confirmations += await self._publish(claiming, now, outcomes)
                 claiming = None
-            if confirmations:
-                await asyncio.gather(*confirmations)
+            handed_over = True
         finally:
             if claiming is not None and not claiming.statuses.done():
                 claiming.statuses.cancel()
-            for span in spans:
-                if span is not None:
-                    span.end()
-        self._count(outcomes, time.perf_counter() - started)
-        return outcomes
+            if not handed_over:
+                _end(spans)
+
+        async def confirmed() -> list[Outcome]:
+            try:
+                if confirmations:
+                    await asyncio.gather(*confirmations)
+            finally:
+                _end(spans)
+            self._count(outcomes, time.perf_counter() - started)
+            return outcomes
+
+        return asyncio.ensure_future(confirmed())
 
     async def _publish(self, claiming: _Claiming, now: datetime,
                        outcomes: list[Outcome]) -> list[Awaitable[Any]]:
@@ -247,6 +262,12 @@ class IngestPipeline:
                 tally[(d.unit, d.dataset, o.status, "")] += 1
         for labels, count in tally.items():
             self.metrics.records.labels(*labels).inc(count)
+
+
+def _end(spans: Sequence[Span | None]) -> None:
+    for span in spans:
+        if span is not None:
+            span.end()
 
 
 def _labels(rejected: Rejected) -> tuple[str, str]:
