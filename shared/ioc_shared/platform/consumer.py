@@ -248,7 +248,7 @@ class DurableConsumer:
         self._pending: tuple[Sequence[Delivery], asyncio.Future[Any]] | None = None
         self._settling = asyncio.Lock()
         self._handling = asyncio.Lock()   # one handler call at a time (a retry included)
-        self._flusher: asyncio.Task[None] | None = None
+        self._flushers: set[asyncio.Task[None]] = set()
 
     # --- wiring -------------------------------------------------------------------
     def register(self, broker: KafkaBroker) -> None:
@@ -410,7 +410,9 @@ class DurableConsumer:
         if self._stopping.is_set():
             await self._settle()
             return
-        self._flusher = asyncio.ensure_future(self._settle_once_confirmed(confirmed))
+        flusher = asyncio.ensure_future(self._settle_once_confirmed(confirmed))
+        self._flushers.add(flusher)   # referenced until done
+        flusher.add_done_callback(self._flushers.discard)
 
     async def _settle_once_confirmed(self, confirmed: asyncio.Future[Any]) -> None:
         """Commit as soon as the confirmations are in (not only when the next batch comes)."""
