@@ -34,7 +34,8 @@ holds, only the wait moved. If they fail, the batch is worked again by the failu
 policy above before anything after it is committed (its outputs may then follow those of
 the next batch: at-least-once with the same event ids, as after any retry). Before a
 rebalance takes partitions away, and on `drain()` (shutdown), the outstanding batch is
-settled first.
+settled first. A batch less than half of `max_records` (a trickle) is settled before the
+next one is taken, as without pipelining.
 """
 
 from __future__ import annotations
@@ -407,7 +408,10 @@ class DurableConsumer:
             await self._commit(batch)
             return
         self._pending = (batch, confirmed)
-        if self._stopping.is_set():
+        if self._stopping.is_set() or len(batch) * 2 < self._max_records:
+            # A part-full batch: the consumer caught up, there is nothing to overlap with.
+            # Returning early would only meet an empty poll, after which FastStream sleeps
+            # `batch_timeout_ms` (latency at a trickle); settled now instead.
             await self._settle()
             return
         flusher = asyncio.ensure_future(self._settle_once_confirmed(confirmed))
