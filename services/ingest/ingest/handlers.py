@@ -103,10 +103,13 @@ class IngestPipeline:
         confirmed = await self.start(inbounds)
         return await confirmed
 
-    async def start(self, inbounds: Sequence[Inbound]) -> asyncio.Future[list[Outcome]]:
+    async def start(self, inbounds: Sequence[Inbound], *, keep_outcomes: bool = True,
+                    ) -> asyncio.Future[list[Outcome]]:
         """`process` up to the hand-over: returns once the claims are committed and every
         output is handed to the producer (in order), with a future of the outcomes that
         completes once the broker confirmed all of them (or fails if any failed).
+        `keep_outcomes=False`: the future's result is empty, so the batch's decisions are
+        freed at once instead of living on while the next batch is worked.
 
         In chunks of `chunk_records`, so that waiting overlaps with work: chunk k's claim
         statement is in PostgreSQL while chunk k+1 is decided, and its outputs are on their
@@ -143,6 +146,9 @@ class IngestPipeline:
                 claiming.statuses.cancel()
             if not handed_over:
                 _end(spans)
+        tally, size = self._tally(outcomes), len(outcomes)
+        result = outcomes if keep_outcomes else []
+        del outcomes
 
         async def confirmed() -> list[Outcome]:
             try:
@@ -150,8 +156,8 @@ class IngestPipeline:
                     await asyncio.gather(*confirmations)
             finally:
                 _end(spans)
-            self._count(outcomes, time.perf_counter() - started)
-            return outcomes
+            self._observe(tally, size, time.perf_counter() - started)
+            return result
 
         return asyncio.ensure_future(confirmed())
 
@@ -249,17 +255,26 @@ class IngestPipeline:
         return statuses
 
     def _count(self, outcomes: Sequence[Outcome], seconds: float) -> None:
-        if self.metrics is None:
-            return
-        self.metrics.batch_seconds.observe(seconds)
-        self.metrics.batch_size.observe(len(outcomes))
+        self._observe(self._tally(outcomes), len(outcomes), seconds)
+
+    def _tally(self, outcomes: Sequence[Outcome]) -> collections.Counter[tuple[str, str, str, str]]:
         tally: collections.Counter[tuple[str, str, str, str]] = collections.Counter()
+        if self.metrics is None:
+            return tally
         for o in outcomes:
             d = o.decision
             if isinstance(d, Rejected):
                 tally[(*_labels(d), o.status, d.code.value)] += 1
             else:
                 tally[(d.unit, d.dataset, o.status, "")] += 1
+        return tally
+
+    def _observe(self, tally: collections.Counter[tuple[str, str, str, str]], size: int,
+                 seconds: float) -> None:
+        if self.metrics is None:
+            return
+        self.metrics.batch_seconds.observe(seconds)
+        self.metrics.batch_size.observe(size)
         for labels, count in tally.items():
             self.metrics.records.labels(*labels).inc(count)
 

@@ -43,7 +43,7 @@ def inbound_consumer(pipeline: IngestPipeline, *, topic: str, group: str, pool: 
                      fetch_max_wait_ms: int = 500, pipelined: bool = True) -> DurableConsumer:
     async def on_records(batch: Sequence[Delivery]) -> Awaitable[Any]:
         # The confirmations: the consumer takes the next batch while they are on their way.
-        return await pipeline.start([inbound_of(d) for d in batch])
+        return await pipeline.start([inbound_of(d) for d in batch], keep_outcomes=False)
 
     async def on_parked(delivery: Delivery, error: BaseException) -> None:
         await pipeline.answer_parked(inbound_of(delivery), error)
