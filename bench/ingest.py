@@ -17,6 +17,9 @@ Latency: at a steady 1,000 records/s, publish -> canonical record visible (after
 page cache of the throughput runs is flushed, and a 2 s warm-up at the same rate, so the
 consumer group join after start-up is not counted), with the CPU per record it costs.
 Memory: peak RSS (VmHWM) of the service process (summed over the processes).
+CPU under load (`cpu_us_load`): CPU seconds of the one service process over its
+throughput phase per input, median over the repeats: on a shared machine the rate swings
+with everyone else's load, this much less, so it is the figure to compare changes by.
 """
 
 from __future__ import annotations
@@ -48,13 +51,16 @@ async def run(*, bootstrap: str, messages: list, repeats: int, reference: Any,
         env = {"INGEST_REGISTRY_FILE": str(registry), "INGEST_CREDENTIALS_FILE": str(credentials)}
         ref_rates: list[float] = []
         runs: dict[int, tuple[list[float], list[float]]] = {1: ([], []), 2: ([], [])}
+        load_cpu: list[float] = []
         for _ in range(repeats):
             [ref_rate] = await reference(bootstrap, messages, 1)
             ref_rates.append(ref_rate)
             for processes, (rates, rss) in runs.items():
-                rate, peak = await _throughput(bootstrap, messages, env, processes)
+                rate, peak, cpu_us = await _throughput(bootstrap, messages, env, processes)
                 rates.append(rate)
                 rss.append(peak)
+                if processes == 1:
+                    load_cpu.append(cpu_us)
         latency, cpu = await _latency(bootstrap, env)
     results = []
     for processes, (rates, rss) in runs.items():
@@ -70,6 +76,7 @@ async def run(*, bootstrap: str, messages: list, repeats: int, reference: Any,
                 "latency_rate_per_s": LATENCY_RATE,
                 # CPU per record at that rate: ingest, PostgreSQL, Kafka.
                 "cpu_us": round(cpu["total"]),
+                "cpu_us_load": round(median(load_cpu)),
                 "cpu_us_ingest": round(cpu["service"] + cpu["helpers"]),
                 "cpu_us_postgres": round(cpu["postgres"]), "cpu_us_kafka": round(cpu["kafka"])}
         results.append(BenchResult("ingest" if processes == 1 else f"ingest-{processes}p",
@@ -78,20 +85,23 @@ async def run(*, bootstrap: str, messages: list, repeats: int, reference: Any,
 
 
 async def _throughput(bootstrap: str, messages: list, env: dict[str, str],
-                      processes: int) -> tuple[float, float]:
+                      processes: int) -> tuple[float, float, float]:
     svc = BenchService("ingest", bootstrap, env, processes=processes)
     inbound = svc.topic(INGEST_INBOUND.name)
     await declare_topics(bootstrap, [dataclasses.replace(INGEST_INBOUND, name=inbound)])
     await preload(bootstrap, inbound, messages)
     async with svc:
+        meter = CpuMeter(svc.process.pid)
+        before = meter.snapshot()
         # Wait for the service to commit every input without reading its outputs meanwhile
         # (a concurrent reader would compete with it for CPU, which the reference loop does
         # not have to); then rate its outputs from their timestamps, as for the reference.
         await wait_committed(bootstrap, svc.env["INGEST_CONSUMER_GROUP"], len(messages))
+        cpu_us = meter.per_message_us(before, meter.snapshot(), len(messages))["service"]
         peak = svc.peak_rss_mb()
         outputs = [svc.topic(canonical_topic(DATASET).name), svc.topic(INGEST_REJECTED.name)]
         _, rate = await output_rate(bootstrap, outputs, len(messages))
-    return rate, peak
+    return rate, peak, cpu_us
 
 
 async def _latency(bootstrap: str, env: dict[str, str]) -> tuple[list[float], dict[str, float]]:

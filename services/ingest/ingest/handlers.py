@@ -103,7 +103,17 @@ class IngestPipeline:
 
     async def process(self, inbounds: Sequence[Inbound]) -> list[Outcome]:
         """Decide, record and publish a batch; returns once every output is confirmed
-        (acks=all). Raises if any output failed: then nothing of the batch may be committed.
+        (acks=all). Raises if any output failed: then nothing of the batch may be committed."""
+        confirmed = await self.start(inbounds)
+        return await confirmed
+
+    async def start(self, inbounds: Sequence[Inbound], *, keep_outcomes: bool = True,
+                    ) -> asyncio.Future[list[Outcome]]:
+        """`process` up to the hand-over: returns once the claims are committed and every
+        output is handed to the producer (in order), with a future of the outcomes that
+        completes once the broker confirmed all of them (or fails if any failed).
+        `keep_outcomes=False`: the future's result is empty, so the batch's decisions are
+        freed at once instead of living on while the next batch is worked.
 
         In chunks of `chunk_records`, so that waiting overlaps with work: chunk k's claim
         statement is in PostgreSQL while chunk k+1 is decided, and its outputs are on their
@@ -116,6 +126,7 @@ class IngestPipeline:
         outcomes: list[Outcome] = []
         confirmations: list[Awaitable[Any]] = []
         claiming: _Claiming | None = None
+        handed_over = False
         try:
             batch_trace = trace_headers(None)   # the consumer's span, for untraced records
             traces = [batch_trace if span is None else trace_headers(set_span_in_context(span))
@@ -133,16 +144,26 @@ class IngestPipeline:
             if claiming is not None:
                 confirmations += await self._publish(claiming, now, outcomes)
                 claiming = None
-            if confirmations:
-                await asyncio.gather(*confirmations)
+            handed_over = True
         finally:
             if claiming is not None and not claiming.statuses.done():
                 claiming.statuses.cancel()
-            for span in spans:
-                if span is not None:
-                    span.end()
-        self._count(outcomes, time.perf_counter() - started)
-        return outcomes
+            if not handed_over:
+                _end(spans)
+        tally, size = self._tally(outcomes), len(outcomes)
+        result = outcomes if keep_outcomes else []
+        del outcomes
+
+        async def confirmed() -> list[Outcome]:
+            try:
+                if confirmations:
+                    await asyncio.gather(*confirmations)
+            finally:
+                _end(spans)
+            self._observe(tally, size, time.perf_counter() - started)
+            return result
+
+        return asyncio.ensure_future(confirmed())
 
     async def _publish(self, claiming: _Claiming, now: datetime,
                        outcomes: list[Outcome]) -> list[Awaitable[Any]]:
@@ -243,21 +264,36 @@ class IngestPipeline:
         return statuses
 
     def _count(self, outcomes: Sequence[Outcome], seconds: float) -> None:
-        if self.metrics is None:
-            return
-        self.metrics.batch_seconds.observe(seconds)
-        self.metrics.batch_size.observe(len(outcomes))
+        self._observe(self._tally(outcomes), len(outcomes), seconds)
+
+    def _tally(self, outcomes: Sequence[Outcome]) -> collections.Counter[tuple[str, str, str, str]]:
         tally: collections.Counter[tuple[str, str, str, str]] = collections.Counter()
+        if self.metrics is None:
+            return tally
         for o in outcomes:
             d = o.decision
             if isinstance(d, Rejected):
                 tally[(*_labels(d), o.status, d.code.value)] += 1
             else:
                 tally[(d.unit, d.dataset, o.status, "")] += 1
+        return tally
+
+    def _observe(self, tally: collections.Counter[tuple[str, str, str, str]], size: int,
+                 seconds: float) -> None:
+        if self.metrics is None:
+            return
+        self.metrics.batch_seconds.observe(seconds)
+        self.metrics.batch_size.observe(size)
         for labels, count in tally.items():
             self.metrics.records.labels(*labels).inc(count)
             if labels[3]:
                 self.metrics.rejected.labels("ingest", labels[3]).inc(count)
+
+
+def _end(spans: Sequence[Span | None]) -> None:
+    for span in spans:
+        if span is not None:
+            span.end()
 
 
 def _labels(rejected: Rejected) -> tuple[str, str]:

@@ -91,7 +91,8 @@ class IngestService:
                 self.pipeline, topic=self.topics.inbound, group=s.consumer_group, pool=rt.pool,
                 schema=s.db_schema, max_records=s.batch_max_records,
                 batch_timeout_ms=s.batch_timeout_ms, metrics=rt.metrics,
-                fetch_min_bytes=s.fetch_min_bytes, fetch_max_wait_ms=s.fetch_max_wait_ms)
+                fetch_min_bytes=s.fetch_min_bytes, fetch_max_wait_ms=s.fetch_max_wait_ms,
+                pipelined=s.pipelined)
             self.consumer.register(rt.broker)
             rt.add_check(self.consumer.name, self.consumer.health)
             self.intake.pipeline = self.pipeline
@@ -146,6 +147,8 @@ class IngestService:
         grace = self.settings.shutdown_grace_s
         if self.consumer is not None:
             self.consumer.stop()
+            # The batch whose confirmations are on their way: committed while the consumer runs.
+            await _bounded("outstanding batch", self.consumer.drain(), grace * 0.2)
         if self._consuming:
             await _bounded("broker", self.runtime.broker.stop(), grace * 0.4)
         if self._repository is not None:

@@ -29,6 +29,9 @@ class IngestSettings(ServiceSettings):
     # A batch is worked in chunks, so that the waits for PostgreSQL and the broker overlap
     # with deciding the next chunk (docs/perf/ingest.md).
     chunk_records: int = 250
+    # The next batch is taken while the previous one's confirmations are on their way (the
+    # kit consumer's pipelined mode; its offsets are committed once they are in).
+    pipelined: bool = True
     # Retention (ioc_shared.platform.retention; deploy/README.md "Retention"). The interval
     # also reads the common IOC_RETENTION_INTERVAL_S.
     retention_interval_s: float = 3600.0

@@ -14,7 +14,8 @@ process is a member of the consumer group and owns some of the inbound partition
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
+from typing import Any
 
 import asyncpg
 from ioc_shared.platform.consumer import Delivery, DurableConsumer, FailurePolicy
@@ -39,9 +40,10 @@ def inbound_consumer(pipeline: IngestPipeline, *, topic: str, group: str, pool: 
                      schema: str, max_records: int, batch_timeout_ms: int,
                      metrics: CollectorRegistry | None = None,
                      policy: FailurePolicy | None = None, fetch_min_bytes: int = 1,
-                     fetch_max_wait_ms: int = 500) -> DurableConsumer:
-    async def on_records(batch: Sequence[Delivery]) -> None:
-        await pipeline.process([inbound_of(d) for d in batch])
+                     fetch_max_wait_ms: int = 500, pipelined: bool = True) -> DurableConsumer:
+    async def on_records(batch: Sequence[Delivery]) -> Awaitable[Any]:
+        # The confirmations: the consumer takes the next batch while they are on their way.
+        return await pipeline.start([inbound_of(d) for d in batch], keep_outcomes=False)
 
     async def on_parked(delivery: Delivery, error: BaseException) -> None:
         await pipeline.answer_parked(inbound_of(delivery), error)
@@ -50,4 +52,4 @@ def inbound_consumer(pipeline: IngestPipeline, *, topic: str, group: str, pool: 
                            schema=schema, policy=policy, max_records=max_records,
                            batch_timeout_ms=batch_timeout_ms, on_parked=on_parked,
                            metrics=metrics, fetch_min_bytes=fetch_min_bytes,
-                           fetch_max_wait_ms=fetch_max_wait_ms)
+                           fetch_max_wait_ms=fetch_max_wait_ms, pipelined=pipelined)

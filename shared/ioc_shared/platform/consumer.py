@@ -25,11 +25,23 @@ Failure policy:
   aiokafka last fetched is past the last offset handled) and no batch completed for
   longer than `stuck_after_s`. Partitions not handled since the last rebalance are not
   judged: their position is not known without I/O.
+
+Pipelined (`pipelined=True`, opt-in): the handler may return the confirmations of its
+effects (an awaitable) instead of awaiting them. The consumer then takes the next batch
+while those are on their way, and commits a batch's offsets itself (explicit offsets, in
+batch order, at most one batch outstanding) once they completed: commit-after-effects
+holds, only the wait moved. If they fail, the batch is worked again by the failure
+policy above before anything after it is committed (its outputs may then follow those of
+the next batch: at-least-once with the same event ids, as after any retry). Before a
+rebalance takes partitions away, and on `drain()` (shutdown), the outstanding batch is
+settled first. A batch less than half of `max_records` (a trickle) is settled before the
+next one is taken, as without pipelining.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import socket
 import time
@@ -42,6 +54,7 @@ from typing import Any, cast
 import asyncpg
 from aiokafka import ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
+from aiokafka.structs import OffsetAndMetadata
 from faststream import AckPolicy
 from faststream.exceptions import NackMessage
 from faststream.kafka import KafkaBroker
@@ -56,7 +69,9 @@ from ioc_shared.platform.parking import park
 
 log = get_logger(__name__)
 
-BatchHandler = Callable[[Sequence["Delivery"]], Awaitable[None]]
+# A handler returns None once its effects are confirmed, or (pipelined consumers) an
+# awaitable of their confirmations.
+BatchHandler = Callable[[Sequence["Delivery"]], Awaitable[Awaitable[Any] | None]]
 OnParked = Callable[["Delivery", BaseException], Awaitable[None]]
 
 # While a dependency stays down: one log line a minute, not one per retry.
@@ -172,10 +187,14 @@ class _ForgetOnRebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     """Offsets handled before a rebalance say nothing of the position after it (another
     member may have gone on meanwhile): forget them, so lag is judged afresh."""
 
-    def __init__(self, handled: dict[tuple[str, int], int]) -> None:
+    def __init__(self, handled: dict[tuple[str, int], int],
+                 before_revoke: Callable[[], Awaitable[None]] | None = None) -> None:
         self._handled = handled
+        self._before_revoke = before_revoke
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
+        if self._before_revoke is not None:
+            await self._before_revoke()   # commit what is confirmed while still the owner
         self._handled.clear()
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
@@ -196,10 +215,12 @@ class DurableConsumer:
                  max_records: int = 500, batch_timeout_ms: int = 10, batch: bool = True,
                  on_parked: OnParked | None = None,
                  metrics: CollectorRegistry | None = None,
-                 fetch_min_bytes: int = 1, fetch_max_wait_ms: int = 500) -> None:
+                 fetch_min_bytes: int = 1, fetch_max_wait_ms: int = 500,
+                 pipelined: bool = False) -> None:
         """`fetch_min_bytes`/`fetch_max_wait_ms`: the broker answers a fetch once that many
         bytes are there or that long has passed; a larger minimum with a short wait groups
-        a trickle into fewer, larger batches (one claim, produce and commit each)."""
+        a trickle into fewer, larger batches (one claim, produce and commit each).
+        `pipelined`: see the module's docstring (the handler returns its confirmations)."""
         self.name = name
         self.topics = list(topics)
         self.group_id = group_id
@@ -225,6 +246,12 @@ class DurableConsumer:
         self._waiting_retries = 0
         self._last_progress = time.monotonic()
         self._handled: dict[tuple[str, int], int] = {}
+        # Pipelined: the batch whose confirmations are outstanding, and who settles it.
+        self._pipelined = pipelined
+        self._pending: tuple[Sequence[Delivery], asyncio.Future[Any]] | None = None
+        self._settling = asyncio.Lock()
+        self._handling = asyncio.Lock()   # one handler call at a time (a retry included)
+        self._flushers: set[asyncio.Task[None]] = set()
 
     # --- wiring -------------------------------------------------------------------
     def register(self, broker: KafkaBroker) -> None:
@@ -233,15 +260,23 @@ class DurableConsumer:
         if self._batch:
             options = {"batch": True, "max_records": self._max_records,
                        "batch_timeout_ms": self._batch_timeout_ms}
+        # Pipelined, the consumer commits explicit offsets itself (FastStream's commit
+        # would commit the position, past the batch taken meanwhile).
         subscriber = broker.subscriber(
-            *self.topics, group_id=self.group_id, ack_policy=AckPolicy.NACK_ON_ERROR,
+            *self.topics, group_id=self.group_id,
+            ack_policy=AckPolicy.MANUAL if self._pipelined else AckPolicy.NACK_ON_ERROR,
             auto_offset_reset="earliest", parser=tolerant_parser, decoder=_deliveries,
-            listener=_ForgetOnRebalance(self._handled), title=self.name,
+            listener=_ForgetOnRebalance(self._handled,
+                                        self.drain if self._pipelined else None),
+            title=self.name,
             fetch_min_bytes=self._fetch_min_bytes, fetch_max_wait_ms=self._fetch_max_wait_ms,
             **options)
 
         async def on_records(batch: Any) -> None:
-            await self.consume(batch)
+            if self._pipelined:
+                await self._consume_pipelined(batch)
+            else:
+                await self.consume(batch)
 
         subscriber(on_records)
         self._subscriber = subscriber
@@ -291,41 +326,51 @@ class DurableConsumer:
         self._busy_since = time.monotonic()
         try:
             with self._metrics.handling(self.name, len(batch)):
-                await self._apply(batch)
+                try:
+                    await self._call(batch)
+                except Exception as exc:
+                    if isinstance(exc, ConsumerStopped):
+                        raise
+                    await self._failed(batch, exc)
         finally:
             self._busy_since = None
+        self._mark_handled(batch)
+
+    async def _failed(self, batch: Sequence[Delivery], exc: Exception) -> None:
+        """A batch whose handler failed with `exc` (not a dependency): its parts, down to
+        the record at fault."""
+        if len(batch) == 1:
+            await self._record(batch[0], exc, attempts=1)
+        else:
+            log.warning("batch failed; retrying it in parts", consumer=self.name,
+                        records=len(batch), first=batch[0].origin,
+                        error_class=type(exc).__name__)
+            await self._bisect(batch)
+
+    def _mark_handled(self, batch: Sequence[Delivery]) -> None:
         for d in batch:
             key = (d.topic, d.partition)
             if d.offset > self._handled.get(key, -1):
                 self._handled[key] = d.offset
         self._last_progress = time.monotonic()
 
-    async def _apply(self, batch: Sequence[Delivery]) -> None:
-        """The handler on the whole batch; on a failure, on its parts (bisected)."""
-        try:
-            await self._call(batch)
-        except Exception as exc:
-            if isinstance(exc, ConsumerStopped):
-                raise
-            if len(batch) == 1:
-                await self._record(batch[0], exc, attempts=1)
-            else:
-                log.warning("batch failed; retrying it in parts", consumer=self.name,
-                            records=len(batch), first=batch[0].origin,
-                            error_class=type(exc).__name__)
-                await self._bisect(batch)
-
     async def _call(self, batch: Sequence[Delivery]) -> None:
-        """The handler, retried while a dependency is down; other errors propagate."""
-        await self._retrying_transient(lambda: self._handler(batch))
+        """The handler, its confirmations awaited, retried while a dependency is down;
+        other errors propagate."""
+        async def effects() -> None:
+            confirmed = await self._handler(batch)
+            if confirmed is not None:
+                await confirmed
 
-    async def _retrying_transient(self, call: Callable[[], Awaitable[None]]) -> None:
+        await self._retrying_transient(effects)
+
+    async def _retrying_transient(self, call: Callable[[], Awaitable[Any]]) -> Any:
         failures = 0
         while True:
             if self._stopping.is_set():
                 raise ConsumerStopped()
             try:
-                await call()
+                result = await call()
             except Exception as exc:
                 dependency = transient_dependency(exc)
                 if dependency is None:
@@ -336,7 +381,114 @@ class DurableConsumer:
                 await self._sleep(self.policy.backoff_s(failures))
             else:
                 self._dependency_back()
+                return result
+
+    # --- pipelined ------------------------------------------------------------------
+    async def _consume_pipelined(self, batch: Sequence[Delivery]) -> None:
+        """The handler's effects started (the previous batch's confirmations on their way
+        meanwhile), then the previous batch settled; this one is settled by the next call,
+        by its flusher once confirmed, or before a rebalance or shutdown."""
+        if not batch:
+            return
+        if self._stopping.is_set():
+            raise ConsumerStopped()
+        confirmed: asyncio.Future[Any] | None = None
+        self._busy_since = time.monotonic()
+        try:
+            async with self._handling:
+                with self._metrics.handling(self.name, len(batch)):
+                    try:
+                        started = await self._retrying_transient(lambda: self._handler(batch))
+                        if started is not None:
+                            confirmed = asyncio.ensure_future(started)
+                    except Exception as exc:
+                        if isinstance(exc, ConsumerStopped):
+                            raise
+                        await self._failed(batch, exc)   # its effects are confirmed after this
+        finally:
+            self._busy_since = None
+        await self._settle()   # the previous batch: committed before this one
+        if confirmed is None:
+            await self._commit(batch)
+            return
+        self._pending = (batch, confirmed)
+        if self._stopping.is_set() or len(batch) * 2 < self._max_records:
+            # A part-full batch: the consumer caught up, there is nothing to overlap with.
+            # Returning early would only meet an empty poll, after which FastStream sleeps
+            # `batch_timeout_ms` (latency at a trickle); settled now instead.
+            await self._settle()
+            return
+        flusher = asyncio.ensure_future(self._settle_once_confirmed(confirmed))
+        self._flushers.add(flusher)   # referenced until done
+        flusher.add_done_callback(self._flushers.discard)
+
+    async def _settle_once_confirmed(self, confirmed: asyncio.Future[Any]) -> None:
+        """Commit as soon as the confirmations are in (not only when the next batch comes)."""
+        await asyncio.wait([confirmed])
+        try:
+            await self._settle()
+        except ConsumerStopped:
+            pass
+        except Exception as exc:   # the next call (or drain) settles it again
+            log.warning("settling a batch failed", consumer=self.name,
+                        error_class=type(exc).__name__)
+
+    async def _settle(self) -> None:
+        """The outstanding batch: its confirmations awaited (worked again by the failure
+        policy if they failed), then its offsets committed."""
+        async with self._settling:
+            pending = self._pending
+            if pending is None:
                 return
+            batch, confirmed = pending
+            try:
+                await confirmed
+            except Exception as exc:
+                if self._stopping.is_set():
+                    self._pending = None
+                    raise ConsumerStopped() from exc   # uncommitted: delivered again
+                log.warning("batch effects not confirmed; working it again",
+                            consumer=self.name, records=len(batch), first=batch[0].origin,
+                            error_class=type(exc).__name__)
+                async with self._handling:
+                    try:
+                        await self.consume(batch)
+                    except ConsumerStopped:
+                        self._pending = None
+                        raise
+            self._pending = None
+            await self._commit(batch)
+
+    async def _commit(self, batch: Sequence[Delivery]) -> None:
+        """Commit the end of `batch` on each of its partitions still assigned here (one
+        taken away meanwhile is delivered again to its new owner)."""
+        ends: dict[TopicPartition, int] = {}
+        for d in batch:
+            tp = TopicPartition(d.topic, d.partition)
+            if d.offset + 1 > ends.get(tp, -1):
+                ends[tp] = d.offset + 1
+        consumer = getattr(self._subscriber, "consumer", None)
+        if consumer is not None:
+            assigned = consumer.assignment()
+            offsets = {tp: OffsetAndMetadata(end, "") for tp, end in ends.items()
+                       if tp in assigned}
+            if offsets:
+                try:
+                    await consumer.commit(offsets)
+                except KafkaError as exc:
+                    if transient_dependency(exc) is None or self._stopping.is_set():
+                        log.warning("offsets not committed; the records will be delivered "
+                                    "again", consumer=self.name, first=batch[0].origin,
+                                    error_class=type(exc).__name__)
+                    else:
+                        await self._retrying_transient(lambda: consumer.commit(offsets))
+        self._mark_handled(batch)
+
+    async def drain(self) -> None:
+        """Settle the outstanding batch (pipelined): before a rebalance and at shutdown,
+        after `stop()` (then a batch whose confirmations failed is left uncommitted)."""
+        with contextlib.suppress(ConsumerStopped):
+            await self._settle()
 
     async def _bisect(self, batch: Sequence[Delivery]) -> None:
         middle = len(batch) // 2

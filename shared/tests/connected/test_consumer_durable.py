@@ -260,3 +260,65 @@ async def test_health_is_not_ready_while_a_batch_is_stuck_and_ready_after(schema
         release.set()
         assert await eventually(lambda: committed(group, topic)) == 1
         assert consumer.health() == (True, None)
+
+
+async def test_pipelined_commits_a_batch_only_once_its_confirmations_are_in(schema_pool) -> None:
+    # Batches of at most two records: each is at least half full, so it is pipelined.
+    schema, pool = schema_pool
+    await notes_table(pool, schema)
+    topic, group, name = await new_topic(), unique("g"), "notes"
+    store = store_notes(pool, schema, name)
+    confirmations: list[asyncio.Future[None]] = []
+
+    async def handler(batch: Sequence[Delivery]) -> asyncio.Future[None]:
+        await store(batch)
+        confirmations.append(asyncio.get_running_loop().create_future())
+        return confirmations[-1]   # "on their way to the broker"
+
+    await produce(topic, [(note(f"note {i}")[1], []) for i in range(3)])
+    consumer = DurableConsumer(name, [topic], group, handler, pool=pool, schema=schema,
+                               policy=QUICK, pipelined=True, max_records=2)
+    async with running(consumer):
+        await eventually(lambda: pool.fetchval(f"SELECT count(*) = 3 FROM {schema}.notes"))
+        await asyncio.sleep(0.5)
+        assert await committed(group, topic) is None, "committed before its confirmations"
+        for c in confirmations:
+            c.set_result(None)
+        assert await eventually(lambda: committed(group, topic)) == 3
+        before = len(confirmations)
+        await produce(topic, [(note("later")[1], [])])
+        await eventually(lambda: len(confirmations) > before)
+        await asyncio.sleep(0.3)
+        assert await committed(group, topic) == 3
+        confirmations[-1].set_result(None)
+        assert await eventually(lambda: committed(group, topic)) == 4
+    assert await pool.fetchval(f"SELECT count(*) FROM {schema}.processed_events") == 4
+
+
+async def test_pipelined_a_batch_whose_confirmations_fail_is_worked_again_before_its_commit(
+        schema_pool) -> None:
+    schema, pool = schema_pool
+    await notes_table(pool, schema)
+    topic, group, name = await new_topic(), unique("g"), "notes"
+    store = store_notes(pool, schema, name)
+    offsets_seen: list[list[int]] = []
+
+    async def handler(batch: Sequence[Delivery]) -> asyncio.Future[None] | None:
+        offsets_seen.append([d.offset for d in batch])
+        await store(batch)
+        if len(offsets_seen) > 1:
+            return None   # confirmed
+        failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        failed.set_exception(RuntimeError("the broker refused the outputs"))
+        return failed
+
+    await produce(topic, [(note(f"note {i}")[1], []) for i in range(3)])
+    consumer = DurableConsumer(name, [topic], group, handler, pool=pool, schema=schema,
+                               policy=QUICK, pipelined=True, max_records=2)
+    async with running(consumer):
+        assert await eventually(lambda: committed(group, topic)) == 3
+    # Worked again (possibly after the next batch started: its outputs may come first).
+    assert offsets_seen[0][0] == 0 and offsets_seen.count(offsets_seen[0]) == 2, offsets_seen
+    assert sorted({o for batch in offsets_seen for o in batch}) == [0, 1, 2]
+    assert await pool.fetchval(f"SELECT count(*) FROM {schema}.notes") == 3
+    assert await pool.fetchval(f"SELECT count(*) FROM {schema}.consumer_parked") == 0

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 import structlog
 from ioc_shared.contracts.hygiene import HygieneError, find_forbidden, is_clean, loads_strict, strip_bom
-from ioc_shared.registry import Action, Dataset, SchemaVersion, reporter_ref
+from ioc_shared.registry import Action, Dataset, SchemaVersion
 
 from ingest.domain.codes import Code
 from ingest.domain.ids import event_id
@@ -102,7 +102,10 @@ class Ingestor:
         self._hmac_keys: dict[str, tuple[Any, Any]] = {}
         self._plans: dict[tuple[str, int], _Plan | None] = {}
         with_personal = [ds for ds in self.registry.datasets if self.registry.personal_fields(ds)]
-        if with_personal and self.registry.pseudonym_key is None:
+        pseudonym_key = self.registry.pseudonym_key
+        # `reporter_ref`'s HMAC from key states prepared once (as for signatures).
+        self._pseudonym = hmac_key(pseudonym_key) if pseudonym_key is not None else None
+        if with_personal and pseudonym_key is None:
             # Refuse to start rather than reject every record of these datasets.
             raise ValueError("the credentials file has no pseudonym_key, needed for the "
                              f"personal fields of {', '.join(with_personal)}")
@@ -292,14 +295,13 @@ class Ingestor:
                 Code.TOO_LONG, ds.record_id_field, f"tối đa {MAX_RECORD_ID} ký tự"),), **ctx())
         full = checked.record
         personal_json = b""
-        if plan.personal and any(name in full for name in plan.personal):
+        if plan.personal and not full.keys().isdisjoint(plan.personal):
             # Citizens' personal fields leave the default-sharing record (they go to the
             # restricted topic); a keyed pseudonym lets consumers group by reporter.
             personal = {n: full[n] for n in plan.personal if n in full}
             shared = {k: v for k, v in full.items() if k not in personal}
-            key = self.registry.pseudonym_key
-            assert key is not None   # checked at start
-            shared[REPORTER_REF] = reporter_ref(key, unit, ds.id, tuple(
+            assert self._pseudonym is not None   # checked at start
+            shared[REPORTER_REF] = pseudonym(self._pseudonym, unit, ds.id, tuple(
                 str(full.get(n, "")) for n in plan.personal))
             serialized = record_json(shared)
             personal_json = orjson.dumps(personal)
@@ -334,6 +336,12 @@ def hmac_hex(key: tuple[Any, Any], body: bytes) -> str:
     inner.update(body)
     outer.update(inner.digest())
     return str(outer.hexdigest())
+
+
+def pseudonym(key: tuple[Any, Any], unit: str, dataset: str, values: tuple[str, ...]) -> str:
+    """`ioc_shared.registry.reporter_ref`, from `hmac_key(pseudonym_key)` (unit-tested)."""
+    message = "\x1f".join((unit, dataset, *values)).encode("utf-8", "surrogatepass")
+    return "r-" + hmac_hex(key, message)[:32]
 
 
 _IPAD = bytes(b ^ 0x36 for b in range(256))

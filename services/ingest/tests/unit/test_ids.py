@@ -29,3 +29,19 @@ def test_prepared_hmac_equals_hmac_sha256() -> None:
         secret = rng.randbytes(rng.choice([0, 1, 25, 63, 64, 65, 100, 200]))
         body = rng.randbytes(rng.randrange(0, 3000))
         assert hmac_hex(hmac_key(secret), body) == hmac.digest(secret, body, "sha256").hex()
+
+
+def test_prepared_pseudonym_equals_the_registrys_reporter_ref() -> None:
+    from ingest.domain.submission import hmac_key, pseudonym
+    from ioc_shared.registry import reporter_ref
+
+    rng = random.Random(7)
+    samples = [(b"k" * 16, "xa-loc-an", "phan-anh-hien-truong", ("0912345678",)),
+               (b"dev-pseudonym-key-0001", "tt-loc-ninh", "ds", ("", "Nguyễn Văn A")),
+               (b"x" * 80, "u", "d", ())]
+    samples += [(rng.randbytes(rng.choice([16, 63, 64, 65, 100])), "u", "d",
+                 tuple(rng.randbytes(rng.randrange(0, 30)).decode("latin-1")
+                       for _ in range(rng.randrange(0, 4)))) for _ in range(500)]
+    for key, unit, dataset, values in samples:
+        assert pseudonym(hmac_key(key), unit, dataset, values) == reporter_ref(
+            key, unit, dataset, values), (unit, values)
