@@ -15,6 +15,7 @@ import time
 from ioc_shared.platform.kafka import make_consumer, make_producer
 from pydantic import BaseModel, ValidationError
 
+from bench.harness import RAW_CLIENT
 from bench.workload import Submission
 
 
@@ -23,9 +24,11 @@ async def reference_loop(bootstrap: str, source: str, sink: str, rejected: str, 
     """Process `expected` messages from `source`; returns messages per second."""
     consumer = make_consumer(source, bootstrap=bootstrap, group_id=group,
                              auto_offset_reset="earliest",
-                             max_poll_records=1000, fetch_max_bytes=16 * 1024 * 1024)
+                             max_poll_records=1000, fetch_max_bytes=16 * 1024 * 1024,
+                             **RAW_CLIENT)
     producer = make_producer(bootstrap, client_id="bench-reference", acks="all",
-                             enable_idempotence=True, linger_ms=2, max_batch_size=256 * 1024)
+                             enable_idempotence=True, linger_ms=2, max_batch_size=256 * 1024,
+                             **RAW_CLIENT)
     await consumer.start()
     await producer.start()
     done = 0

@@ -15,7 +15,10 @@ from ioc_shared.platform.db import create_pool
 from ioc_shared.platform.kafka import make_consumer, make_producer
 from ioc_shared.testing import ServiceProcess, database_url, unique
 
+from bench.harness import RAW_CLIENT
+
 REPO = Path(__file__).resolve().parents[1]
+
 
 
 class BenchService:
@@ -89,7 +92,7 @@ async def paced_latency(bootstrap: str, inbound: str, outbound: list[str],
     answers (None for records to ignore).
     """
     consumer = make_consumer(*outbound, bootstrap=bootstrap, group_id=None,
-                             auto_offset_reset="latest")
+                             auto_offset_reset="latest", **RAW_CLIENT)
     await consumer.start()
     # Be assigned and positioned at the end before the first send.
     while not consumer.assignment():
@@ -97,7 +100,7 @@ async def paced_latency(bootstrap: str, inbound: str, outbound: list[str],
     for tp in consumer.assignment():
         await consumer.position(tp)
     producer = make_producer(bootstrap, client_id="bench-latency", acks="all", linger_ms=0,
-                             enable_idempotence=True)
+                             enable_idempotence=True, **RAW_CLIENT)
     await producer.start()
     try:
         return await paced(producer, consumer, inbound, messages, rate, match, ident)

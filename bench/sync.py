@@ -37,7 +37,7 @@ from ioc_shared.platform.kafka import declare_topics, make_producer
 from ioc_shared.platform.security import KafkaSecurity
 from ioc_shared.testing import ServiceProcess, database_url, free_port, unique
 
-from bench.harness import BenchResult, median, preload
+from bench.harness import RAW_CLIENT, BenchResult, median, preload
 from bench.service import REPO, BenchService, paced, percentile, settle
 
 DATASET = "phan-anh-hien-truong"
@@ -162,7 +162,7 @@ async def steady_lag(bootstrap: str, svc: BenchService, source: str) -> list[flo
     messages = field_reports(int(LATENCY_RATE * LATENCY_SECONDS), "L")
     warm = field_reports(200, "W")
     producer = make_producer(bootstrap, client_id="bench-sync", acks="all", linger_ms=0,
-                             enable_idempotence=True)
+                             enable_idempotence=True, **RAW_CLIENT)
     await producer.start()
     for key, value, headers in warm:      # creates the province topic before we read it
         await producer.send(source, value, key=key, headers=headers)
