@@ -83,7 +83,9 @@ for dir in services/*/; do
   done
 done
 (( ${#pids[@]} )) || { echo "[up] no service to run" >&2; exit 1; }
-echo "[up] running; Ctrl-C stops everything. Operators: .venv/bin/ioc status (ioc --help)" >&2
+echo "[up] running; Ctrl-C stops everything." >&2
+# ioc refuses clear-text Kafka and the repository's dev credentials outside dev mode.
+echo "[up] operators, in another shell: eval \"\$(bash scripts/platform.sh env)\"; export IOC_DEV_MODE=1; .venv/bin/ioc status (ioc --help)" >&2
 if [[ -n "$IOC_TRACES_FILE" ]]; then
   echo "[up] spans go to $IOC_TRACES_FILE: .venv/bin/ioc trace TRACE_ID (the trace_id of a log line; --file if moved)" >&2
 fi
