@@ -11,8 +11,9 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-import orjson
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from ioc_shared.contracts.payloads import Closed as _Closed
+from ioc_shared.contracts.payloads import check_against
+from pydantic import AwareDatetime, BaseModel, Field
 
 from ingest.domain.codes import Code
 from ingest.domain.freshness import LATE_TYPE, RECOVERED_TYPE
@@ -57,10 +58,6 @@ def submission_json_schema() -> dict[str, Any]:
 # Pydantic models of the payloads, for the AsyncAPI document (`MESSAGES`) and for the unit
 # tests, which check payloads the code builds against them (`check_payload`). They forbid
 # unknown fields for that check only; the published schemas leave objects open.
-class _Closed(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
 class ProblemOut(_Closed):
     code: Code
     field: str | None = Field(description="The record field, None for the whole submission")
@@ -140,14 +137,5 @@ MESSAGES: dict[str, dict[str, type[BaseModel]]] = {
 
 def check_payload(event_type: str, payload: dict[str, Any]) -> str | None:
     """Why `payload` does not match its model (None: it does), for the tests' checks."""
-    if event_type.endswith(PERSONAL_TYPE_SUFFIX):
-        model: type[BaseModel] | None = PersonalFields
-    else:
-        model = next((m[event_type] for m in MESSAGES.values() if event_type in m), None)
-    if model is None:
-        return f"{event_type}: no payload model in ingest.contract"
-    try:   # as JSON, strictly: "2" is not an integer, as for a consumer's validator
-        model.model_validate_json(orjson.dumps(payload), strict=True)
-    except ValidationError as exc:
-        return f"{event_type}: {exc}"
-    return None
+    personal = PersonalFields if event_type.endswith(PERSONAL_TYPE_SUFFIX) else None
+    return check_against(MESSAGES, event_type, payload, where="ingest.contract", model=personal)
