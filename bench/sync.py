@@ -34,8 +34,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from ioc_shared.contracts import Envelope, canonical_topic
 from ioc_shared.contracts.headers import H_EVENT_ID, H_EVENT_TYPE
 from ioc_shared.platform.kafka import declare_topics, make_producer
-from ioc_shared.platform.security import KafkaSecurity
-from ioc_shared.testing import ServiceProcess, database_url, free_port, unique
+from ioc_shared.testing import ServiceProcess, database_url, free_port, province_security, unique
 
 from bench.harness import RAW_CLIENT, BenchResult, median, preload
 from bench.service import REPO, BenchService, paced, percentile, settle
@@ -64,12 +63,6 @@ def field_reports(n: int, tag: str) -> list[tuple[bytes, bytes, list[tuple[str, 
     return out
 
 
-def _security() -> KafkaSecurity:
-    return KafkaSecurity(sasl_user=os.environ["IOC_PROVINCE_KAFKA_SASL_USER"],
-                         sasl_password_file=Path(os.environ["IOC_PROVINCE_KAFKA_SASL_PASSWORD_FILE"]),
-                         ca_file=Path(os.environ["IOC_PROVINCE_KAFKA_CA_FILE"]))
-
-
 def _service(bootstrap: str, targets: str, **extra: str) -> BenchService:
     svc = BenchService("sync-province", bootstrap)
     svc.env.update({
@@ -86,7 +79,7 @@ def _service(bootstrap: str, targets: str, **extra: str) -> BenchService:
 async def _drop_province_topics(svc: BenchService) -> None:
     """The province's copies of this run (its broker is not cleaned by the harness)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=os.environ["IOC_PROVINCE_KAFKA_BOOTSTRAP"],
-                                **_security().client_kwargs())
+                                **province_security().client_kwargs())
     await admin.start()
     try:
         doomed = [t for t in await admin.list_topics() if t.startswith(f"{svc.namespace}.")]
@@ -171,7 +164,7 @@ async def steady_lag(bootstrap: str, svc: BenchService, source: str) -> list[flo
     # A consumer started before the province topic existed would not see it for minutes.
     consumer = AIOKafkaConsumer(bootstrap_servers=os.environ["IOC_PROVINCE_KAFKA_BOOTSTRAP"],
                                 group_id=None, enable_auto_commit=False,
-                                isolation_level="read_committed", **_security().client_kwargs())
+                                isolation_level="read_committed", **province_security().client_kwargs())
     await consumer.start()
     if target not in await consumer.topics():
         raise RuntimeError(f"{target} absent at the province after the warm-up")

@@ -27,6 +27,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from ioc_shared.contracts.envelope import Envelope
 from ioc_shared.contracts.headers import H_PRINCIPAL, H_SIGNATURE
 from ioc_shared.platform.kafka import decode_headers, make_admin, make_consumer
+from ioc_shared.platform.security import KafkaSecurity
 from ioc_shared.registry import sign
 
 
@@ -46,6 +47,27 @@ def secure_kafka_env() -> dict[str, str]:
             "IOC_KAFKA_SASL_USER": os.environ["IOC_PROVINCE_KAFKA_SASL_USER"],
             "IOC_KAFKA_SASL_PASSWORD_FILE": os.environ["IOC_PROVINCE_KAFKA_SASL_PASSWORD_FILE"],
             "IOC_KAFKA_CA_FILE": os.environ["IOC_PROVINCE_KAFKA_CA_FILE"]}
+
+
+def province_security() -> KafkaSecurity:
+    """The local provincial broker's credentials (scripts/platform.sh: SASL_SSL, its CA)."""
+    return KafkaSecurity(
+        sasl_user=os.environ["IOC_PROVINCE_KAFKA_SASL_USER"],
+        sasl_password_file=Path(os.environ["IOC_PROVINCE_KAFKA_SASL_PASSWORD_FILE"]),
+        ca_file=Path(os.environ["IOC_PROVINCE_KAFKA_CA_FILE"]))
+
+
+async def delete_province_topics(prefix: str) -> None:
+    """Delete the provincial broker's topics named `prefix...` (a test's own)."""
+    admin = make_admin(os.environ["IOC_PROVINCE_KAFKA_BOOTSTRAP"], client_id="test-cleanup",
+                       security=province_security())
+    await admin.start()
+    try:
+        doomed = [t for t in await admin.list_topics() if t.startswith(prefix)]
+        if doomed:
+            await admin.delete_topics(doomed)
+    finally:
+        await admin.close()
 
 
 def database_url() -> str:

@@ -31,7 +31,6 @@ import asyncpg
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from ioc_shared.contracts import Envelope, canonical_topic
 from ioc_shared.contracts.headers import H_EVENT_ID, H_EVENT_TYPE, H_PRINCIPAL, H_SIGNATURE
 from ioc_shared.contracts.topics import (
@@ -44,10 +43,17 @@ from ioc_shared.contracts.topics import (
     ROUTING_EVENTS,
 )
 from ioc_shared.platform.kafka import make_producer
-from ioc_shared.platform.security import KafkaSecurity
 from ioc_shared.platform.settings import REPO_ROOT
 from ioc_shared.registry import load_credentials, sign
-from ioc_shared.testing import database_url, free_port, headers_of, kafka_bootstrap, read_topic
+from ioc_shared.testing import (
+    database_url,
+    delete_province_topics,
+    free_port,
+    headers_of,
+    kafka_bootstrap,
+    province_security,
+    read_topic,
+)
 from routing.domain.model import incident_id_for
 
 pytestmark = pytest.mark.e2e
@@ -122,13 +128,6 @@ def read_spans(path: Path) -> list[Span]:
 
 
 # --- the province ----------------------------------------------------------------------
-def province_security() -> KafkaSecurity:
-    return KafkaSecurity(
-        sasl_user=os.environ["IOC_PROVINCE_KAFKA_SASL_USER"],
-        sasl_password_file=Path(os.environ["IOC_PROVINCE_KAFKA_SASL_PASSWORD_FILE"]),
-        ca_file=Path(os.environ["IOC_PROVINCE_KAFKA_CA_FILE"]))
-
-
 async def province_record(topic: str, partition: int, event_id: str, timeout: float = 45) -> Any:
     """The record `event_id` on the province's `topic` (read committed), once it is there
     (on the partition it had at the district)."""
@@ -152,17 +151,6 @@ async def province_record(topic: str, partition: int, event_id: str, timeout: fl
             await consumer.stop()
         await asyncio.sleep(0.5)
     raise AssertionError(f"{event_id} did not reach the province topic {topic}")
-
-
-async def delete_province_topics(prefix: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=PROVINCE, **province_security().client_kwargs())
-    await admin.start()
-    try:
-        doomed = [t for t in await admin.list_topics() if t.startswith(prefix)]
-        if doomed:
-            await admin.delete_topics(doomed)
-    finally:
-        await admin.close()
 
 
 @contextlib.asynccontextmanager

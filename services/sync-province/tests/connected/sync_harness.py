@@ -29,22 +29,22 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.errors import KafkaError
 from ioc_shared.contracts.topics import REPORTING_PUBLISHED, SYNC_PROVINCE_STATUS, TopicSpec, canonical_topic
 from ioc_shared.platform.kafka import declare_topics, make_producer
-from ioc_shared.platform.security import KafkaSecurity
 from ioc_shared.platform.settings import REPO_ROOT
-from ioc_shared.testing import ServiceProcess, database_url, free_port, kafka_bootstrap, unique
+from ioc_shared.testing import (
+    ServiceProcess,
+    database_url,
+    delete_province_topics,
+    free_port,
+    kafka_bootstrap,
+    province_security,
+    unique,
+)
 
 FIELD_REPORTS = "phan-anh-hien-truong"      # shared, granted, has personal fields
 HEALTH_ALERTS = "canh-bao-y-te"             # shared, granted
 KT_XH = "chi-tieu-kt-xh"                    # shared; its grant is removed in the test registry
 REPORT_TOPIC = REPORTING_PUBLISHED.name
 PROVINCE = os.environ.get("IOC_PROVINCE_KAFKA_BOOTSTRAP")
-
-
-def province_security() -> KafkaSecurity:
-    return KafkaSecurity(
-        sasl_user=os.environ["IOC_PROVINCE_KAFKA_SASL_USER"],
-        sasl_password_file=Path(os.environ["IOC_PROVINCE_KAFKA_SASL_PASSWORD_FILE"]),
-        ca_file=Path(os.environ["IOC_PROVINCE_KAFKA_CA_FILE"]))
 
 
 def envelope(dataset: str, unit: str, record_id: str, record: dict[str, Any],
@@ -247,18 +247,6 @@ class Link:
 def platform_pki() -> Path:
     """The local platform CA's folder (scripts/platform.sh): ca.pem, broker.pem, broker.key."""
     return Path(os.environ["IOC_PROVINCE_KAFKA_CA_FILE"]).parent
-
-
-async def delete_province_topics(prefix: str) -> None:
-    from aiokafka.admin import AIOKafkaAdminClient
-    admin = AIOKafkaAdminClient(bootstrap_servers=PROVINCE, **province_security().client_kwargs())
-    await admin.start()
-    try:
-        doomed = [t for t in await admin.list_topics() if t.startswith(prefix)]
-        if doomed:
-            await admin.delete_topics(doomed)
-    finally:
-        await admin.close()
 
 
 @pytest.fixture
