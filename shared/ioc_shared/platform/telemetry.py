@@ -169,7 +169,10 @@ def inject_trace_headers(headers: MutableMapping[str, str], context: Context | N
 
 
 def extract_trace_context(headers: Mapping[str, str | bytes] | None) -> Context:
-    carrier = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in (headers or {}).items()}
+    """The W3C context in `headers`; a value that is not UTF-8 (a sender's garbage) is
+    no context at all, never an error: the propagator drops what it cannot parse."""
+    carrier = {k: (v.decode("utf-8", "replace") if isinstance(v, bytes) else v)
+               for k, v in (headers or {}).items()}
     return propagate.extract(carrier)
 
 

@@ -76,6 +76,13 @@ def test_trace_context_round_trips_through_headers() -> None:
     assert trace.get_current_span().get_span_context().is_valid is False
 
 
+def test_trace_headers_that_are_not_utf8_are_no_context_not_an_error() -> None:
+    # A hostile sender's bytes (NUL, invalid UTF-8, an encoded lone surrogate).
+    ctx = extract_trace_context({"traceparent": b"00-\x00\xff\xfe-\xed\xa0\x80",
+                                 "tracestate": b"\x00" * 70_000})
+    assert not trace.get_current_span(ctx).get_span_context().is_valid
+
+
 def test_murmur2_matches_aiokafkas() -> None:
     import random
 
