@@ -14,6 +14,11 @@ What it shows (docs/consumers.md explains each):
   aside (here: counted and reported) and never stops the partition;
 - order per key: one partition holds everything about one entity, in order.
 
+On the district's secured cluster, add the credentials the IOC gave your team:
+`--security-protocol SASL_SSL --sasl-user phong-tn-mt --sasl-password-file secret.txt
+--ca-file ioc-ca.pem` (SCRAM-SHA-512), or `--security-protocol SSL --ca-file ioc-ca.pem
+--cert-file team.pem --key-file team.key` (mutual TLS).
+
 It needs only `aiokafka` and `jsonschema` (pip install aiokafka==0.14.0 jsonschema==4.26.0).
 """
 
@@ -30,6 +35,7 @@ from typing import Any
 
 import jsonschema
 from aiokafka import AIOKafkaConsumer
+from aiokafka.helpers import create_ssl_context
 
 
 def load_schema(path: Path) -> dict[str, Any]:
@@ -61,13 +67,26 @@ class Store:
         return True
 
 
+def security(args: argparse.Namespace) -> dict[str, Any]:
+    """aiokafka's security arguments: clear text only when asked for (a local broker)."""
+    options: dict[str, Any] = {"security_protocol": args.security_protocol}
+    if args.security_protocol in ("SSL", "SASL_SSL"):
+        options["ssl_context"] = create_ssl_context(
+            cafile=args.ca_file, certfile=args.cert_file, keyfile=args.key_file)
+    if args.security_protocol.startswith("SASL_"):
+        password = Path(args.sasl_password_file).read_text(encoding="utf-8").strip()
+        options |= {"sasl_mechanism": "SCRAM-SHA-512", "sasl_plain_username": args.sasl_user,
+                    "sasl_plain_password": password}
+    return options
+
+
 async def consume(args: argparse.Namespace) -> dict[str, int]:
     validator = jsonschema.Draft202012Validator(load_schema(Path(args.schema)))
     store = Store(args.state)
     consumer = AIOKafkaConsumer(
         args.topic, bootstrap_servers=args.bootstrap, group_id=args.group,
         enable_auto_commit=False, auto_offset_reset="earliest",
-        isolation_level="read_committed", client_id=args.group)
+        isolation_level="read_committed", client_id=args.group, **security(args))
     counts = {"handled": 0, "duplicates": 0, "invalid": 0}
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -120,6 +139,13 @@ def main() -> None:
     parser.add_argument("--schema", required=True, help="the message's published JSON Schema")
     parser.add_argument("--group", required=True, help="your team's consumer group id")
     parser.add_argument("--bootstrap", default="127.0.0.1:19092")
+    parser.add_argument("--security-protocol", default="PLAINTEXT",
+                        choices=["PLAINTEXT", "SSL", "SASL_SSL", "SASL_PLAINTEXT"])
+    parser.add_argument("--sasl-user", help="SCRAM-SHA-512 user (SASL_*)")
+    parser.add_argument("--sasl-password-file", help="file holding the SCRAM password (SASL_*)")
+    parser.add_argument("--ca-file", help="the IOC cluster's CA certificate (SSL, SASL_SSL)")
+    parser.add_argument("--cert-file", help="your client certificate (mutual TLS)")
+    parser.add_argument("--key-file", help="your client key (mutual TLS)")
     parser.add_argument("--state", default="consumer-state.sqlite", help="SQLite file of the effects")
     parser.add_argument("--idle-seconds", type=float, default=0, help="stop after this long idle")
     parser.add_argument("--max-messages", type=int, default=0, help="stop after this many")

@@ -4,15 +4,23 @@ import ast
 import asyncio
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka.admin import NewTopic
 from ioc_shared.contracts import Envelope, canonical_topic
 from ioc_shared.platform.kafka import declare_topics, make_admin, make_producer
 from ioc_shared.platform.settings import REPO_ROOT
-from ioc_shared.testing import delete_topics_under, kafka_bootstrap, unique
+from ioc_shared.testing import (
+    delete_province_topics,
+    delete_topics_under,
+    kafka_bootstrap,
+    province_security,
+    unique,
+)
 
 pytestmark = pytest.mark.connected
 EXAMPLE = REPO_ROOT / "examples" / "consumer.py"
@@ -33,11 +41,12 @@ def accepted(record_id: str, **record: Any) -> Envelope:
                                        "origin": "t/0/1", "content_hash": "ab"}})
 
 
-async def run_example(topic: str, group: str, state: Path) -> tuple[int, list[dict[str, Any]], str]:
+async def run_example(topic: str, group: str, state: Path, *options: str,
+                      bootstrap: str | None = None) -> tuple[int, list[dict[str, Any]], str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable, str(EXAMPLE), "--topic", topic, "--schema", str(SCHEMA), "--group", group,
-        "--bootstrap", kafka_bootstrap(), "--state", str(state), "--idle-seconds", "3",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        "--bootstrap", bootstrap or kafka_bootstrap(), "--state", str(state), "--idle-seconds", "3",
+        *options, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(process.communicate(), 90)
     assert process.returncode is not None
     return process.returncode, [json.loads(line) for line in out.decode().splitlines()], err.decode()
@@ -86,6 +95,40 @@ async def test_the_example_consumer_validates_dedupes_skips_aborted_and_commits(
         await producer.stop()
         await aborted.stop()
         await delete_topics_under([tag])
+
+
+@pytest.mark.skipif(not os.environ.get("IOC_PROVINCE_KAFKA_BOOTSTRAP"),
+                    reason="the platform's SASL_SSL broker is not configured")
+async def test_the_example_consumer_reads_a_sasl_ssl_cluster_with_its_credentials(
+        tmp_path: Path) -> None:
+    """The local SASL_SSL broker stands in for a secured district cluster."""
+    tag = unique("t_example_sasl").replace("_", "-")
+    topic = f"{tag}.{canonical_topic('phan-anh-hien-truong').name}"
+    bootstrap, security = os.environ["IOC_PROVINCE_KAFKA_BOOTSTRAP"], province_security()
+    admin = make_admin(bootstrap, client_id="test", security=security)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, 1, 1)])
+    finally:
+        await admin.close()
+    producer = make_producer(bootstrap, client_id="test", acks="all", security=security)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, accepted("PA-1").to_bytes(), key=b"PA-1")
+        credentials = ("--security-protocol", "SASL_SSL", "--sasl-user", str(security.sasl_user),
+                       "--sasl-password-file", str(security.sasl_password_file),
+                       "--ca-file", str(security.ca_file))
+        code, lines, err = await run_example(topic, f"{tag}-dashboard", tmp_path / "s.sqlite",
+                                             *credentials, bootstrap=bootstrap)
+        assert code == 0, err
+        assert lines[-1] == {"summary": {"handled": 1, "duplicates": 0, "invalid": 0}}
+        # Without the credentials the secured cluster gives nothing (and the example says so).
+        code, lines, err = await run_example(topic, f"{tag}-other", tmp_path / "t.sqlite",
+                                             bootstrap=bootstrap)
+        assert not any("handled" in line for line in lines)
+    finally:
+        await producer.stop()
+        await delete_province_topics(tag)
 
 
 def test_the_example_needs_only_aiokafka_jsonschema_and_the_standard_library() -> None:
