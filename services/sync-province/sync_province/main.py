@@ -254,9 +254,11 @@ def status(service_url: Annotated[str | None, typer.Option(
                 positions = await repo.cursor.load(repo.pool, target)
                 mine = None if live is None else [row for row in live
                                                   if row.get("target") == target]
+                # The running service knows its targets; this shell's settings only guess them
+                # (`make up` sets SYNC_PROVINCE_TARGETS for the service, not for the operator).
                 targets[target] = {
-                    "configured": target in settings.target_kinds(),   # in this shell's settings
-                    "running": None if mine is None else bool(mine),   # in the service asked
+                    "configured": target in settings.target_kinds() if mine is None else bool(mine),
+                    "running": None if mine is None else bool(mine),
                     "positions": {f"{stream}:{p}": o for (stream, p), o in sorted(positions.items())},
                     "parked": sum(1 for row in parked if row["target"] == target),
                     "last_shipment": await repo.last_shipment(target),
