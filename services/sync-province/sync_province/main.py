@@ -16,6 +16,7 @@ import httpx
 import orjson
 import typer
 from ioc_shared.contracts.envelope import Envelope
+from ioc_shared.contracts.headers import H_PRODUCER
 from ioc_shared.contracts.topics import SYNC_PROVINCE_STATUS, canonical_topic
 from ioc_shared.platform.db import create_pool, migrate
 from ioc_shared.platform.kafka import (
@@ -132,7 +133,7 @@ async def run_service(settings: SyncSettings) -> None:
 
         async def publish(envelope: Envelope) -> None:
             await rt.broker.publish(envelope.to_bytes(), status_topic.name, key=envelope.key,
-                                    headers=envelope_headers(envelope))
+                                    headers=envelope_headers(envelope, {H_PRODUCER: "sync-province"}))
 
         for target in targets:
             pipeline = Pipeline(

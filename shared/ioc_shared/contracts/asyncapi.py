@@ -97,7 +97,8 @@ HEADERS: dict[str, str] = {
     H_EVENT_TYPE: "The envelope's type, readable without parsing the value.",
     H_PRINCIPAL: "Principal id of the sender (registry), verified by the signature.",
     H_SIGNATURE: "Lowercase hex HMAC-SHA256 of the exact value bytes with the principal's secret.",
-    H_PRODUCER: "The IOC service that produced the message (ingest, routing, reporting); "
+    H_PRODUCER: "The IOC service that produced the message (ingest, routing, reporting, "
+                "sync-province); "
                 "consumers of canonical records and incident events check it.",
     "ioc-dataset": "Dataset id of the record.",
     "ioc-quarantine-code": "Rejection code of the quarantined input.",
@@ -113,7 +114,7 @@ HEADERS: dict[str, str] = {
     "ioc-grant-ids": "The grants that let a mirrored dataset record leave, comma-separated.",
 }
 ENVELOPE_HEADERS = ("traceparent", "tracestate", H_EVENT_ID, H_EVENT_TYPE)
-PRODUCED_HEADERS = (*ENVELOPE_HEADERS, H_PRODUCER)   # by ingest and the outbox relays
+PRODUCED_HEADERS = (*ENVELOPE_HEADERS, H_PRODUCER)   # by every IOC service
 MIRRORED_HEADERS = (*ENVELOPE_HEADERS, "ioc-dataset")  # kept by sync-province, plus its own
 SIGNED_HEADERS = ("traceparent", "tracestate", H_PRINCIPAL, H_SIGNATURE)
 QUARANTINE_HEADERS = (*SIGNED_HEADERS, "ioc-quarantine-code", "ioc-quarantine-unit",
@@ -353,10 +354,8 @@ EXTRA_HEADERS = {"ioc.ingest.rejected.v1": ("ioc-dataset",),
 def _owned(topic: str) -> list[Message] | None:
     for reference in OWNERS:
         if topic in importlib.import_module(reference).MESSAGES:
-            # sync-province publishes its status directly, not through an outbox relay.
-            base = ENVELOPE_HEADERS if reference.startswith("sync_province") else PRODUCED_HEADERS
             return service_messages(reference, topic,
-                                    headers=(*base, *EXTRA_HEADERS.get(topic, ())))
+                                    headers=(*PRODUCED_HEADERS, *EXTRA_HEADERS.get(topic, ())))
     return None
 
 

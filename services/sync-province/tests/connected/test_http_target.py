@@ -16,9 +16,10 @@ import httpx
 import orjson
 import pytest
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from ioc_shared.contracts.headers import H_PRODUCER
 from ioc_shared.contracts.topics import SYNC_PROVINCE_STATUS, TopicSpec, canonical_topic
 from ioc_shared.platform.kafka import declare_topics, make_admin
-from ioc_shared.testing import kafka_bootstrap, read_topic
+from ioc_shared.testing import headers_of, kafka_bootstrap, read_topic
 from sync_harness import FIELD_REPORTS, HEALTH_ALERTS, Link, platform_pki
 
 pytestmark = pytest.mark.connected
@@ -66,6 +67,7 @@ async def test_http_outage_catch_up_and_sigkill_without_gap_or_duplicate(link: L
                               until=lambda rs: any(orjson.loads(r.value)["payload"]["lag_records"] > 0
                                                    for r in rs), timeout=10)
     assert events, "no status event"
+    assert all(headers_of(r).get(H_PRODUCER) == "sync-province" for r in events)
 
     await link.start_simulator()                             # it comes back
     rows = await link.wait_sim(FIELD_REPORTS, 1000)
