@@ -47,9 +47,11 @@ class CpuMeter:
         service = process_tree(self.service_pid)
         parts = {"service": _cpu_of(self.service_pid),
                  "helpers": sum(_cpu_of(p) for p in service[1:])}
-        postmaster = _pid_file(REPO / ".run" / "pg" / "data" / "postmaster.pid")
+        # The platform's own run dir (a git worktree's bench measures the main checkout's).
+        run = Path(os.environ.get("IOC_PLATFORM_RUN_DIR") or REPO / ".run")
+        postmaster = _pid_file(run / "pg" / "data" / "postmaster.pid")
         parts["postgres"] = sum(_cpu_of(p) for p in process_tree(postmaster)) if postmaster else 0.0
-        kafka = _pid_file(REPO / ".run" / "kafka" / "kafka.pid")
+        kafka = _pid_file(run / "kafka" / "kafka.pid")
         parts["kafka"] = _cpu_of(kafka) if kafka else 0.0
         return parts
 

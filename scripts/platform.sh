@@ -367,6 +367,7 @@ print_env() {
   echo "export IOC_KAFKA_BOOTSTRAP=$BOOTSTRAP"
   echo "export IOC_DATABASE_URL=$DATABASE_URL"
   echo "export IOC_KAFKA_SECURITY_PROTOCOL=PLAINTEXT"   # the local broker: clear text, said so
+  echo "export IOC_PLATFORM_RUN_DIR=$RUN_DIR"   # its pid files: the bench reads their CPU
   if [[ "$PROVINCE_ENABLED" == 1 ]]; then
     echo "export IOC_PROVINCE_KAFKA_BOOTSTRAP=$PROVINCE_BOOTSTRAP"
     echo "export IOC_PROVINCE_KAFKA_CA_FILE=$P_PKI/ca.pem"
