@@ -660,9 +660,14 @@ class OutboxRelay:
                          ) -> dict[TopicPartition, int]:
         """Wait for the acknowledgements; the offset after the last message per partition."""
         sent: dict[TopicPartition, int] = {}
-        for tp, future, n in queued:
-            metadata = await future
-            sent[tp] = max(sent.get(tp, 0), metadata.offset + n)
+        # Every future is awaited, so none of their errors is left unretrieved (asyncio logs
+        # those as errors); the first one fails the batch.
+        outcomes = await asyncio.gather(*(future for _, future, _ in queued),
+                                        return_exceptions=True)
+        for (tp, _, n), outcome in zip(queued, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                raise outcome
+            sent[tp] = max(sent.get(tp, 0), outcome.offset + n)
         await self._after_publish_hook()
         return sent
 

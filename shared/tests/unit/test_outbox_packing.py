@@ -49,3 +49,25 @@ def test_event_ids_must_be_uuids() -> None:
 def test_partition_is_the_one_kafkas_default_partitioner_picks(key: bytes, count: int) -> None:
     partitions = list(range(count))
     assert partition_for(key, partitions) == DefaultPartitioner()(key, partitions, partitions)
+
+
+async def test_every_failed_confirmation_is_retrieved_and_the_first_fails_the_batch() -> None:
+    """asyncio logs an error for each failed future nobody looked at: during a broker
+    outage that was one error line per record batch after the first failure."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from aiokafka import TopicPartition
+    from aiokafka.errors import LeaderNotAvailableError, NotLeaderForPartitionError
+    from ioc_shared.platform.outbox import OutboxRelay
+
+    relay = OutboxRelay(None, "s", None, "b")  # type: ignore[arg-type]
+    loop = asyncio.get_running_loop()
+    ok, first, second = loop.create_future(), loop.create_future(), loop.create_future()
+    ok.set_result(SimpleNamespace(offset=4))
+    first.set_exception(LeaderNotAvailableError())
+    second.set_exception(NotLeaderForPartitionError())
+    tp = TopicPartition("t", 0)
+    with pytest.raises(LeaderNotAvailableError):
+        await relay._confirmed([(tp, ok, 1), (tp, first, 1), (tp, second, 1)])
+    assert not first._log_traceback and not second._log_traceback  # type: ignore[attr-defined]
