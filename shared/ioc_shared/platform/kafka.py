@@ -407,6 +407,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     sys.stdout.write(f"{args.topic}: {args.partitions} partitions\n")
 
 
+def retrieved_if_abandoned(future: asyncio.Future[Any]) -> asyncio.Future[Any]:
+    """Mark a send's failure as seen even when nobody awaits the future any more (its batch
+    failed on an earlier error and is worked again): asyncio would otherwise log "Future
+    exception was never retrieved" as an error for each. An awaiter still gets the error."""
+    future.add_done_callback(lambda f: f.cancelled() or f.exception())
+    return future
+
+
 def envelope_headers(envelope: Envelope, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """Headers for an envelope: event id and type, W3C trace context of the current span."""
     headers = {H_EVENT_ID: str(envelope.event_id), H_EVENT_TYPE: envelope.type}

@@ -52,7 +52,12 @@ from tenacity import RetryCallState, wait_exponential_jitter
 
 from ioc_shared.contracts.envelope import Envelope
 from ioc_shared.contracts.headers import H_EVENT_ID, H_PRODUCER
-from ioc_shared.platform.kafka import envelope_headers, make_consumer, partition_for
+from ioc_shared.platform.kafka import (
+    envelope_headers,
+    make_consumer,
+    partition_for,
+    retrieved_if_abandoned,
+)
 from ioc_shared.platform.logging import get_logger
 from ioc_shared.platform.metrics import bus_metrics
 from ioc_shared.platform.telemetry import Hop, recording, start_hop
@@ -653,7 +658,8 @@ class OutboxRelay:
                                headers=headers)
         for tp in list(builders):
             close(tp)
-        return [(tp, await producer.send_batch(builder, tp.topic, partition=tp.partition), n)
+        return [(tp, retrieved_if_abandoned(
+                    await producer.send_batch(builder, tp.topic, partition=tp.partition)), n)
                 for tp, builder, n in closed]
 
     async def _confirmed(self, queued: list[tuple[TopicPartition, Any, int]]

@@ -71,3 +71,18 @@ async def test_every_failed_confirmation_is_retrieved_and_the_first_fails_the_ba
     with pytest.raises(LeaderNotAvailableError):
         await relay._confirmed([(tp, ok, 1), (tp, first, 1), (tp, second, 1)])
     assert not first._log_traceback and not second._log_traceback  # type: ignore[attr-defined]
+
+
+async def test_an_abandoned_send_failure_is_not_logged_as_unretrieved() -> None:
+    import asyncio
+
+    from ioc_shared.platform.kafka import retrieved_if_abandoned
+
+    loop = asyncio.get_running_loop()
+    abandoned, awaited = loop.create_future(), loop.create_future()
+    retrieved_if_abandoned(abandoned).set_exception(RuntimeError("leader gone"))
+    retrieved_if_abandoned(awaited).set_exception(RuntimeError("leader gone"))
+    await asyncio.sleep(0)   # the callbacks run
+    assert not abandoned._log_traceback  # type: ignore[attr-defined]
+    with pytest.raises(RuntimeError, match="leader gone"):
+        await awaited       # whoever waits still gets the error
