@@ -26,7 +26,9 @@ incident that reporting's rollups do not count as received); duplicate effects (
 with two canonical event ids, two incidents, or an incident counted as received more than
 once by reporting; and, over the whole run, `incident_daily`'s received total against the
 incidents' own contributions: a delta applied twice shows there); record ids missing at
-the province topic or there more than once (read_committed); whether every service
+the province topic or there under two event ids (read_committed); extra copies of one
+event (same event id) on the canonical and the province topic, as `redelivered` (at
+least once: not a duplicate effect for a consumer that deduplicates by event id); whether every service
 still runs; whether their readiness went false while the dependency was down and true
 after; how long until all were ready again once the dependency was back (`recovery_s`)
 and until every input was through, up to reporting (`caught_up_s`); log lines.
@@ -382,7 +384,12 @@ class FaultResult:
     duplicate_reported: int    # incidents reporting counts as received more than once
     rollup_drift: int          # incident_daily received - the incidents' own (whole run)
     lost_province: int         # record ids (all granted to the province) not at its topic
-    duplicate_province: int    # record ids at the province topic more than once
+    duplicate_province: int    # record ids at the province topic under two event ids
+    # Extra copies of one event (same event id) on the canonical and the province topic:
+    # at-least-once delivery (a send retried after a lost producer sequence), which the
+    # sync mirrors as it is; consumers deduplicate by event id, so not a duplicate effect.
+    redelivered_canonical: int
+    redelivered_province: int
     running_after: dict[str, bool]
     unready_during: dict[str, bool]
     ready_after: dict[str, bool]
@@ -472,17 +479,19 @@ def _received_sql(dep: Deployment) -> str:
             "WHERE r.record_id = ANY($1::text[])")
 
 
-async def _outcome(dep: Deployment, record_ids: set[str]) -> tuple[dict[str, set[str]],
+async def _outcome(dep: Deployment, record_ids: set[str]) -> tuple[dict[str, set[str]], int,
                                                                      dict[str, int],
                                                                      list[int], int]:
-    """Canonical event ids per record id (read from the topic), incidents per record id,
-    reporting's received count per routing incident, and the drift of `incident_daily`'s
-    received total from the incidents' own contributions (0 unless a delta went twice)."""
+    """Canonical event ids per record id (read from the topic) and the number of copies,
+    incidents per record id, reporting's received count per routing incident, and the
+    drift of `incident_daily`'s received total from the incidents' own contributions (0
+    unless a delta went twice)."""
     consumer = make_consumer(dep.topic(canonical_topic(DATASET).name),
                              bootstrap=dep.platform.bootstrap, group_id=None,
                              auto_offset_reset="earliest")
     await consumer.start()
     events: dict[str, set[str]] = {}
+    copies = 0
     try:
         ends = None
         while True:
@@ -493,6 +502,7 @@ async def _outcome(dep: Deployment, record_ids: set[str]) -> tuple[dict[str, set
                     rid = str(body["payload"]["record_id"])   # the key is <unit>/<record id>
                     if rid in record_ids:
                         events.setdefault(rid, set()).add(str(body["event_id"]))
+                        copies += 1
             if ends is None:
                 ends = await consumer.end_offsets(list(consumer.assignment()))
             positions = {tp: await consumer.position(tp) for tp in ends}
@@ -514,13 +524,14 @@ async def _outcome(dep: Deployment, record_ids: set[str]) -> tuple[dict[str, set
             "WHERE c->>1 = 'received')"))
     finally:
         await conn.close()
-    return events, {r["record_id"]: r["n"] for r in rows}, received, drift
+    return events, copies, {r["record_id"]: r["n"] for r in rows}, received, drift
 
 
-async def _province_outcome(dep: Deployment, record_ids: set[str], timeout: float) -> dict[str, int]:
-    """Copies per record id at the province topic (read_committed, the province's own
-    security settings), read until every record id is there or `timeout`, then a second
-    more for late duplicates."""
+async def _province_outcome(dep: Deployment, record_ids: set[str], timeout: float
+                            ) -> dict[str, list[str]]:
+    """The event id of each copy per record id at the province topic (read_committed, the
+    province's own security settings), read until every record id is there or `timeout`,
+    then a second more for late duplicates."""
     topic = f"{dep.province_prefix}.{canonical_topic(DATASET).name}"
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=dep.platform.province_env["IOC_PROVINCE_KAFKA_BOOTSTRAP"],
@@ -528,16 +539,17 @@ async def _province_outcome(dep: Deployment, record_ids: set[str], timeout: floa
         isolation_level="read_committed", metadata_max_age_ms=1000,
         **dep.platform.province_security().client_kwargs())
     await consumer.start()
-    copies: dict[str, int] = {}
+    copies: dict[str, list[str]] = {}
     try:
         deadline = time.monotonic() + timeout
         settle_until: float | None = None
         while time.monotonic() < (settle_until or deadline):
             for records in (await consumer.getmany(timeout_ms=300)).values():
                 for rec in records:
-                    rid = str(json.loads(rec.value)["payload"]["record_id"])
+                    body = json.loads(rec.value)
+                    rid = str(body["payload"]["record_id"])
                     if rid in record_ids:
-                        copies[rid] = copies.get(rid, 0) + 1
+                        copies.setdefault(rid, []).append(str(body["event_id"]))
             if settle_until is None and len(copies) == len(record_ids):
                 settle_until = time.monotonic() + 1.0
     finally:
@@ -603,7 +615,7 @@ async def inject(dep: Deployment, fault: str, *, records: int, rate: float, down
     with contextlib.suppress(asyncio.CancelledError):
         await sender   # anything else it raised is a fault of this harness: raise
     await asyncio.sleep(1.0)   # late duplicates, if any, have time to show
-    events, incidents, received, drift = await _outcome(dep, set(record_ids))
+    events, copies, incidents, received, drift = await _outcome(dep, set(record_ids))
     province = await _province_outcome(dep, set(record_ids),
                                        max(5.0, deadline - time.monotonic()))
     readiness = dep.readiness
@@ -621,7 +633,9 @@ async def inject(dep: Deployment, fault: str, *, records: int, rate: float, down
         duplicate_reported=sum(1 for n in received if n > 1),
         rollup_drift=drift,
         lost_province=len(record_ids) - len(province),
-        duplicate_province=sum(1 for n in province.values() if n > 1),
+        duplicate_province=sum(1 for ids in province.values() if len(set(ids)) > 1),
+        redelivered_canonical=copies - sum(map(len, events.values())),
+        redelivered_province=sum(len(ids) - len(set(ids)) for ids in province.values()),
         running_after=dep.running(),
         unready_during={n: readiness.unready_between(n, fault_at, back_at + 5.0)
                         for n in dep.services},
@@ -682,6 +696,7 @@ def main() -> None:
             f"{r['duplicate_incidents']} reporting_lost={r['lost_reported']} "
             f"reporting_duplicates={r['duplicate_reported']} rollup_drift={r['rollup_drift']} "
             f"province_lost={r['lost_province']} province_duplicates={r['duplicate_province']} "
+            f"redelivered={r['redelivered_canonical']}/{r['redelivered_province']} "
             f"down_s={r['down_s']} recovery_s={r['recovery_s']} "
             f"caught_up_s={r['caught_up_s']} log_lines={r['log_lines']}"
             f"{' PROBLEMS: ' + '; '.join(problems) if problems else ''}\n")
