@@ -44,6 +44,7 @@ from reporting.reports import ReportService, Topics
 from reporting.repository import INCIDENT_MEASURES, ReportingRepository
 from reporting.sample import CATEGORY_UNIT, COMMUNES, incident_events
 
+from bench.cpu import CpuMeter
 from bench.harness import BenchResult, median, preload
 from bench.service import BenchService
 
@@ -282,7 +283,7 @@ async def run(*, bootstrap: str, messages: list, repeats: int, reference: Any) -
     if "intake" not in phases:
         return BenchResult("reporting", figures)
     events = intake_messages(len(messages))
-    rates, ratios, rss = [], [], []
+    rates, ratios, rss, cpu = [], [], [], []
     for _ in range(repeats):
         [ref_rate] = await reference(bootstrap, events, 1, Envelope)
         svc = BenchService("reporting", bootstrap, extra_env={
@@ -291,12 +292,16 @@ async def run(*, bootstrap: str, messages: list, repeats: int, reference: Any) -
         await declare_topics(bootstrap, [dataclasses.replace(ROUTING_EVENTS, name=source)])
         await preload(bootstrap, source, events)
         async with svc:
+            meter = CpuMeter(svc.process.pid)
+            before = meter.snapshot()
             rate = await committed_rate(bootstrap, svc.env["REPORTING_CONSUMER_GROUP"] + "-rollups",
                                         len(events))
+            cpu.append(meter.per_message_us(before, meter.snapshot(), len(events))["service"])
             rss.append(svc.process.peak_rss_mb())
         rates.append(rate)
         ratios.append(rate / ref_rate)
     return BenchResult("reporting", {
         **figures, "events": len(events), "repeats": repeats,
         "events_per_s": round(median(rates)), "ratio": median(ratios),
-        "ratio_min": min(ratios), "ratio_max": max(ratios), "peak_rss_mb": round(max(rss))})
+        "ratio_min": min(ratios), "ratio_max": max(ratios), "peak_rss_mb": round(max(rss)),
+        "cpu_us": round(median(cpu), 1)})
