@@ -304,4 +304,4 @@ async def run(*, bootstrap: str, messages: list, repeats: int, reference: Any) -
         **figures, "events": len(events), "repeats": repeats,
         "events_per_s": round(median(rates)), "ratio": median(ratios),
         "ratio_min": min(ratios), "ratio_max": max(ratios), "peak_rss_mb": round(max(rss)),
-        "cpu_us": round(median(cpu), 1)})
+        "cpu_us": f"{median(cpu):.1f}"})

@@ -31,6 +31,7 @@ from opentelemetry.trace import Link, SpanKind
 
 from reporting.domain import incidents as inc
 from reporting.domain import indicators as ind
+from reporting.domain.working_time import WorkingTime
 from reporting.repository import INCIDENT_STATES, ReportingRepository
 
 log = get_logger(__name__)
@@ -137,6 +138,7 @@ class RollupHandler:
         self.repo = repo
         self.registry = registry
         self.calendar = calendar
+        self.working_time = WorkingTime(calendar)   # the same durations, days kept
         self.indicator_datasets = {d.id for d in registry.datasets.values() if not d.incident}
         # The last batch's transaction (its last writes and COMMIT may still be running).
         self._committing: asyncio.Future[None] | None = None
@@ -350,7 +352,7 @@ class RollupHandler:
             if t.event_id not in merged:
                 merged[t.event_id] = t
                 as_json.append(t_json)
-        summary = inc.fold(incident_id, list(merged.values()), self.calendar)
+        summary = inc.fold(incident_id, list(merged.values()), self.working_time)
         for key, n in inc.delta(inc.contribution_from_json(old_contribution),
                                 summary.contribution).items():
             deltas[key] += n

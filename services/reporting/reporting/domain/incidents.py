@@ -25,10 +25,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
-
-from ioc_shared.calendar_vn import WorkingCalendar
 
 from reporting.domain.histogram import bucket_of
 
@@ -150,12 +148,18 @@ class IncidentSummary:
     contribution: Contribution = field(default_factory=dict)
 
 
+class WorkingSeconds(Protocol):
+    """`ioc_shared.calendar_vn.WorkingCalendar`, or `domain.working_time.WorkingTime`."""
+
+    def working_seconds_between(self, start: datetime, end: datetime) -> float: ...
+
+
 def local_day(moment: datetime) -> date:
     return moment.astimezone(LOCAL).date()
 
 
 def fold(incident_id: str, transitions: list[Transition],
-         calendar: WorkingCalendar) -> IncidentSummary:
+         calendar: WorkingSeconds) -> IncidentSummary:
     """Replay the transitions in occurrence order; the summary carries its contribution."""
     ordered = sorted(transitions, key=lambda t: (t.at, t.event_id))
     s = IncidentSummary(incident_id)
