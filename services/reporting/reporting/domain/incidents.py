@@ -232,9 +232,28 @@ def delta(old: Contribution, new: Contribution) -> Contribution:
     return out
 
 
+# Days as text and back, once per day (per key they were a third of these two).
+_DAY_TEXT: dict[date, str] = {}
+_TEXT_DAY: dict[str, date] = {}
+
+
 def contribution_to_json(c: Contribution) -> list[list[Any]]:
-    return [[k[0].isoformat(), *k[1:], n] for k, n in sorted(c.items())]
+    texts = _DAY_TEXT
+    out = []
+    for (day, measure, unit, commune, category, source), n in sorted(c.items()):
+        text = texts.get(day)
+        if text is None:
+            text = texts[day] = day.isoformat()
+        out.append([text, measure, unit, commune, category, source, n])
+    return out
 
 
 def contribution_from_json(raw: list[list[Any]]) -> Contribution:
-    return {(date.fromisoformat(r[0]), r[1], r[2], r[3], r[4], r[5]): int(r[6]) for r in raw}
+    days = _TEXT_DAY
+    out: Contribution = {}
+    for text, measure, unit, commune, category, source, n in raw:
+        day = days.get(text)
+        if day is None:
+            day = days[text] = date.fromisoformat(text)
+        out[(day, measure, unit, commune, category, source)] = int(n)
+    return out
