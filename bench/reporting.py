@@ -10,8 +10,10 @@ Rendering (PDF, DOCX, XLSX) is timed on its own.
 
 Rollup intake: routing-shaped incident events preloaded on the incident-events topic,
 consumed by `python -m reporting serve`; rate from the consumer group's commits,
-against the raw aiokafka reference loop over the same messages (`ratio=`), and the
-service's peak RSS.
+against the raw aiokafka reference loop over the same messages (`ratio=`), the
+service's peak RSS and its CPU per event (`cpu_us`: user + system time of the service
+process from its first health answer to its last commit, over the events; median of
+the runs).
 
 `BENCH_REPORTING_SCALE` (default 1) scales the seeded incidents and records (0.05 = 1/20).
 `BENCH_REPORTING_PHASES` (default `report,intake`) runs only the phases named.
