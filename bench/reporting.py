@@ -10,8 +10,10 @@ Rendering (PDF, DOCX, XLSX) is timed on its own.
 
 Rollup intake: routing-shaped incident events preloaded on the incident-events topic,
 consumed by `python -m reporting serve`; rate from the consumer group's commits,
-against the raw aiokafka reference loop over the same messages (`ratio=`), and the
-service's peak RSS.
+against the raw aiokafka reference loop over the same messages (`ratio=`), the
+service's peak RSS and its CPU per event (`cpu_us`: user + system time of the service
+process from its first health answer to its last commit, over the events; median of
+the runs).
 
 `BENCH_REPORTING_SCALE` (default 1) scales the seeded incidents and records (0.05 = 1/20).
 `BENCH_REPORTING_PHASES` (default `report,intake`) runs only the phases named.
@@ -44,6 +46,7 @@ from reporting.reports import ReportService, Topics
 from reporting.repository import INCIDENT_MEASURES, ReportingRepository
 from reporting.sample import CATEGORY_UNIT, COMMUNES, incident_events
 
+from bench.cpu import CpuMeter
 from bench.harness import BenchResult, median, preload
 from bench.service import BenchService
 
@@ -282,7 +285,7 @@ async def run(*, bootstrap: str, messages: list, repeats: int, reference: Any) -
     if "intake" not in phases:
         return BenchResult("reporting", figures)
     events = intake_messages(len(messages))
-    rates, ratios, rss = [], [], []
+    rates, ratios, rss, cpu = [], [], [], []
     for _ in range(repeats):
         [ref_rate] = await reference(bootstrap, events, 1, Envelope)
         svc = BenchService("reporting", bootstrap, extra_env={
@@ -291,12 +294,16 @@ async def run(*, bootstrap: str, messages: list, repeats: int, reference: Any) -
         await declare_topics(bootstrap, [dataclasses.replace(ROUTING_EVENTS, name=source)])
         await preload(bootstrap, source, events)
         async with svc:
+            meter = CpuMeter(svc.process.pid)
+            before = meter.snapshot()
             rate = await committed_rate(bootstrap, svc.env["REPORTING_CONSUMER_GROUP"] + "-rollups",
                                         len(events))
+            cpu.append(meter.per_message_us(before, meter.snapshot(), len(events))["service"])
             rss.append(svc.process.peak_rss_mb())
         rates.append(rate)
         ratios.append(rate / ref_rate)
     return BenchResult("reporting", {
         **figures, "events": len(events), "repeats": repeats,
         "events_per_s": round(median(rates)), "ratio": median(ratios),
-        "ratio_min": min(ratios), "ratio_max": max(ratios), "peak_rss_mb": round(max(rss))})
+        "ratio_min": min(ratios), "ratio_max": max(ratios), "peak_rss_mb": round(max(rss)),
+        "cpu_us": f"{median(cpu):.1f}"})

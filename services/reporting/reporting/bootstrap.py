@@ -125,7 +125,8 @@ async def run_reporting(settings: ReportingSettings, stop: asyncio.Event, *,
             commands=commands.handle, on_parked_command=commands.answer_parked,
             rollup_topics=[s.name for s in consumed], commands_topic=topics.commands,
             group=settings.consumer_group, max_records=settings.batch_max_records,
-            batch_timeout_ms=settings.batch_timeout_ms, metrics=rt.metrics)
+            batch_timeout_ms=settings.batch_timeout_ms, metrics=rt.metrics,
+            pipelined=settings.pipelined)
         consumers.append(province_sync_consumer(
             pool=rt.pool, schema=settings.db_schema,
             handler=SyncStatusHandler(rt.pool, SyncStatusRepository(settings.db_schema)).handle,

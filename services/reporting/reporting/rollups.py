@@ -13,7 +13,7 @@ import asyncio
 import re
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -31,6 +31,7 @@ from opentelemetry.trace import Link, SpanKind
 
 from reporting.domain import incidents as inc
 from reporting.domain import indicators as ind
+from reporting.domain.working_time import WorkingTime
 from reporting.repository import INCIDENT_STATES, ReportingRepository
 
 log = get_logger(__name__)
@@ -137,28 +138,40 @@ class RollupHandler:
         self.repo = repo
         self.registry = registry
         self.calendar = calendar
+        self.working_time = WorkingTime(calendar)   # the same durations, days kept
         self.indicator_datasets = {d.id for d in registry.datasets.values() if not d.incident}
+        # The last batch's transaction (its last writes and COMMIT may still be running).
+        self._committing: asyncio.Future[None] | None = None
 
-    async def handle(self, deliveries: Sequence[Delivery]) -> None:
-        """In the batch's span (FastStream's; its queries are children). With an exporter,
-        each event counted gets a span in its own trace too, linked to the batch's (so an
-        incident's trace shows where each of its events was counted)."""
-        counted = await self._handle(deliveries)
-        if counted and recording():
-            batch = trace.get_current_span()
-            link = [Link(batch.get_span_context())] if batch.get_span_context().is_valid else []
-            started = getattr(batch, "start_time", None)   # the batch's time, its commit included
-            for event, traceparent in counted:
-                parent = context_of(traceparent)
-                if parent is None:
-                    continue   # no trace of its own to show it in
-                _tracer.start_span("reporting.rollup", context=parent,
-                                   kind=SpanKind.CONSUMER, links=link, start_time=started,
-                                   attributes={"ioc.event_id": event.event_id,
-                                               "ioc.event_type": event.type}).end()
+    async def handle(self, deliveries: Sequence[Delivery]) -> Awaitable[None] | None:
+        """Apply the batch; returns once its last statements and COMMIT are on their way,
+        with the future of that COMMIT (the kit's consumer commits the batch's offsets
+        only after it: `DurableConsumer(pipelined=True)` takes the next batch meanwhile,
+        the plain one awaits it). The next batch's claim waits for this COMMIT (it may
+        load the same incidents), its parse does not.
 
-    async def _handle(self, deliveries: Sequence[Delivery]) -> list[tuple[Event, str]]:
-        """The fresh events of the batch (counted now), with their trace contexts."""
+        In the batch's span (FastStream's; its queries are children). With an exporter,
+        each event counted gets a span in its own trace too, once committed, linked to the
+        batch's (so an incident's trace shows where each of its events was counted)."""
+        read = self._read(deliveries)
+        if read is None:
+            return None
+        handed_over: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        work = asyncio.ensure_future(self._transaction(*read, self._committing, handed_over))
+        try:
+            await asyncio.wait([handed_over, work], return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            work.cancel()
+            raise
+        if work.done():
+            work.result()   # raises what the transaction raised
+        self._committing = work
+        return work
+
+    def _read(self, deliveries: Sequence[Delivery]
+              ) -> tuple[dict[str, Event], set[str], dict[str, str]] | None:
+        """The batch's usable events by id, their incident ids and trace contexts (None if
+        there is nothing to count)."""
         traces: dict[str, str] = {}
         traced = recording()   # read only when spans go somewhere
         events: dict[str, Event] = {}
@@ -185,25 +198,60 @@ class RollupHandler:
             traceparent = d.header("traceparent") if traced else None
             if traceparent:
                 traces.setdefault(event.event_id, traceparent)
-        if not events:
-            return []
-        async with self.pool.acquire() as conn, conn.transaction():
-            # Round trips: BEGIN; claim + load; the writes; COMMIT (+1 per other rollup kind).
-            loading = asyncio.ensure_future(self.repo.claim_and_load(
-                conn, CONSUMER, list(events), list(incident_ids)))
-            await asyncio.sleep(0)   # the query is on its way: read the transitions meanwhile
-            try:
-                transitions = _transitions(events)
-            finally:
-                fresh, stored = await loading
-            todo = [e for eid, e in events.items() if eid in fresh]
-            if todo:
-                await self._apply(conn, todo, stored, transitions)
-        return [(e, traces[e.event_id]) for e in todo if e.event_id in traces]
+        return (events, incident_ids, traces) if events else None
+
+    async def _transaction(self, events: dict[str, Event], incident_ids: set[str],
+                           traces: dict[str, str], previous: asyncio.Future[None] | None,
+                           handed_over: asyncio.Future[None]) -> None:
+        """Claim + load, fold, writes, COMMIT; `handed_over` is set before the last writes."""
+        transitions: dict[str, Parsed] | None = None
+        if previous is not None and not previous.done():
+            transitions = _transitions(events)   # while the previous batch commits
+            # Its failure is the consumer's to settle (it works that batch again).
+            await asyncio.wait([previous])
+        todo: list[Event] = []
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                # Round trips: BEGIN; claim + load; the writes; COMMIT.
+                loading = asyncio.ensure_future(self.repo.claim_and_load(
+                    conn, CONSUMER, list(events), list(incident_ids)))
+                await asyncio.sleep(0)   # the query is on its way: read the transitions meanwhile
+                try:
+                    if transitions is None:
+                        transitions = _transitions(events)
+                finally:
+                    fresh, stored = await loading
+                todo = [e for eid, e in events.items() if eid in fresh]
+                writes = await self._apply(conn, todo, stored, transitions) if todo else None
+                if not handed_over.done():
+                    handed_over.set_result(None)   # the rest is PostgreSQL's
+                if writes is not None:
+                    await writes
+        finally:
+            if not handed_over.done():
+                handed_over.set_result(None)
+        counted = [(e, traces[e.event_id]) for e in todo if e.event_id in traces]
+        if counted and recording():
+            self._spans(counted)
+
+    @staticmethod
+    def _spans(counted: list[tuple[Event, str]]) -> None:
+        batch = trace.get_current_span()
+        link = [Link(batch.get_span_context())] if batch.get_span_context().is_valid else []
+        started = getattr(batch, "start_time", None)   # the batch's time, its commit included
+        for event, traceparent in counted:
+            parent = context_of(traceparent)
+            if parent is None:
+                continue   # no trace of its own to show it in
+            _tracer.start_span("reporting.rollup", context=parent,
+                               kind=SpanKind.CONSUMER, links=link, start_time=started,
+                               attributes={"ioc.event_id": event.event_id,
+                                           "ioc.event_type": event.type}).end()
 
     async def _apply(self, conn: asyncpg.Connection, todo: list[Event],
                      stored: dict[str, tuple[list[Any], list[Any]]],
-                     parsed: dict[str, Parsed]) -> None:
+                     parsed: dict[str, Parsed]) -> Coroutine[Any, Any, None]:
+        """Folds and writes the batch but its last statements, returned to be awaited."""
         transitions: dict[str, list[Parsed]] = defaultdict(list)
         quality: list[tuple[date, str, str, int, dict[str, int], datetime]] = []
         rejections: dict[tuple[date, str, str, str], int] = defaultdict(int)
@@ -240,13 +288,17 @@ class RollupHandler:
                     KeyError) as exc:
                 log.warning("rollups: event unusable, skipped", event_id=e.event_id,
                             type=e.type, problem=str(exc))
-        if transitions:
-            await self._incidents(conn, transitions, stored)
-        await self.repo.upsert_quality(conn, quality)
-        await self.repo.add_rejections(conn, rejections)
-        await self.repo.add_freshness(conn, freshness)
-        if records:
-            await self._indicators(conn, records)
+        rows, deltas = await self._incidents(conn, transitions, stored)
+
+        async def last_writes() -> None:
+            await self.repo.save_incidents(conn, rows, deltas)
+            await self.repo.upsert_quality(conn, quality)
+            await self.repo.add_rejections(conn, rejections)
+            await self.repo.add_freshness(conn, freshness)
+            if records:
+                await self._indicators(conn, records)
+
+        return last_writes()
 
     def _record(self, e: Event,
                 records: dict[tuple[str, str], tuple[Event, ind.IndicatorContribution]]) -> None:
@@ -266,7 +318,9 @@ class RollupHandler:
 
     async def _incidents(self, conn: asyncpg.Connection,
                          transitions: dict[str, list[Parsed]],
-                         stored: dict[str, tuple[list[Any], list[Any]]]) -> None:
+                         stored: dict[str, tuple[list[Any], list[Any]]]
+                         ) -> tuple[list[dict[str, Any]], inc.Contribution]:
+        """Incident rows saved but the last chunk; returns it and the batch's deltas."""
         deltas: inc.Contribution = defaultdict(int)
         rows: list[dict[str, Any]] = []
         # Incident rows go in chunks while the next ones are folded (PostgreSQL works
@@ -285,7 +339,7 @@ class RollupHandler:
         finally:
             if saving is not None:
                 await saving
-        await self.repo.save_incidents(conn, rows, {k: n for k, n in deltas.items() if n})
+        return rows, {k: n for k, n in deltas.items() if n}
 
     def _fold(self, incident_id: str, new: list[Parsed],
               stored: dict[str, tuple[list[Any], list[Any]]],
@@ -298,7 +352,7 @@ class RollupHandler:
             if t.event_id not in merged:
                 merged[t.event_id] = t
                 as_json.append(t_json)
-        summary = inc.fold(incident_id, list(merged.values()), self.calendar)
+        summary = inc.fold(incident_id, list(merged.values()), self.working_time)
         for key, n in inc.delta(inc.contribution_from_json(old_contribution),
                                 summary.contribution).items():
             deltas[key] += n

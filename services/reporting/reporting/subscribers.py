@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 ROLLUP_CONSUMER = "reporting-rollups"
 COMMAND_CONSUMER = "reporting-commands"
 
-Handler = Callable[[Sequence[Delivery]], Awaitable[None]]
+Handler = Callable[[Sequence[Delivery]], Awaitable[Awaitable[None] | None]]
 OnParked = Callable[[Delivery, BaseException], Awaitable[None]]
 
 
@@ -28,13 +28,16 @@ def reporting_consumers(*, pool: asyncpg.Pool, schema: str, rollups: Handler, co
                         on_parked_command: OnParked, rollup_topics: Sequence[str],
                         commands_topic: str, group: str, max_records: int,
                         batch_timeout_ms: int, metrics: CollectorRegistry | None = None,
-                        policy: FailurePolicy | None = None) -> list[DurableConsumer]:
-    """The rollups (a batch per transaction) and the commands (one per transaction)."""
+                        policy: FailurePolicy | None = None,
+                        pipelined: bool = True) -> list[DurableConsumer]:
+    """The rollups (a batch per transaction) and the commands (one per transaction).
+    `pipelined`: the rollups take the next batch while one's last writes and COMMIT run
+    (`RollupHandler.handle` returns that COMMIT; its offsets are committed after it)."""
     return [
         DurableConsumer(ROLLUP_CONSUMER, rollup_topics, f"{group}-rollups", rollups,
                         pool=pool, schema=schema, policy=policy,
                         max_records=max_records, batch_timeout_ms=batch_timeout_ms,
-                        metrics=metrics),
+                        metrics=metrics, pipelined=pipelined),
         DurableConsumer(COMMAND_CONSUMER, [commands_topic], f"{group}-commands", commands,
                         pool=pool, schema=schema, policy=policy, batch=False,
                         on_parked=on_parked_command, metrics=metrics),

@@ -201,6 +201,21 @@ class _ForgetOnRebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self._handled.clear()
 
 
+async def _batch_parser(raw: Any, original: Callable[[Any], Awaitable[StreamMessage[Any]]]
+                        ) -> StreamMessage[Any]:
+    """FastStream's message of a batch made from its first record only, then given every
+    record: FastStream decoded each record's headers and its telemetry middleware read
+    each one's baggage and links (~12 % of a batch consumer's CPU), which nothing here
+    uses; the handler reads the records themselves (`_deliveries`), traces included."""
+    if not isinstance(raw, tuple) or len(raw) < 2:
+        return await tolerant_parser(raw, original)
+    message = await tolerant_parser(raw[:1], original)
+    message.raw_message = raw
+    message.body = [r.value or b"" for r in raw]   # the batch's size, in metrics and spans
+    message.message_id = f"{raw[0].offset}-{raw[-1].offset}-{raw[0].timestamp}"
+    return message
+
+
 async def _deliveries(msg: StreamMessage[Any]) -> tuple[Delivery, ...]:
     """FastStream decoder: the raw records, as a batch (a single-record subscriber too)."""
     raw = msg.raw_message
@@ -265,7 +280,7 @@ class DurableConsumer:
         subscriber = broker.subscriber(
             *self.topics, group_id=self.group_id,
             ack_policy=AckPolicy.MANUAL if self._pipelined else AckPolicy.NACK_ON_ERROR,
-            auto_offset_reset="earliest", parser=tolerant_parser, decoder=_deliveries,
+            auto_offset_reset="earliest", parser=_batch_parser, decoder=_deliveries,
             listener=_ForgetOnRebalance(self._handled,
                                         self.drain if self._pipelined else None),
             title=self.name,

@@ -39,6 +39,8 @@ from typing import Any, Self, cast
 
 import asyncpg
 from aiokafka.client import AIOKafkaClient
+from aiokafka.errors import KafkaConnectionError
+from aiokafka.protocol.metadata import MetadataRequest
 from faststream.kafka import KafkaBroker
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
@@ -217,7 +219,9 @@ class ServiceRuntime:
         return self.readiness()[0]
 
     def _probe_kafka(self) -> Callable[[], Awaitable[object]]:
-        """A metadata request on a client of its own; a failed client is dropped whole."""
+        """A metadata request on a client of its own; a failed client is dropped whole.
+        For no topic (the brokers only): the metadata of every topic of a shared cluster
+        (3,000 here) cost 77 ms of CPU a probe, once a second."""
         client: AIOKafkaClient | None = None
 
         async def probe() -> object:
@@ -227,7 +231,10 @@ class ServiceRuntime:
                     client = make_client(self.settings.kafka_bootstrap,
                                          client_id=f"{self.name}-probe")
                     await client.bootstrap()
-                return await client.fetch_all_metadata()
+                node = client.get_random_node()
+                if node is None:
+                    raise KafkaConnectionError("no broker known")
+                return await client.send(node, MetadataRequest([]))
             except BaseException:
                 failed, client = client, None
                 if failed is not None:
