@@ -242,6 +242,12 @@ def _sharing_section(f: dict[str, Any]) -> Section:
 
 
 _FAILURE_NAMES = {"network": "mất kết nối", "throttled": "bị giới hạn tần suất"}
+# sync-province's two targets, as a leader reads them.
+_CHANNEL_NAMES = {"kafka": "Kafka của tỉnh", "http": "Cổng HTTPS của tỉnh"}
+
+
+def channel_name(target: str | None) -> str:
+    return "-" if not target else _CHANNEL_NAMES.get(target, target)
 
 
 def failure_name(reason: str) -> str:
@@ -262,7 +268,8 @@ def _province_sync(s: Section, rows: list[dict[str, Any]] | None) -> None:
     known = [r for r in rows if r["sent"] is not None]
     failures: dict[str, dict[str, int]] = {r["target"]: r["failures"] for r in known}
     failed = "; ".join(
-        f"{target}: " + ", ".join(f"{failure_name(k)} {number(n)} lượt" for k, n in f.items())
+        f"{channel_name(target)}: "
+        + ", ".join(f"{failure_name(k)} {number(n)} lượt" for k, n in f.items())
         for target, f in sorted(failures.items()) if f)
     s.paragraphs.append(nfc(
         f"Dữ liệu đồng bộ lên Trung tâm IOC tỉnh: đã gửi {number(sum(r['sent'] for r in known))} "
@@ -272,7 +279,7 @@ def _province_sync(s: Section, rows: list[dict[str, Any]] | None) -> None:
         "3. Đồng bộ dữ liệu lên Trung tâm IOC tỉnh",
         ("Bộ dữ liệu", "Kênh", "Bản ghi đã gửi", "Lô bị từ chối", "Đồng bộ lần cuối",
          "Lỗi kết nối (lượt)"),
-        [(r["dataset_name"], r["target"] or "-",
+        [(r["dataset_name"], channel_name(r["target"]),
           r["sent"] if r["sent"] is not None else "chưa có số liệu", r["parked"],
           moment_text(r["last_synced_at"]) if r["last_synced_at"] else "chưa có số liệu",
           sum(r["failures"].values()) if r["sent"] is not None else None) for r in rows],
