@@ -60,6 +60,12 @@ RETRY_BACKOFF_MS = 500
 _METADATA_BACKOFF_MAX_S = 5.0
 
 
+async def _metadata_pause(seconds: float) -> None:
+    """The pause after a failed metadata update (its own name, so a test can record it
+    without replacing `asyncio.sleep` for everything else in the loop)."""
+    await asyncio.sleep(seconds)
+
+
 def _throttle_failed_metadata_updates() -> None:
     """Make aiokafka pause between failed metadata updates, growing to 5 s.
 
@@ -83,7 +89,7 @@ def _throttle_failed_metadata_updates() -> None:
         pause = min(_METADATA_BACKOFF_MAX_S,
                     max(self._retry_backoff, 2 * getattr(self, "_ioc_metadata_pause", 0.0)))
         self._ioc_metadata_pause = pause
-        await asyncio.sleep(pause * random.uniform(0.8, 1.2))
+        await _metadata_pause(pause * random.uniform(0.8, 1.2))
         return updated
 
     throttled._ioc_throttled = True  # type: ignore[attr-defined]

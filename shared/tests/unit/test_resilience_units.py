@@ -9,6 +9,7 @@ import signal
 import pytest
 from aiokafka.client import AIOKafkaClient
 from ioc_shared.contracts import TopicSpec
+from ioc_shared.platform import kafka
 from ioc_shared.platform import runtime as runtime_module
 from ioc_shared.platform.kafka import (
     RepartitionRefused,
@@ -57,7 +58,7 @@ async def test_failed_metadata_updates_wait_longer_each_time(monkeypatch: pytest
         pauses.append(delay)
 
     client = AIOKafkaClient(bootstrap_servers="127.0.0.1:1", retry_backoff_ms=100)
-    monkeypatch.setattr(asyncio, "sleep", record)
+    monkeypatch.setattr(kafka, "_metadata_pause", record)
     for _ in range(8):
         assert await client._metadata_update(client.cluster, []) is False  # no broker known
     assert 0.08 <= pauses[0] <= 0.12

@@ -120,9 +120,9 @@ def test_the_section_shows_the_figures_and_says_when_there_are_none() -> None:
                          today=date(2026, 11, 20))
     section = next(s for s in doc.sections if s.number == "III")
     text = " ".join(section.paragraphs)
-    assert "đã gửi 1.234 bản ghi trong kỳ" in text and "mất kết nối 3 lượt" in text
+    assert "đã gửi 1.234 bản ghi trong kỳ" in text and "Kafka của tỉnh: mất kết nối 3 lượt" in text
     table = next(t for t in section.tables if t.title.startswith("3."))
-    assert table.rows[0][:5] == ("Chỉ số y tế", "kafka", 1234, 1, "14:05 ngày 13/11/2026")
+    assert table.rows[0][:5] == ("Chỉ số y tế", "Kafka của tỉnh", 1234, 1, "14:05 ngày 13/11/2026")
     assert table.rows[1][2] == "chưa có số liệu"
     assert table.total is not None and table.total[2] == 1234
     empty = build_document(figures(), parent_body="UBND", issuing_body="VĂN PHÒNG",
