@@ -92,9 +92,9 @@ def _key_count(value: Any) -> int:
     if value.__class__ is not dict and value.__class__ is not list:
         return 0
     count = 0
-    stack = [value]
+    stack: list[Any] = [value]
     while stack:
-        item = stack.pop()
+        item: Any = stack.pop()
         if item.__class__ is dict:
             count += len(item)
             item = item.values()
