@@ -33,7 +33,7 @@ from ingest.domain import (
     project,
     special_receivers,
 )
-from ingest.domain.ids import event_id as derive_event_id
+from ingest.domain.ids import event_ids_of
 from ingest.domain.normalize import iso_utc
 from ingest.domain.sharing import SHARED_TYPE
 
@@ -60,6 +60,8 @@ H_REPLAY_ID = "ioc-replay-id"
 H_REPLAY_OF = "ioc-replay-of"
 H_REPLAY_NOTE = "ioc-replay-note"
 UNKNOWN = "unknown"
+_personal_id = event_ids_of("ingest.record.personal")
+_rejection_id = event_ids_of(REJECTED_TYPE)
 
 
 _NO_FEEDS: Mapping[str, str] = MappingProxyType({})
@@ -83,7 +85,7 @@ def record_key(unit: str, record_id: str) -> str:
 
 def personal_event_id(canonical_event_id: str) -> str:
     """The event id of a record's personal fields on the restricted topic."""
-    return derive_event_id("ingest.record.personal", canonical_event_id)
+    return _personal_id(canonical_event_id)
 
 
 class Outgoing(NamedTuple):
@@ -251,7 +253,7 @@ def occurred_json(acc: Accepted, now: datetime) -> bytes:
 
 def rejection_event_id(inbound: Inbound) -> str:
     """Same inbound delivery -> same rejection event id (consumers dedupe redeliveries)."""
-    return derive_event_id(REJECTED_TYPE, inbound.origin, str(inbound.index))
+    return _rejection_id(f"{inbound.origin}\x1f{inbound.index}")
 
 
 def rejection_payload(rej: Rejected, inbound: Inbound, quarantined: bool) -> dict[str, Any]:

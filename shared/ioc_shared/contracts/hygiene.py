@@ -34,13 +34,19 @@ _FORBIDDEN = re.compile(
     "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2064"
     "\u2066-\u2069\ufeff\ufff9-\ufffb\ufffe\uffff\ud800-\udfff]")
 
-# A key is `"` + optional white space + `:`; any `":` inside a string value only adds to
-# this count, so "count == distinct keys parsed" proves there is no duplicate key.
-_KEY_ENDS = re.compile(rb'"\s*:')
-# orjson turns an integer beyond 64 bits into a float, silently changing it. Such an
-# integer has at least 19 digits; a run that long (rare, even inside strings) sends the
-# document to the pair-by-pair parse, which refuses integers out of range.
-_LONG_DIGITS = re.compile(rb"\d{19}")
+# Both checks read the document with its JSON white space removed and its digits made
+# `0` (one `bytes.translate`: ~1 us for a submission with both checks, regexes took ~8 us):
+# - a key is `"` + optional white space + `:`, so each key is one `":` there; removing
+#   white space inside strings and any `":` in a string value only add to that count, so
+#   "count == distinct keys parsed" proves there is no duplicate key;
+# - orjson turns an integer beyond 64 bits into a float, silently changing it. Such an
+#   integer has at least 19 digits; a run that long there (rare, even inside strings; white
+#   space removed can only join runs) sends the document to the pair-by-pair parse, which
+#   refuses integers out of range.
+_SQUEEZE = bytes(0x30 if 0x30 <= b <= 0x39 else b for b in range(256))
+_JSON_SPACE = b" \t\n\r"
+_KEY_END = b'":'
+_LONG_DIGITS = b"0" * 19
 _INT_MIN, _UINT_MAX = -(2**63), 2**64 - 1
 
 
@@ -64,8 +70,9 @@ def loads_strict(raw: bytes | bytearray | memoryview | str) -> Any:
     """Decode JSON, refusing duplicate keys; a leading UTF-8 BOM is ignored.
 
     Fast path: orjson, then a count of key endings in the raw bytes against the keys
-    parsed. Only when they differ (a value contains `":`, or there is a duplicate)
-    is the document parsed again pair by pair to tell which.
+    parsed. Only when they differ (a value contains `":`, or there is a duplicate), or a
+    run of 19 digits could be an integer beyond 64 bits, is the document parsed again
+    pair by pair to tell which.
     """
     data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else bytes(raw)
     data = strip_bom(data)
@@ -73,22 +80,28 @@ def loads_strict(raw: bytes | bytearray | memoryview | str) -> Any:
         value = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise HygieneError("malformed_json", str(exc)) from None
-    if (_key_count(value) != len(_KEY_ENDS.findall(data))
-            or _LONG_DIGITS.search(data) is not None):
+    squeezed = data.translate(_SQUEEZE, _JSON_SPACE)
+    if _key_count(value) != squeezed.count(_KEY_END) or _LONG_DIGITS in squeezed:
         _parse_slowly(data)
     return value
 
 
 def _key_count(value: Any) -> int:
+    """Keys of all the objects in a parsed document (a plain loop: ~3x cheaper than with
+    generator expressions)."""
+    if value.__class__ is not dict and value.__class__ is not list:
+        return 0
     count = 0
-    stack = [value]
+    stack: list[Any] = [value]
     while stack:
-        item = stack.pop()
+        item: Any = stack.pop()
         if item.__class__ is dict:
             count += len(item)
-            stack.extend(v for v in item.values() if v.__class__ in (dict, list))
-        elif item.__class__ is list:
-            stack.extend(v for v in item if v.__class__ in (dict, list))
+            item = item.values()
+        for child in item:
+            kind = child.__class__
+            if kind is dict or kind is list:
+                stack.append(child)
     return count
 
 

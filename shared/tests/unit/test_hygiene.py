@@ -39,6 +39,11 @@ def test_long_digit_runs_in_strings_and_64_bit_integers_pass() -> None:
         "id": "12345678901234567890123", "n": -(2**63)}
 
 
+def test_digit_runs_joined_only_by_white_space_are_not_out_of_range() -> None:
+    assert loads_strict(b'[1234567890 ,\n 123456789012, "12345 67890123456789"]') == [
+        1234567890, 123456789012, "12345 67890123456789"]
+
+
 def test_a_leading_bom_is_stripped() -> None:
     assert loads_strict(b"\xef\xbb\xbf{\"a\": 1}") == {"a": 1}
 
@@ -92,3 +97,39 @@ def test_any_repeated_key_is_found(value: dict[str, int]) -> None:
     with pytest.raises(HygieneError) as err:
         loads_strict(raw)
     assert err.value.code == "duplicate_key"
+
+
+json_trees = st.recursive(
+    st.none() | st.integers(-(2**63), 2**64 - 1) | st.text(alphabet='ab": \\\t\n{}0'),
+    lambda children: st.lists(children, max_size=3)
+    | st.dictionaries(st.text(alphabet='ab": \\', max_size=3), children, max_size=3),
+    max_leaves=12)
+
+
+def _dumps(value: object, space: str, repeat_in: int, seen: list[int]) -> str:
+    """JSON with `space` around every colon and comma; the `repeat_in`-th non-empty object
+    (in document order) gets its first key once more."""
+    if isinstance(value, dict):
+        seen[0] += 1
+        index = seen[0]
+        items = [f"{json.dumps(k)}{space}:{space}{_dumps(v, space, repeat_in, seen)}"
+                 for k, v in value.items()]
+        if items and index == repeat_in:
+            items.append(f"{json.dumps(next(iter(value)))}{space}:{space}0")
+        return "{" + f"{space},{space}".join(items) + "}"
+    if isinstance(value, list):
+        return "[" + f"{space},{space}".join(_dumps(v, space, repeat_in, seen) for v in value) + "]"
+    return json.dumps(value)
+
+
+@given(json_trees, st.sampled_from(["", " ", "\t", "\n", "\r\n", " \t "]),
+       st.integers(1, 6))
+def test_a_repeated_key_is_found_whatever_the_white_space_and_strings(
+        value: object, space: str, repeat_in: int) -> None:
+    raw = _dumps(value, space, repeat_in, [0]).encode()
+    if _dumps(value, "", repeat_in, [0]) != _dumps(value, "", 0, [0]):   # a key was repeated
+        with pytest.raises(HygieneError) as err:
+            loads_strict(raw)
+        assert err.value.code == "duplicate_key"
+    else:
+        assert loads_strict(raw) == value

@@ -9,10 +9,11 @@ from typing import Any
 from ioc_shared.grants import project_for_grant
 from ioc_shared.registry import Action, Grant, Registry
 
-from ingest.domain.ids import event_id
+from ingest.domain.ids import event_ids_of
 from ingest.domain.model import Accepted
 
 SHARED_TYPE = "ingest.record.shared"
+_shared_id = event_ids_of(SHARED_TYPE)
 
 
 @dataclass(slots=True)
@@ -51,4 +52,4 @@ def project(accepted: Accepted, active: tuple[Grant, ...]) -> list[SharedView]:
 
 def shared_event_id(accepted_event_id: str, grant_id: str) -> str:
     """The event id of a record's shared copy for a grant (same record -> same id)."""
-    return event_id(SHARED_TYPE, accepted_event_id, grant_id)
+    return _shared_id(f"{accepted_event_id}\x1f{grant_id}")

@@ -23,13 +23,14 @@ from ioc_shared.contracts.hygiene import HygieneError, find_forbidden, is_clean,
 from ioc_shared.registry import Action, Dataset, SchemaVersion
 
 from ingest.domain.codes import Code
-from ingest.domain.ids import event_id
+from ingest.domain.ids import event_ids_of
 from ingest.domain.model import Accepted, Decision, Inbound, Problem, Rejected, rejected
 from ingest.domain.schema import CompiledSchema, SchemaCatalog, upgrade
 
 H_PRINCIPAL = "ioc-principal"
 H_SIGNATURE = "ioc-signature"
 ACCEPTED_TYPE = "ingest.record.accepted"
+_accepted_id = event_ids_of(ACCEPTED_TYPE)
 _HEX = re.compile(r"^[0-9a-fA-F]{64}$")
 _TIME_CODES = frozenset({Code.FUTURE_TIMESTAMP, Code.ABSURD_TIMESTAMP})
 MAX_CLIENT_EVENT_ID = 128
@@ -82,7 +83,7 @@ def digest_of(serialized: bytes) -> str:
 
 def accepted_event_id(unit: str, dataset: str, record_id: str, digest: str) -> str:
     """Same record from the same unit -> same event id, however often it is delivered."""
-    return event_id(ACCEPTED_TYPE, unit, dataset, record_id, digest)
+    return _accepted_id(f"{unit}\x1f{dataset}\x1f{record_id}\x1f{digest}")
 
 
 def accepted_ids(unit: str, dataset: str, record_id: str, serialized: bytes) -> tuple[str, str]:

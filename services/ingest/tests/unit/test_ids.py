@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from ingest.domain.ids import event_id
+from ingest.domain.ids import event_id, event_ids_of
 from ioc_shared.contracts.envelope import deterministic_event_id
 
 
@@ -17,6 +17,8 @@ def test_event_id_equals_the_contracts_deterministic_event_id() -> None:
                       for _ in range(rng.randrange(1, 6))) for _ in range(3000)]
     for parts in samples:
         assert event_id(*parts) == str(deterministic_event_id(*parts)), parts
+        if len(parts) > 1:
+            assert event_ids_of(parts[0])("\x1f".join(parts[1:])) == event_id(*parts), parts
 
 
 def test_prepared_hmac_equals_hmac_sha256() -> None:
