@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
-from ioc_shared.platform.kafka import murmur2
+from ioc_shared.platform.kafka import murmur2, retrieved_if_abandoned
 from ioc_shared.platform.telemetry import inject_trace_headers
 from opentelemetry.context import Context
 
@@ -111,7 +111,7 @@ class KafkaSink:
                     key=key, value=value, timestamp=None, headers=headers) is None:
                 # A new batch (the full one, if any, stays queued before it).
                 pending = open_[target] = _Pending(producer.create_batch(), topic, partition,
-                                                   loop.create_future())
+                                                   retrieved_if_abandoned(loop.create_future()))
                 self._queue.append(pending)
                 if pending.builder.append(key=key, value=value, timestamp=None,
                                           headers=headers) is None:
