@@ -187,7 +187,9 @@ class ServiceProcess:
     def log_tail(self, chars: int = 3000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
 
-    async def start(self, timeout: float = 60.0) -> None:
+    async def start(self, timeout: float = 60.0, *, healthy: bool = True) -> None:
+        """Start and wait until /health says 200 (`healthy=False`: until it answers at all,
+        for a service that is meant to be unready soon, and may be before it was ready)."""
         # Popen only forks; waiting happens below without blocking the loop.
         self._proc = subprocess.Popen(  # noqa: ASYNC220
             [sys.executable, "-m", self.module, "serve"], cwd=self._cwd, env=self._env,
@@ -199,7 +201,8 @@ class ServiceProcess:
                 if self._proc.poll() is not None:
                     raise RuntimeError(f"{self.service} exited:\n{self.log_tail()}")
                 try:
-                    if (await http.get(f"http://127.0.0.1:{self.port}/health")).status_code == 200:
+                    code = (await http.get(f"http://127.0.0.1:{self.port}/health")).status_code
+                    if code == 200 or (not healthy and code == 503):
                         return
                 except httpx.HTTPError:
                     pass

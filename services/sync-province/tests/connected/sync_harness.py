@@ -132,12 +132,13 @@ class Link:
         os.replace(tmp, self.registry)     # atomic: the service never reads half a file
 
     # --- processes ------------------------------------------------------------------
-    async def start_service(self, targets: str, scheme: str = "http", **extra: str) -> ServiceProcess:
+    async def start_service(self, targets: str, scheme: str = "http", *, healthy: bool = True,
+                            **extra: str) -> ServiceProcess:
         env = {**self.env, "SYNC_PROVINCE_TARGETS": targets,
                "SYNC_PROVINCE_GATEWAY_URL": f"{scheme}://127.0.0.1:{self.sim_port}", **extra}
         service = ServiceProcess("sync-province", env, self.tmp / f"service-{time.time()}.log",
                                  REPO_ROOT)
-        await service.start()
+        await service.start(healthy=healthy)
         self.service = service
         return service
 
