@@ -207,7 +207,9 @@ class ServiceProcess:
                 except httpx.HTTPError:
                     pass
                 await asyncio.sleep(0.1)
-        raise RuntimeError(f"{self.service} did not become healthy:\n{self.log_tail()}")
+        tail = self.log_tail()
+        self.kill()   # never left running: the test that started it is failing
+        raise RuntimeError(f"{self.service} did not become healthy:\n{tail}")
 
     def peak_rss_mb(self) -> float:
         """Peak resident memory (VmHWM) of the service: its process and its child processes
