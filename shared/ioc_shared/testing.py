@@ -70,6 +70,22 @@ async def delete_province_topics(prefix: str) -> None:
         await admin.close()
 
 
+async def eventually(check: Callable[[], Any], timeout: float = 30.0, *, interval: float = 0.1,
+                     what: str | None = None) -> Any:
+    """Call `check` (plain or async) until it returns something truthy, and return that;
+    an AssertionError after `timeout` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        await asyncio.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what or check}")
+
+
 def database_url() -> str:
     return os.environ.get("IOC_DATABASE_URL", "postgresql://ioc@127.0.0.1:15432/ioc")
 

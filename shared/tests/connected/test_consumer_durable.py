@@ -5,7 +5,7 @@ import asyncio
 import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import asyncpg
 import pytest
@@ -15,25 +15,12 @@ from ioc_shared.platform.consumer import Delivery, DurableConsumer, FailurePolic
 from ioc_shared.platform.idempotency import claim_events
 from ioc_shared.platform.kafka import declare_topics, make_admin, make_broker, make_producer
 from ioc_shared.platform.parking import H_REPLAY_OF, headers_from_json, list_parked, replay_parked
-from ioc_shared.testing import kafka_bootstrap, unique
+from ioc_shared.testing import eventually, kafka_bootstrap, unique
 from prometheus_client import CollectorRegistry
 
 pytestmark = pytest.mark.connected
 
 QUICK = FailurePolicy(max_attempts=3, backoff_initial_s=0.05, backoff_max_s=0.2, jitter_s=0.05)
-
-
-async def eventually(check: Callable[[], object], timeout: float = 30.0) -> object:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {check}")
 
 
 async def new_topic() -> str:

@@ -8,7 +8,7 @@ import asyncio
 import json
 import os
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import asyncpg
@@ -27,7 +27,7 @@ from ioc_shared.platform.kafka import (
 )
 from ioc_shared.platform.runtime import ServiceRuntime
 from ioc_shared.platform.settings import ServiceSettings
-from ioc_shared.testing import secure_kafka_env, unique
+from ioc_shared.testing import eventually, secure_kafka_env, unique
 
 pytestmark = pytest.mark.connected
 
@@ -48,19 +48,6 @@ def production_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[
     use_district_security(None)
     yield tmp_path / "credentials.yaml"        # outside the repository, as in production
     use_district_security(saved)
-
-
-async def eventually(check: Callable[[], object], timeout: float = 60.0) -> object:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {check}")
 
 
 def store_notes(pool: asyncpg.Pool, schema: str, name: str):  # type: ignore[no-untyped-def]
@@ -110,7 +97,7 @@ async def test_declare_publish_and_durably_consume_through_the_kit_on_sasl_ssl(
             async def stored() -> bool:
                 return await pool.fetchval(f"SELECT count(*) FROM {schema}.notes") == len(notes)
 
-            await eventually(stored)
+            await eventually(stored, timeout=60)
             consumer.stop()
         rows = await pool.fetch(f"SELECT event_id, body FROM {schema}.notes")
         assert {r["event_id"]: r["body"] for r in rows} == notes

@@ -8,7 +8,6 @@ import asyncio
 import json
 import subprocess
 import sys
-import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -19,23 +18,13 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from ioc_shared.contracts.headers import H_PRODUCER
 from ioc_shared.contracts.topics import SYNC_PROVINCE_STATUS, TopicSpec, canonical_topic
 from ioc_shared.platform.kafka import declare_topics, make_admin
-from ioc_shared.testing import headers_of, kafka_bootstrap, read_topic
+from ioc_shared.testing import eventually, headers_of, kafka_bootstrap, read_topic
 from sync_harness import FIELD_REPORTS, HEALTH_ALERTS, Link, platform_pki
 
 pytestmark = pytest.mark.connected
 
 ALERT = {"reported_at": "2026-12-01T01:00:00+00:00", "commune": "xa-loc-an", "category": "y-te",
          "priority": "cao", "title": "Sốt xuất huyết"}
-
-
-async def _until(check, timeout: float = 30, what: str = ""):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = await check()
-        if found:
-            return found
-        await asyncio.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _row(status: list[dict], stream: str) -> dict:  # type: ignore[type-arg]
@@ -57,9 +46,9 @@ async def test_http_outage_catch_up_and_sigkill_without_gap_or_duplicate(link: L
         row = _row(await link.status(), FIELD_REPORTS)
         return row if row["lag_records"] > 0 and row["unreachable_s"] > 1 else None
 
-    first = await _until(lagging, what="lag while the province is away")
+    first = await eventually(lagging, what="lag while the province is away")
     await link.produce(FIELD_REPORTS, 400)
-    grown = await _until(lambda: _bigger(link, first["lag_records"]), what="lag growing")
+    grown = await eventually(lambda: _bigger(link, first["lag_records"]), what="lag growing")
     assert grown > first["lag_records"] and first["failures"].get("network", 0) > 0
     code, health = await link.health()
     assert code == 503 and health["checks"]["province-http"] is False
@@ -117,7 +106,7 @@ async def test_http_retry_after_is_honoured_and_a_refused_batch_is_parked(link: 
 
     await link.sim_mode(mode="reject", reason="schema v9 unknown", times=1)
     batch = await link.produce(FIELD_REPORTS, 10)
-    await _until(lambda: link.pool.fetch(f"SELECT * FROM {link.ns}.failed_sync"), what="parked")
+    await eventually(lambda: link.pool.fetch(f"SELECT * FROM {link.ns}.failed_sync"), what="parked")
     after = await link.produce(FIELD_REPORTS, 60)
     parked = await link.pool.fetch(f"SELECT * FROM {link.ns}.failed_sync")
     assert len(parked) == 1 and parked[0]["status_code"] == 400
@@ -132,7 +121,7 @@ async def test_http_retry_after_is_honoured_and_a_refused_batch_is_parked(link: 
 
     # Pause a dataset: others go on; resume: it catches up.
     assert link.cli("pause", "--target", "http", "--stream", FIELD_REPORTS).returncode == 0
-    await _until(lambda: _paused(link), what="pause seen")
+    await eventually(lambda: _paused(link), what="pause seen")
     held = await link.produce(FIELD_REPORTS, 20)
     await link.produce(HEALTH_ALERTS, 5, record=lambda i: ALERT)
     await link.wait_sim(HEALTH_ALERTS, 5)
@@ -165,10 +154,10 @@ async def test_grant_narrowed_then_revoked_while_records_flow(link: Link) -> Non
         grant["fields"] = ["record_id", "title", "commune"]
 
     link.edit_registry(narrow)
-    await _until(lambda: _generation_above(link, generation), what="registry reload")
+    await eventually(lambda: _generation_above(link, generation), what="registry reload")
     narrowed = await link.produce(FIELD_REPORTS, 40)
     rows = await link.wait_sim(FIELD_REPORTS, 1)
-    await _until(lambda: _all_there(link, narrowed), what="records after narrowing")
+    await eventually(lambda: _all_there(link, narrowed), what="records after narrowing")
     by_id = {r["event_id"]: r for r in await link.sim_rows(FIELD_REPORTS)}
     for event_id in narrowed:
         record = orjson.loads(by_id[event_id]["value"])["payload"]["record"]
@@ -177,7 +166,7 @@ async def test_grant_narrowed_then_revoked_while_records_flow(link: Link) -> Non
     generation = _row(await link.status(), FIELD_REPORTS)["registry_generation"]
     link.edit_registry(lambda raw: raw.update(grants=[g for g in raw["grants"]
                                                       if g["id"] != "prov-pa-ioc-binh-phuoc"]))
-    await _until(lambda: _generation_above(link, generation), what="registry reload")
+    await eventually(lambda: _generation_above(link, generation), what="registry reload")
     revoked = await link.produce(FIELD_REPORTS, 40)
     await link.produce(HEALTH_ALERTS, 5, record=lambda i: ALERT)   # proves the link moved past
     await link.wait_sim(HEALTH_ALERTS, 5)
@@ -216,7 +205,7 @@ async def test_retention_risk_is_alerted_when_the_province_stays_away(link: Link
     async def at_risk() -> bool:
         return bool(_row(await link.status(), FIELD_REPORTS)["retention_risk"])
 
-    await _until(at_risk, timeout=30, what="retention risk")
+    await eventually(at_risk, timeout=30, what="retention risk")
     code, health = await link.health()
     assert code == 503 and health["checks"]["retention-http"] is False
     assert "ALERT oldest unsynced record is near" in link.service.log_tail(20000)  # type: ignore[union-attr]
@@ -232,7 +221,7 @@ async def test_https_gateway_with_a_certificate_from_the_platform_ca(link: Link)
     async def tls_failing() -> bool:
         return _row(await link.status(), FIELD_REPORTS)["failures"].get("network", 0) > 0
 
-    await _until(tls_failing, what="TLS refusal")
+    await eventually(tls_failing, what="TLS refusal")
     assert not await link.sim_rows(FIELD_REPORTS)
     untrusting.kill()
     await link.start_service("http", scheme="https",
@@ -250,7 +239,7 @@ async def test_a_refused_token_is_retried_and_alerted_never_parked(link: Link) -
     async def unauthorised() -> bool:
         return _row(await link.status(), FIELD_REPORTS)["failures"].get("http-401", 0) > 1
 
-    await _until(unauthorised, what="401 retried")
+    await eventually(unauthorised, what="401 retried")
     assert not await link.pool.fetch(f"SELECT * FROM {link.ns}.failed_sync")
     refused.kill()
     await link.start_service("http")
@@ -285,7 +274,7 @@ async def test_a_dataset_shared_while_running_reaches_both_targets_from_its_begi
         return {("kafka", SCHOOL_ALERTS), ("http", SCHOOL_ALERTS)} <= {
             (r["target"], r["stream"]) for r in await link.status()}
 
-    await _until(forwarded_by_both, what="the new stream in both pipelines")
+    await eventually(forwarded_by_both, what="the new stream in both pipelines")
     after = await link.produce(SCHOOL_ALERTS, 20, record=lambda i: SCHOOL_ALERT)
     rows = await link.wait_sim(SCHOOL_ALERTS, 50)
     assert {r["event_id"] for r in rows} == set(before + after)
@@ -315,8 +304,8 @@ async def test_a_dataset_shared_while_running_reaches_both_targets_from_its_begi
 
     generation = _row(await link.status(), FIELD_REPORTS)["registry_generation"]
     link.edit_registry(unshare)
-    await _until(lambda: _generation_above(link, generation), what="registry reload")
+    await eventually(lambda: _generation_above(link, generation), what="registry reload")
     withheld = await link.produce(SCHOOL_ALERTS, 10, record=lambda i: SCHOOL_ALERT)
     moved_on = await link.produce(FIELD_REPORTS, 5)
-    await _until(lambda: _all_there(link, moved_on), what="records after the flag was taken back")
+    await eventually(lambda: _all_there(link, moved_on), what="records after the flag was taken back")
     assert not set(withheld) & {r["event_id"] for r in await link.sim_rows(SCHOOL_ALERTS)}
